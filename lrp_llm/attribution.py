@@ -1,0 +1,156 @@
+"""Result dataclasses: plain data (arrays, token strings, metadata) read by the CLI,
+the TUI, the exporters and the tests alike."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "xai-tui/attribution/1"
+
+
+@dataclass
+class TargetRelevance:
+    """The explanation of one token.
+
+    ``relevance`` has shape (position,): one value per token before ``position``.
+    """
+
+    position: int
+    token: str
+    id: int
+    logit: float
+    probability: float
+    relevance: np.ndarray
+    relevance_sum: float = float("nan")
+
+    def __post_init__(self) -> None:
+        self.relevance = np.asarray(self.relevance, dtype=np.float32)
+        if self.relevance_sum != self.relevance_sum:  # NaN: not given
+            self.relevance_sum = float(self.relevance.astype(np.float64).sum())
+
+    @property
+    def conservation(self) -> float:
+        """Sum of input relevance / explained logit (1.0 = fully conserved)."""
+        return self.relevance_sum / self.logit if self.logit else float("nan")
+
+    def top(self, k: int = 5) -> list[int]:
+        """Indices of the ``k`` most relevant (largest positive) earlier tokens."""
+        order = np.argsort(-self.relevance, kind="stable")
+        return [int(i) for i in order[:k]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "token": self.token,
+            "id": self.id,
+            "logit": self.logit,
+            "probability": self.probability,
+            "relevance": [float(x) for x in self.relevance],
+            "relevance_sum": self.relevance_sum,
+            "conservation": self.conservation,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TargetRelevance:
+        return cls(
+            position=int(d["position"]),
+            token=str(d["token"]),
+            id=int(d["id"]),
+            logit=float(d["logit"]),
+            probability=float(d.get("probability", float("nan"))),
+            relevance=np.asarray(d["relevance"], dtype=np.float32),
+            relevance_sum=float(d.get("relevance_sum", float("nan"))),
+        )
+
+
+@dataclass
+class Attribution:
+    """Explanations of one or more tokens of one sequence (prompt + answer)."""
+
+    model: str
+    method: str
+    tokens: list[str]
+    input_ids: list[int]
+    prompt_length: int
+    targets: list[TargetRelevance]
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.tokens[self.prompt_length :])
+
+    @property
+    def prompt_tokens(self) -> list[str]:
+        return self.tokens[: self.prompt_length]
+
+    def matrix(self) -> np.ndarray:
+        """(n_targets, n_tokens) relevance, zero at and after each target's position."""
+        out = np.zeros((len(self.targets), len(self.tokens)), dtype=np.float32)
+        for i, t in enumerate(self.targets):
+            out[i, : t.position] = t.relevance
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "model": self.model,
+            "method": self.method,
+            "tokens": list(self.tokens),
+            "input_ids": [int(i) for i in self.input_ids],
+            "prompt_length": self.prompt_length,
+            "seconds": self.seconds,
+            "timings": dict(self.timings),
+            "meta": dict(self.meta),
+            "targets": [t.to_dict() for t in self.targets],
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Attribution:
+        return cls(
+            model=str(d["model"]),
+            method=str(d["method"]),
+            tokens=[str(t) for t in d["tokens"]],
+            input_ids=[int(i) for i in d["input_ids"]],
+            prompt_length=int(d["prompt_length"]),
+            targets=[TargetRelevance.from_dict(t) for t in d["targets"]],
+            seconds=float(d.get("seconds", 0.0)),
+            timings={k: float(v) for k, v in d.get("timings", {}).items()},
+            meta=dict(d.get("meta", {})),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Attribution:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        write_atomic(path, self.to_json(indent=1))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Attribution:
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename: never half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,48 @@
+"""``lrp_rules``: the rule set of a model's family, installed for one ``with`` block."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torch import nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from .archs import get_arch
+from .patch import ModelPatch
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList | None:
+    """The list of transformer blocks (the first ModuleList with one entry per layer)."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    return None
+
+
+def _checkpointed(original):
+    def forward(*args, **kwargs):
+        return _checkpoint(original, *args, use_reentrant=False, **kwargs)
+
+    return forward
+
+
+@contextmanager
+def lrp_rules(model: nn.Module, rules: str | None = "attnlrp", *, checkpoint: bool = False) -> Iterator[ModelPatch]:
+    """Install ``rules`` ("attnlrp", "cp-lrp", or None for plain gradients) on ``model``.
+
+    Per instance and reversible: leaving the block restores every hook and forward,
+    also on error. ``checkpoint=True`` recomputes each block's activations in the
+    backward pass instead of storing them (long inputs).
+    """
+    patch = ModelPatch(model)
+    with patch:
+        if rules is not None:
+            get_arch(model).apply(patch, model, rules)
+        if checkpoint:
+            layers = decoder_layers(model)
+            if layers is not None:
+                for layer in layers:
+                    patch.override_forward(layer, _checkpointed)
+        yield patch

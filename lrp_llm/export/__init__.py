@@ -1,0 +1,1 @@
+"""Exporters: self-contained HTML and JSON."""

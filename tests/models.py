@@ -1,0 +1,67 @@
+"""Tiny random models of every supported decoder family (seeded, seconds to build)."""
+
+from __future__ import annotations
+
+import torch
+
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
+# Families whose tiny configs have no bias anywhere (qwen2 has q/k/v biases).
+BIAS_FREE = ("llama", "mistral", "qwen3", "gemma", "gemma2", "gemma3_text")
+
+
+def tiny_causal_lm(
+    family: str = "llama",
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    layers: int = 2,
+    attn: str = "sdpa",
+    vocab: int = 61,
+    **overrides,
+):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    if family in ("gemma2", "gemma3_text"):
+        common.update(query_pre_attn_scalar=8, sliding_window=16)
+    if family == "gemma2":
+        common.update(final_logit_softcapping=None)
+    common.update(overrides)
+    if family == "gemma2" and attn == "sdpa":
+        attn = "eager"  # transformers has no SDPA path for Gemma-2 (soft-capping)
+    config = AutoConfig.for_model(family, **common)
+    config._attn_implementation = attn
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+    # Random init is small; larger weights make the rules' differences visible.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(
+                    1.0 + 0.3 * torch.randn_like(p)
+                    if family not in ("gemma", "gemma2", "gemma3_text")
+                    else 0.3 * torch.randn_like(p)
+                )
+            elif p.dim() >= 2:
+                p.normal_(0.0, 0.3)
+            else:
+                p.normal_(0.0, 0.1)
+    return model.to(dtype).eval()
+
+
+def random_ids(n: int, vocab: int = 61, seed: int = 1) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    return [int(i) for i in torch.randint(3, vocab, (n,), generator=g)]

@@ -1,0 +1,1 @@
+"""The ``xai-tui`` command: the Textual app and the headless subcommands."""

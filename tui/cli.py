@@ -1,0 +1,70 @@
+"""Entry point of ``xai-tui``: argument parsing and the one place errors are reported.
+
+Every error a user can cause ends as one line on stderr and a non-zero exit, never a
+traceback. Heavy imports happen inside the commands, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .commands import COMMANDS
+
+EXIT_ERROR = 2
+EXIT_CANCELLED = 130
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(
+        prog="xai-tui",
+        description="Explain what a language model used to produce its answer (AttnLRP, MambaLRP, CP-LRP, baselines).",
+    )
+    parser.add_argument("--version", action="version", version="xai-tui 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules: dict[str, object] = {}
+    for name in COMMANDS:
+        module = importlib.import_module(f"tui.commands.{name}")
+        module.add_parser(sub)
+        modules[name] = module
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Third-party progress bars (tqdm) would garble our own; rich shows progress.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:  # noqa: BLE001 - the single place user-facing errors are shown
+        print(f"error: {describe_error(exc)}", file=sys.stderr)
+        if os.environ.get("XAI_TUI_DEBUG"):
+            raise
+        return EXIT_ERROR
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: our own errors carry their message; anything else names its type."""
+    from lrp_llm.errors import XaiError  # light module, no torch
+
+    text = " ".join(str(exc).split())
+    if isinstance(exc, XaiError):
+        return text
+    if isinstance(exc, MemoryError):
+        return "out of memory; use a shorter input, fewer --generate tokens or a smaller --dtype"
+    if isinstance(exc, OSError):
+        return f"{text or type(exc).__name__} (check the path and permissions)"
+    return f"{type(exc).__name__}: {text[:300]} (set XAI_TUI_DEBUG=1 for the traceback)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

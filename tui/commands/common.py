@@ -1,0 +1,79 @@
+"""Options and helpers shared by the subcommands (argparse-level imports only)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from lrp_llm.errors import InputError
+
+
+def add_model_args(parser: argparse.ArgumentParser, *, what: str = "the bundled SmolLM2-135M-Instruct") -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument(
+        "--model", metavar="PATH", help=f"HF model folder (config.json + safetensors) or .gguf file; default: {what}"
+    )
+    g.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run (default: cpu)")
+    g.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16", "float64"],
+        help="weights precision",
+    )
+    g.add_argument(
+        "--device-map", metavar="MAP", help="'auto' to spread a large model over GPUs / offload to CPU (accelerate)"
+    )
+    g.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow pickled weights (pytorch_model.bin); only for trusted checkpoints",
+    )
+    g.add_argument(
+        "--trust-remote-code", action="store_true", help="run the checkpoint's own Python code (off by default)"
+    )
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("output")
+    g.add_argument("--json", metavar="OUT", help="write the result as JSON")
+    g.add_argument("--html", metavar="OUT", help="write a self-contained HTML report")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def check_output_paths(*paths: str | None) -> None:
+    """Fail before any heavy work when an output file could not be written."""
+    for p in paths:
+        if not p:
+            continue
+        path = Path(p).expanduser()
+        parent = path.parent if str(path.parent) else Path(".")
+        if path.is_dir():
+            raise InputError(f"{path} is a folder; pass a file name for the output")
+        if not parent.is_dir():
+            raise InputError(f"cannot write {path}: the folder {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise InputError(f"cannot write {path}: the folder {parent} is not writable")
+
+
+def load_model_from_args(args: argparse.Namespace, console=None):
+    """Load (model, tokenizer) with a status line on stderr."""
+    from lrp_llm.loading import demo_model_path, load_model
+
+    name = args.model or str(demo_model_path())
+    status = None
+    if console is not None and not getattr(args, "quiet", False):
+        status = console.status(f"loading {name} ...")
+        status.start()
+    try:
+        return load_model(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            device_map=args.device_map,
+            allow_pickle=args.allow_pickle,
+            trust_remote_code=args.trust_remote_code,
+        )
+    finally:
+        if status is not None:
+            status.stop()

@@ -1,0 +1,104 @@
+"""``xai-tui explain``: explain a forced target or every token of a greedy answer."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_model_args, add_output_args, check_output_paths, load_model_from_args
+
+METHODS = ("attnlrp", "cp-lrp", "grad-x-input", "saliency", "integrated-gradients", "random")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="explain an answer token by token",
+        description="Generate (or force) an answer and explain each of its tokens over the prompt.",
+    )
+    add_model_args(p)
+    g = p.add_argument_group("input")
+    g.add_argument("--prompt", required=True, help="the question or text to continue")
+    g.add_argument("--context", help="a passage; the prompt becomes a QA chat turn 'CONTEXT\\nPROMPT'")
+    g.add_argument(
+        "--chat",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="wrap the prompt in the model's chat template (default: only with --context)",
+    )
+    g.add_argument("--system", help="system message for the chat template")
+    target = g.add_mutually_exclusive_group()
+    target.add_argument("--target", help="explain this forced continuation instead of generating")
+    target.add_argument("--generate", type=int, metavar="N", help="greedy answer of up to N tokens (default 20)")
+    m = p.add_argument_group("method")
+    m.add_argument("--method", default="attnlrp", choices=METHODS, help="attribution method (default: attnlrp)")
+    m.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
+    m.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    add_output_args(p)
+    v = p.add_argument_group("terminal view")
+    v.add_argument(
+        "--heatmap",
+        default="all",
+        metavar="WHICH",
+        help="heatmaps to print: all, none, or answer-token indices like 0,3 (default: all)",
+    )
+    v.add_argument("--top", type=int, default=5, help="most relevant tokens listed per answer token")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from lrp_llm.errors import InputError
+
+    if not args.prompt or not args.prompt.strip():
+        raise InputError("the prompt is empty; pass some text with --prompt")
+    if args.generate is not None and args.generate < 1:
+        raise InputError("--generate must be at least 1")
+    if args.steps < 1:
+        raise InputError("--steps must be at least 1")
+    check_output_paths(args.json, args.html)
+    err = Console(stderr=True)
+    out = Console()
+    model, tokenizer = load_model_from_args(args, err)
+
+    from lrp_llm.attribution import write_atomic
+    from lrp_llm.explanation import explain
+
+    from ..render import progress_bar, render_attribution
+
+    with progress_bar(err, disabled=args.quiet) as bar:
+        gen_task = bar.add_task("generating", total=args.generate or 20) if args.target is None else None
+        exp_task = bar.add_task("explaining", total=None, visible=False)
+
+        def on_token(_tok: int) -> None:
+            if gen_task is not None:
+                bar.advance(gen_task)
+
+        def progress(done: int, total: int) -> None:
+            if gen_task is not None:
+                bar.update(gen_task, visible=False)
+            bar.update(exp_task, completed=done, total=total, visible=True)
+
+        attribution = explain(
+            model,
+            tokenizer,
+            args.prompt,
+            context=args.context,
+            target=args.target,
+            generate=args.generate,
+            method=args.method,
+            steps=args.steps,
+            chat=args.chat,
+            system=args.system,
+            seed=args.seed,
+            model_name=args.model or "SmolLM2-135M-Instruct (bundled)",
+            progress=progress,
+            on_token=on_token,
+        )
+    render_attribution(out, attribution, heatmaps=args.heatmap, top=args.top)
+    if args.json:
+        attribution.save(args.json)
+    if args.html:
+        from lrp_llm.export.html import attribution_html
+
+        write_atomic(args.html, attribution_html(attribution))
+    return 0

@@ -1,0 +1,126 @@
+"""Rich renderings for the terminal: token heatmaps, target tables, progress bars.
+
+Colour scale: red = positive relevance, blue = negative, white = none; symmetric
+around zero and normalised by the largest |relevance| of the row shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console, Group
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+
+def progress_bar(console: Console, *, disabled: bool = False) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=disabled,
+    )
+
+
+def relevance_rgb(value: float, scale: float) -> tuple[int, int, int]:
+    """Background colour of a token with relevance ``value`` on a symmetric ``scale``."""
+    if scale <= 0:
+        return (255, 255, 255)
+    v = max(-1.0, min(1.0, value / scale))
+    fade = int(round(255 * (1 - abs(v))))
+    return (255, fade, fade) if v >= 0 else (fade, fade, 255)
+
+
+def show_token(token: str) -> str:
+    """Make whitespace visible enough to read but keep the text flowing."""
+    return token.replace("\n", "↵\n").replace("\t", "→")
+
+
+def compact(token: str) -> str:
+    """A token on one line: whitespace made visible, quoted when it has outer spaces."""
+    shown = token.replace("\n", "↵").replace("\t", "→")
+    return f"'{shown}'" if shown != shown.strip() or not shown else shown
+
+
+def heatmap(tokens: Sequence[str], values: Sequence[float], *, mark: int | None = None) -> Text:
+    scale = max((abs(float(v)) for v in values), default=0.0)
+    text = Text()
+    for i, tok in enumerate(tokens):
+        if i < len(values):
+            r, g, b = relevance_rgb(float(values[i]), scale)
+            text.append(show_token(tok), style=f"black on rgb({r},{g},{b})")
+        elif i == mark:
+            text.append(show_token(tok), style="bold underline")
+        else:
+            text.append(show_token(tok), style="dim")
+    return text
+
+
+def legend() -> Text:
+    text = Text("scale: ")
+    for v in (-1.0, -0.5, 0.0, 0.5, 1.0):
+        r, g, b = relevance_rgb(v, 1.0)
+        text.append(f" {v:+.1f} ", style=f"black on rgb({r},{g},{b})")
+    text.append("  (× max |relevance| of each row; red supports the token, blue speaks against it)", style="dim")
+    return text
+
+
+def _parse_which(which: str, n: int) -> list[int]:
+    from lrp_llm.errors import InputError
+
+    if which == "all":
+        return list(range(n))
+    if which == "none":
+        return []
+    try:
+        picked = [int(x) for x in which.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--heatmap takes all, none or answer-token indices like 0,3; got '{which}'") from None
+    bad = [i for i in picked if not 0 <= i < n]
+    if bad:
+        raise InputError(f"--heatmap index {bad[0]} is out of range; the answer has {n} tokens (0..{n - 1})")
+    return picked
+
+
+def render_attribution(console: Console, attribution, *, heatmaps: str = "all", top: int = 5) -> None:
+    a = attribution
+    which = _parse_which(heatmaps, len(a.targets))
+    console.print(
+        Text.assemble(
+            ("model ", "dim"), a.model, ("  method ", "dim"), a.method, ("  ", ""), (f"{a.seconds:.2f} s", "dim")
+        )
+    )
+    console.print(Text.assemble(("answer: ", "bold"), (a.answer, "bold green")))
+    table = Table(show_edge=False, header_style="bold")
+    for col, kw in (
+        ("#", {"justify": "right"}),
+        ("token", {}),
+        ("logit", {"justify": "right"}),
+        ("p", {"justify": "right"}),
+        ("Σ rel / logit", {"justify": "right"}),
+        (f"top {top} sources", {}),
+    ):
+        table.add_column(col, **kw)
+    for i, t in enumerate(a.targets):
+        sources = ", ".join(f"{compact(a.tokens[j])}@{j}" for j in t.top(top))
+        table.add_row(
+            str(i), compact(t.token), f"{t.logit:.2f}", f"{t.probability:.2f}", f"{t.conservation:.3f}", sources
+        )
+    console.print(table)
+    if which:
+        console.print(legend())
+    for i in which:
+        t = a.targets[i]
+        console.print(
+            Group(
+                Text.assemble(
+                    ("\n▶ ", "bold"), (f"[{i}] {compact(t.token)}", "bold green"), (f"  logit {t.logit:.2f}", "dim")
+                ),
+                heatmap(a.tokens[: t.position + 1], t.relevance, mark=t.position),
+            )
+        )
