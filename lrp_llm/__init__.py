@@ -20,6 +20,9 @@ _LAZY = {
     "load_model": "lrp_llm.loading",
     "lrp_rules": "lrp_llm.context",
     "XaiError": "lrp_llm.errors",
+    "explain_seq2seq": "lrp_llm.seq2seq",
+    "explain_image": "lrp_llm.vision",
+    "ImageAttribution": "lrp_llm.vision",
 }
 
 if TYPE_CHECKING:  # names for type checkers and IDEs; loaded lazily below
@@ -28,6 +31,8 @@ if TYPE_CHECKING:  # names for type checkers and IDEs; loaded lazily below
     from .errors import XaiError  # noqa: F401
     from .explanation import METHODS, build_prompt_ids, explain, relevance  # noqa: F401
     from .loading import load_model  # noqa: F401
+    from .seq2seq import explain_seq2seq  # noqa: F401
+    from .vision import ImageAttribution, explain_image  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -29,9 +29,14 @@ class TargetRelevance:
     probability: float
     relevance: np.ndarray
     relevance_sum: float = float("nan")
+    # Encoder-decoders: relevance of each encoder (source) token; ``relevance`` is then
+    # the decoder side and ``relevance_sum`` adds both.
+    source_relevance: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.relevance = np.asarray(self.relevance, dtype=np.float32)
+        if self.source_relevance is not None:
+            self.source_relevance = np.asarray(self.source_relevance, dtype=np.float32)
         if self.relevance_sum != self.relevance_sum:  # NaN: not given
             self.relevance_sum = float(self.relevance.astype(np.float64).sum())
 
@@ -46,7 +51,7 @@ class TargetRelevance:
         return [int(i) for i in order[:k]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "position": self.position,
             "token": self.token,
             "id": self.id,
@@ -56,6 +61,9 @@ class TargetRelevance:
             "relevance_sum": self.relevance_sum,
             "conservation": self.conservation,
         }
+        if self.source_relevance is not None:
+            d["source_relevance"] = [float(x) for x in self.source_relevance]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TargetRelevance:
@@ -67,6 +75,7 @@ class TargetRelevance:
             probability=float(d.get("probability", float("nan"))),
             relevance=np.asarray(d["relevance"], dtype=np.float32),
             relevance_sum=float(d.get("relevance_sum", float("nan"))),
+            source_relevance=np.asarray(d["source_relevance"], dtype=np.float32) if "source_relevance" in d else None,
         )
 
 
@@ -83,6 +92,9 @@ class Attribution:
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    # Encoder-decoders: the encoder's tokens; ``tokens`` are then the decoder's.
+    source_tokens: list[str] | None = None
+    source_ids: list[int] | None = None
 
     @property
     def answer(self) -> str:
@@ -100,7 +112,7 @@ class Attribution:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "schema": SCHEMA,
             "model": self.model,
             "method": self.method,
@@ -112,6 +124,10 @@ class Attribution:
             "meta": dict(self.meta),
             "targets": [t.to_dict() for t in self.targets],
         }
+        if self.source_tokens is not None:
+            d["source_tokens"] = list(self.source_tokens)
+            d["source_ids"] = [int(i) for i in self.source_ids or []]
+        return d
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
@@ -128,6 +144,8 @@ class Attribution:
             seconds=float(d.get("seconds", 0.0)),
             timings={k: float(v) for k, v in d.get("timings", {}).items()},
             meta=dict(d.get("meta", {})),
+            source_tokens=[str(t) for t in d["source_tokens"]] if "source_tokens" in d else None,
+            source_ids=[int(i) for i in d["source_ids"]] if "source_ids" in d else None,
         )
 
     @classmethod

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from .archs import get_arch
+from .archs import find_arch, get_arch
 from .patch import ModelPatch
 
 
@@ -40,6 +40,10 @@ def lrp_rules(model: nn.Module, rules: str | None = "attnlrp", *, checkpoint: bo
     with patch:
         if rules is not None:
             get_arch(model).apply(patch, model, rules)
+        else:
+            spec = find_arch(model)
+            if spec is not None and spec.plain is not None:
+                spec.plain(patch, model)
         if checkpoint:
             layers = decoder_layers(model)
             if layers is not None:

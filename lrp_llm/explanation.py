@@ -19,12 +19,21 @@ from torch import nn
 from .archs import get_arch
 from .attribution import Attribution, TargetRelevance
 from .context import lrp_rules
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, UnsupportedModelError
 
-METHODS: tuple[str, ...] = ("attnlrp", "cp-lrp", "grad-x-input", "saliency", "integrated-gradients", "random")
+METHODS: tuple[str, ...] = (
+    "attnlrp",
+    "cp-lrp",
+    "mambalrp",
+    "grad-x-input",
+    "saliency",
+    "integrated-gradients",
+    "random",
+)
 _RULES: dict[str, str | None] = {
     "attnlrp": "attnlrp",
     "cp-lrp": "cp-lrp",
+    "mambalrp": "mambalrp",
     "grad-x-input": None,
     "saliency": None,
     "integrated-gradients": None,
@@ -146,7 +155,7 @@ def relevance(
     input_ids: Sequence[int],
     positions: Sequence[int],
     *,
-    method: str = "attnlrp",
+    method: str | None = None,
     steps: int = 32,
     ig_batch: int = 8,
     seed: int = 0,
@@ -159,7 +168,9 @@ def relevance(
     Returns ``relevance`` (n_targets, seq) float32 (zero from each position on),
     ``logits`` (n_targets,), ``probabilities`` (n_targets,) and ``timings``.
     The target at position ``p`` is ``input_ids[p]``, predicted from position ``p - 1``.
+    ``method=None`` is the model family's default (AttnLRP; MambaLRP for Mamba).
     """
+    method = default_method(model) if method is None else method
     if method not in METHODS:
         raise InputError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
     positions = [int(p) for p in positions]
@@ -251,7 +262,7 @@ def _integrated_gradients(model, embeds0, keep, target_ids, steps, ig_batch, pro
     n = len(target_ids)
     rows = torch.arange(n, device=embeds0.device)
     steps = max(1, int(steps))
-    alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
+    alphas = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
     acc = torch.float64 if embeds0.dtype == torch.float64 else torch.float32
     grads = torch.zeros(n, *embeds0.shape[1:], dtype=acc, device=embeds0.device)
     logits = None
@@ -285,7 +296,7 @@ def explain(
     context: str | None = None,
     target: str | None = None,
     generate: int | None = None,
-    method: str = "attnlrp",
+    method: str | None = None,
     steps: int = 32,
     chat: bool | None = None,
     system: str | None = None,
@@ -302,8 +313,33 @@ def explain(
 
     The answer is ``answer_ids`` if given, else the tokens of ``target`` (a forced
     continuation), else a greedy generation of up to ``generate`` tokens (default 20).
+    Encoder-decoders (T5) are explained by :func:`lrp_llm.seq2seq.explain_seq2seq`.
     """
+    kind = _model_kind(model)
+    if kind == "seq2seq":
+        from .seq2seq import explain_seq2seq
+
+        return explain_seq2seq(
+            model,
+            tokenizer,
+            prompt,
+            context=context,
+            target=target,
+            generate=generate,
+            method=method or default_method(model),
+            steps=steps,
+            prompt_ids=prompt_ids,
+            answer_ids=answer_ids,
+            seed=seed,
+            model_name=model_name,
+            progress=progress,
+            on_token=on_token,
+            should_cancel=should_cancel,
+        )
+    if kind == "image-classification":
+        raise InputError("this model classifies images; explain one with explain_image(model, processor, image)")
     start = time.perf_counter()
+    method = default_method(model) if method is None else method
     if prompt_ids is None:
         if prompt is None:
             raise InputError("the prompt is empty; pass some text with --prompt")
@@ -383,6 +419,18 @@ def explain(
         timings=timings,
         meta=meta,
     )
+
+
+def default_method(model: nn.Module) -> str:
+    """The family's default LRP method ("attnlrp" for transformers, "mambalrp" for Mamba)."""
+    return get_arch(model).default_method
+
+
+def _model_kind(model: nn.Module) -> str | None:
+    try:
+        return get_arch(model).kind
+    except UnsupportedModelError:
+        return None
 
 
 def _too_long(n: int, limit: int) -> None:

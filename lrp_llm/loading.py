@@ -134,11 +134,15 @@ def load_model(
     device: str = "cpu",
     dtype: str | None = None,
     device_map: str | dict | None = None,
+    offload_folder: str | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     check_supported: bool = True,
 ):
     """Load ``(model, tokenizer)`` from a local checkpoint (default: the bundled demo model).
+
+    Causal LMs, encoder-decoders (T5) and image classifiers (ViT) are told apart by the
+    config's ``model_type``; for an image classifier the second item is its image processor.
 
     ``device``: "cpu", "cuda" or "auto"; ``dtype``: None/"auto" (the checkpoint's),
     "float32", "bfloat16", "float16"; ``device_map``: "auto" or an accelerate map that
@@ -159,8 +163,17 @@ def load_model(
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
+    if isinstance(device_map, str) and device_map.lstrip().startswith("{"):
+        try:
+            device_map = json.loads(device_map)
+        except ValueError:
+            raise CheckpointError(
+                "--device-map is neither 'auto' nor a JSON object like '{\"model.layers.0\": 0}'"
+            ) from None
     if device_map is not None:
         kwargs["device_map"] = device_map
+        # modules mapped to "disk" (or offloaded by "auto") need a folder for their weights
+        kwargs["offload_folder"] = offload_folder or tempfile.mkdtemp(prefix="xai-tui-offload-")
     try:
         if ckpt.format == "gguf":
             source = _gguf_as_folder(ckpt.path)
@@ -172,10 +185,10 @@ def load_model(
                 tokenizer = AutoTokenizer.from_pretrained(str(source))
                 model = AutoModelForCausalLM.from_pretrained(str(source), **kwargs)
         else:
-            tokenizer = AutoTokenizer.from_pretrained(str(ckpt.path), trust_remote_code=trust_remote_code)
+            tokenizer = _hf_preprocessor(ckpt, trust_remote_code)
             if ckpt.weights == "pickle":
                 kwargs["use_safetensors"] = False
-            model = AutoModelForCausalLM.from_pretrained(str(ckpt.path), **kwargs)
+            model = _hf_model_class(ckpt).from_pretrained(str(ckpt.path), **kwargs)
     except (CheckpointError, UnsupportedModelError):
         raise
     except Exception as exc:
@@ -185,6 +198,49 @@ def load_model(
     model.eval()
     model.name_or_path = str(ckpt.path)
     return model, tokenizer
+
+
+def _kind(ckpt: Checkpoint) -> str:
+    from .archs import _REGISTRY, _load_families
+
+    _load_families()
+    spec = _REGISTRY.get(ckpt.model_type)
+    return spec.kind if spec is not None else "causal-lm"
+
+
+def _hf_model_class(ckpt: Checkpoint):
+    """The transformers auto class for the checkpoint's kind (causal LM, seq2seq LM, image classifier)."""
+    import transformers
+
+    name = {
+        "seq2seq": "AutoModelForSeq2SeqLM",
+        "image-classification": "AutoModelForImageClassification",
+        "encoder": "AutoModel",
+    }
+    return getattr(transformers, name.get(_kind(ckpt), "AutoModelForCausalLM"))
+
+
+def _hf_preprocessor(ckpt: Checkpoint, trust_remote_code: bool):
+    """The tokenizer, or for image classifiers the image processor (the standard ViT one if the folder has none)."""
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    if _kind(ckpt) != "image-classification":
+        return AutoTokenizer.from_pretrained(str(ckpt.path), trust_remote_code=trust_remote_code)
+    if (ckpt.path / "preprocessor_config.json").is_file():
+        return AutoImageProcessor.from_pretrained(str(ckpt.path), trust_remote_code=trust_remote_code)
+    from .vision import default_processor
+
+    return default_processor(ckpt.config.get("image_size", 224))
+
+
+def load_encoder(path: str | os.PathLike[str] | None = None, **kwargs):
+    """Load ``(model, tokenizer)`` of a sentence-embedding model (default: the bundled all-MiniLM-L6-v2).
+
+    BERT-style encoders come as the bare transformers model (``AutoModel``); decoder
+    embedding models as :func:`load_model` loads them (BiLRP uses their base model).
+    Same safety rules and keyword arguments as :func:`load_model`.
+    """
+    return load_model(demo_embedding_path() if path is None else path, **kwargs)
 
 
 def _gguf_as_folder(path: Path) -> Path | None:

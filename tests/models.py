@@ -65,3 +65,39 @@ def tiny_causal_lm(
 def random_ids(n: int, vocab: int = 61, seed: int = 1) -> list[int]:
     g = torch.Generator().manual_seed(seed)
     return [int(i) for i in torch.randint(3, vocab, (n,), generator=g)]
+
+
+WORDS = (
+    "the a an of in on to is was were and or not who what where when which country city river region "
+    "people name gave located france normandy paris rome italy spain germany capital north south east west "
+    "big small old new red blue green one two three four five six seven eight nine ten yes no answer question "
+    "context"
+).split()
+
+
+def tiny_tokenizer(vocab: int = 61):
+    """A word-level fast tokenizer with ``vocab`` entries (specials first) and a chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>"]
+    words = list(WORDS)[: vocab - len(specials)]
+    table = {tok: i for i, tok in enumerate(specials + words)}
+    tk = Tokenizer(models.WordLevel(vocab=table, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    tok.chat_template = (
+        "{% for m in messages %}{{ '<|' + m['role'] + '|> ' + m['content'] + ' ' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|> ' }}{% endif %}"
+    )
+    return tok
+
+
+def save_tiny_checkpoint(path, family: str = "llama", **kwargs):
+    """A loadable HF folder (config.json, model.safetensors, tokenizer) of a tiny random model."""
+    model = tiny_causal_lm(family, vocab=len(tiny_tokenizer()), **kwargs)
+    model.save_pretrained(str(path))
+    tiny_tokenizer().save_pretrained(str(path))
+    return path

@@ -20,6 +20,7 @@ EXIT_CANCELLED = 130
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser = argparse.ArgumentParser(
         prog="xai-tui",
+        usage="xai-tui [CHECKPOINT] [options]   (the app; see `xai-tui app -h`)\n       xai-tui COMMAND ...",
         description="Explain what a language model used to produce its answer (AttnLRP, MambaLRP, CP-LRP, baselines).",
     )
     parser.add_argument("--version", action="version", version="xai-tui 0.1.0")
@@ -32,11 +33,24 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     return parser, modules
 
 
+DEFAULT_COMMAND = "app"
+_TOP_LEVEL = {"-h", "--help", "--version"}
+
+
+def route(argv: list[str], commands) -> list[str]:
+    """``xai-tui`` and ``xai-tui CHECKPOINT [options]`` mean ``xai-tui app ...``."""
+    if DEFAULT_COMMAND not in commands:
+        return argv
+    if not argv or (argv[0] not in commands and argv[0] not in _TOP_LEVEL):
+        return [DEFAULT_COMMAND, *argv]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     # Third-party progress bars (tqdm) would garble our own; rich shows progress.
     os.environ.setdefault("TQDM_DISABLE", "1")
     parser, modules = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(route(list(sys.argv[1:] if argv is None else argv), modules))
     if args.command is None:
         parser.print_help()
         return 0

@@ -25,6 +25,9 @@ class ArchSpec:
     apply: Callable[[ModelPatch, nn.Module, str], None]
     rules: tuple[str, ...] = ("attnlrp", "cp-lrp")
     default_method: str = "attnlrp"
+    # plain(patch, model): a faster forward with unchanged gradients, installed for the
+    # plain-gradient methods (grad-x-input, saliency, IG) when the family has one.
+    plain: Callable[[ModelPatch, nn.Module], None] | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -56,6 +59,16 @@ def get_arch(model: nn.Module) -> ArchSpec:
     return spec
 
 
+def find_arch(model: nn.Module) -> ArchSpec | None:
+    """The spec for ``model``, or None when its type is not registered."""
+    _load_families()
+    return _REGISTRY.get(getattr(getattr(model, "config", None), "model_type", None) or "")
+
+
 def _load_families() -> None:
     # Imported lazily so that registering needs no import order.
+    from . import bert  # noqa: F401
     from . import llama  # noqa: F401
+    from . import mamba  # noqa: F401
+    from . import t5  # noqa: F401
+    from . import vit  # noqa: F401

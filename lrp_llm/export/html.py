@@ -65,12 +65,21 @@ def attribution_html(a: Attribution, title: str | None = None) -> str:
             f"<div class='block' id='t{i}'><div><b>[{i}] {esc(repr(t.token))}</b> logit {t.logit:.3f}, "
             f"p {t.probability:.3f}, &Sigma; relevance / logit {t.conservation:.3f}</div>"
         )
+        if t.source_relevance is not None and a.source_tokens is not None:
+            # encoder-decoders: the source tokens first, on the same colour scale as the decoder side
+            scale = max(scale, float(abs(t.source_relevance).max()) if len(t.source_relevance) else 0.0)
+            parts.append("<div><i>source</i> ")
+            for tok, v in zip(a.source_tokens, t.source_relevance):
+                parts.append(f"<span class='tok {_cls(_level(float(v), scale))}' title='{v:.4g}'>{esc(tok)}</span> ")
+            parts.append("</div><div><i>decoder</i> ")
         for j, tok in enumerate(a.tokens[: t.position + 1]):
             if j < t.position:
                 v = float(t.relevance[j])
                 parts.append(f"<span class='tok {_cls(_level(v, scale))}' title='{v:.4g}'>{esc(tok)}</span>")
             else:
                 parts.append(f"<span class='tok target'>{esc(tok)}</span>")
+        if t.source_relevance is not None and a.source_tokens is not None:
+            parts.append("</div>")
         parts.append("</div>")
     parts.append("</body></html>")
     return "".join(parts)

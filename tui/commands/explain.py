@@ -13,11 +13,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "explain",
         help="explain an answer token by token",
-        description="Generate (or force) an answer and explain each of its tokens over the prompt.",
+        description="Generate (or force) an answer and explain each of its tokens over the prompt "
+        "(causal LMs, and T5 encoder-decoders over source and decoder tokens); with --image, explain "
+        "the class an image classifier (ViT) gives the image, per pixel and per patch.",
     )
     add_model_args(p)
     g = p.add_argument_group("input")
-    g.add_argument("--prompt", required=True, help="the question or text to continue")
+    g.add_argument("--prompt", help="the question or text to continue (required unless --image)")
+    g.add_argument("--image", metavar="FILE", help="an image (PNG, JPEG) for an image classifier such as ViT")
     g.add_argument("--context", help="a passage; the prompt becomes a QA chat turn 'CONTEXT\\nPROMPT'")
     g.add_argument(
         "--chat",
@@ -27,10 +30,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--system", help="system message for the chat template")
     target = g.add_mutually_exclusive_group()
-    target.add_argument("--target", help="explain this forced continuation instead of generating")
+    target.add_argument(
+        "--target", help="explain this forced continuation instead of generating (images: a class name or index)"
+    )
     target.add_argument("--generate", type=int, metavar="N", help="greedy answer of up to N tokens (default 20)")
     m = p.add_argument_group("method")
-    m.add_argument("--method", default="attnlrp", choices=METHODS, help="attribution method (default: attnlrp)")
+    m.add_argument(
+        "--method", choices=METHODS, help="attribution method (default: attnlrp; image classifiers: their family's)"
+    )
     m.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
     m.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     add_output_args(p)
@@ -49,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
 
     from lrp_llm.errors import InputError
 
-    if not args.prompt or not args.prompt.strip():
+    if args.image is not None:
+        from .explain_image import check_image_args
+
+        check_image_args(args)
+    elif not args.prompt or not args.prompt.strip():
         raise InputError("the prompt is empty; pass some text with --prompt")
     if args.generate is not None and args.generate < 1:
         raise InputError("--generate must be at least 1")
@@ -59,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     out = Console()
     model, tokenizer = load_model_from_args(args, err)
+    from .explain_image import is_image_classifier, run_image
+
+    if args.image is not None or is_image_classifier(model):
+        return run_image(args, model, tokenizer, out)
 
     from lrp_llm.attribution import write_atomic
     from lrp_llm.explanation import explain
@@ -85,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             context=args.context,
             target=args.target,
             generate=args.generate,
-            method=args.method,
+            method=args.method or "attnlrp",
             steps=args.steps,
             chat=args.chat,
             system=args.system,
@@ -94,7 +109,12 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             on_token=on_token,
         )
-    render_attribution(out, attribution, heatmaps=args.heatmap, top=args.top)
+    if attribution.source_tokens is not None:
+        from ..render_seq2seq import render_seq2seq
+
+        render_seq2seq(out, attribution, heatmaps=args.heatmap, top=args.top)
+    else:
+        render_attribution(out, attribution, heatmaps=args.heatmap, top=args.top)
     if args.json:
         attribution.save(args.json)
     if args.html:

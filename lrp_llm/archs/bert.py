@@ -1,0 +1,174 @@
+"""AttnLRP and CP-LRP for BERT-style encoders (sentence-embedding models).
+
+BERT, RoBERTa, XLM-RoBERTa, CamemBERT, ELECTRA, ERNIE and Data2Vec-text share one
+layout in transformers 5: post-norm blocks with LayerNorm (affine, with bias), a
+self-attention with ``query``/``key``/``value`` projections and an MLP
+``output.dense(act(intermediate.dense(x)))`` with a GELU-like activation. all-MiniLM-L6-v2
+is a BERT.
+
+==================  =============================  ==============================
+place               AttnLRP (Achtibat et al. 2024)  CP-LRP (Ali et al. 2022)
+==================  =============================  ==============================
+LayerNorm           1/std detached                  1/std detached
+query, key          gradient x 1/4                  input detached (A constant)
+value               gradient x 1/2                  unchanged
+act(dense(x))       identity rule                   identity rule
+==================  =============================  ==============================
+
+CP-LRP is what Vasileiou & Eberle (NAACL 2024) use for BiLRP on sentence encoders. The
+attention kernel (SDPA) is never touched: only the projections around it are.
+
+The rules here are written as *detach forms* (``x.detach() + f * (x - x.detach())``)
+rather than custom autograd Functions: the value is unchanged and the local Jacobian is
+the rule's, in reverse mode (``backward``) and in forward mode (``torch.func.jvp``,
+``vmap``) alike. Forward mode is what makes BiLRP fast (:mod:`lrp_llm.bilrp`: one
+tangent per token instead of one backward pass per embedding dimension).
+
+Relevance is read at the input of the embedding LayerNorm, i.e. each token's vector is
+its word + position + token-type embedding; the position and segment parts are then
+part of the token and not lost to a bias.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedModelError
+from ..patch import ModelPatch
+from ..rules import _safe_ratio, layer_norm_detached
+from . import ArchSpec, register
+
+BERT_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "data2vec-text")
+
+
+def scaled_jacobian(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` in value; local Jacobian ``factor * I`` in both AD modes (detach form of ``scale_grad``)."""
+    if factor == 1.0:
+        return x
+    xd = x.detach()
+    return xd + factor * (x - xd)
+
+
+def identity_jacobian(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y = f(x)`` in value; local Jacobian ``diag(f(x) / x)`` (detach form of ``identity_rule``)."""
+    xd, yd = x.detach(), y.detach()
+    ratio = _safe_ratio(yd, xd).to(y.dtype)
+    return yd + ratio * (x - xd)
+
+
+def layer_norm_jacobian(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+) -> torch.Tensor:
+    """LayerNorm with ``1 / std`` constant (``rules.layer_norm_detached``, same numbers).
+
+    The statistic is computed from ``x.detach()``, so in forward mode it is computed once
+    for the primal instead of being carried along with every tangent.
+    """
+    if x.dtype not in (torch.float32, torch.float64):
+        return layer_norm_detached(x, weight, bias, eps)
+    inv = torch.rsqrt(x.detach().var(-1, unbiased=False, keepdim=True) + eps)
+    out = (x - x.mean(-1, keepdim=True)) * inv
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def _layer_norm_forward(module: nn.LayerNorm):
+    def make(_original):
+        def forward(hidden_states):
+            return layer_norm_jacobian(hidden_states, module.weight, module.bias, module.eps)
+
+        return forward
+
+    return make
+
+
+def _mlp_forward(module: nn.Module):
+    def make(_original):
+        def forward(hidden_states):
+            pre = module.dense(hidden_states)
+            # the activation of the detached input: forward mode carries no tangent through it
+            return identity_jacobian(pre, module.intermediate_act_fn(pre.detach()))
+
+        return forward
+
+    return make
+
+
+def _detached_input(_original):
+    def forward(hidden_states):
+        return _original(hidden_states.detach())
+
+    return forward
+
+
+def _scaled_output(factor: float):
+    def hook(_module, _args, output):
+        return scaled_jacobian(output, factor)
+
+    return hook
+
+
+def bert_parts(model: nn.Module) -> dict[str, list[nn.Module]]:
+    """Self-attentions (``query``/``key``/``value``), MLP activations (``intermediate_act_fn``) and LayerNorms."""
+    attentions = [
+        m for m in model.modules() if all(isinstance(getattr(m, a, None), nn.Linear) for a in ("query", "key", "value"))
+    ]
+    mlps = [
+        m
+        for m in model.modules()
+        if hasattr(m, "intermediate_act_fn") and isinstance(getattr(m, "dense", None), nn.Linear)
+    ]
+    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    return {"attentions": attentions, "mlps": mlps, "norms": norms}
+
+
+def token_input_norm(model: nn.Module) -> nn.Module:
+    """The embedding LayerNorm: its input (word + position + type embedding) is where token relevance is read."""
+    base = getattr(model, "base_model", model)
+    norm = getattr(getattr(base, "embeddings", None), "LayerNorm", None)
+    if not isinstance(norm, nn.LayerNorm):
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: no embeddings.LayerNorm; this encoder's layout is not supported"
+        )
+    return norm
+
+
+def apply_bert_rules(patch: ModelPatch, model: nn.Module, rules: str) -> None:
+    if rules not in ("attnlrp", "cp-lrp"):
+        raise ValueError(f"unknown rule set {rules!r}")
+    parts = bert_parts(model)
+    n_layers = model.config.num_hidden_layers
+    if len(parts["attentions"]) < n_layers or len(parts["mlps"]) != n_layers:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: expected {n_layers} attention and MLP blocks, found "
+            f"{len(parts['attentions'])} and {len(parts['mlps'])}; this checkpoint's layout is not supported"
+        )
+    for norm in parts["norms"]:
+        patch.override_forward(norm, _layer_norm_forward(norm))
+    for attn in parts["attentions"]:
+        if rules == "attnlrp":
+            patch.hook_output(attn.query, _scaled_output(0.25))
+            patch.hook_output(attn.key, _scaled_output(0.25))
+            patch.hook_output(attn.value, _scaled_output(0.5))
+        else:
+            # Detaching the input (not the output) also spares forward mode the tangents of Q and K.
+            patch.override_forward(attn.query, _detached_input)
+            patch.override_forward(attn.key, _detached_input)
+    for mlp in parts["mlps"]:
+        patch.override_forward(mlp, _mlp_forward(mlp))
+
+
+BERT_FAMILY = register(
+    ArchSpec(
+        family="bert",
+        model_types=BERT_MODEL_TYPES,
+        kind="encoder",
+        apply=apply_bert_rules,
+        default_method="cp-lrp",
+        notes={"input": "relevance at the embedding LayerNorm input (word + position + type embedding)"},
+    )
+)

@@ -1,0 +1,217 @@
+"""MambaLRP for transformers' Mamba and Mamba-2 (``MambaForCausalLM``, ``Mamba2ForCausalLM``).
+
+MambaLRP (Rezaei Jafari et al., NeurIPS 2024), in gradient x input form:
+
+==========================  ==================================================
+place                       rule
+==========================  ==================================================
+SiLU after the conv1d       identity rule (relevance passes unchanged)
+dt, B, C (input-dependent)  detached: the scan is linear in its input ``u``
+A, D                        parameters: constants already
+y * SiLU(z) output gate     half rule: y gets x 1/2, SiLU(z) identity rule x 1/2
+Mamba-2 gated RMSNorm       the same half rule, then 1/rms detached
+RMSNorm (blocks, final)     1/rms detached
+in_proj, conv1d, out_proj   linear: unchanged
+==========================  ==================================================
+
+The mixer's forward is replaced on the instance by :func:`mixer_forward`, which runs
+the selective scan of :mod:`lrp_llm.ssm_scan` (chunked, one autograd node per layer)
+instead of transformers' step-by-step torch path. The same forward without the rules
+is installed for the plain-gradient methods (``plain``), so gradient x input and
+MambaLRP run on the same fast path. With a KV cache (generation) the original forward
+is used. When ``mamba-ssm`` is importable and the tensors are on a GPU, its
+``selective_scan_fn`` kernel computes the scan (the gate is applied outside the
+kernel so that the half rule still holds).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UnsupportedModelError
+from ..patch import ModelPatch
+from ..rules import identity_rule, rms_norm_detached, scale_grad
+from ..ssm_scan import selective_scan
+from . import ArchSpec, register
+
+
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    """At least float32 (float64 stays float64: exact conservation checks)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def _silu(x: torch.Tensor, rules: bool, factor: float = 1.0) -> torch.Tensor:
+    y = F.silu(x)
+    return identity_rule(x, y, factor) if rules else y
+
+
+def _gate(y: torch.Tensor, z: torch.Tensor, rules: bool) -> torch.Tensor:
+    """``y * SiLU(z)``; under the rules each factor receives half of the relevance."""
+    if rules:
+        return scale_grad(y, 0.5) * _silu(z, True, 0.5)
+    return y * F.silu(z)
+
+
+def _mask(x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    if attention_mask is None or attention_mask.dim() != 2:
+        return x
+    return (x * attention_mask[:, :, None]).to(x.dtype)
+
+
+def _causal_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """Depthwise causal conv1d over time: x (batch, L, channels) -> (batch, L, channels)."""
+    L = x.shape[1]
+    w = conv.weight
+    out = F.conv1d(x.transpose(1, 2).to(w.dtype), w, conv.bias, padding=w.shape[-1] - 1, groups=w.shape[0])
+    return out[:, :, :L].transpose(1, 2).to(x.dtype)
+
+
+def _mamba_ssm_scan():
+    """mamba-ssm's CUDA selective scan, or None when it is not installed."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:
+        return None
+    return selective_scan_fn
+
+
+def _scan(u, dt, A, B, C, use_kernel: bool) -> torch.Tensor:
+    """y (batch, L, E) without the D term; u, dt (batch, L, E); A (E, N); B, C (batch, L, G, N)."""
+    if use_kernel and u.is_cuda and B.shape[2] == 1:
+        kernel = _mamba_ssm_scan()
+        if kernel is not None:
+            y = kernel(
+                u.transpose(1, 2).contiguous(),
+                dt.transpose(1, 2).contiguous(),
+                A.float(),
+                B[:, :, 0].transpose(1, 2).contiguous(),
+                C[:, :, 0].transpose(1, 2).contiguous(),
+            )
+            return y.transpose(1, 2).to(u.dtype)
+    return selective_scan(u, dt, A, B, C)
+
+
+# --------------------------------------------------------------------------- Mamba
+def mamba_mixer_forward(mixer: nn.Module, hidden_states: torch.Tensor, rules: bool, attention_mask=None):
+    """MambaMixer without a cache: hidden_states (batch, L, d_model) -> (batch, L, d_model)."""
+    dtype = hidden_states.dtype
+    x = _mask(hidden_states, attention_mask)
+    xs, z = mixer.in_proj(x).chunk(2, dim=-1)  # (batch, L, E) each
+    u = _mask(_silu(_causal_conv(xs, mixer.conv1d), rules), attention_mask)
+    # dt, B and C depend on the input; MambaLRP holds them constant
+    params = mixer.x_proj(u.detach() if rules else u)
+    n = mixer.ssm_state_size
+    dt_low, B, C = torch.split(params, [mixer.time_step_rank, n, n], dim=-1)
+    dt = F.softplus(_f32(mixer.dt_proj(dt_low)))
+    A = -torch.exp(_f32(mixer.A_log))
+    if rules:
+        A = A.detach()
+    y = _scan(u, dt, A, B.unsqueeze(2), C.unsqueeze(2), use_kernel=True)
+    y = y + u * mixer.D.to(y.dtype)
+    return mixer.out_proj(_gate(y, z, rules).to(dtype))
+
+
+# ------------------------------------------------------------------------- Mamba-2
+def mamba2_mixer_forward(mixer: nn.Module, hidden_states: torch.Tensor, rules: bool, attention_mask=None):
+    """Mamba2Mixer without a cache: hidden_states (batch, L, d_model) -> (batch, L, d_model)."""
+    dtype = hidden_states.dtype
+    b, L, _ = hidden_states.shape
+    E, H, P = mixer.intermediate_size, mixer.num_heads, mixer.head_dim
+    G, N = mixer.n_groups, mixer.ssm_state_size
+    x = _mask(hidden_states, attention_mask)
+    gate, xbc, dt = mixer.in_proj(x).split([E, mixer.conv_dim, H], dim=-1)
+    xbc = _mask(_silu(_causal_conv(xbc, mixer.conv1d), rules), attention_mask)
+    u, B, C = torch.split(xbc, [E, G * N, G * N], dim=-1)
+    if rules:
+        B, C, dt = B.detach(), C.detach(), dt.detach()
+    dt = F.softplus(_f32(dt) + _f32(mixer.dt_bias))
+    lo, hi = mixer.time_step_limit
+    if lo > 0.0 or hi != float("inf"):
+        dt = dt.clamp(min=lo, max=hi)
+    A = -torch.exp(_f32(mixer.A_log))  # (H,)
+    if rules:
+        A = A.detach()
+    # one decay per head: expand heads to their P channels and N states
+    A_full = A.repeat_interleave(P).unsqueeze(-1).expand(E, N)
+    dt_full = dt.repeat_interleave(P, dim=-1)
+    y = _scan(u, dt_full, A_full, B.view(b, L, G, N), C.view(b, L, G, N), use_kernel=False)
+    y = _f32(y) + _f32(u) * _f32(mixer.D).repeat_interleave(P)
+    # gated RMSNorm over groups of E / G channels: half rule on the gate, then 1/rms detached
+    gated = _gate(y, _f32(gate), rules).view(b, L, G, E // G)
+    inv = torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + mixer.norm.variance_epsilon)
+    normed = (gated * (inv.detach() if rules else inv)).view(b, L, E)
+    return mixer.out_proj((mixer.norm.weight * normed).to(dtype))
+
+
+# ------------------------------------------------------------------------ patching
+def _mixer_override(mixer: nn.Module, forward, rules: bool):
+    def make(original):
+        def patched(hidden_states, cache_params=None, attention_mask=None, **kwargs):
+            if cache_params is not None:
+                return original(hidden_states, cache_params=cache_params, attention_mask=attention_mask, **kwargs)
+            return forward(mixer, hidden_states, rules, attention_mask)
+
+        return patched
+
+    return make
+
+
+def _norm_override(module: nn.Module):
+    eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+
+    def make(_original):
+        def forward(hidden_states, *args, **kwargs):
+            return rms_norm_detached(hidden_states, module.weight, eps)
+
+        return forward
+
+    return make
+
+
+def _mixers(model: nn.Module) -> list[nn.Module]:
+    names = ("MambaMixer", "Mamba2Mixer")
+    mixers = [m for m in model.modules() if type(m).__name__ in names]
+    n_layers = model.config.num_hidden_layers
+    if len(mixers) != n_layers:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: expected {n_layers} Mamba mixers, found {len(mixers)}; "
+            "this checkpoint's layout is not supported"
+        )
+    return mixers
+
+
+def _install(patch: ModelPatch, model: nn.Module, rules: bool) -> None:
+    for mixer in _mixers(model):
+        forward = mamba2_mixer_forward if type(mixer).__name__ == "Mamba2Mixer" else mamba_mixer_forward
+        patch.override_forward(mixer, _mixer_override(mixer, forward, rules))
+    if rules:
+        for module in model.modules():
+            # block norms and the final norm; the Mamba-2 gated norm is part of the mixer forward
+            if type(module).__name__ in ("MambaRMSNorm", "Mamba2RMSNorm"):
+                patch.override_forward(module, _norm_override(module))
+
+
+def apply_mamba_rules(patch: ModelPatch, model: nn.Module, rules: str) -> None:
+    if rules != "mambalrp":
+        raise ValueError(f"unknown rule set {rules!r} for Mamba models")
+    _install(patch, model, rules=True)
+
+
+def apply_mamba_plain(patch: ModelPatch, model: nn.Module) -> None:
+    """The fast scan with unchanged gradients (for gradient x input, saliency, IG)."""
+    _install(patch, model, rules=False)
+
+
+MAMBA_FAMILY = register(
+    ArchSpec(
+        family="mamba",
+        model_types=("mamba", "mamba2"),
+        kind="causal-lm",
+        apply=apply_mamba_rules,
+        rules=("mambalrp",),
+        default_method="mambalrp",
+        plain=apply_mamba_plain,
+    )
+)

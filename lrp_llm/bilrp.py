@@ -1,0 +1,601 @@
+"""BiLRP: which token pairs make two texts similar to an embedding model.
+
+For a similarity ``y = <phi(a), phi(b)>`` of pooled embeddings the token-pair relevance
+is (Eberle et al., TPAMI 2022; Vasileiou & Eberle, NAACL 2024)::
+
+    R[i, j] = sum_m  C_a[m, i] * C_b[m, j]
+
+where ``C_a[m, i]`` is the first-order LRP relevance of token ``i`` of ``a`` for
+embedding dimension ``m`` (gradient x input under the rules). For a bias-free model
+under CP-LRP ``sum_i C_a[m, i] = phi(a)[m]`` exactly, so ``sum R = y``. For cosine
+similarity the two norms are held constant: ``R / (|phi(a)| |phi(b)|)`` sums to the
+cosine.
+
+Speed. ``C`` is a (D, n) matrix. Read row by row it needs one backward pass per
+embedding dimension (D = 384 for MiniLM; the published code does this). Read column by
+column, column ``i`` is the forward-mode product ``J~ x_i`` of the rule-modified
+Jacobian with token ``i``'s own input vector (all other tokens zero): one tangent per
+token, all tangents of a text in one batched ``torch.func.vmap(jvp)`` pass. For a
+32-token sentence that is 32 tangents instead of 384 backward passes. When a text is
+longer than the embedding is wide, the batched reverse mode (all dimensions as a batch
+of cotangents, ``is_grads_batched``) is used instead. Both give the per-dimension
+loop's numbers (tested). Per-text maps are cached, so a query against N texts costs
+N + 1 maps.
+
+Methods (same pairing, different first-order maps):
+
+- ``bilrp``: the LRP rules of the model's family (CP-LRP by default for encoders).
+- ``grad-x-input-products``: plain gradient x input maps; ``R`` is then the
+  "Hessian x product" interaction ``x_a^T (d^2 y / dx_a dx_b) x_b`` of a dot product.
+- ``embedding-dot``: no gradients; ``C[:, t] = w_t h_t`` (pooling weight times the
+  last-layer state of token ``t``), i.e. dot products of contextual token embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .archs import get_arch
+from .attribution import write_atomic
+from .context import lrp_rules
+from .errors import Cancelled, InputError
+
+SCHEMA = "xai-tui/similarity/1"
+METHODS: tuple[str, ...] = ("bilrp", "grad-x-input-products", "embedding-dot")
+RULES: tuple[str, ...] = ("cp-lrp", "attnlrp")
+POOLINGS: tuple[str, ...] = ("mean", "cls", "last")
+MODES: tuple[str, ...] = ("cosine", "dot")
+STRATEGIES: tuple[str, ...] = ("auto", "forward", "reverse", "loop")
+# Tangents (tokens) or cotangents (dimensions) per batched pass: bounds the memory of one pass.
+DEFAULT_CHUNK = 64
+
+Progress = Callable[[int, int], None]
+ShouldCancel = Callable[[], bool]
+
+
+# ------------------------------------------------------------------------ results
+@dataclass
+class TokenMap:
+    """First-order explanation of one text's embedding.
+
+    ``contributions`` (D, n): relevance of token ``i`` for embedding dimension ``m``;
+    ``embedding`` (D,): the pooled embedding the model computes.
+    """
+
+    text: str
+    tokens: list[str]
+    input_ids: list[int]
+    special: list[bool]
+    embedding: np.ndarray
+    contributions: np.ndarray
+    seconds: float
+
+    @property
+    def conservation(self) -> float:
+        """``sum C / sum phi`` over dimensions weighted by ``phi`` (1.0 without biases)."""
+        phi = self.embedding
+        denom = float(phi @ phi)
+        return float(phi @ self.contributions.sum(1)) / denom if denom else float("nan")
+
+
+@dataclass
+class SimilarityExplanation:
+    """Why two texts are similar: token-pair interactions (rows = tokens of a, columns = tokens of b).
+
+    ``interactions`` sum to ``interaction_sum``, which approximates the explained score:
+    ``similarity`` (cosine) in mode "cosine", ``dot`` in mode "dot".
+    """
+
+    model: str
+    method: str
+    rules: str | None
+    pooling: str
+    mode: str
+    text_a: str
+    text_b: str
+    tokens_a: list[str]
+    tokens_b: list[str]
+    interactions: np.ndarray
+    similarity: float
+    dot: float
+    interaction_sum: float
+    seconds: float
+    special_a: list[bool] = field(default_factory=list)
+    special_b: list[bool] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.interactions = np.asarray(self.interactions, dtype=np.float64)
+        if not self.special_a:
+            self.special_a = [False] * len(self.tokens_a)
+        if not self.special_b:
+            self.special_b = [False] * len(self.tokens_b)
+
+    @property
+    def explained(self) -> float:
+        """The score the interactions decompose."""
+        return self.similarity if self.mode == "cosine" else self.dot
+
+    @property
+    def conservation(self) -> float:
+        """Sum of interactions / explained score (1.0 = fully conserved)."""
+        return self.interaction_sum / self.explained if self.explained else float("nan")
+
+    def top_pairs(self, k: int = 10, *, skip_special: bool = True, sign: int = 1) -> list[tuple[int, int, float]]:
+        """The ``k`` largest (``sign=1``) or most negative (``sign=-1``) interactions as ``(i, j, value)``."""
+        m = self.interactions * sign
+        keep = np.ones_like(m, dtype=bool)
+        if skip_special:
+            keep &= ~np.asarray(self.special_a, dtype=bool)[:, None]
+            keep &= ~np.asarray(self.special_b, dtype=bool)[None, :]
+        flat = np.where(keep, m, -np.inf).ravel()
+        order = np.argsort(-flat, kind="stable")[: max(0, k)]
+        n_b = m.shape[1]
+        return [(int(f // n_b), int(f % n_b), float(self.interactions.flat[f])) for f in order if np.isfinite(flat[f])]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "model": self.model,
+            "method": self.method,
+            "rules": self.rules,
+            "pooling": self.pooling,
+            "mode": self.mode,
+            "text_a": self.text_a,
+            "text_b": self.text_b,
+            "tokens_a": list(self.tokens_a),
+            "tokens_b": list(self.tokens_b),
+            "special_a": [bool(s) for s in self.special_a],
+            "special_b": [bool(s) for s in self.special_b],
+            "interactions": [[float(v) for v in row] for row in self.interactions],
+            "similarity": self.similarity,
+            "dot": self.dot,
+            "interaction_sum": self.interaction_sum,
+            "conservation": self.conservation,
+            "seconds": self.seconds,
+            "timings": dict(self.timings),
+            "meta": dict(self.meta),
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SimilarityExplanation:
+        tokens_a = [str(t) for t in d["tokens_a"]]
+        tokens_b = [str(t) for t in d["tokens_b"]]
+        matrix = np.asarray(d["interactions"], dtype=np.float64).reshape(len(tokens_a), len(tokens_b))
+        return cls(
+            model=str(d.get("model", "")),
+            method=str(d.get("method", "bilrp")),
+            rules=d.get("rules"),
+            pooling=str(d.get("pooling", "mean")),
+            mode=str(d.get("mode", "cosine")),
+            text_a=str(d.get("text_a", "")),
+            text_b=str(d.get("text_b", "")),
+            tokens_a=tokens_a,
+            tokens_b=tokens_b,
+            interactions=matrix,
+            similarity=float(d["similarity"]),
+            dot=float(d["dot"]),
+            interaction_sum=float(d.get("interaction_sum", matrix.sum())),
+            seconds=float(d.get("seconds", 0.0)),
+            special_a=[bool(s) for s in d.get("special_a", [])],
+            special_b=[bool(s) for s in d.get("special_b", [])],
+            timings={k: float(v) for k, v in d.get("timings", {}).items()},
+            meta=dict(d.get("meta", {})),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> SimilarityExplanation:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        write_atomic(path, self.to_json(indent=1))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SimilarityExplanation:
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+# ------------------------------------------------------------------ the embedding
+def _check(name: str, value: str | None, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise InputError(f"unknown {name} '{value}'; choose one of: {', '.join(allowed)}")
+
+
+def _base(model: nn.Module) -> nn.Module:
+    return getattr(model, "base_model", model)
+
+
+def is_encoder(model: nn.Module) -> bool:
+    return get_arch(model).kind == "encoder"
+
+
+def default_pooling(model: nn.Module) -> str:
+    """The pooling of a sentence-transformers folder (``1_Pooling/config.json``), else mean for
+    encoders and last token for decoders."""
+    folder = Path(str(getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "")))
+    config = folder / "1_Pooling" / "config.json"
+    if config.is_file():
+        try:
+            d = json.loads(config.read_text(encoding="utf-8"))
+        except ValueError:
+            d = {}
+        if d.get("pooling_mode_cls_token"):
+            return "cls"
+        if d.get("pooling_mode_lasttoken"):
+            return "last"
+        if d.get("pooling_mode_mean_tokens"):
+            return "mean"
+    return "mean" if is_encoder(model) else "last"
+
+
+def _pool(hidden: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(batch, n, d) -> (batch, d)."""
+    if pooling == "mean":
+        return hidden.mean(1)
+    if pooling == "cls":
+        return hidden[:, 0]
+    return hidden[:, -1]
+
+
+def _pool_weights(n: int, pooling: str) -> np.ndarray:
+    w = np.zeros(n)
+    if pooling == "mean":
+        w[:] = 1.0 / n
+    elif pooling == "cls":
+        w[0] = 1.0
+    else:
+        w[-1] = 1.0
+    return w
+
+
+class _Embedder:
+    """``phi`` as a function of the token input vectors ``x`` (1, n, d) of one text.
+
+    Encoders: ``x`` replaces the input of the embedding LayerNorm (word + position +
+    type embedding), via a pre-hook installed for the lifetime of the rules' patch.
+    Decoders: ``x`` is ``inputs_embeds``.
+    """
+
+    def __init__(self, model: nn.Module, patch, input_ids: torch.Tensor, pooling: str) -> None:
+        self.model = model
+        self.base = _base(model)
+        self.ids = input_ids
+        self.pooling = pooling
+        self.encoder = is_encoder(model)
+        self._x: torch.Tensor | None = None
+        captured: list[torch.Tensor] = []
+        if self.encoder:
+            from .archs.bert import token_input_norm
+
+            def substitute(_module, args):
+                if self._x is None:
+                    captured.append(args[0].detach())
+                    return None
+                return (self._x, *args[1:])
+
+            handle = token_input_norm(model).register_forward_pre_hook(substitute)
+            patch.on_exit(handle.remove)
+            with torch.no_grad():
+                self.base(input_ids=input_ids)
+            self.x0 = captured[0]
+        else:
+            with torch.no_grad():
+                self.x0 = model.get_input_embeddings()(input_ids).detach()
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """Last-layer states (batch, n, d) with ``x`` as the token inputs."""
+        if self.encoder:
+            self._x = x
+            try:
+                return self.base(input_ids=self.ids).last_hidden_state
+            finally:
+                self._x = None
+        return self.base(inputs_embeds=x, use_cache=False).last_hidden_state
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return _pool(self.hidden(x), self.pooling)
+
+
+# ------------------------------------------------------ first-order maps, 3 ways
+def _forward_mode(f: _Embedder, chunk: int, should_cancel: ShouldCancel | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column ``i`` of C = jvp of phi with tangent x_i (token i's input, zero elsewhere); tangents batched."""
+    from torch.func import jvp, vmap
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    x0 = f.x0
+    n = x0.shape[1]
+    cols: list[torch.Tensor] = []
+    primal = None
+
+    def column(tangent: torch.Tensor):
+        return jvp(f, (x0,), (tangent,))
+
+    # The fused CPU/GPU SDPA kernels have no forward-mode derivative; the math kernel has.
+    with sdpa_kernel([SDPBackend.MATH]):
+        for start in range(0, n, chunk):
+            _check_cancel(should_cancel)
+            idx = torch.arange(start, min(n, start + chunk), device=x0.device)
+            tangents = torch.zeros((len(idx), *x0.shape), dtype=x0.dtype, device=x0.device)
+            tangents[torch.arange(len(idx)), 0, idx] = x0[0, idx]
+            out, dout = vmap(column)(tangents)  # (c, 1, D) each
+            primal = out[0, 0]
+            cols.append(dout[:, 0])
+    return primal.detach(), torch.cat(cols).T.detach()
+
+
+def _reverse_mode(
+    f: _Embedder, chunk: int, should_cancel: ShouldCancel | None, *, batched: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row ``m`` of C = x * d phi_m / dx; rows in batches of cotangents (or one by one: ``batched=False``)."""
+    x0 = f.x0
+    with torch.enable_grad():
+        x = x0.clone().requires_grad_(True)
+        phi = f(x)[0]
+        dims = phi.shape[0]
+        rows = torch.empty(dims, x0.shape[1], dtype=x0.dtype, device=x0.device)
+        if batched:
+            eye = torch.eye(dims, dtype=phi.dtype, device=phi.device)
+            for start in range(0, dims, chunk):
+                _check_cancel(should_cancel)
+                stop = min(dims, start + chunk)
+                (g,) = torch.autograd.grad(
+                    phi, x, grad_outputs=eye[start:stop], retain_graph=True, is_grads_batched=True
+                )
+                rows[start:stop] = (g[:, 0] * x0[0]).sum(-1)
+        else:
+            for m in range(dims):
+                if m % 16 == 0:
+                    _check_cancel(should_cancel)
+                (g,) = torch.autograd.grad(phi[m], x, retain_graph=True)
+                rows[m] = (g[0] * x0[0]).sum(-1)
+    return phi.detach(), rows
+
+
+def _check_cancel(should_cancel: ShouldCancel | None) -> None:
+    if should_cancel is not None and should_cancel():
+        raise Cancelled()
+
+
+def _freeze(model: nn.Module, patch) -> None:
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+
+    def restore() -> None:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+    patch.on_exit(restore)
+
+
+def first_order_map(
+    model: nn.Module,
+    input_ids: Sequence[int] | torch.Tensor,
+    *,
+    method: str = "bilrp",
+    rules: str | None = "cp-lrp",
+    pooling: str = "mean",
+    strategy: str = "auto",
+    chunk: int = DEFAULT_CHUNK,
+    should_cancel: ShouldCancel | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(phi, C)``: the pooled embedding (D,) and the token contributions (D, n) of one text.
+
+    ``strategy``: "forward" (one tangent per token, batched), "reverse" (one cotangent
+    per dimension, batched), "loop" (one backward pass per dimension: the reference and
+    the published method's cost), "auto" (forward when the text is shorter than the
+    embedding is wide and the rules allow it, else reverse).
+    """
+    _check("method", method, METHODS)
+    _check("pooling", pooling, POOLINGS)
+    _check("strategy", strategy, STRATEGIES)
+    if method == "bilrp":
+        _check("rule set", rules, RULES)
+    if chunk < 1:
+        raise InputError("chunk must be at least 1")
+    ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(1, -1)
+    device = model.get_input_embeddings().weight.device
+    ids = ids.to(device if device.type != "meta" else torch.device("cpu"))
+    if ids.shape[1] == 0:
+        raise InputError("nothing to explain: the text has no tokens")
+    active_rules = rules if method == "bilrp" else None
+    with lrp_rules(model, active_rules) as patch:
+        _freeze(model, patch)
+        f = _Embedder(model, patch, ids, pooling)
+        if method == "embedding-dot":
+            with torch.no_grad():
+                hidden = f.hidden(f.x0)[0]  # (n, D)
+                weights = torch.as_tensor(
+                    _pool_weights(hidden.shape[0], pooling), dtype=hidden.dtype, device=hidden.device
+                )
+                return _pool(hidden[None], pooling)[0], (hidden * weights[:, None]).T.contiguous()
+        if strategy == "auto":
+            # Forward mode needs rules written as detach forms (encoders) or no rules at all.
+            forward_ok = f.encoder or active_rules is None
+            dims = _base(model).config.hidden_size
+            strategy = "forward" if forward_ok and ids.shape[1] <= dims else "reverse"
+        if strategy == "forward":
+            return _forward_mode(f, chunk, should_cancel)
+        return _reverse_mode(f, chunk, should_cancel, batched=strategy == "reverse")
+
+
+# ------------------------------------------------------------------ explainer
+def pair_interactions(map_a: TokenMap, map_b: TokenMap, mode: str = "cosine") -> np.ndarray:
+    """(n_a, n_b) interactions ``C_a^T C_b`` (divided by both norms in cosine mode)."""
+    _check("mode", mode, MODES)
+    r = map_a.contributions.T @ map_b.contributions
+    if mode == "cosine":
+        norms = float(np.linalg.norm(map_a.embedding) * np.linalg.norm(map_b.embedding))
+        r = r / norms if norms else r * 0.0
+    return r
+
+
+class SimilarityExplainer:
+    """Explains similarities of one embedding model, caching each text's first-order map.
+
+    ``explain(a, b)`` costs two maps; ``rank(query, texts)`` costs ``len(texts) + 1``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        *,
+        method: str = "bilrp",
+        rules: str | None = "cp-lrp",
+        pooling: str | None = None,
+        mode: str = "cosine",
+        strategy: str = "auto",
+        chunk: int = DEFAULT_CHUNK,
+        model_name: str | None = None,
+    ) -> None:
+        _check("method", method, METHODS)
+        _check("mode", mode, MODES)
+        if method == "bilrp":
+            _check("rule set", rules, RULES)
+            spec = get_arch(model)
+            if rules not in spec.rules:
+                raise InputError(f"rule set '{rules}' is not available for {spec.family} models")
+        else:
+            get_arch(model)  # an unsupported model fails here, with the supported list
+        self.model = model
+        self.tokenizer = tokenizer
+        self.method = method
+        self.rules = rules if method == "bilrp" else None
+        self.pooling = pooling or default_pooling(model)
+        _check("pooling", self.pooling, POOLINGS)
+        self.mode = mode
+        self.strategy = strategy
+        self.chunk = chunk
+        self.model_name = model_name or str(getattr(model, "name_or_path", "") or type(model).__name__)
+        self._cache: dict[str, TokenMap] = {}
+        self.maps_computed = 0
+
+    # -- first-order maps ---------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        if not text or not text.strip():
+            raise InputError("a text is empty; pass some words to compare")
+        ids = [int(i) for i in self.tokenizer(text, add_special_tokens=True)["input_ids"]]
+        limit = getattr(_base(self.model).config, "max_position_embeddings", None)
+        if isinstance(limit, int) and len(ids) > limit:
+            raise InputError(f"a text has {len(ids)} tokens; this model takes at most {limit}: shorten it")
+        return ids
+
+    def token_map(self, text: str, *, should_cancel: ShouldCancel | None = None) -> TokenMap:
+        cached = self._cache.get(text)
+        if cached is not None:
+            return cached
+        ids = self.tokenize(text)
+        t0 = time.perf_counter()
+        phi, contributions = first_order_map(
+            self.model,
+            ids,
+            method=self.method,
+            rules=self.rules,
+            pooling=self.pooling,
+            strategy=self.strategy,
+            chunk=self.chunk,
+            should_cancel=should_cancel,
+        )
+        seconds = time.perf_counter() - t0
+        special = self.tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
+        result = TokenMap(
+            text=text,
+            tokens=[str(t) for t in self.tokenizer.convert_ids_to_tokens(ids)],
+            input_ids=ids,
+            special=[bool(s) for s in special],
+            embedding=phi.double().cpu().numpy(),
+            contributions=contributions.double().cpu().numpy(),
+            seconds=seconds,
+        )
+        if not np.isfinite(result.contributions).all():
+            raise FloatingPointError("relevance is not finite; run the model in float32 (--dtype float32)")
+        self._cache[text] = result
+        self.maps_computed += 1
+        return result
+
+    # -- pairs ----------------------------------------------------------------------
+    def explain(self, a: str, b: str, *, should_cancel: ShouldCancel | None = None) -> SimilarityExplanation:
+        t0 = time.perf_counter()
+        map_a = self.token_map(a, should_cancel=should_cancel)
+        map_b = self.token_map(b, should_cancel=should_cancel)
+        return self._pair(map_a, map_b, time.perf_counter() - t0)
+
+    def rank(
+        self,
+        query: str,
+        texts: Sequence[str],
+        *,
+        progress: Progress | None = None,
+        should_cancel: ShouldCancel | None = None,
+    ) -> list[SimilarityExplanation]:
+        """One explanation per text, most similar first (``meta["index"]`` is the text's position)."""
+        if not texts:
+            raise InputError("no texts to compare with")
+        t0 = time.perf_counter()
+        map_q = self.token_map(query, should_cancel=should_cancel)
+        seconds_q = time.perf_counter() - t0
+        out = []
+        for k, text in enumerate(texts):
+            t1 = time.perf_counter()
+            map_t = self.token_map(text, should_cancel=should_cancel)
+            exp = self._pair(map_q, map_t, time.perf_counter() - t1 + (seconds_q if k == 0 else 0.0))
+            exp.meta["index"] = k
+            out.append(exp)
+            if progress is not None:
+                progress(k + 1, len(texts))
+        out.sort(key=lambda e: -e.similarity)
+        for rank, exp in enumerate(out):
+            exp.meta["rank"] = rank + 1
+        return out
+
+    def _pair(self, map_a: TokenMap, map_b: TokenMap, seconds: float) -> SimilarityExplanation:
+        t0 = time.perf_counter()
+        matrix = pair_interactions(map_a, map_b, self.mode)
+        phi_a, phi_b = map_a.embedding, map_b.embedding
+        dot = float(phi_a @ phi_b)
+        norms = float(np.linalg.norm(phi_a) * np.linalg.norm(phi_b))
+        pairing = time.perf_counter() - t0
+        return SimilarityExplanation(
+            model=self.model_name,
+            method=self.method,
+            rules=self.rules,
+            pooling=self.pooling,
+            mode=self.mode,
+            text_a=map_a.text,
+            text_b=map_b.text,
+            tokens_a=list(map_a.tokens),
+            tokens_b=list(map_b.tokens),
+            interactions=matrix,
+            similarity=dot / norms if norms else float("nan"),
+            dot=dot,
+            interaction_sum=float(matrix.sum()),
+            seconds=seconds + pairing,
+            special_a=list(map_a.special),
+            special_b=list(map_b.special),
+            timings={"map_a": map_a.seconds, "map_b": map_b.seconds, "pairing": pairing},
+            meta={
+                "conservation_a": map_a.conservation,
+                "conservation_b": map_b.conservation,
+                "dimensions": int(phi_a.shape[0]),
+            },
+        )
+
+
+def explain_similarity(model: nn.Module, tokenizer, a: str, b: str, **kwargs: Any) -> SimilarityExplanation:
+    """One pair: ``SimilarityExplainer(model, tokenizer, **kwargs).explain(a, b)``."""
+    return SimilarityExplainer(model, tokenizer, **kwargs).explain(a, b)

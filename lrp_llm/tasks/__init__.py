@@ -1,0 +1,1 @@
+"""Synthetic tasks whose right answer depends on known input positions (ground truth for explanations)."""

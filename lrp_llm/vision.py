@@ -1,0 +1,372 @@
+"""Explain the class an image classifier (ViT) gives an image: relevance per pixel and per patch.
+
+One forward and one backward pass under the method's rules. The relevance of a pixel is
+``sum_c x[c, i, j] * grad[c, i, j]`` over its channels (the patch embedding is a linear
+convolution, so nothing is changed there); the relevance of a patch is the sum over its
+pixels. The conservation ratio is the sum of pixel relevance over the explained logit;
+the CLS token, the position embeddings and the biases keep the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+SCHEMA = "xai-tui/image-attribution/1"
+# Pillow refuses images above this many pixels (decompression bombs); an explained
+# image is resized to the model's input size anyway.
+MAX_PIXELS = 64_000_000
+
+
+@dataclass
+class ImageAttribution:
+    """The explanation of one class score of one image.
+
+    ``image``: (H, W, 3) uint8, the picture as the model saw it (after resizing);
+    ``pixel_relevance``: (H, W); ``patch_relevance``: (H / patch_h, W / patch_w), row-major
+    like the model's patch tokens.
+    """
+
+    model: str
+    method: str
+    label: str
+    label_id: int
+    logit: float
+    probability: float
+    image: np.ndarray
+    pixel_relevance: np.ndarray
+    patch_relevance: np.ndarray
+    patch_size: tuple[int, int]
+    top_labels: list[tuple[str, float]] = field(default_factory=list)
+    relevance_sum: float = float("nan")
+    source: str | None = None
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.image = np.asarray(self.image, dtype=np.uint8)
+        self.pixel_relevance = np.asarray(self.pixel_relevance, dtype=np.float32)
+        self.patch_relevance = np.asarray(self.patch_relevance, dtype=np.float32)
+        self.patch_size = (int(self.patch_size[0]), int(self.patch_size[1]))
+        if self.relevance_sum != self.relevance_sum:
+            self.relevance_sum = float(self.pixel_relevance.astype(np.float64).sum())
+
+    @property
+    def conservation(self) -> float:
+        """Sum of pixel relevance / explained logit."""
+        return self.relevance_sum / self.logit if self.logit else float("nan")
+
+    def top_patches(self, k: int = 5) -> list[int]:
+        """Row-major indices of the ``k`` most relevant patches."""
+        order = np.argsort(-self.patch_relevance.ravel(), kind="stable")
+        return [int(i) for i in order[:k]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "model": self.model,
+            "method": self.method,
+            "label": self.label,
+            "label_id": self.label_id,
+            "logit": self.logit,
+            "probability": self.probability,
+            "relevance_sum": self.relevance_sum,
+            "conservation": self.conservation,
+            "top_labels": [[name, float(p)] for name, p in self.top_labels],
+            "patch_size": list(self.patch_size),
+            "patch_relevance": self.patch_relevance.tolist(),
+            "pixel_relevance": self.pixel_relevance.tolist(),
+            "image_png": png_base64(self.image),
+            "source": self.source,
+            "seconds": self.seconds,
+            "timings": dict(self.timings),
+            "meta": dict(self.meta),
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImageAttribution:
+        return cls(
+            model=str(d["model"]),
+            method=str(d["method"]),
+            label=str(d["label"]),
+            label_id=int(d["label_id"]),
+            logit=float(d["logit"]),
+            probability=float(d.get("probability", float("nan"))),
+            image=decode_png(d["image_png"]),
+            pixel_relevance=np.asarray(d["pixel_relevance"], dtype=np.float32),
+            patch_relevance=np.asarray(d["patch_relevance"], dtype=np.float32),
+            patch_size=tuple(d["patch_size"]),
+            top_labels=[(str(n), float(p)) for n, p in d.get("top_labels", [])],
+            relevance_sum=float(d.get("relevance_sum", float("nan"))),
+            source=d.get("source"),
+            seconds=float(d.get("seconds", 0.0)),
+            timings={k: float(v) for k, v in d.get("timings", {}).items()},
+            meta=dict(d.get("meta", {})),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ImageAttribution:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        from .attribution import write_atomic
+
+        write_atomic(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ImageAttribution:
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------- images
+def png_base64(image: np.ndarray) -> str:
+    """(H, W, 3) or (H, W) uint8 -> base64 PNG text."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode_png(text: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(base64.b64decode(text))) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def load_image(path: str | os.PathLike[str]):
+    """Open an image file as an RGB Pillow image, or raise a one-line :class:`InputError`."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"no such image: {p}; pass a PNG or JPEG file with --image")
+    if p.is_dir():
+        raise InputError(f"{p} is a folder; pass an image file (PNG, JPEG) with --image")
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(p) as im:
+            im.load()
+            return im.convert("RGB")
+    except UnidentifiedImageError:
+        raise InputError(f"{p} is not an image file Pillow can read; pass a PNG or JPEG file") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"{p} has more than {MAX_PIXELS} pixels; downscale it first") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(
+            f"{p} is truncated or corrupt ({' '.join(str(exc).split())[:120]}); pass another file"
+        ) from None
+
+
+def default_processor(size: int | Sequence[int]):
+    """The standard ViT preprocessing (resize to ``size``, scale to [-1, 1]) for folders without their own."""
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return ViTImageProcessorPil(size={"height": h, "width": w}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+
+def _pixel_values(model, processor, image):
+    """(1, C, H, W) model input from a path, a Pillow image, an (H, W, 3) uint8 array or a ready tensor."""
+    import torch
+
+    if isinstance(image, torch.Tensor):
+        x = image if image.dim() == 4 else image.unsqueeze(0)
+        return x, None
+    source = None
+    if isinstance(image, (str, os.PathLike)):
+        source = str(image)
+        image = load_image(image)
+    elif isinstance(image, np.ndarray):
+        from PIL import Image
+
+        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            raise InputError("an image array must be (height, width, 3) uint8 RGB")
+        image = Image.fromarray(image)
+    processor = processor if processor is not None else default_processor(model.config.image_size)
+    return processor(images=image, return_tensors="pt")["pixel_values"], source
+
+
+def _display_image(processor, pixel_values) -> np.ndarray:
+    """Undo rescaling and normalisation: (H, W, 3) uint8 of what the model saw."""
+    x = pixel_values[0].detach().double().cpu().numpy().transpose(1, 2, 0)
+    mean = getattr(processor, "image_mean", None) if processor is not None else [0.5] * 3
+    std = getattr(processor, "image_std", None) if processor is not None else [0.5] * 3
+    if mean is not None and std is not None and (processor is None or getattr(processor, "do_normalize", True)):
+        x = x * np.asarray(std, dtype=np.float64) + np.asarray(mean, dtype=np.float64)
+        x = np.clip(x, 0.0, 1.0)
+    else:
+        lo, hi = float(x.min()), float(x.max())
+        x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    return np.round(x[..., :3] * 255).astype(np.uint8)
+
+
+def _labels(model) -> dict[int, str]:
+    id2label = getattr(model.config, "id2label", None) or {}
+    n = int(getattr(model.config, "num_labels", len(id2label)) or len(id2label))
+    return {i: str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(n)}
+
+
+def resolve_label(model, target: int | str | None, predicted: int) -> int:
+    """A class index from an index, a label name (case-insensitive) or None (the predicted class)."""
+    labels = _labels(model)
+    if target is None:
+        return predicted
+    if isinstance(target, str):
+        by_name = {name.lower(): i for i, name in labels.items()}
+        if target.strip().lower() in by_name:
+            return by_name[target.strip().lower()]
+        if not target.strip().lstrip("-").isdigit():
+            shown = ", ".join(list(labels.values())[:12]) + (", ..." if len(labels) > 12 else "")
+            raise InputError(f"unknown label '{target}'; the model's labels are: {shown} (or pass an index)")
+        target = int(target)
+    if not 0 <= int(target) < len(labels):
+        raise InputError(
+            f"label index {target} is out of range; the model has {len(labels)} classes (0..{len(labels) - 1})"
+        )
+    return int(target)
+
+
+def _patch_size(model) -> tuple[int, int]:
+    p = model.config.patch_size
+    return (p, p) if isinstance(p, int) else (int(p[0]), int(p[1]))
+
+
+def patch_sums(pixel_relevance, patch_size: Sequence[int]):
+    """(..., H, W) -> (..., H / ph, W / pw): relevance summed over each patch."""
+    ph, pw = patch_size
+    *lead, h, w = pixel_relevance.shape
+    return pixel_relevance.reshape(*lead, h // ph, ph, w // pw, pw).sum(-1).sum(-2)
+
+
+def image_relevance(
+    model,
+    pixel_values,
+    target: int,
+    *,
+    method: str | None = None,
+    steps: int = 32,
+    seed: int = 0,
+) -> dict[str, object]:
+    """Pixel relevance (H, W) of class ``target`` for ``pixel_values`` (1, C, H, W), and the logits (n_classes,)."""
+    import torch
+
+    from .archs import get_arch
+    from .context import lrp_rules
+    from .input_relevance import RULES, check_method, freeze_parameters, input_relevance
+
+    spec = get_arch(model)
+    method = method or spec.default_method
+    check_method(method)
+    rules = RULES[method]
+    if rules is not None and rules not in spec.rules:
+        raise InputError(f"method '{method}' is not available for {spec.family} models")
+    weight = model.get_input_embeddings().projection.weight
+    x = pixel_values.to(device=weight.device, dtype=weight.dtype)
+    logits_seen: list = []
+
+    def score(xs):
+        logits = model(pixel_values=xs[0]).logits  # (b, n_classes)
+        logits_seen.append(logits[0].detach())
+        return logits[:, [target]]
+
+    t0 = time.perf_counter()
+    with lrp_rules(model, rules) as patch:
+        freeze_parameters(model, patch)
+        (pixels,), values = input_relevance(score, [x], [1], method=method, steps=steps, seed=seed)
+    if not torch.isfinite(pixels).all():
+        raise FloatingPointError("relevance is not finite; run the model in float32 (--dtype float32)")
+    return {
+        "pixels": pixels[0],
+        "logit": float(values[0]),
+        "logits": logits_seen[0].double().cpu(),
+        "method": method,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def explain_image(
+    model,
+    processor,
+    image,
+    *,
+    target: int | str | None = None,
+    method: str | None = None,
+    steps: int = 32,
+    seed: int = 0,
+    model_name: str | None = None,
+) -> ImageAttribution:
+    """Explain the class score ``target`` (default: the predicted class) of ``image``.
+
+    ``image``: a file path, a Pillow image, an (H, W, 3) uint8 array, or pixel values
+    (1, C, H, W) already preprocessed; ``processor``: the checkpoint's image processor
+    (None: resize and scale to [-1, 1]); ``method``: default the family's
+    (:attr:`ArchSpec.default_method`).
+    """
+    import torch
+
+    start = time.perf_counter()
+    pixel_values, source = _pixel_values(model, processor, image)
+    weight = model.get_input_embeddings().projection.weight
+    with torch.no_grad():
+        was_training = model.training
+        model.eval()
+        try:
+            logits = model(pixel_values=pixel_values.to(device=weight.device, dtype=weight.dtype)).logits[0]
+        finally:
+            model.train(was_training)
+    label_id = resolve_label(model, target, int(logits.argmax()))
+    result = image_relevance(model, pixel_values, label_id, method=method, steps=steps, seed=seed)
+    pixels = result["pixels"].numpy()  # type: ignore[union-attr]
+    ps = _patch_size(model)
+    probs = torch.softmax(result["logits"], dim=-1)  # type: ignore[arg-type]
+    labels = _labels(model)
+    top = torch.argsort(probs, descending=True)[:5].tolist()
+    return ImageAttribution(
+        model=model_name or str(getattr(model, "name_or_path", "") or type(model).__name__),
+        method=str(result["method"]),
+        label=labels.get(label_id, str(label_id)),
+        label_id=label_id,
+        logit=float(result["logit"]),
+        probability=float(probs[label_id]),
+        image=_display_image(processor, pixel_values),
+        pixel_relevance=pixels.astype(np.float32),
+        patch_relevance=patch_sums(pixels.astype(np.float64), ps).astype(np.float32),
+        patch_size=ps,
+        top_labels=[(labels.get(i, str(i)), float(probs[i])) for i in top],
+        relevance_sum=float(pixels.astype(np.float64).sum()),
+        source=source,
+        seconds=time.perf_counter() - start,
+        timings={"explain": float(result["seconds"])},  # type: ignore[arg-type]
+        meta={
+            "kind": "image-classification",
+            "rules": {"attnlrp": "attnlrp", "cp-lrp": "cp-lrp"}.get(str(result["method"])),
+            "steps": steps if result["method"] == "integrated-gradients" else None,
+            "dtype": str(weight.dtype).replace("torch.", ""),
+            "device": str(weight.device),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__,
+        },
+    )
+
+
+__all__ = ["ImageAttribution", "explain_image", "image_relevance", "load_image", "patch_sums"]

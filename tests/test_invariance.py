@@ -1,0 +1,146 @@
+"""The rules never change the forward pass, and every change to a model is undone."""
+
+import tempfile
+
+import pytest
+import torch
+
+from lrp_llm.context import lrp_rules
+from lrp_llm.explanation import relevance
+from lrp_llm.loading import load_model
+from tests.models import FAMILIES, random_ids, save_tiny_checkpoint, tiny_causal_lm
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits
+
+
+def _state(model):
+    """Everything a patch could leave behind on the instance."""
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    overrides = [name for name, m in model.named_modules() if "forward" in m.__dict__ or "_old_forward" in m.__dict__]
+    flags = [p.requires_grad for p in model.parameters()]
+    return hooks, overrides, flags, model.training
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp"])
+def test_forward_under_rules_gives_the_same_logits(family, rules):
+    model = tiny_causal_lm(family)
+    ids = random_ids(16)
+    before = _logits(model, ids)
+    with lrp_rules(model, rules):
+        during = _logits(model, ids)
+    after = _logits(model, ids)
+    assert (during - before).abs().max() <= 1e-5
+    assert torch.equal(after, before)
+
+
+@pytest.mark.parametrize("method", ["attnlrp", "cp-lrp", "grad-x-input", "integrated-gradients"])
+def test_explained_logits_equal_the_plain_forward(method):
+    model = tiny_causal_lm("llama")
+    ids = random_ids(12)
+    plain = _logits(model, ids)[0]
+    out = relevance(model, ids, [6, 11], method=method, steps=4)
+    assert torch.allclose(out["logits"], torch.stack([plain[5, ids[6]], plain[10, ids[11]]]), atol=1e-5)
+
+
+def test_model_is_restored_after_an_exception_inside():
+    model = tiny_causal_lm("llama")
+    model.train()
+    ids = random_ids(10)
+    reference = _state(model)
+    with torch.no_grad():
+        expected = model.eval()(torch.tensor([ids])).logits
+    model.train()
+    with pytest.raises(RuntimeError, match="boom"):
+        with lrp_rules(model, "attnlrp", checkpoint=True):
+            assert _state(model) != reference
+            raise RuntimeError("boom")
+    assert _state(model) == reference
+    model.eval()
+    assert torch.equal(_logits(model, ids), expected)
+
+
+def test_relevance_restores_the_model_when_the_backward_pass_fails():
+    model = tiny_causal_lm("llama")
+    reference = _state(model)
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 1  # stop in the middle of the backward passes
+
+    from lrp_llm.errors import Cancelled
+
+    with pytest.raises(Cancelled):
+        relevance(model, random_ids(10), [7, 8, 9], method="attnlrp", should_cancel=cancel)
+    assert _state(model) == reference
+
+
+def test_a_second_model_is_untouched_while_the_first_is_explained():
+    first, second = tiny_causal_lm("llama", seed=0), tiny_causal_lm("llama", seed=0)
+    ids = random_ids(12)
+    reference = _logits(second, ids)
+    clean_state = _state(second)
+    with lrp_rules(first, "attnlrp"):
+        assert _state(second) == clean_state
+        embeds = second.get_input_embeddings()(torch.tensor([ids])).detach().requires_grad_(True)
+        second(inputs_embeds=embeds).logits[0, -1, 3].backward()
+        grad_plain = embeds.grad.clone()
+        assert torch.equal(_logits(second, ids), reference)
+    # gradient of the untouched model is the plain gradient, not the rule's
+    embeds2 = first.get_input_embeddings()(torch.tensor([ids])).detach().requires_grad_(True)
+    with lrp_rules(first, "attnlrp"):
+        first(inputs_embeds=embeds2).logits[0, -1, 3].backward()
+    assert not torch.allclose(grad_plain, embeds2.grad)
+
+
+def test_all_targets_in_one_pass_equal_separate_explanations():
+    model = tiny_causal_lm("llama", dtype=torch.float64)
+    ids = random_ids(14)
+    together = relevance(model, ids, [10, 11, 12, 13], method="attnlrp")["relevance"]
+    for i, p in enumerate([10, 11, 12, 13]):
+        alone = relevance(model, ids[: p + 1], [p], method="attnlrp")["relevance"][0]
+        assert torch.allclose(together[i, : p + 1], alone, atol=1e-10)
+        assert torch.all(together[i, p:] == 0)
+
+
+def test_checkpointing_gives_the_same_relevance():
+    model = tiny_causal_lm("llama", dtype=torch.float64)
+    ids = random_ids(20)
+    plain = relevance(model, ids, [18, 19], method="attnlrp", checkpoint=False)["relevance"]
+    ckpt = relevance(model, ids, [18, 19], method="attnlrp", checkpoint=True)["relevance"]
+    assert torch.allclose(plain, ckpt, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_give_finite_relevance_close_to_float32(dtype):
+    ids = random_ids(16)
+    ref = relevance(tiny_causal_lm("llama"), ids, [15], method="attnlrp")["relevance"][0]
+    half = relevance(tiny_causal_lm("llama", dtype=dtype), ids, [15], method="attnlrp")["relevance"][0]
+    assert torch.isfinite(half).all()
+    corr = torch.corrcoef(torch.stack([ref[:15], half[:15].float()]))[0, 1]
+    assert corr > 0.9
+
+
+def test_device_map_with_offloaded_layers_gives_the_same_relevance(tmp_path):
+    save_tiny_checkpoint(tmp_path / "tiny")
+    plain, _ = load_model(tmp_path / "tiny")
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",  # weights live on disk; accelerate hooks load them per forward
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+        "lm_head": "cpu",
+    }
+    offloaded, _ = load_model(tmp_path / "tiny", device_map=device_map, offload_folder=tempfile.mkdtemp())
+    assert offloaded.model.layers[1].mlp.down_proj.weight.device.type == "meta"
+    ids = random_ids(12)
+    for method in ("attnlrp", "cp-lrp"):
+        a = relevance(plain, ids, [10, 11], method=method)
+        b = relevance(offloaded, ids, [10, 11], method=method)
+        assert torch.allclose(a["relevance"], b["relevance"], atol=1e-6)
+        assert torch.allclose(a["logits"], b["logits"], atol=1e-6)

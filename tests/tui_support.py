@@ -1,0 +1,49 @@
+"""A tiny byte-level BPE tokenizer and a model to match, for the app's tests (seconds).
+
+Byte-level BPE (as in Llama 3 / SmolLM2) so decoded tokens carry their leading spaces
+and words split into sub-word pieces, the way real answers look in the app.
+"""
+
+from __future__ import annotations
+
+CORPUS = [
+    "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region in France.",
+    "Normandy is located in the north of France. Paris is the capital of France.",
+    "Rome is the capital of Italy. Madrid is the capital of Spain. Berlin is in Germany.",
+    "In what country is Normandy located? Answer briefly. France.",
+    "The river flows north through the old city and the new city.\nAnswer: yes, no, maybe (1, 2, 3)!",
+]
+CONTEXT = "The Normans gave their name to Normandy, a region in France."
+QUESTION = "In what country is Normandy located?"
+
+
+def tui_tokenizer(vocab_size: int = 330):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>"]
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        show_progress=False,
+    )
+    tk.train_from_iterator(CORPUS, trainer=trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tok.chat_template = (
+        "{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+    )
+    return tok
+
+
+def tui_backend(family: str = "llama", seed: int = 0):
+    """A ModelBackend around a tiny random model whose vocabulary matches ``tui_tokenizer``."""
+    from tests.models import tiny_causal_lm
+    from tui.backend import ModelBackend
+
+    tok = tui_tokenizer()
+    model = tiny_causal_lm(family, vocab=len(tok), seed=seed, eos_token_id=2, bos_token_id=1)
+    return ModelBackend.from_model(model, tok, f"tiny-{family}")

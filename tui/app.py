@@ -1,0 +1,464 @@
+"""The Textual app: ``xai-tui [CHECKPOINT]`` and ``xai-tui open RESULT.json``.
+
+The app paints before anything heavy is imported; torch, transformers and the model are
+loaded by a thread worker. Slow work (loading, generating, explaining, exporting) runs
+in thread workers that post typed messages (``tui.messages``) and never touch widgets;
+their failures all arrive in :meth:`XaiApp.on_worker_state_changed`, the one place
+errors are turned into a readable message in the status line and a notification. The
+state the views show lives in the app's reactives, so every view stays in sync.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from .backend import AskRequest, LoadOptions, ModelBackend
+from .messages import AnswerToken, ExplanationReady, ExportDone, JobProgress, ModelLoaded, PromptTokens
+from .methods import METHOD_LABELS
+from .views import VIEWS, available_views
+
+if TYPE_CHECKING:
+    from lrp_llm.attribution import Attribution
+
+    from .exporting import Exportable
+
+
+def _view_bindings() -> list[Binding]:
+    return [Binding(v.key, f"switch_view('{v.id}')", v.title, id=f"view.{v.id}", show=False) for v in VIEWS]
+
+
+class XaiApp(App[None]):
+    """Explain what a language model used to produce its answer, token by token."""
+
+    TITLE = "xai-tui"
+    CSS_PATH: ClassVar = ["app.tcss", "ask.tcss", "longrange.tcss"]
+    DEFAULT_MODE: ClassVar[str] = "ask"
+    BINDINGS: ClassVar = [
+        Binding("f1,question_mark", "help", "Help", id="app.help"),
+        Binding("ctrl+s", "export", "Export", id="app.export"),
+        Binding("ctrl+o", "open", "Open", id="app.open", show=False),
+        Binding("escape", "cancel", "Cancel job", id="app.cancel"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False, priority=True),
+        *_view_bindings(),
+    ]
+
+    model_state: reactive[str] = reactive("none")
+    """"none" (no model: a saved result), "loading", "ready" or "failed"."""
+    attribution: reactive[Attribution | None] = reactive(None, always_update=True)
+    """The explanation on screen (from a question, a method switch or a JSON file)."""
+    target: reactive[int] = reactive(0)
+    """Index of the selected answer token (0 = the first generated token)."""
+    word_level: reactive[bool] = reactive(False)
+    """Show relevance per word (sub-word tokens merged, relevance summed) instead of per token."""
+    method: reactive[str] = reactive("attnlrp")
+    """Attribution method used for the next question and the one shown."""
+    chat: reactive[bool] = reactive(True)
+    """True: context + question in the chat template (QA); False: a plain prompt continued as is."""
+    stream_prompt: reactive[tuple[str, ...] | None] = reactive(None)
+    """Tokens of the prompt being answered while a question runs (None: no question running)."""
+    stream_answer: reactive[tuple[str, ...]] = reactive(())
+    """Answer tokens generated so far by the running question."""
+    progress: reactive[tuple[str, int, int | None] | None] = reactive(None)
+    """(label, done, total) of the running job, None when idle."""
+    status: reactive[tuple[str, str]] = reactive(("", "info"))
+    """(text, kind) of the status line; kind "info", "busy" or "error"."""
+
+    def __init__(
+        self,
+        backend: ModelBackend | None = None,
+        *,
+        result_path: str | None = None,
+        method: str = "attnlrp",
+        question: str | None = None,
+        context: str | None = None,
+        chat: bool = True,
+        max_new_tokens: int = 20,
+    ) -> None:
+        super().__init__()
+        self.backend = backend
+        self.result_path = result_path
+        self.initial_question = question
+        self.initial_context = context
+        self.max_new_tokens = max_new_tokens
+        self.source = ""  # where the shown result came from (a JSON path) when not asked here
+        self._job = 0
+        self._pending: AskRequest | None = None
+        for v in available_views():
+            self.add_mode(v.id, v.screen_class())
+        self.set_reactive(XaiApp.method, method)
+        self.set_reactive(XaiApp.chat, chat)
+
+    # ------------------------------------------------------------------ start-up
+    def on_mount(self) -> None:
+        if self.result_path:
+            self.open_result(self.result_path)
+        elif self.backend is not None:
+            if self.initial_question:
+                self.ask(AskRequest(self.initial_question, self.initial_context, self.chat, self.method))
+            self.load_model()
+        self._update_title()
+
+    def load_model(self) -> None:
+        """Load the backend's model in a worker (no-op when it is loaded)."""
+        if self.backend is None:
+            return
+        if self.backend.loaded:
+            self.model_state = "ready"
+            self._run_pending()
+            return
+        self.model_state = "loading"
+        self.progress = ("loading model", 0, None)
+        self.status = (f"loading {self.backend.name} …", "busy")
+        self._load_model_worker(self.backend)
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def _load_model_worker(self, backend: ModelBackend) -> None:
+        summary = backend.load()
+        self.post_message(ModelLoaded(backend.name, summary))
+
+    def on_model_loaded(self, message: ModelLoaded) -> None:
+        self.model_state = "ready"
+        self.progress = None
+        self.status = (f"{message.name} loaded ({message.summary}); ask a question", "info")
+        self._run_pending()
+
+    def _run_pending(self) -> None:
+        if self._pending is not None:
+            request, self._pending = self._pending, None
+            self.ask(request)
+
+    def watch_model_state(self) -> None:
+        self._update_title()
+
+    def _update_title(self) -> None:
+        if self.backend is None:
+            self.sub_title = f"saved result · {self.source or self.result_path or ''}"
+        else:
+            state = {"loading": "loading…", "ready": "", "failed": "failed to load"}.get(self.model_state, "")
+            self.sub_title = " · ".join(x for x in (self.backend.name, state) if x)
+
+    # ----------------------------------------------------------------- questions
+    def ask(self, request: AskRequest) -> None:
+        """Generate and explain the answer to ``request`` (in a worker)."""
+        if self.backend is None:
+            self.show_error("no model is loaded (this is a saved result); press Ctrl+O to open a checkpoint")
+            return
+        if not request.question.strip():
+            self.show_error("the question is empty; type a question (or a prompt) first")
+            return
+        self._job += 1
+        if not self.backend.loaded:
+            self._pending = request
+            if self.model_state == "failed":
+                self.show_error("the model did not load; press Ctrl+O to open another checkpoint")
+            else:
+                self.status = ("the question runs as soon as the model has loaded", "busy")
+            return
+        self.stream_prompt, self.stream_answer = (), ()
+        self.progress = ("generating", 0, request.max_new_tokens)
+        self.status = ("generating the answer … (Esc cancels)", "busy")
+        self._ask_worker(self._job, self.backend, request)
+
+    @work(thread=True, exclusive=True, group="explain", exit_on_error=False)
+    def _ask_worker(self, job: int, backend: ModelBackend, request: AskRequest) -> None:
+        worker = get_current_worker()
+        post = self.post_message
+        count = 0
+
+        def on_token(text: str) -> None:
+            nonlocal count
+            count += 1
+            post(AnswerToken(job, text))
+            post(JobProgress(job, "generating", count, request.max_new_tokens))
+
+        attribution = backend.ask(
+            request,
+            on_prompt=lambda tokens: post(PromptTokens(job, tokens)),
+            on_token=on_token,
+            progress=lambda done, total: post(JobProgress(job, "explaining", done, total)),
+            should_cancel=lambda: worker.is_cancelled,
+        )
+        post(ExplanationReady(job, attribution))
+
+    def set_method(self, method: str) -> None:
+        """Use ``method`` from now on; the shown explanation is recomputed with it."""
+        if method == self.method and (self.attribution is None or self.attribution.method == method):
+            return
+        self.method = method
+        a = self.attribution
+        if a is None or a.method == method:
+            return
+        if self.backend is None or not self.backend.loaded:
+            self.show_error(
+                f"switching to {METHOD_LABELS.get(method, method)} needs the model; press Ctrl+O to load it"
+            )
+            return
+        self._job += 1
+        self.progress = ("explaining", 0, len(a.targets))
+        self.status = (f"explaining with {METHOD_LABELS.get(method, method)} … (Esc cancels)", "busy")
+        self._reexplain_worker(self._job, self.backend, a, method)
+
+    @work(thread=True, exclusive=True, group="explain", exit_on_error=False)
+    def _reexplain_worker(self, job: int, backend: ModelBackend, attribution: Attribution, method: str) -> None:
+        worker = get_current_worker()
+        result = backend.reexplain(
+            attribution,
+            method,
+            progress=lambda done, total: self.post_message(JobProgress(job, "explaining", done, total)),
+            should_cancel=lambda: worker.is_cancelled,
+        )
+        self.post_message(ExplanationReady(job, result))
+
+    def open_result(self, path: str) -> None:
+        """Show a result saved as JSON (``xai-tui open``, Ctrl+O); no model needed."""
+        self._job += 1
+        self.progress = ("reading", 0, None)
+        self.status = (f"reading {path} …", "busy")
+        self._open_result_worker(self._job, path)
+
+    @work(thread=True, exclusive=True, group="explain", exit_on_error=False)
+    def _open_result_worker(self, job: int, path: str) -> None:
+        from lrp_llm.attribution import Attribution
+        from lrp_llm.errors import InputError
+
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise InputError(f"no such file: {p}; pass a result saved with --json or Ctrl+S")
+        try:
+            attribution = Attribution.load(p)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{p} is not an xai-tui result ({type(exc).__name__}: {exc})") from None
+        self.post_message(ExplanationReady(job, attribution, source=str(p)))
+
+    # ------------------------------------------------------------ worker output
+    def on_prompt_tokens(self, message: PromptTokens) -> None:
+        if message.job == self._job:
+            self.stream_prompt = tuple(message.tokens)
+
+    def on_answer_token(self, message: AnswerToken) -> None:
+        if message.job == self._job:
+            self.stream_answer = (*self.stream_answer, message.text)
+
+    def on_job_progress(self, message: JobProgress) -> None:
+        if message.job == self._job:
+            self.progress = (message.label, message.done, message.total)
+            total = f"/{message.total}" if message.total else ""
+            self.status = (f"{message.label} {message.done}{total} … (Esc cancels)", "busy")
+
+    def on_explanation_ready(self, message: ExplanationReady) -> None:
+        if message.job != self._job:
+            return  # a newer request replaced this one
+        a = message.attribution
+        self.progress = None
+        self.stream_prompt, self.stream_answer = None, ()
+        if message.source:
+            self.source = message.source
+            self._update_title()
+        self.method = a.method
+        self.set_reactive(XaiApp.target, 0)
+        self.attribution = a
+        where = f" from {message.source}" if message.source else ""
+        self.status = (
+            f"{len(a.targets)} answer tokens explained with {METHOD_LABELS.get(a.method, a.method)}{where}; "
+            "←/→ or the mouse move over the answer",
+            "info",
+        )
+
+    def on_export_done(self, message: ExportDone) -> None:
+        self.status = (f"wrote {message.what} to {message.path}", "info")
+        self.notify(f"wrote {message.path}", title=f"exported {message.what}")
+
+    @on(Worker.StateChanged)
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place where a worker's failure becomes a message on screen."""
+        worker = event.worker
+        if event.state == WorkerState.ERROR:
+            from lrp_llm.errors import Cancelled
+
+            if worker.group == "load":
+                self.model_state = "failed"
+            self.progress = None
+            self.stream_prompt, self.stream_answer = None, ()
+            if isinstance(worker.error, Cancelled):
+                self.status = ("cancelled", "info")
+            else:
+                self.show_error(describe(worker.error))
+        elif event.state == WorkerState.CANCELLED and worker.group == "explain":
+            if not self.workers_running("explain"):
+                self.progress = None
+                self.stream_prompt, self.stream_answer = None, ()
+
+    def workers_running(self, group: str) -> bool:
+        return any(w.group == group and w.is_running for w in self.workers)
+
+    def show_error(self, text: str) -> None:
+        """Show a user-facing error: status line (until the next job) and a notification."""
+        self.status = (f"error: {text}", "error")
+        self.notify(text, title="error", severity="error", timeout=10)
+
+    # ------------------------------------------------------------------ actions
+    def action_cancel(self) -> None:
+        self._job += 1  # late messages of the cancelled job are dropped
+        self._pending = None
+        self.workers.cancel_group(self, "explain")
+        self.progress = None
+        self.stream_prompt, self.stream_answer = None, ()
+        self.status = ("cancelled", "info")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel":
+            return self.progress is not None and self.model_state != "loading" or self._pending is not None
+        if action == "switch_view":
+            return any(v.id == parameters[0] for v in available_views())
+        return True
+
+    def action_switch_view(self, view_id: str) -> None:
+        if view_id != self.current_mode and any(v.id == view_id for v in available_views()):
+            self.switch_mode(view_id)
+
+    def action_help(self) -> None:
+        from .screens.help import HelpScreen
+
+        self.push_screen(HelpScreen(self.help_sections(), intro=HELP_INTRO))
+
+    def help_sections(self) -> list[tuple[str, type]]:
+        from .screens.dialogs import PathDialog
+        from .widgets.sources import SourcesList
+        from .widgets.tokenflow import AnswerTokens
+
+        sections: list[tuple[str, type]] = [("everywhere", XaiApp), ("everywhere", PaletteKeys)]
+        sections += [(v.title, v.screen_class()) for v in available_views()]
+        sections += [("answer tokens", AnswerTokens), ("sources list", SourcesList), ("dialogs", PathDialog)]
+        return sections
+
+    def action_export(self, fmt: str | None = None) -> None:
+        from .screens.base import ViewScreen
+        from .screens.dialogs import PathDialog
+
+        screen = self.screen
+        result = screen.export_target() if isinstance(screen, ViewScreen) else None
+        if result is None:
+            self.show_error("nothing to export yet; ask a question first")
+            return
+        path = f"{result.stem}.{fmt or 'html'}"
+
+        def chosen(answer: tuple[str, str] | None) -> None:
+            if answer is not None:
+                self._export_worker(result, answer[1], answer[0])
+
+        self.push_screen(
+            PathDialog(
+                "Export the current view",
+                path,
+                [("html", "HTML"), ("json", "JSON")],
+                hint="HTML: a self-contained page to share; JSON: reopen with `xai-tui open FILE`",
+            ),
+            chosen,
+        )
+
+    @work(thread=True, group="export", exit_on_error=False)
+    def _export_worker(self, result: Exportable, path: str, fmt: str) -> None:
+        from .exporting import write
+
+        write(result, path, fmt)
+        self.post_message(ExportDone(path, fmt.upper()))
+
+    def action_open(self) -> None:
+        from .screens.dialogs import PathDialog
+
+        def chosen(answer: tuple[str, str] | None) -> None:
+            if answer is None:
+                return
+            choice, path = answer
+            if choice == "json":
+                self.open_result(path)
+            else:
+                options = self.backend.options if self.backend is not None else LoadOptions()
+                fields = {**options.__dict__, "path": path}
+                self.backend = ModelBackend(LoadOptions(**fields))
+                self.source = ""
+                self.load_model()
+
+        self.push_screen(
+            PathDialog(
+                "Open a checkpoint (HF folder or .gguf) or a saved result (.json)",
+                os.getcwd() + os.sep,
+                [("model", "Load model"), ("json", "Open result")],
+            ),
+            chosen,
+        )
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        from .screens.base import ViewScreen
+
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Help", "Every key binding and what it does", self.action_help)
+        yield SystemCommand(
+            "Export HTML", "Write the current view as a self-contained HTML page", lambda: self.action_export("html")
+        )
+        yield SystemCommand(
+            "Export JSON",
+            "Write the current result as JSON (reopen with xai-tui open)",
+            lambda: self.action_export("json"),
+        )
+        yield SystemCommand(
+            "Open checkpoint or result", "Load another model, or show a saved JSON result", self.action_open
+        )
+        if self.progress is not None:
+            yield SystemCommand("Cancel", "Stop the running job", self.action_cancel)
+        for v in available_views():
+            if v.id != self.current_mode:
+                yield SystemCommand(
+                    f"View: {v.title}",
+                    f"Switch to the {v.title} view ({v.key.upper()})",
+                    lambda v=v: self.action_switch_view(v.id),
+                )
+        if isinstance(screen, ViewScreen):
+            for title, help_text, callback in screen.commands():
+                yield SystemCommand(title, help_text, callback)
+
+
+class PaletteKeys:
+    """Keys Textual itself provides, listed in the help like ours."""
+
+    BINDINGS: ClassVar = [
+        Binding(
+            App.COMMAND_PALETTE_BINDING,
+            "command_palette",
+            "Command palette: every action of this view",
+            id="app.palette",
+        ),
+        Binding("tab,shift+tab", "focus_next", "Move between fields and panels", id="app.focus"),
+    ]
+
+
+HELP_INTRO = (
+    "Type a question (and optionally a context passage), press Enter: the answer appears token by token, "
+    "then every answer token is explained. Move over the answer with ←/→ or the mouse: the input is coloured "
+    "by that token's relevance (red supports it, blue speaks against it)."
+)
+
+
+def describe(error: BaseException | None) -> str:
+    from .cli import describe_error
+
+    return describe_error(error) if error is not None else "unknown error"
+
+
+def run_app(app: XaiApp) -> int:
+    """Run the app in the terminal; returns the exit code."""
+    app.run()
+    return int(app.return_code or 0)
+
+
+__all__ = ["HELP_INTRO", "XaiApp", "run_app"]

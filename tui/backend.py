@@ -1,0 +1,173 @@
+"""The model behind the app: load it, answer a question, explain the answer.
+
+No Textual here: the app's thread workers call these methods and turn the callbacks
+into messages. Every method that touches the model holds ``lock``, so a new request
+waits until a cancelled one has let go of the model (the LRP rules patch the model
+instance while they run). Tests build a backend around a tiny model with
+:meth:`ModelBackend.from_model`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lrp_llm.attribution import Attribution
+
+Progress = Callable[[int, int], None]
+ShouldCancel = Callable[[], bool]
+
+DEFAULT_NEW_TOKENS = 20
+
+
+@dataclass(frozen=True)
+class AskRequest:
+    """What the user asked: ``question`` with an optional ``context`` passage.
+
+    ``chat``: wrap it in the model's chat template (the QA mode); False is the plain
+    prompt mode (the text is continued as it is).
+    """
+
+    question: str
+    context: str | None = None
+    chat: bool = True
+    method: str = "attnlrp"
+    max_new_tokens: int = DEFAULT_NEW_TOKENS
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load the checkpoint (the CLI's model options)."""
+
+    path: str | None = None  # None: the bundled demo model
+    device: str = "cpu"
+    dtype: str = "auto"
+    device_map: str | None = None
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+
+class ModelBackend:
+    """A causal LM and its tokenizer, loaded on first use from ``options``."""
+
+    def __init__(self, options: LoadOptions | None = None, *, name: str | None = None) -> None:
+        self.options = options or LoadOptions()
+        self.name = name or _display_name(self.options.path)
+        self.lock = threading.Lock()
+        self.model: Any = None
+        self.tokenizer: Any = None
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, name: str = "model") -> ModelBackend:
+        """A backend around an already loaded model (tests, notebooks)."""
+        backend = cls(name=name)
+        backend.model, backend.tokenizer = model, tokenizer
+        return backend
+
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
+    def load(self) -> str:
+        """Load the model (a no-op when loaded); returns a one-line summary."""
+        with self.lock:
+            if self.model is None:
+                from lrp_llm.loading import load_model
+
+                o = self.options
+                self.model, self.tokenizer = load_model(
+                    o.path,
+                    device=o.device,
+                    dtype=o.dtype,
+                    device_map=o.device_map,
+                    allow_pickle=o.allow_pickle,
+                    trust_remote_code=o.trust_remote_code,
+                )
+            return self.summary()
+
+    def summary(self) -> str:
+        model = self.model
+        params = sum(p.numel() for p in model.parameters())
+        dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+        kind = getattr(model.config, "model_type", type(model).__name__)
+        return f"{kind}, {params / 1e6:.1f}M parameters, {dtype}"
+
+    def ask(
+        self,
+        request: AskRequest,
+        *,
+        on_prompt: Callable[[list[str]], None] | None = None,
+        on_token: Callable[[str], None] | None = None,
+        progress: Progress | None = None,
+        should_cancel: ShouldCancel | None = None,
+    ) -> Attribution:
+        """Generate the answer (streamed through ``on_token``) and explain every token of it."""
+        from lrp_llm.errors import InputError
+        from lrp_llm.explanation import build_prompt_ids, explain, token_strings
+
+        if not request.question.strip():
+            raise InputError("the question is empty; type a question (or a prompt) first")
+        with self.lock:
+            self._check_loaded()
+            prompt_ids = build_prompt_ids(self.tokenizer, request.question, request.context or None, chat=request.chat)
+            if on_prompt is not None:
+                on_prompt(token_strings(self.tokenizer, prompt_ids))
+            decode = None
+            if on_token is not None:
+
+                def decode(token_id: int) -> None:
+                    on_token(token_strings(self.tokenizer, [token_id])[0])
+
+            return explain(
+                self.model,
+                self.tokenizer,
+                prompt_ids=prompt_ids,
+                generate=request.max_new_tokens,
+                method=request.method,
+                model_name=self.name,
+                progress=progress,
+                on_token=decode,
+                should_cancel=should_cancel,
+            )
+
+    def reexplain(
+        self,
+        attribution: Attribution,
+        method: str,
+        *,
+        progress: Progress | None = None,
+        should_cancel: ShouldCancel | None = None,
+    ) -> Attribution:
+        """The same prompt and answer explained with another ``method`` (no new generation)."""
+        from lrp_llm.explanation import explain
+
+        with self.lock:
+            self._check_loaded()
+            n = attribution.prompt_length
+            return explain(
+                self.model,
+                self.tokenizer,
+                prompt_ids=attribution.input_ids[:n],
+                answer_ids=attribution.input_ids[n:],
+                method=method,
+                model_name=self.name,
+                progress=progress,
+                should_cancel=should_cancel,
+            )
+
+    def _check_loaded(self) -> None:
+        if self.model is None:
+            from lrp_llm.errors import CheckpointError
+
+            raise CheckpointError("no model is loaded; open a checkpoint first")
+
+
+def _display_name(path: str | None) -> str:
+    if path is None:
+        return "SmolLM2-135M-Instruct (bundled)"
+    from pathlib import PurePath
+
+    return PurePath(path).name or str(path)

@@ -1,0 +1,69 @@
+"""``xai-tui [CHECKPOINT]`` / ``xai-tui app [CHECKPOINT]``: the interactive app.
+
+``xai-tui`` with no command, or with a first argument that is not a command, runs this
+one, so ``xai-tui`` alone opens the app on the bundled demo model.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..methods import METHODS
+from .common import add_model_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "app",
+        help="the interactive app (default: `xai-tui [CHECKPOINT]` runs it)",
+        description="Ask a question, watch the answer stream in, and move over its tokens to see what each one used.",
+    )
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        metavar="CHECKPOINT",
+        help="HF model folder or .gguf file (default: the bundled SmolLM2)",
+    )
+    add_model_args(p)
+    g = p.add_argument_group("start with")
+    g.add_argument("--prompt", help="a question to ask as soon as the model has loaded")
+    g.add_argument("--context", help="a passage the question is about")
+    g.add_argument("--plain", action="store_true", help="plain prompt mode (no chat template)")
+    g.add_argument("--method", default="attnlrp", choices=METHODS, help="attribution method (default: attnlrp)")
+    g.add_argument("--generate", type=int, default=20, metavar="N", help="answer length in tokens (default 20)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lrp_llm.errors import InputError
+
+    if args.checkpoint and args.model and args.checkpoint != args.model:
+        raise InputError("pass the checkpoint once: either as CHECKPOINT or with --model")
+    if args.generate < 1:
+        raise InputError("--generate must be at least 1")
+    from ..app import XaiApp, run_app
+    from ..backend import LoadOptions, ModelBackend
+
+    options = LoadOptions(
+        path=args.checkpoint or args.model,
+        device=args.device,
+        dtype=args.dtype,
+        device_map=args.device_map,
+        allow_pickle=args.allow_pickle,
+        trust_remote_code=args.trust_remote_code,
+    )
+    if options.path is not None:
+        from pathlib import Path
+
+        if not Path(options.path).expanduser().exists():  # a typo fails here, before the screen opens
+            raise InputError(
+                f"no such file or folder: {options.path}; pass a Hugging Face model folder or a .gguf file"
+            )
+    app = XaiApp(
+        ModelBackend(options),
+        method=args.method,
+        question=args.prompt,
+        context=args.context,
+        chat=not args.plain,
+        max_new_tokens=args.generate,
+    )
+    return run_app(app)

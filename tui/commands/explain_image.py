@@ -1,0 +1,101 @@
+"""``xai-tui explain --image``: the image-classifier (ViT) branch of the explain command.
+
+Not a subcommand of its own (it is not listed in ``COMMANDS``); ``explain`` calls it when
+``--image`` is given or the model is an image classifier.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def check_image_args(args: argparse.Namespace) -> None:
+    """Fail before the model is loaded: options that make no sense for images, unreadable images."""
+    from lrp_llm.errors import InputError
+    from lrp_llm.vision import load_image
+
+    for flag, value in (("--context", args.context), ("--generate", args.generate), ("--system", args.system)):
+        if value is not None:
+            raise InputError(f"{flag} is for text models; with --image pass at most --target CLASS")
+    load_image(args.image)  # a one-line error for a missing, unreadable or corrupt file
+
+
+def is_image_classifier(model) -> bool:
+    from lrp_llm.archs import get_arch
+    from lrp_llm.errors import UnsupportedModelError
+
+    try:
+        return get_arch(model).kind == "image-classification"
+    except UnsupportedModelError:
+        return False
+
+
+def run_image(args: argparse.Namespace, model, processor, out) -> int:
+    from lrp_llm.archs import get_arch
+    from lrp_llm.attribution import write_atomic
+    from lrp_llm.errors import InputError
+    from lrp_llm.vision import explain_image
+
+    if not is_image_classifier(model):
+        raise InputError(f"--image needs an image classifier such as ViT; this is a {get_arch(model).kind} model")
+    if args.image is None:
+        raise InputError("this model classifies images; pass one with --image FILE.png")
+    attribution = explain_image(
+        model,
+        processor,
+        args.image,
+        target=args.target,
+        method=args.method,
+        steps=args.steps,
+        seed=args.seed,
+        model_name=args.model,
+    )
+    render_image_attribution(out, attribution, top=args.top)
+    if args.json:
+        attribution.save(args.json)
+    if args.html:
+        from lrp_llm.export.image_html import image_attribution_html
+
+        write_atomic(args.html, image_attribution_html(attribution))
+    return 0
+
+
+def render_image_attribution(console, a, *, top: int = 5) -> None:
+    """Header, top classes, and the per-patch relevance as a coloured grid."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..render import legend, relevance_rgb
+
+    console.print(
+        Text.assemble(
+            ("model ", "dim"), a.model, ("  method ", "dim"), a.method, ("  ", ""), (f"{a.seconds:.2f} s", "dim")
+        )
+    )
+    console.print(
+        Text.assemble(
+            ("class: ", "bold"),
+            (a.label, "bold green"),
+            (f"  p {a.probability:.3f}  logit {a.logit:.3f}  Σ pixel relevance / logit {a.conservation:.3f}", "dim"),
+        )
+    )
+    classes = Table(show_edge=False, header_style="bold")
+    classes.add_column("class")
+    classes.add_column("p", justify="right")
+    for name, p in a.top_labels[:top]:
+        classes.add_row(name, f"{p:.3f}")
+    console.print(classes)
+    console.print(legend())
+    grid = a.patch_relevance
+    scale = float(abs(grid).max()) if grid.size else 0.0
+    ph, pw = a.patch_size
+    console.print(Text(f"relevance per patch ({ph}×{pw} pixels), rows top to bottom:", style="bold"))
+    for row in grid:
+        line = Text()
+        for v in row:
+            r, g, b = relevance_rgb(float(v), scale)
+            line.append(f"{float(v):>8.3g} ", style=f"black on rgb({r},{g},{b})")
+        console.print(line)
+    cols = grid.shape[1] if grid.ndim == 2 else 1
+    best = ", ".join(f"(row {i // cols}, col {i % cols})" for i in a.top_patches(min(top, grid.size)))
+    console.print(Text.assemble(("most relevant patches: ", "dim"), best))

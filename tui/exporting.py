@@ -1,0 +1,52 @@
+"""What a view hands to the export dialog: its result as HTML and as JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from lrp_llm.attribution import Attribution
+
+
+class Exportable(Protocol):
+    """A result that can be written as a self-contained HTML page and as JSON."""
+
+    stem: str  # default file name without extension
+
+    def write_html(self, path: str) -> None: ...
+
+    def write_json(self, path: str) -> None: ...
+
+
+@dataclass
+class AttributionExport:
+    """An :class:`Attribution` through ``attribution_html`` and ``Attribution.save``."""
+
+    attribution: Attribution
+
+    @property
+    def stem(self) -> str:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        return f"xai-{self.attribution.method}-{stamp}"
+
+    def write_html(self, path: str) -> None:
+        from lrp_llm.attribution import write_atomic
+        from lrp_llm.export.html import attribution_html
+
+        write_atomic(path, attribution_html(self.attribution))
+
+    def write_json(self, path: str) -> None:
+        self.attribution.save(path)
+
+
+FORMATS = {"html": "write_html", "json": "write_json"}
+
+
+def write(result: Exportable, path: str, fmt: str) -> None:
+    """Check that ``path`` can be written, then write ``result`` there as ``fmt``."""
+    from .commands.common import check_output_paths
+
+    check_output_paths(path)
+    getattr(result, FORMATS[fmt])(path)

@@ -1,0 +1,102 @@
+"""Ranked list of the most relevant input tokens (or words) of the selected answer token."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+from .tokenflow import CONTROL_PICTURES, NEGATIVE, POSITIVE
+
+
+def compact(token: str) -> str:
+    """A token on one line: whitespace made visible, quoted when it has outer spaces."""
+    shown = token.replace("\n", "↵").replace("\t", "→").translate(CONTROL_PICTURES)
+    return f"'{shown}'" if shown != shown.strip() or not shown else shown
+
+
+@dataclass(frozen=True)
+class Source:
+    """One ranked input: ``index`` into the displayed tokens, its text, value and distance."""
+
+    index: int
+    text: str
+    value: float
+    distance: int | None = None
+
+
+def ranked_sources(
+    texts: Sequence[str],
+    values: Sequence[float],
+    *,
+    distances: Sequence[int] | None = None,
+    k: int = 10,
+    k_negative: int = 3,
+) -> tuple[list[Source], list[Source]]:
+    """The ``k`` largest positive values and the ``k_negative`` most negative ones."""
+    order = sorted(range(len(values)), key=lambda i: (-values[i], i))
+
+    def source(i: int) -> Source:
+        return Source(i, texts[i], float(values[i]), None if distances is None else int(distances[i]))
+
+    top = [source(i) for i in order[:k] if values[i] > 0]
+    bottom = [source(i) for i in reversed(order[-k_negative:]) if values[i] < 0]
+    return top, bottom
+
+
+class SourcesList(OptionList):
+    """Enter or click on a source scrolls the input to it (``SourcesList.Jump``)."""
+
+    BINDINGS = [
+        Binding("enter", "select", "Jump to source", id="sources.jump", show=False),
+    ]
+
+    @dataclass
+    class Jump(Message):
+        """Show input token ``index`` (an index into the displayed tokens)."""
+
+        sources: SourcesList
+        index: int
+
+        @property
+        def control(self) -> SourcesList:
+            return self.sources
+
+    def show(self, top: Sequence[Source], bottom: Sequence[Source] = (), *, total: float | None = None) -> None:
+        """Fill the list; ``total``: the positive relevance sum that shares are relative to."""
+        self.clear_options()
+        scale = max([abs(s.value) for s in [*top, *bottom]], default=0.0)
+        options: list[Option | None] = [self._option(s, scale, total) for s in top]
+        if bottom:
+            if options:
+                options.append(None)
+            options.extend(self._option(s, scale, total) for s in bottom)
+        self.add_options(options)
+
+    def _option(self, source: Source, scale: float, total: float | None) -> Option:
+        color = POSITIVE if source.value >= 0 else NEGATIVE
+        bar_len = int(round(5 * abs(source.value) / scale)) if scale else 0
+        text = Text()
+        text.append(f"{source.value:+7.3f} ", style=Style(color=color.rich_color, bold=True))
+        text.append("█" * bar_len + " " * (5 - bar_len), style=Style(color=color.rich_color))
+        text.append(" ")
+        text.append(compact(source.text))
+        details = []
+        if total:
+            details.append(f"{100 * source.value / total:.0f}%")
+        if source.distance is not None:
+            details.append(f"d{source.distance}")
+        if details:
+            text.append("  " + " ".join(details), style="dim")
+        return Option(text, id=str(source.index))
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        if event.option.id is not None:
+            self.post_message(self.Jump(self, int(event.option.id)))
