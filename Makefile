@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: explain-demo
 
 explain-demo: setup
-	$(VENV)/bin/xai-tui explain --context "$(DEMO_CONTEXT)" --prompt "$(DEMO_QUESTION)" --heatmap 7
+	$(VENV)/bin/xai-tui explain --context "$(DEMO_CONTEXT)" --prompt "$(DEMO_QUESTION)" --heatmap France
 
 test: setup
 	$(VENV)/bin/ruff format --check .

@@ -51,7 +51,10 @@ def main() -> None:
         vit_acc = coloured_object.localisation_accuracy(vit, images, method)
         vit_s = (time.perf_counter() - t0) / len(images)
         rows.append((method, t5_acc, t5_s, vit_acc, vit_s))
-        print(f"{method:22s} T5 {t5_acc:.3f} ({1000 * t5_s:.1f} ms)  ViT {vit_acc:.3f} ({1000 * vit_s:.1f} ms)", flush=True)
+        print(
+            f"{method:22s} T5 {t5_acc:.3f} ({1000 * t5_s:.1f} ms)  ViT {vit_acc:.3f} ({1000 * vit_s:.1f} ms)",
+            flush=True,
+        )
     base = {r[0]: r for r in rows}["grad-x-input"]
     lines = [
         "# T5 and ViT: ground-truth localisation and time per explanation",

@@ -12,15 +12,24 @@ similarity the two norms are held constant: ``R / (|phi(a)| |phi(b)|)`` sums to 
 cosine.
 
 Speed. ``C`` is a (D, n) matrix. Read row by row it needs one backward pass per
-embedding dimension (D = 384 for MiniLM; the published code does this). Read column by
-column, column ``i`` is the forward-mode product ``J~ x_i`` of the rule-modified
-Jacobian with token ``i``'s own input vector (all other tokens zero): one tangent per
-token, all tangents of a text in one batched ``torch.func.vmap(jvp)`` pass. For a
-32-token sentence that is 32 tangents instead of 384 backward passes. When a text is
-longer than the embedding is wide, the batched reverse mode (all dimensions as a batch
-of cotangents, ``is_grads_batched``) is used instead. Both give the per-dimension
-loop's numbers (tested). Per-text maps are cached, so a query against N texts costs
-N + 1 maps.
+embedding dimension (D = 384 for MiniLM; the published code does this: the "loop"
+strategy here, kept as the reference). Read column by column, column ``i`` is the
+forward-mode product ``J~ x_i`` of the rule-modified Jacobian with token ``i``'s own
+input vector (all other tokens zero): one tangent per token, all of a text's tangents
+in one batched pass. Strategies, all tested equal to the loop:
+
+- ``replay`` (CP-LRP on BERT-style encoders, the default there): CP-LRP makes the
+  explained function linear in the inputs with coefficients fixed by the actual input,
+  so a plain no-grad forward pass over a batch of 1 + n rows (the input, then each
+  token alone, propagated with the input's coefficients and no biases) yields every
+  column: the cost of one batched forward pass.
+- ``forward``: ``torch.func.vmap(jvp)`` under the rules (any rule set written in
+  detach form, and plain gradients).
+- ``reverse``: all dimensions as one batch of cotangents (``is_grads_batched``); for
+  decoders, whose rules are custom autograd Functions, and for texts longer than the
+  embedding is wide.
+
+Per-text maps are cached, so a query against N texts costs N + 1 maps.
 
 Methods (same pairing, different first-order maps):
 
@@ -49,13 +58,14 @@ from .archs import get_arch
 from .attribution import write_atomic
 from .context import lrp_rules
 from .errors import Cancelled, InputError
+from .patch import ModelPatch
 
 SCHEMA = "xai-tui/similarity/1"
 METHODS: tuple[str, ...] = ("bilrp", "grad-x-input-products", "embedding-dot")
 RULES: tuple[str, ...] = ("cp-lrp", "attnlrp")
 POOLINGS: tuple[str, ...] = ("mean", "cls", "last")
 MODES: tuple[str, ...] = ("cosine", "dot")
-STRATEGIES: tuple[str, ...] = ("auto", "forward", "reverse", "loop")
+STRATEGIES: tuple[str, ...] = ("auto", "replay", "forward", "reverse", "loop")
 # Tangents (tokens) or cotangents (dimensions) per batched pass: bounds the memory of one pass.
 DEFAULT_CHUNK = 64
 
@@ -300,8 +310,9 @@ class _Embedder:
         """Last-layer states (batch, n, d) with ``x`` as the token inputs."""
         if self.encoder:
             self._x = x
+            ids = self.ids if x.dim() < 3 or x.shape[0] == 1 else self.ids.expand(x.shape[0], -1)
             try:
-                return self.base(input_ids=self.ids).last_hidden_state
+                return self.base(input_ids=ids).last_hidden_state
             finally:
                 self._x = None
         return self.base(inputs_embeds=x, use_cache=False).last_hidden_state
@@ -335,6 +346,25 @@ def _forward_mode(f: _Embedder, chunk: int, should_cancel: ShouldCancel | None) 
             primal = out[0, 0]
             cols.append(dout[:, 0])
     return primal.detach(), torch.cat(cols).T.detach()
+
+
+def _replay_mode(f: _Embedder, chunk: int, should_cancel: ShouldCancel | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CP-LRP replay (:func:`lrp_llm.archs.bert.install_cp_lrp_replay`): row 0 the input, row 1 + i token i alone."""
+    x0 = f.x0
+    n = x0.shape[1]
+    cols: list[torch.Tensor] = []
+    primal = None
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            _check_cancel(should_cancel)
+            idx = torch.arange(start, min(n, start + chunk), device=x0.device)
+            batch = torch.zeros((len(idx) + 1, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)
+            batch[0] = x0[0]
+            batch[1 + torch.arange(len(idx)), idx] = x0[0, idx]
+            out = f(batch)  # (1 + c, D)
+            primal = out[0]
+            cols.append(out[1:])
+    return primal, torch.cat(cols).T
 
 
 def _reverse_mode(
@@ -413,6 +443,23 @@ def first_order_map(
     if ids.shape[1] == 0:
         raise InputError("nothing to explain: the text has no tokens")
     active_rules = rules if method == "bilrp" else None
+    encoder = is_encoder(model)
+    if strategy == "auto":
+        if method == "bilrp" and active_rules == "cp-lrp" and encoder:
+            strategy = "replay"
+        else:
+            # Forward mode needs rules written as detach forms (encoders) or no rules at all.
+            forward_ok = encoder or active_rules is None
+            strategy = "forward" if forward_ok and ids.shape[1] <= _base(model).config.hidden_size else "reverse"
+    if strategy == "replay":
+        if not (method == "bilrp" and active_rules == "cp-lrp" and encoder):
+            raise InputError("the replay strategy computes CP-LRP on BERT-style encoders only; use forward or reverse")
+        from .archs.bert import install_cp_lrp_replay
+
+        with ModelPatch(model) as patch:
+            install_cp_lrp_replay(patch, model)
+            _freeze(model, patch)
+            return _replay_mode(_Embedder(model, patch, ids, pooling), chunk, should_cancel)
     with lrp_rules(model, active_rules) as patch:
         _freeze(model, patch)
         f = _Embedder(model, patch, ids, pooling)
@@ -423,11 +470,6 @@ def first_order_map(
                     _pool_weights(hidden.shape[0], pooling), dtype=hidden.dtype, device=hidden.device
                 )
                 return _pool(hidden[None], pooling)[0], (hidden * weights[:, None]).T.contiguous()
-        if strategy == "auto":
-            # Forward mode needs rules written as detach forms (encoders) or no rules at all.
-            forward_ok = f.encoder or active_rules is None
-            dims = _base(model).config.hidden_size
-            strategy = "forward" if forward_ok and ids.shape[1] <= dims else "reverse"
         if strategy == "forward":
             return _forward_mode(f, chunk, should_cancel)
         return _reverse_mode(f, chunk, should_cancel, batched=strategy == "reverse")
@@ -442,6 +484,13 @@ def pair_interactions(map_a: TokenMap, map_b: TokenMap, mode: str = "cosine") ->
         norms = float(np.linalg.norm(map_a.embedding) * np.linalg.norm(map_b.embedding))
         r = r / norms if norms else r * 0.0
     return r
+
+
+def matrix_cosine(explained: np.ndarray, true: np.ndarray) -> float:
+    """Cosine similarity of two interaction matrices, flattened (1 = same pattern up to scale)."""
+    a, b = np.asarray(explained, dtype=np.float64).ravel(), np.asarray(true, dtype=np.float64).ravel()
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / denom if denom else 0.0
 
 
 class SimilarityExplainer:

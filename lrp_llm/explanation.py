@@ -8,6 +8,7 @@ graph. Relevance of token ``j`` for target ``t`` is ``sum_d e[j, d] * grad[j, d]
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -120,12 +121,16 @@ def generate_greedy(
     try:
         cur = torch.tensor([list(prompt_ids)], device=device)
         past = None
+        # state-space models (Mamba) name their cache ``cache_params``
+        cache_key = (
+            "cache_params" if "cache_params" in inspect.signature(model.forward).parameters else "past_key_values"
+        )
         out_ids: list[int] = []
         for _ in range(max_new_tokens):
             if should_cancel is not None and should_cancel():
                 raise Cancelled()
-            out = model(input_ids=cur, past_key_values=past, use_cache=True, logits_to_keep=1)
-            past = out.past_key_values
+            out = model(input_ids=cur, use_cache=True, logits_to_keep=1, **{cache_key: past})
+            past = getattr(out, cache_key)
             nxt = int(out.logits[0, -1].argmax())
             out_ids.append(nxt)
             if on_token is not None:
@@ -158,6 +163,7 @@ def relevance(
     method: str | None = None,
     steps: int = 32,
     ig_batch: int = 8,
+    backward_batch: int = 8,
     seed: int = 0,
     checkpoint: bool | None = None,
     progress: Progress | None = None,
@@ -204,7 +210,7 @@ def relevance(
         t0 = time.perf_counter()
         if method == "integrated-gradients":
             logits, grads = _integrated_gradients(
-                model, embeds0, keep, target_ids, steps, ig_batch, progress, should_cancel
+                model, embeds0, keep, target_ids, steps, ig_batch, backward_batch, checkpoint, progress, should_cancel
             )
             timings["forward_backward"] = time.perf_counter() - t0
             rel = (embeds0[0].to(acc).unsqueeze(0) * grads.to(acc)).sum(-1).cpu()
@@ -222,15 +228,15 @@ def relevance(
                     if progress is not None:
                         progress(n, n)
                 else:
-                    for i in range(n):
-                        _check_cancel(should_cancel)
-                        (grad,) = torch.autograd.grad(selected[i], embeds, retain_graph=i < n - 1)
+                    x = embeds[0].detach().to(acc)
+                    for i, grads in _target_gradients(selected, embeds, backward_batch, checkpoint, should_cancel):
+                        grad = grads[:, 0]  # (b, seq, d) for targets i .. i + b - 1
                         if method == "saliency":
-                            rel[i] = grad[0].to(acc).norm(dim=-1).cpu()
+                            rel[i : i + len(grad)] = grad.to(acc).norm(dim=-1).cpu()
                         else:
-                            rel[i] = (embeds[0].detach().to(acc) * grad[0].to(acc)).sum(-1).cpu()
+                            rel[i : i + len(grad)] = (x * grad.to(acc)).sum(-1).cpu()
                         if progress is not None:
-                            progress(i + 1, n)
+                            progress(i + len(grad), n)
                 timings["backward"] = time.perf_counter() - t1
                 del selected, all_logits, embeds
     for i, p in enumerate(positions):
@@ -242,6 +248,39 @@ def relevance(
     if not torch.isfinite(rel).all():
         raise FloatingPointError("relevance is not finite; run the model in float32 (--dtype float32)")
     return {"relevance": rel, "logits": target_logits, "probabilities": probs, "timings": timings}
+
+
+def _target_gradients(selected, embeds, batch, checkpoint, should_cancel):
+    """Yield ``(first_target, grads)``: grads (b, *embeds.shape) of b consecutive selected logits.
+
+    Up to ``batch`` targets share one backward pass (a batch of one-hot cotangents,
+    ``is_grads_batched``); the graph is kept until the last target. Falls back to one
+    backward per target where batching is not possible (checkpointed blocks).
+    """
+    n = selected.shape[0]
+    batch = 1 if checkpoint else max(1, int(batch))
+    i = 0
+    while i < n:
+        _check_cancel(should_cancel)
+        b = min(batch, n - i)
+        last = i + b >= n
+        if b > 1:
+            cotangents = torch.zeros(b, n, dtype=selected.dtype, device=selected.device)
+            cotangents[torch.arange(b), torch.arange(i, i + b)] = 1
+            try:
+                # the graph is kept even after the last chunk so that a fallback can still run;
+                # it is freed when the caller drops its references
+                (grad,) = torch.autograd.grad(
+                    selected, embeds, grad_outputs=cotangents, is_grads_batched=True, retain_graph=True
+                )
+            except RuntimeError:
+                batch = 1  # an op without a batching rule: one target at a time
+                continue
+            yield i, grad
+        else:
+            (grad,) = torch.autograd.grad(selected[i], embeds, retain_graph=not last)
+            yield i, grad.unsqueeze(0)
+        i += b
 
 
 def _freeze_parameters(model: nn.Module, patch) -> None:
@@ -257,7 +296,9 @@ def _freeze_parameters(model: nn.Module, patch) -> None:
     patch.on_exit(restore)
 
 
-def _integrated_gradients(model, embeds0, keep, target_ids, steps, ig_batch, progress, should_cancel):
+def _integrated_gradients(
+    model, embeds0, keep, target_ids, steps, ig_batch, backward_batch, checkpoint, progress, should_cancel
+):
     """Mean gradient along the straight path from the zero embedding (midpoint rule)."""
     n = len(target_ids)
     rows = torch.arange(n, device=embeds0.device)
@@ -277,11 +318,9 @@ def _integrated_gradients(model, embeds0, keep, target_ids, steps, ig_batch, pro
             embeds = (chunk.view(-1, 1, 1) * embeds0).detach().requires_grad_(True)
             out = _forward_logits(model, embeds, keep)  # (b, n, vocab)
             selected = out[:, rows, target_ids].sum(0)  # (n,)
-            for i in range(n):
-                _check_cancel(should_cancel)
-                (grad,) = torch.autograd.grad(selected[i], embeds, retain_graph=i < n - 1)
-                grads[i] += grad.to(acc).sum(0)
-                done += len(chunk)
+            for i, g in _target_gradients(selected, embeds, backward_batch, checkpoint, should_cancel):
+                grads[i : i + len(g)] += g.to(acc).sum(1)  # g: (b, alphas, seq, d)
+                done += len(chunk) * len(g)
                 if progress is not None:
                     progress(done, total)
     return logits, grads / steps

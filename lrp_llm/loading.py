@@ -60,7 +60,7 @@ class Checkpoint:
     """What ``inspect_checkpoint`` found at a path."""
 
     path: Path
-    format: str  # "hf" | "gguf"
+    format: str  # "hf" | "gguf" | "mamba-ssm"
     config: dict[str, Any]
     weights: str  # "safetensors" | "pickle" | "gguf"
 
@@ -103,6 +103,11 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = Fal
         weights = "pickle"
     else:
         raise CheckpointError(f"{p} has a config.json but no weights (*.safetensors); copy the weight files into it")
+    from .mamba_checkpoint import mamba_ssm_model_type
+
+    ssm_type = mamba_ssm_model_type(config)
+    if ssm_type is not None:  # original mamba-ssm layout: converted on load
+        return Checkpoint(p, "mamba-ssm", {**config, "model_type": ssm_type}, weights)
     return Checkpoint(p, "hf", config, weights)
 
 
@@ -175,7 +180,12 @@ def load_model(
         # modules mapped to "disk" (or offloaded by "auto") need a folder for their weights
         kwargs["offload_folder"] = offload_folder or tempfile.mkdtemp(prefix="xai-tui-offload-")
     try:
-        if ckpt.format == "gguf":
+        if ckpt.format == "mamba-ssm":
+            from .mamba_checkpoint import load_mamba_ssm
+
+            tokenizer = AutoTokenizer.from_pretrained(str(ckpt.path), trust_remote_code=trust_remote_code)
+            model = load_mamba_ssm(ckpt.path, ckpt.config, ckpt.weights, torch_dtype)
+        elif ckpt.format == "gguf":
             source = _gguf_as_folder(ckpt.path)
             if source is None:
                 folder, name = str(ckpt.path.parent), ckpt.path.name

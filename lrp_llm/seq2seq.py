@@ -154,6 +154,62 @@ def seq2seq_relevance(
     return {"source": r_src, "decoder": r_dec, "logits": values, "probabilities": probs, "timings": timings}
 
 
+def batch_seq2seq_relevance(
+    model: nn.Module,
+    sources: Sequence[Sequence[int]],
+    answers: Sequence[Sequence[int]],
+    *,
+    method: str = "attnlrp",
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`seq2seq_relevance` for many examples at once (evaluation over a data set).
+
+    Examples are padded into one batch (source padding masked); examples do not
+    interact, so one backward pass of the summed logits of every example's ``j``-th
+    answer token gives each example its own relevance. Returns per example
+    ``(source (n_answer, n_source), decoder (n_answer, n_answer))``. Gradient methods
+    only (attnlrp, cp-lrp, grad-x-input).
+    """
+    if method not in ("attnlrp", "cp-lrp", "grad-x-input"):
+        raise InputError(f"batched relevance supports attnlrp, cp-lrp and grad-x-input, not '{method}'")
+    device = _device(model)
+    pad = int(getattr(model.config, "pad_token_id", None) or 0)
+    start = _start_id(model)
+    b, s_len, t_len = len(sources), max(map(len, sources)), max(map(len, answers))
+    src = torch.full((b, s_len), pad, dtype=torch.long)
+    mask = torch.zeros(b, s_len, dtype=torch.long)
+    dec = torch.full((b, t_len), pad, dtype=torch.long)
+    tgt = torch.full((b, t_len), pad, dtype=torch.long)
+    for i, (s, a) in enumerate(zip(sources, answers)):
+        src[i, : len(s)] = torch.tensor(list(s))
+        mask[i, : len(s)] = 1
+        dec[i, : len(a)] = torch.tensor([start, *list(a)[:-1]])
+        tgt[i, : len(a)] = torch.tensor(list(a))
+    src, mask, dec, tgt = src.to(device), mask.to(device), dec.to(device), tgt.to(device)
+    lengths = torch.tensor([len(a) for a in answers], device=device)
+    acc = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
+    r_src = torch.zeros(b, t_len, s_len, dtype=acc)
+    r_dec = torch.zeros(b, t_len, t_len, dtype=acc)
+    with lrp_rules(model, RULES[method]) as patch:
+        freeze_parameters(model, patch)
+        embed = model.get_input_embeddings()
+        with torch.enable_grad():
+            src_e = embed(src).detach().requires_grad_(True)
+            dec_e = embed(dec).detach().requires_grad_(True)
+            logits = model(
+                inputs_embeds=src_e, attention_mask=mask, decoder_inputs_embeds=dec_e, use_cache=False
+            ).logits
+            rows = torch.arange(b, device=device)
+            for j in range(t_len):
+                live = lengths > j
+                score = logits[rows[live], j, tgt[live, j]].sum()
+                g_src, g_dec = torch.autograd.grad(score, (src_e, dec_e), retain_graph=j < t_len - 1)
+                r_src[:, j] = (src_e.detach().to(acc) * g_src.to(acc)).sum(-1).cpu()
+                r_dec[:, j] = (dec_e.detach().to(acc) * g_dec.to(acc)).sum(-1).cpu()
+    return [
+        (r_src[i, : len(a), : len(s)], r_dec[i, : len(a), : len(a)]) for i, (s, a) in enumerate(zip(sources, answers))
+    ]
+
+
 def explain_seq2seq(
     model: nn.Module,
     tokenizer,
@@ -257,4 +313,4 @@ def explain_seq2seq(
     )
 
 
-__all__ = ["explain_seq2seq", "generate_seq2seq", "seq2seq_relevance", "source_ids"]
+__all__ = ["batch_seq2seq_relevance", "explain_seq2seq", "generate_seq2seq", "seq2seq_relevance", "source_ids"]

@@ -35,19 +35,19 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _discretise(u, dt, A, B, groups):
-    """Chunk tensors (T, batch, G, E/G, N): ``exp(dt A)`` and ``dt u B``.
-
-    u, dt: (batch, T, E); A: (E, N); B: (batch, T, G, N).
-    """
-    b, T, E = u.shape
+def _decay(dt, A, groups):
+    """``exp(dt A)`` as chunk tensor (T, batch, G, E/G, N); dt: (batch, T, E), A: (E, N)."""
+    b, T, E = dt.shape
     N = A.shape[-1]
-    eg = E // groups
     dt_t = dt.transpose(0, 1).contiguous()  # (T, b, E)
-    decay = torch.exp(dt_t.unsqueeze(-1) * A).view(T, b, groups, eg, N)
-    du = (dt_t * u.transpose(0, 1)).view(T, b, groups, eg, 1)
-    inputs = du * B.transpose(0, 1).unsqueeze(3).contiguous()  # (T, b, G, 1, N) broadcast over channels
-    return decay, inputs
+    return torch.exp(dt_t.unsqueeze(-1) * A).view(T, b, groups, E // groups, N)
+
+
+def _inputs(u, dt, B, groups):
+    """``dt u B`` as chunk tensor (T, batch, G, E/G, N); u, dt: (batch, T, E), B: (batch, T, G, N)."""
+    b, T, E = u.shape
+    du = (dt * u).transpose(0, 1).contiguous().view(T, b, groups, E // groups, 1)
+    return du * B.transpose(0, 1).contiguous().unsqueeze(3)
 
 
 def _run_states(decay: torch.Tensor, states: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
@@ -75,8 +75,8 @@ class _SelectiveScan(torch.autograd.Function):
         for c0 in range(0, L, chunk):
             c1 = min(L, c0 + chunk)
             starts.append(h)
-            decay, states = _discretise(u[:, c0:c1], dt[:, c0:c1], A, B[:, c0:c1], G)
-            _run_states(decay, states, h)
+            decay = _decay(dt[:, c0:c1], A, G)
+            states = _run_states(decay, _inputs(u[:, c0:c1], dt[:, c0:c1], B[:, c0:c1], G), h)
             # y[b, t, g, e] = sum_n states[t, b, g, e, n] * C[b, t, g, n]
             y[:, c0:c1] = torch.einsum("tbgen,btgn->btge", states, C[:, c0:c1]).reshape(b, c1 - c0, E)
             h = states[-1].clone()
@@ -110,9 +110,9 @@ class _SelectiveScan(torch.autograd.Function):
             T = c1 - c0
             uc, dtc, Bc, Cc = u[:, c0:c1], dt[:, c0:c1], B[:, c0:c1], C[:, c0:c1]
             gy = grad_y[:, c0:c1].reshape(b, T, G, eg).transpose(0, 1).contiguous()  # (T, b, G, eg)
-            decay, states = _discretise(uc, dtc, A, Bc, G)
-            if need_params:
-                _run_states(decay, states, starts[ci])
+            decay = _decay(dtc, A, G)
+            if need_params:  # the states themselves enter the gradients of dt, A and C
+                states = _run_states(decay, _inputs(uc, dtc, Bc, G), starts[ci])
             # direct gradient of each state: C[t] g[t]  -> (T, b, G, eg, N)
             direct = gy.unsqueeze(-1) * Cc.transpose(0, 1).unsqueeze(3)
             # adjoint recurrence, backwards: q[t] = decay[t] * (direct[t] + q[t+1]), adjoint[t] = direct[t] + q[t+1]

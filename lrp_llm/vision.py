@@ -304,6 +304,41 @@ def image_relevance(
     }
 
 
+def batch_image_relevance(model, pixel_values, targets: Sequence[int], *, method: str | None = None, steps: int = 32):
+    """Pixel relevance (N, H, W) of class ``targets[i]`` for each image of ``pixel_values`` (N, C, H, W).
+
+    Images in a batch do not interact, so for the gradient-based methods one backward
+    pass of the summed target logits gives every image its own relevance (evaluation
+    over many images); integrated gradients and the random baseline go one by one.
+    """
+    import torch
+
+    from .archs import get_arch
+    from .context import lrp_rules
+    from .input_relevance import RULES, check_method, freeze_parameters
+
+    method = method or get_arch(model).default_method
+    check_method(method)
+    if method in ("integrated-gradients", "random"):
+        rows = [
+            image_relevance(model, pixel_values[i : i + 1], int(t), method=method, steps=steps, seed=i)["pixels"]
+            for i, t in enumerate(targets)
+        ]
+        return torch.stack(rows)  # type: ignore[arg-type]
+    weight = model.get_input_embeddings().projection.weight
+    with lrp_rules(model, RULES[method]) as patch:
+        freeze_parameters(model, patch)
+        with torch.enable_grad():
+            x = pixel_values.to(device=weight.device, dtype=weight.dtype).detach().requires_grad_(True)
+            logits = model(pixel_values=x).logits
+            rows = torch.arange(len(targets), device=logits.device)
+            (grad,) = torch.autograd.grad(logits[rows, torch.as_tensor(list(targets), device=logits.device)].sum(), x)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if method == "saliency":
+        return grad.to(acc).norm(dim=1).cpu()
+    return (x.detach().to(acc) * grad.to(acc)).sum(1).cpu()
+
+
 def explain_image(
     model,
     processor,
@@ -369,4 +404,4 @@ def explain_image(
     )
 
 
-__all__ = ["ImageAttribution", "explain_image", "image_relevance", "load_image", "patch_sums"]
+__all__ = ["ImageAttribution", "batch_image_relevance", "explain_image", "image_relevance", "load_image", "patch_sums"]

@@ -75,7 +75,7 @@ def test_relevance_restores_the_model_when_the_backward_pass_fails():
     from lrp_llm.errors import Cancelled
 
     with pytest.raises(Cancelled):
-        relevance(model, random_ids(10), [7, 8, 9], method="attnlrp", should_cancel=cancel)
+        relevance(model, random_ids(10), [7, 8, 9], method="attnlrp", should_cancel=cancel, backward_batch=1)
     assert _state(model) == reference
 
 
@@ -105,6 +105,17 @@ def test_all_targets_in_one_pass_equal_separate_explanations():
         alone = relevance(model, ids[: p + 1], [p], method="attnlrp")["relevance"][0]
         assert torch.allclose(together[i, : p + 1], alone, atol=1e-10)
         assert torch.all(together[i, p:] == 0)
+
+
+@pytest.mark.parametrize("method", ["attnlrp", "cp-lrp", "saliency", "integrated-gradients"])
+def test_batched_backward_passes_equal_one_pass_per_target(method):
+    model = tiny_causal_lm("qwen3", dtype=torch.float64)
+    ids = random_ids(16)
+    positions = list(range(5, 16))
+    one = relevance(model, ids, positions, method=method, backward_batch=1, steps=4)["relevance"]
+    for batch in (3, 8, 32):
+        batched = relevance(model, ids, positions, method=method, backward_batch=batch, steps=4)["relevance"]
+        assert torch.allclose(one, batched, atol=1e-12)
 
 
 def test_checkpointing_gives_the_same_relevance():

@@ -110,7 +110,7 @@ def test_attnlrp_is_exact_per_step(version):
         assert tap.rel(f"att{i}.v") == pytest.approx(0.5 * out, rel=1e-9, abs=1e-12)
         assert tap.rel(f"att{i}.q") == pytest.approx(tap.rel(f"att{i}.k"), rel=1e-9, abs=1e-12)
     assert n_checked >= 4  # the checks are not all trivially zero
-    total = float((src_e * src_e.grad).sum() + (dec_e * dec_e.grad).sum())
+    total = float(((src_e * src_e.grad).sum() + (dec_e * dec_e.grad).sum()).detach())
     ratio = total / float(logit.detach())
     print(f"T5 {version} AttnLRP overall conservation ratio: {ratio:.3f}")
     assert np.isfinite(ratio)
@@ -196,3 +196,16 @@ def test_baselines_run_on_t5(method):
     assert out["decoder"].shape == (len(ANSWER), len(ANSWER))
     assert torch.isfinite(out["source"]).all()
     assert (out["decoder"].triu(1) == 0).all()  # causal: nothing from later decoder tokens
+
+
+@pytest.mark.parametrize("method", ["attnlrp", "cp-lrp", "grad-x-input"])
+def test_batched_relevance_equals_one_example_at_a_time(method):
+    from lrp_llm.seq2seq import batch_seq2seq_relevance
+
+    model = tiny_t5("v1.1", dtype=torch.float64)
+    sources = [SRC, [6, 8, 1], [9, 4, 4, 7, 1]]
+    answers = [ANSWER, [3, 1], [5, 6, 7]]
+    batch = batch_seq2seq_relevance(model, sources, answers, method=method)
+    for (src, dec), s, a in zip(batch, sources, answers):
+        one = seq2seq_relevance(model, s, a, method=method)
+        assert torch.allclose(src, one["source"], atol=1e-9) and torch.allclose(dec, one["decoder"], atol=1e-9)

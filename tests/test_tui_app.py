@@ -48,12 +48,8 @@ def reference(backend):
 
 
 async def ask(app: XaiApp, pilot, question: str = QUESTION, context: str = CONTEXT, *, typed: bool = False) -> None:
-    """Fill in the fields (typed key by key, or pasted) and press Enter; wait for the workers."""
-    await pilot.click("#context")
-    if typed:
-        await pilot.press(*context)
-    else:
-        app.screen.query_one("#context").insert_text_at_cursor(context)
+    """Paste the context, type (or paste) the question, press Enter; wait for the workers."""
+    app.screen.query_one("#context").insert_text_at_cursor(context)
     await pilot.click("#question")
     if typed:
         await pilot.press(*question)
@@ -389,3 +385,119 @@ async def test_small_terminal_and_resize(backend):
         assert len(prompt._lines) > lines_wide  # re-wrapped to the narrower width
         widths = [sum(p.width for p in line) for line in prompt._lines]
         assert max(widths) <= prompt.scrollable_content_region.width
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from tests.tui_support import tui_encoder
+
+    return tui_encoder()
+
+
+SENTENCE_A, SENTENCE_B = "the cat sat on the mat", "a kitten sleeps on the rug"
+
+
+async def compare(app: XaiApp, pilot) -> None:
+    await pilot.press("f4")
+    screen = app.screen
+    screen.query_one("#sim-a").insert_text_at_cursor(SENTENCE_A)
+    screen.query_one("#sim-b").focus()
+    screen.query_one("#sim-b").insert_text_at_cursor(SENTENCE_B)
+    await pilot.press("enter")
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def test_similarity_view_shows_the_bilrp_matrix_and_partners(backend, encoder):
+    from lrp_llm.bilrp import SimilarityExplainer
+    from tui.widgets.heatgrid import HeatGrid
+
+    expected = SimilarityExplainer(encoder.model, encoder.tokenizer).explain(SENTENCE_A, SENTENCE_B)
+    app = XaiApp(backend, encoder=encoder)
+    async with app.run_test(size=SIZE) as pilot:
+        await compare(app, pilot)
+        assert app.current_mode == "similarity"
+        e = app.similarity
+        assert e.similarity == pytest.approx(expected.similarity, rel=1e-5)
+        grid = app.screen.query_one("#sim-grid", HeatGrid)
+        np.testing.assert_allclose(grid.values, expected.interactions, rtol=1e-5, atol=1e-7)
+        i, j, _ = expected.top_pairs(1)[0]
+        assert grid.cursor == (i, j) and app.focused is grid
+        flow_b = app.screen.query_one("#sim-tokens-b", TokenFlow)
+        np.testing.assert_allclose(flow_b.values, expected.interactions[i], rtol=1e-5, atol=1e-7)
+        # arrows move the cell; a click on a token of A picks its row
+        await pilot.press("down")
+        assert grid.cursor == (min(i + 1, grid.values.shape[0] - 1), j)
+        flow_a = app.screen.query_one("#sim-tokens-a", TokenFlow)
+        piece = flow_a._lines[0][1]  # the first word after [CLS]
+        await pilot.click("#sim-tokens-a", offset=(piece.x + 2, 1))
+        assert grid.cursor[0] == piece.index
+        np.testing.assert_allclose(flow_b.values, expected.interactions[piece.index], rtol=1e-5, atol=1e-7)
+        await pilot.press("j")
+        assert grid.cursor == (i, j)
+        assert "cosine" in str(app.screen.query_one("#sim-summary").render())
+
+
+async def test_patching_view_runs_a_sweep_next_to_relp(backend, tmp_path):
+    from patching.experiment import run_patching
+    from tui.widgets.heatgrid import HeatGrid
+
+    clean, corrupted, answer, wrong = "The capital of France is", "The capital of Italy is", " Paris", " Italy"
+    expected = run_patching(backend.model, backend.tokenizer, clean, corrupted, answer, wrong, sites=("resid",))
+    app = XaiApp(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("f5")
+        screen = app.screen
+        for field, text in (("clean", clean), ("corrupted", corrupted), ("answer", answer), ("wrong", wrong)):
+            screen.query_one(f"#patch-{field}").insert_text_at_cursor(text)
+        screen.query_one("#patch-wrong").focus()
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        sweep = screen.query_one("#patch-sweep", HeatGrid)
+        relp = screen.query_one("#patch-relp", HeatGrid)
+        np.testing.assert_allclose(
+            sweep.values, expected.grid("resid", method="sweep").values, rtol=1e-4, atol=1e-5, equal_nan=True
+        )
+        np.testing.assert_allclose(
+            relp.values, expected.grid("resid", method="relp").values, rtol=1e-4, atol=1e-5, equal_nan=True
+        )
+        await pilot.press("up", "left")
+        assert relp.cursor == sweep.cursor
+        r, c = sweep.cursor
+        caption = str(screen.query_one("#patch-cell").render())
+        logit_diff = expected.grid("resid", method="sweep", metric="logit_diff").values[r, c]
+        assert f"patched logit diff: sweep {logit_diff:+.3f}" in caption
+        # the result exports as JSON and reopens in the patching view without a model
+        await pilot.press("ctrl+s")
+        app.screen.query_one("#dialog-path").value = str(tmp_path / "patch.json")
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+    reopened = XaiApp(None, result_path=str(tmp_path / "patch.json"))
+    async with reopened.run_test(size=SIZE) as pilot:
+        await reopened.workers.wait_for_complete()
+        await pilot.pause()
+        assert reopened.current_mode == "patching"
+        np.testing.assert_allclose(
+            reopened.screen.query_one("#patch-sweep", HeatGrid).values, sweep.values, rtol=1e-6, equal_nan=True
+        )
+
+
+async def test_patching_errors_are_shown(backend):
+    app = XaiApp(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.press("f5")
+        screen = app.screen
+        for field, text in (("clean", "The capital of France is"), ("corrupted", "Paris is in the north of")):
+            screen.query_one(f"#patch-{field}").insert_text_at_cursor(text)
+        screen.query_one("#patch-answer").insert_text_at_cursor(" Paris")
+        screen.query_one("#patch-answer").focus()
+        await pilot.press("enter")
+        assert app.status[1] == "error" and "wrong field is empty" in app.status[0]
+        screen.query_one("#patch-wrong").insert_text_at_cursor(" Italy")
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.status[1] == "error" and "same number of tokens" in app.status[0]

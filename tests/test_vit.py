@@ -65,7 +65,7 @@ def test_cp_lrp_conserves_over_patch_cls_and_position_embeddings():
         finally:
             tap.remove()
     assert tap.rel("embeddings") == pytest.approx(float(logit.detach()), rel=1e-6)
-    assert float((x * x.grad).sum()) == pytest.approx(tap.rel("patches"), rel=1e-6)
+    assert float((x * x.grad).detach().sum()) == pytest.approx(tap.rel("patches"), rel=1e-6)
 
 
 def test_attnlrp_is_exact_per_step():
@@ -93,7 +93,7 @@ def test_attnlrp_is_exact_per_step():
         assert abs(out) > 1e-6
         assert tap.rel(f"{i}.v_proj") == pytest.approx(0.5 * out, rel=1e-9, abs=1e-12)
         assert tap.rel(f"{i}.q_proj") == pytest.approx(tap.rel(f"{i}.k_proj"), rel=1e-9, abs=1e-12)
-    ratio = float((x * x.grad).sum()) / float(logit.detach())
+    ratio = float((x * x.grad).detach().sum()) / float(logit.detach())
     print(f"ViT AttnLRP overall conservation ratio (bias-free, with CLS/positions): {ratio:.3f}")
     assert np.isfinite(ratio)
 
@@ -158,3 +158,16 @@ def test_default_method_is_the_family_default():
 def test_baselines_run_on_vit(method):
     out = image_relevance(tiny_vit(), random_pixels(), 0, method=method, steps=4)
     assert out["pixels"].shape == (16, 16) and torch.isfinite(out["pixels"]).all()
+
+
+@pytest.mark.parametrize("method", ["attnlrp", "cp-lrp", "grad-x-input", "saliency"])
+def test_batched_relevance_equals_one_image_at_a_time(method):
+    from lrp_llm.vision import batch_image_relevance
+
+    model = tiny_vit(dtype=torch.float64)
+    x = torch.cat([random_pixels(seed=s, dtype=torch.float64) for s in range(3)])
+    targets = [0, 2, 1]
+    batch = batch_image_relevance(model, x, targets, method=method)
+    for i, t in enumerate(targets):
+        one = image_relevance(model, x[i : i + 1], t, method=method)["pixels"]
+        assert torch.allclose(batch[i], one, atol=1e-10)

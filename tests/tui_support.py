@@ -47,3 +47,34 @@ def tui_backend(family: str = "llama", seed: int = 0):
     tok = tui_tokenizer()
     model = tiny_causal_lm(family, vocab=len(tok), seed=seed, eos_token_id=2, bos_token_id=1)
     return ModelBackend.from_model(model, tok, f"tiny-{family}")
+
+
+ENCODER_WORDS = (
+    "the a cat dog sat on mat rug runs ran park in sun ##s ##ing ##ed big small red blue house car "
+    "is was and of to kitten puppy sleeps sleep ##y happy sad old new tree river".split()
+)
+
+
+def tui_encoder_tokenizer():
+    """A WordPiece (BERT-style) tokenizer over ``ENCODER_WORDS`` with [CLS] / [SEP]."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *ENCODER_WORDS])}
+    tk = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tk.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    )
+
+
+def tui_encoder(seed: int = 0):
+    """An EncoderBackend around a tiny random BERT whose vocabulary matches ``tui_encoder_tokenizer``."""
+    from tests.encoders import tiny_encoder
+    from tui.backend import EncoderBackend
+
+    tok = tui_encoder_tokenizer()
+    return EncoderBackend.from_model(tiny_encoder("bert", vocab=len(tok), seed=seed), tok, "tiny-bert")

@@ -10,10 +10,11 @@ state the views show lives in the app's reactives, so every view stays in sync.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -22,15 +23,18 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from .backend import AskRequest, LoadOptions, ModelBackend
-from .messages import AnswerToken, ExplanationReady, ExportDone, JobProgress, ModelLoaded, PromptTokens
+from .backend import AskRequest, EncoderBackend, LoadOptions, ModelBackend, PatchRequest
+from .messages import AnswerToken, ExplanationReady, ExportDone, JobProgress, ModelLoaded, PromptTokens, ResultReady
 from .methods import METHOD_LABELS
-from .views import VIEWS, available_views
+from .views import VIEWS, available_views, view
 
 if TYPE_CHECKING:
     from lrp_llm.attribution import Attribution
 
     from .exporting import Exportable
+
+
+JOB_GROUPS = ("explain", "similarity", "patching")  # worker groups that Esc cancels
 
 
 def _view_bindings() -> list[Binding]:
@@ -41,7 +45,11 @@ class XaiApp(App[None]):
     """Explain what a language model used to produce its answer, token by token."""
 
     TITLE = "xai-tui"
-    CSS_PATH: ClassVar = ["app.tcss", "ask.tcss", "longrange.tcss"]
+    # Absolute, so subclasses defined elsewhere (tests, benchmarks) find the files too.
+    CSS_PATH: ClassVar = [
+        Path(__file__).with_name(name)
+        for name in ("app.tcss", "ask.tcss", "longrange.tcss", "similarity.tcss", "patching.tcss")
+    ]
     DEFAULT_MODE: ClassVar[str] = "ask"
     BINDINGS: ClassVar = [
         Binding("f1,question_mark", "help", "Help", id="app.help"),
@@ -72,6 +80,10 @@ class XaiApp(App[None]):
     """(label, done, total) of the running job, None when idle."""
     status: reactive[tuple[str, str]] = reactive(("", "info"))
     """(text, kind) of the status line; kind "info", "busy" or "error"."""
+    similarity: reactive[Any] = reactive(None, always_update=True)
+    """The similarity view's result (``lrp_llm.bilrp.SimilarityExplanation``), or None."""
+    patching: reactive[Any] = reactive(None, always_update=True)
+    """The patching view's result (``patching.result.PatchingResult``), or None."""
 
     def __init__(
         self,
@@ -83,15 +95,18 @@ class XaiApp(App[None]):
         context: str | None = None,
         chat: bool = True,
         max_new_tokens: int = 20,
+        encoder: EncoderBackend | None = None,
     ) -> None:
         super().__init__()
         self.backend = backend
+        self.encoder = encoder  # the similarity view's model, loaded on its first use
         self.result_path = result_path
         self.initial_question = question
         self.initial_context = context
         self.max_new_tokens = max_new_tokens
         self.source = ""  # where the shown result came from (a JSON path) when not asked here
         self._job = 0
+        self._current: dict[str, int] = {}  # the live job of each worker group
         self._pending: AskRequest | None = None
         for v in available_views():
             self.add_mode(v.id, v.screen_class())
@@ -100,13 +115,16 @@ class XaiApp(App[None]):
 
     # ------------------------------------------------------------------ start-up
     def on_mount(self) -> None:
+        self._update_title()
+
+    def on_ready(self) -> None:
+        # After the first frame: importing torch in a worker would slow the first paint.
         if self.result_path:
             self.open_result(self.result_path)
         elif self.backend is not None:
             if self.initial_question:
                 self.ask(AskRequest(self.initial_question, self.initial_context, self.chat, self.method))
             self.load_model()
-        self._update_title()
 
     def load_model(self) -> None:
         """Load the backend's model in a worker (no-op when it is loaded)."""
@@ -147,6 +165,18 @@ class XaiApp(App[None]):
             state = {"loading": "loading…", "ready": "", "failed": "failed to load"}.get(self.model_state, "")
             self.sub_title = " · ".join(x for x in (self.backend.name, state) if x)
 
+    # ---------------------------------------------------------------------- jobs
+    def _new_job(self, group: str) -> int:
+        """A new job number; results of older jobs of ``group`` are dropped from now on."""
+        self._job += 1
+        self._current[group] = self._job
+        return self._job
+
+    def _live(self, job: int, group: str | None = None) -> bool:
+        if group is not None:
+            return self._current.get(group) == job
+        return job in self._current.values()
+
     # ----------------------------------------------------------------- questions
     def ask(self, request: AskRequest) -> None:
         """Generate and explain the answer to ``request`` (in a worker)."""
@@ -156,7 +186,7 @@ class XaiApp(App[None]):
         if not request.question.strip():
             self.show_error("the question is empty; type a question (or a prompt) first")
             return
-        self._job += 1
+        job = self._new_job("explain")
         if not self.backend.loaded:
             self._pending = request
             if self.model_state == "failed":
@@ -167,7 +197,7 @@ class XaiApp(App[None]):
         self.stream_prompt, self.stream_answer = (), ()
         self.progress = ("generating", 0, request.max_new_tokens)
         self.status = ("generating the answer … (Esc cancels)", "busy")
-        self._ask_worker(self._job, self.backend, request)
+        self._ask_worker(job, self.backend, request)
 
     @work(thread=True, exclusive=True, group="explain", exit_on_error=False)
     def _ask_worker(self, job: int, backend: ModelBackend, request: AskRequest) -> None:
@@ -203,10 +233,10 @@ class XaiApp(App[None]):
                 f"switching to {METHOD_LABELS.get(method, method)} needs the model; press Ctrl+O to load it"
             )
             return
-        self._job += 1
+        job = self._new_job("explain")
         self.progress = ("explaining", 0, len(a.targets))
         self.status = (f"explaining with {METHOD_LABELS.get(method, method)} … (Esc cancels)", "busy")
-        self._reexplain_worker(self._job, self.backend, a, method)
+        self._reexplain_worker(job, self.backend, a, method)
 
     @work(thread=True, exclusive=True, group="explain", exit_on_error=False)
     def _reexplain_worker(self, job: int, backend: ModelBackend, attribution: Attribution, method: str) -> None:
@@ -221,10 +251,10 @@ class XaiApp(App[None]):
 
     def open_result(self, path: str) -> None:
         """Show a result saved as JSON (``xai-tui open``, Ctrl+O); no model needed."""
-        self._job += 1
+        job = self._new_job("explain")
         self.progress = ("reading", 0, None)
         self.status = (f"reading {path} …", "busy")
-        self._open_result_worker(self._job, path)
+        self._open_result_worker(job, path)
 
     @work(thread=True, exclusive=True, group="explain", exit_on_error=False)
     def _open_result_worker(self, job: int, path: str) -> None:
@@ -235,28 +265,40 @@ class XaiApp(App[None]):
         if not p.is_file():
             raise InputError(f"no such file: {p}; pass a result saved with --json or Ctrl+S")
         try:
-            attribution = Attribution.load(p)
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            text = p.read_text(encoding="utf-8")
+            schema = str(json.loads(text).get("schema", ""))
+            if schema.startswith("xai-tui/similarity/"):
+                from lrp_llm.bilrp import SimilarityExplanation
+
+                self.post_message(ResultReady(job, "similarity", SimilarityExplanation.from_json(text), str(p)))
+                return
+            if schema.startswith("xai-tui/patching/"):
+                from patching.result import PatchingResult
+
+                self.post_message(ResultReady(job, "patching", PatchingResult.from_json(text), str(p)))
+                return
+            attribution = Attribution.from_json(text)
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
             raise InputError(f"{p} is not an xai-tui result ({type(exc).__name__}: {exc})") from None
         self.post_message(ExplanationReady(job, attribution, source=str(p)))
 
     # ------------------------------------------------------------ worker output
     def on_prompt_tokens(self, message: PromptTokens) -> None:
-        if message.job == self._job:
+        if self._live(message.job, "explain"):
             self.stream_prompt = tuple(message.tokens)
 
     def on_answer_token(self, message: AnswerToken) -> None:
-        if message.job == self._job:
+        if self._live(message.job, "explain"):
             self.stream_answer = (*self.stream_answer, message.text)
 
     def on_job_progress(self, message: JobProgress) -> None:
-        if message.job == self._job:
+        if self._live(message.job):
             self.progress = (message.label, message.done, message.total)
             total = f"/{message.total}" if message.total else ""
             self.status = (f"{message.label} {message.done}{total} … (Esc cancels)", "busy")
 
     def on_explanation_ready(self, message: ExplanationReady) -> None:
-        if message.job != self._job:
+        if not self._live(message.job, "explain"):
             return  # a newer request replaced this one
         a = message.attribution
         self.progress = None
@@ -273,6 +315,73 @@ class XaiApp(App[None]):
             "←/→ or the mouse move over the answer",
             "info",
         )
+
+    def on_result_ready(self, message: ResultReady) -> None:
+        """A similarity or patching result (from its view, or a JSON file)."""
+        if not self._live(message.job):
+            return
+        self.progress = None
+        if message.view == "similarity":
+            self.similarity = message.result
+        elif message.view == "patching":
+            self.patching = message.result
+        where = f" from {message.source}" if message.source else ""
+        self.status = (f"{view(message.view).title} result ready{where}", "info")
+        if message.source and self.current_mode != message.view:
+            self.action_switch_view(message.view)
+
+    # --------------------------------------------------------- other views' jobs
+    def compare(self, a: str, b: str, method: str = "bilrp") -> None:
+        """Explain why two texts are similar (the similarity view), in a worker."""
+        if not a.strip() or not b.strip():
+            self.show_error("both texts are needed; type sentence A and sentence B")
+            return
+        if self.encoder is None:
+            self.encoder = EncoderBackend()
+        job = self._new_job("similarity")
+        self.progress = ("similarity", 0, None)
+        self.status = ("explaining the similarity … (Esc cancels)", "busy")
+        self._compare_worker(job, self.encoder, a, b, method)
+
+    @work(thread=True, exclusive=True, group="similarity", exit_on_error=False)
+    def _compare_worker(self, job: int, encoder: EncoderBackend, a: str, b: str, method: str) -> None:
+        worker = get_current_worker()
+        if not encoder.loaded:
+            self.post_message(JobProgress(job, f"loading {encoder.name}", 0, None))
+            encoder.load()
+        self.post_message(JobProgress(job, "explaining the similarity", 0, None))
+        result = encoder.compare(a, b, method, should_cancel=lambda: worker.is_cancelled)
+        self.post_message(ResultReady(job, "similarity", result))
+
+    def patch(self, request: PatchRequest) -> None:
+        """Run a patching experiment (the patching view) on the loaded model, in a worker."""
+        if self.backend is None or not self.backend.loaded:
+            state = "is still loading" if self.model_state == "loading" else "is not loaded; press Ctrl+O"
+            self.show_error(f"patching needs the language model, which {state}")
+            return
+        for name, value in (
+            ("clean", request.clean),
+            ("corrupted", request.corrupted),
+            ("answer", request.answer),
+            ("wrong", request.wrong),
+        ):
+            if not value.strip():
+                self.show_error(f"the {name} field is empty; fill in all four fields")
+                return
+        job = self._new_job("patching")
+        self.progress = ("patching", 0, None)
+        self.status = ("patching … (Esc cancels)", "busy")
+        self._patch_worker(job, self.backend, request)
+
+    @work(thread=True, exclusive=True, group="patching", exit_on_error=False)
+    def _patch_worker(self, job: int, backend: ModelBackend, request: PatchRequest) -> None:
+        worker = get_current_worker()
+        result = backend.patch(
+            request,
+            progress=lambda stage, done, total: self.post_message(JobProgress(job, stage, done, total)),
+            should_cancel=lambda: worker.is_cancelled,
+        )
+        self.post_message(ResultReady(job, "patching", result))
 
     def on_export_done(self, message: ExportDone) -> None:
         self.status = (f"wrote {message.what} to {message.path}", "info")
@@ -293,13 +402,12 @@ class XaiApp(App[None]):
                 self.status = ("cancelled", "info")
             else:
                 self.show_error(describe(worker.error))
-        elif event.state == WorkerState.CANCELLED and worker.group == "explain":
-            if not self.workers_running("explain"):
-                self.progress = None
-                self.stream_prompt, self.stream_answer = None, ()
+        elif event.state == WorkerState.CANCELLED and not self._running_jobs():
+            self.progress = None
+            self.stream_prompt, self.stream_answer = None, ()
 
-    def workers_running(self, group: str) -> bool:
-        return any(w.group == group and w.is_running for w in self.workers)
+    def _running_jobs(self) -> bool:
+        return any(w.group in JOB_GROUPS and w.is_running for w in self.workers)
 
     def show_error(self, text: str) -> None:
         """Show a user-facing error: status line (until the next job) and a notification."""
@@ -308,16 +416,17 @@ class XaiApp(App[None]):
 
     # ------------------------------------------------------------------ actions
     def action_cancel(self) -> None:
-        self._job += 1  # late messages of the cancelled job are dropped
+        self._current.clear()  # late messages of the cancelled jobs are dropped
         self._pending = None
-        self.workers.cancel_group(self, "explain")
+        for group in JOB_GROUPS:
+            self.workers.cancel_group(self, group)
         self.progress = None
         self.stream_prompt, self.stream_answer = None, ()
         self.status = ("cancelled", "info")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel":
-            return self.progress is not None and self.model_state != "loading" or self._pending is not None
+            return self._running_jobs() or self._pending is not None
         if action == "switch_view":
             return any(v.id == parameters[0] for v in available_views())
         return True
@@ -333,12 +442,14 @@ class XaiApp(App[None]):
 
     def help_sections(self) -> list[tuple[str, type]]:
         from .screens.dialogs import PathDialog
+        from .widgets.heatgrid import HeatGrid
         from .widgets.sources import SourcesList
         from .widgets.tokenflow import AnswerTokens
 
         sections: list[tuple[str, type]] = [("everywhere", XaiApp), ("everywhere", PaletteKeys)]
         sections += [(v.title, v.screen_class()) for v in available_views()]
-        sections += [("answer tokens", AnswerTokens), ("sources list", SourcesList), ("dialogs", PathDialog)]
+        sections += [("answer tokens", AnswerTokens), ("sources list", SourcesList)]
+        sections += [("grids", HeatGrid), ("dialogs", PathDialog)]
         return sections
 
     def action_export(self, fmt: str | None = None) -> None:

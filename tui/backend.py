@@ -158,6 +158,29 @@ class ModelBackend:
                 should_cancel=should_cancel,
             )
 
+    def patch(self, request: PatchRequest, *, progress=None, should_cancel: ShouldCancel | None = None):
+        """Run a patching experiment: a ``patching.result.PatchingResult``.
+
+        ``progress(stage, done, total)``; stages are e.g. "sweep denoise", "relp denoise".
+        """
+        from patching.experiment import run_patching
+
+        with self.lock:
+            self._check_loaded()
+            return run_patching(
+                self.model,
+                self.tokenizer,
+                request.clean,
+                request.corrupted,
+                request.answer,
+                request.wrong,
+                sites=request.sites,
+                method=request.method,
+                model_name=self.name,
+                progress=progress,
+                should_cancel=should_cancel,
+            )
+
     def _check_loaded(self) -> None:
         if self.model is None:
             from lrp_llm.errors import CheckpointError
@@ -171,3 +194,68 @@ def _display_name(path: str | None) -> str:
     from pathlib import PurePath
 
     return PurePath(path).name or str(path)
+
+
+@dataclass(frozen=True)
+class PatchRequest:
+    """A patching experiment: the clean and corrupted prompts and the two answer tokens."""
+
+    clean: str
+    corrupted: str
+    answer: str
+    wrong: str
+    sites: tuple[str, ...] = ("resid",)
+    method: str = "both"  # sweep, relp or both
+
+
+class EncoderBackend:
+    """A sentence-embedding model for the similarity view (default: the bundled all-MiniLM-L6-v2).
+
+    Holds one ``SimilarityExplainer`` per method, so each text's first-order map is
+    computed once per method however often it is compared.
+    """
+
+    def __init__(self, options: LoadOptions | None = None, *, name: str | None = None) -> None:
+        self.options = options or LoadOptions()
+        self.name = name or (
+            "all-MiniLM-L6-v2 (bundled)" if self.options.path is None else _display_name(self.options.path)
+        )
+        self.lock = threading.Lock()
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self._explainers: dict[str, Any] = {}
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, name: str = "encoder") -> EncoderBackend:
+        backend = cls(name=name)
+        backend.model, backend.tokenizer = model, tokenizer
+        return backend
+
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
+    def load(self) -> None:
+        with self.lock:
+            if self.model is None:
+                from lrp_llm.loading import load_encoder
+
+                o = self.options
+                self.model, self.tokenizer = load_encoder(
+                    o.path, device=o.device, dtype=o.dtype, allow_pickle=o.allow_pickle
+                )
+
+    def compare(self, a: str, b: str, method: str = "bilrp", *, should_cancel: ShouldCancel | None = None):
+        """Why ``a`` and ``b`` are similar: a ``lrp_llm.bilrp.SimilarityExplanation``."""
+        from lrp_llm.bilrp import SimilarityExplainer
+
+        with self.lock:
+            if self.model is None:
+                from lrp_llm.errors import CheckpointError
+
+                raise CheckpointError("the embedding model is not loaded")
+            explainer = self._explainers.get(method)
+            if explainer is None:
+                explainer = SimilarityExplainer(self.model, self.tokenizer, method=method, model_name=self.name)
+                self._explainers[method] = explainer
+            return explainer.explain(a, b, should_cancel=should_cancel)

@@ -80,3 +80,4 @@ class ResultReady(Message):
     job: int
     view: str
     result: Any
+    source: str = ""  # the JSON file it was read from

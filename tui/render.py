@@ -70,26 +70,33 @@ def legend() -> Text:
     return text
 
 
-def _parse_which(which: str, n: int) -> list[int]:
+def _parse_which(which: str, tokens: Sequence[str]) -> list[int]:
+    """``all``, ``none``, or a comma list of answer-token indices or token texts (``0,3`` or ``France``)."""
     from lrp_llm.errors import InputError
 
+    n = len(tokens)
     if which == "all":
         return list(range(n))
     if which == "none":
         return []
-    try:
-        picked = [int(x) for x in which.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(f"--heatmap takes all, none or answer-token indices like 0,3; got '{which}'") from None
-    bad = [i for i in picked if not 0 <= i < n]
-    if bad:
-        raise InputError(f"--heatmap index {bad[0]} is out of range; the answer has {n} tokens (0..{n - 1})")
+    picked: list[int] = []
+    for item in (x.strip() for x in which.split(",") if x.strip()):
+        if item.lstrip("-").isdigit():
+            i = int(item)
+            if not 0 <= i < n:
+                raise InputError(f"--heatmap index {i} is out of range; the answer has {n} tokens (0..{n - 1})")
+            picked.append(i)
+        else:
+            hits = [i for i, t in enumerate(tokens) if t.strip() == item]
+            if not hits:
+                raise InputError(f"--heatmap: no answer token reads '{item}'; use all, none or indices like 0,3")
+            picked += hits
     return picked
 
 
 def render_attribution(console: Console, attribution, *, heatmaps: str = "all", top: int = 5) -> None:
     a = attribution
-    which = _parse_which(heatmaps, len(a.targets))
+    which = _parse_which(heatmaps, [t.token for t in a.targets])
     console.print(
         Text.assemble(
             ("model ", "dim"), a.model, ("  method ", "dim"), a.method, ("  ", ""), (f"{a.seconds:.2f} s", "dim")

@@ -28,7 +28,7 @@ def _row(tokens, values, scale: float, *, mark: str | None = None) -> Text:
 def render_seq2seq(console: Console, attribution, *, heatmaps: str = "all", top: int = 5) -> None:
     a = attribution
     src = a.source_tokens or []
-    which = _parse_which(heatmaps, len(a.targets))
+    which = _parse_which(heatmaps, [t.token for t in a.targets])
     console.print(
         Text.assemble(
             ("model ", "dim"), a.model, ("  method ", "dim"), a.method, ("  ", ""), (f"{a.seconds:.2f} s", "dim")

@@ -137,16 +137,20 @@ def token_input_norm(model: nn.Module) -> nn.Module:
     return norm
 
 
-def apply_bert_rules(patch: ModelPatch, model: nn.Module, rules: str) -> None:
-    if rules not in ("attnlrp", "cp-lrp"):
-        raise ValueError(f"unknown rule set {rules!r}")
-    parts = bert_parts(model)
+def _check_layout(model: nn.Module, parts: dict[str, list[nn.Module]]) -> None:
     n_layers = model.config.num_hidden_layers
     if len(parts["attentions"]) < n_layers or len(parts["mlps"]) != n_layers:
         raise UnsupportedModelError(
             f"{type(model).__name__}: expected {n_layers} attention and MLP blocks, found "
             f"{len(parts['attentions'])} and {len(parts['mlps'])}; this checkpoint's layout is not supported"
         )
+
+
+def apply_bert_rules(patch: ModelPatch, model: nn.Module, rules: str) -> None:
+    if rules not in ("attnlrp", "cp-lrp"):
+        raise ValueError(f"unknown rule set {rules!r}")
+    parts = bert_parts(model)
+    _check_layout(model, parts)
     for norm in parts["norms"]:
         patch.override_forward(norm, _layer_norm_forward(norm))
     for attn in parts["attentions"]:
@@ -160,6 +164,78 @@ def apply_bert_rules(patch: ModelPatch, model: nn.Module, rules: str) -> None:
             patch.override_forward(attn.key, _detached_input)
     for mlp in parts["mlps"]:
         patch.override_forward(mlp, _mlp_forward(mlp))
+
+
+# ------------------------------------------------------------ CP-LRP as a replay
+def _replay_linear(module: nn.Linear, *, from_first_row: bool):
+    def make(_original):
+        def forward(x):
+            if from_first_row:  # query / key: every row attends exactly like row 0
+                y0 = nn.functional.linear(x[:1], module.weight, module.bias)
+                return y0.expand(x.shape[0], *y0.shape[1:])
+            y = nn.functional.linear(x, module.weight)
+            if module.bias is not None:
+                y[:1] += module.bias
+            return y
+
+        return forward
+
+    return make
+
+
+def _replay_norm(module: nn.LayerNorm):
+    def make(_original):
+        def forward(x):
+            dtype = x.dtype
+            xf = x if dtype in (torch.float32, torch.float64) else x.float()
+            inv = torch.rsqrt(xf[:1].var(-1, unbiased=False, keepdim=True) + module.eps)
+            out = (xf - xf.mean(-1, keepdim=True)) * inv
+            if module.weight is not None:
+                out = out * module.weight.to(out.dtype)
+            if module.bias is not None:
+                out[:1] += module.bias.to(out.dtype)
+            return out.to(dtype)
+
+        return forward
+
+    return make
+
+
+def _replay_mlp(module: nn.Module):
+    def make(_original):
+        def forward(x):
+            pre = module.dense(x)
+            y0 = module.intermediate_act_fn(pre[:1])
+            out = pre * _safe_ratio(y0, pre[:1]).to(pre.dtype)
+            out[:1] = y0
+            return out
+
+        return forward
+
+    return make
+
+
+def install_cp_lrp_replay(patch: ModelPatch, model: nn.Module) -> None:
+    """CP-LRP as an explicit linear replay, without autograd (the fast BiLRP path).
+
+    Under CP-LRP the explained function is linear in the token inputs, with coefficients
+    (attention probabilities, 1/std of each LayerNorm, GELU(x)/x) fixed by the actual
+    input. After this patch a forward pass over a batch computes row 0 as usual and
+    propagates rows 1.. through that linear map: with row 0's coefficients and without
+    any bias. Feeding token ``i``'s input vector alone as row ``1 + i`` gives the
+    column of token contributions that the forward-mode product (``jvp``) under
+    :func:`apply_bert_rules` gives, at the cost of a plain batched forward pass.
+    """
+    parts = bert_parts(model)
+    _check_layout(model, parts)
+    shared = {id(a.query) for a in parts["attentions"]} | {id(a.key) for a in parts["attentions"]}
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            patch.override_forward(module, _replay_linear(module, from_first_row=id(module) in shared))
+        elif isinstance(module, nn.LayerNorm):
+            patch.override_forward(module, _replay_norm(module))
+    for mlp in parts["mlps"]:
+        patch.override_forward(mlp, _replay_mlp(mlp))
 
 
 BERT_FAMILY = register(

@@ -63,22 +63,30 @@ def make_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
 
 
-def alignment_hits(model, tokenizer, example: Example, method: str = "attnlrp") -> list[bool]:
+def alignment_hits(model, tokenizer, items: list[Example], method: str = "attnlrp", batch: int = 50) -> list[bool]:
     """For each output letter: is the most relevant source token the letter it copies?
 
     The answer is forced to the correct target (so a wrong prediction does not change the
     question asked of the explanation); ``</s>`` is not scored.
     """
-    from ..seq2seq import seq2seq_relevance
+    from ..seq2seq import batch_seq2seq_relevance, seq2seq_relevance
 
-    src = tokenizer(example.source)["input_ids"]
-    answer = tokenizer(example.target, add_special_tokens=False)["input_ids"]
-    out = seq2seq_relevance(model, src, answer, method=method)
-    top = out["source"].argmax(dim=1).tolist()
-    return [top[i] == example.aligned_source_position(i) for i in range(len(example.symbols))]
+    hits = []
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        sources = [tokenizer(e.source)["input_ids"] for e in chunk]
+        answers = [tokenizer(e.target, add_special_tokens=False)["input_ids"] for e in chunk]
+        if method in ("attnlrp", "cp-lrp", "grad-x-input"):
+            source_rel = [r for r, _ in batch_seq2seq_relevance(model, sources, answers, method=method)]
+        else:
+            source_rel = [seq2seq_relevance(model, s, a, method=method)["source"] for s, a in zip(sources, answers)]
+        for e, rel in zip(chunk, source_rel):
+            top = rel.argmax(dim=1).tolist()
+            hits.extend(top[i] == e.aligned_source_position(i) for i in range(len(e.symbols)))
+    return hits
 
 
 def alignment_accuracy(model, tokenizer, items: list[Example], method: str = "attnlrp") -> float:
     """Share of output letters whose top-1 source token is the aligned one."""
-    hits = [h for e in items for h in alignment_hits(model, tokenizer, e, method)]
+    hits = alignment_hits(model, tokenizer, items, method)
     return sum(hits) / len(hits)

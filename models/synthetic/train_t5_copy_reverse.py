@@ -84,7 +84,10 @@ def main() -> None:
             model.eval()
             acc = exact_match(model, tokenizer, held_out)
             model.train()
-            print(f"step {step:5d}  loss {loss.item():.4f}  held-out exact match {acc:.3f}  {time.time() - start:.0f}s", flush=True)
+            print(
+                f"step {step:5d}  loss {loss.item():.4f}  held-out exact match {acc:.3f}  {time.time() - start:.0f}s",
+                flush=True,
+            )
     model.eval()
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)

@@ -74,7 +74,10 @@ def main() -> None:
                 model.eval()
                 acc = (model(pixel_values=held_x).logits.argmax(-1) == held_y).float().mean().item()
                 model.train()
-            print(f"step {step:5d}  loss {loss.item():.4f}  held-out accuracy {acc:.3f}  {time.time() - start:.0f}s", flush=True)
+            print(
+                f"step {step:5d}  loss {loss.item():.4f}  held-out accuracy {acc:.3f}  {time.time() - start:.0f}s",
+                flush=True,
+            )
     model.eval()
     model.save_pretrained(args.out)
     size = {"height": task.IMAGE_SIZE, "width": task.IMAGE_SIZE}

@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--heatmap",
         default="all",
         metavar="WHICH",
-        help="heatmaps to print: all, none, or answer-token indices like 0,3 (default: all)",
+        help="heatmaps to print: all, none, answer-token indices like 0,3 or token texts like France (default: all)",
     )
     v.add_argument("--top", type=int, default=5, help="most relevant tokens listed per answer token")
 

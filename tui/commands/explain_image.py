@@ -54,9 +54,9 @@ def run_image(args: argparse.Namespace, model, processor, out) -> int:
     if args.json:
         attribution.save(args.json)
     if args.html:
-        from lrp_llm.export.image_html import image_attribution_html
+        from lrp_llm.export.report import image_report
 
-        write_atomic(args.html, image_attribution_html(attribution))
+        write_atomic(args.html, image_report(attribution))
     return 0
 
 

@@ -69,6 +69,7 @@ class AskScreen(ViewScreen):
         app = self.xai
         self.query_one("#ask-box").border_title = "Ask"
         self.query_one("#sources").border_title = "Top sources"
+        self.query_one("#prompt").border_title = "Input"
         if app.initial_question:
             self.query_one("#question", Input).value = app.initial_question
         if app.initial_context:
@@ -76,8 +77,8 @@ class AskScreen(ViewScreen):
         self.watch(app, "attribution", self._show_result)
         self.watch(app, "target", self._show_target, init=False)
         self.watch(app, "word_level", self._show_target, init=False)
-        self.watch(app, "stream_prompt", self._show_stream, init=False)
-        self.watch(app, "stream_answer", self._show_stream, init=False)
+        self.watch(app, "stream_prompt", self._show_stream_prompt, init=False)
+        self.watch(app, "stream_answer", self._show_stream_answer, init=False)
         self.watch(app, "method", self._sync_method)
         self.watch(app, "chat", self._sync_chat)
         self.watch(app, "model_state", self._sync_inputs)
@@ -118,18 +119,25 @@ class AskScreen(ViewScreen):
             self.xai.set_method(event.value)
 
     # -------------------------------------------------------------- results
-    def _show_stream(self) -> None:
+    def _show_stream_prompt(self) -> None:
         app = self.xai
-        if app.stream_prompt is None:
+        if app.stream_prompt is None:  # the run ended (done, failed or cancelled)
             self._show_result(app.attribution)
             return
         self.query_one("#prompt", TokenFlow).set_tokens(app.stream_prompt)
+        self.query_one("#sources", SourcesList).clear_options()
+        self.query_one(Legend).scale = 0.0
+        self._ranked = []
+        self._show_stream_answer()
+
+    def _show_stream_answer(self) -> None:
+        app = self.xai
+        if app.stream_prompt is None:
+            return
         answer = self.query_one("#answer", AnswerTokens)
         answer.set_answer(app.stream_answer, None)
         answer.border_title = f"Answer · generating ({len(app.stream_answer)} tokens)"
         answer.border_subtitle = ""
-        self.query_one("#sources", SourcesList).clear_options()
-        self.query_one(Legend).scale = 0.0
 
     def _show_result(self, attribution) -> None:
         answer = self.query_one("#answer", AnswerTokens)

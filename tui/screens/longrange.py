@@ -49,14 +49,15 @@ class LongRangeScreen(ViewScreen):
         )
         with Horizontal(id="lr-body"):
             with Vertical(id="lr-left"):
-                yield DistanceHistogram(id="histogram")
                 yield Static("", id="far-share")
+                yield DistanceHistogram(id="histogram")
             yield SourcesList(id="far-tokens")
         yield TokenFlow(id="lr-prompt", placeholder="The input appears here.")
         yield Legend(id="lr-legend")
 
     def on_mount(self) -> None:
         self.query_one("#lr-left").border_title = "Relevance by distance (log2 bins)"
+        self.query_one("#lr-prompt").border_title = "Input"
         self.watch(self.xai, "attribution", self._show_result)
         self.watch(self.xai, "target", self._show_target, init=False)
 
@@ -89,8 +90,8 @@ class LongRangeScreen(ViewScreen):
         self.profile = profile
         self.query_one(DistanceHistogram).show(profile)
         self.query_one("#far-share", Static).update(
-            f"far context (≥ {self.far} tokens back): [b]{100 * profile.far_share:.1f}%[/] of |relevance|"
-            f" · {tr.position} tokens before {compact(tr.token)}  [dim](+/- change)[/]"
+            f"[b]{100 * profile.far_share:.1f}%[/] of |relevance| lies ≥ {self.far} tokens back"
+            f" [dim]({tr.position} tokens before it; +/- change)[/]"
         )
         far = far_tokens(tr.relevance, self.far, k=30)
         sources = self.query_one("#far-tokens", SourcesList)

@@ -88,7 +88,7 @@ class SourcesList(OptionList):
         text.append(" ")
         text.append(compact(source.text))
         details = []
-        if total:
+        if total and abs(100 * source.value / total) >= 0.5:
             details.append(f"{100 * source.value / total:.0f}%")
         if source.distance is not None:
             details.append(f"d{source.distance}")

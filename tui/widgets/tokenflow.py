@@ -14,6 +14,7 @@ background so it reads on dark and light themes alike.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -256,9 +257,9 @@ class TokenFlow(ScrollView, can_focus=True):
         base = self.rich_style
         n = y + self.scroll_offset.y
         if not self._lines:
-            if y == 0 and self.placeholder:
-                text = self.placeholder[:width]
-                return Strip([Segment(text, base + Style(dim=True, italic=True))]).extend_cell_length(width, base)
+            lines = textwrap.wrap(self.placeholder, max(1, width)) if self.placeholder else []
+            if y < len(lines):
+                return Strip([Segment(lines[y], base + Style(dim=True, italic=True))]).extend_cell_length(width, base)
             return Strip.blank(width, base)
         if n >= len(self._lines):
             return Strip.blank(width, base)

@@ -1,0 +1,812 @@
+"""Faithfulness of explanations: perturbation curves and ground-truth localisation.
+
+Perturbation (Samek et al. 2017; as used in the AttnLRP paper, Achtibat et al. 2024):
+remove the input tokens in order of relevance, most relevant first (MoRF) and least
+relevant first (LeRF), and follow the explained logit (and its probability). A faithful
+explanation makes the MoRF curve fall fast and the LeRF curve stay high; the area
+between the two curves (ABPC = AUC(LeRF) - AUC(MoRF), x axis = fraction of removable
+tokens removed, 0..1, y in logit units) summarises it: larger is better, a random
+ordering scores about 0.
+
+Removal strategies:
+
+- ``zero``: the token's input embedding is set to zero (the AttnLRP paper's choice and
+  the baseline of our integrated gradients);
+- ``neutral``: the token is replaced by a neutral token (default: a single space);
+- ``delete``: the token is cut out of the sequence (positions shift).
+
+All perturbed inputs of one explanation go through the model as one batch (split in
+chunks of ``batch_size``): one curve pair with ``steps`` points costs about
+``2 * steps / batch_size`` forward passes. Deletion right-pads the shorter sequences;
+under causal attention a pad after a token cannot change that token's logits, so no
+attention mask is needed and the logit is read at each sequence's own last position.
+
+Special tokens (chat markup, BOS) are never removed: they are the format of the input,
+not its content.
+
+Ground truth: for items whose evidence is known (the answer's span in the context, the
+key-value pair of a synthetic recall task) :func:`localisation` gives the top-1 / top-k
+hit and the share of positive relevance on the evidence (relevance mass accuracy,
+Arras et al. 2022).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import Cancelled, InputError
+
+STRATEGIES: tuple[str, ...] = ("zero", "neutral", "delete")
+SCHEMA = "xai-tui/evaluation/1"
+DEFAULT_NEUTRAL = " "
+
+# progress(stage, done, total): stage is "answering" (preparing items) or "explaining"
+StageProgress = Callable[[str, int, int], None]
+ShouldCancel = Callable[[], bool]
+
+
+# ---------------------------------------------------------------------------- data
+@dataclass
+class EvalItem:
+    """One evaluation item, as read from a JSONL line.
+
+    QA items have ``context``, ``question`` and ``answer`` (the prompt is one chat turn
+    ``context + "\\n" + question``); next-token items have ``text`` and ``answer`` (the
+    expected continuation, e.g. ``" Paris"``). ``evidence`` is an optional substring of
+    the context / text that holds the answer (default for QA: the answer itself where it
+    occurs in the context).
+    """
+
+    id: str
+    answer: str
+    context: str | None = None
+    question: str | None = None
+    text: str | None = None
+    evidence: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "qa" if self.question is not None else "next-token"
+
+    @property
+    def evidence_text(self) -> str | None:
+        source = self.context if self.kind == "qa" else self.text
+        for cand in (self.evidence, self.answer.strip() if self.kind == "qa" else None):
+            if cand and source and cand.lower() in source.lower():
+                return cand
+        return None
+
+
+_KNOWN_KEYS = {"id", "kind", "context", "question", "answer", "text", "evidence"}
+
+
+def parse_item(obj: object, where: str) -> EvalItem:
+    """Check one decoded JSON value; ``where`` names it in the error (e.g. "data.jsonl line 3")."""
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: expected a JSON object with 'answer' and 'question'+'context' or 'text'")
+
+    def text_field(name: str, required: bool = False) -> str | None:
+        value = obj.get(name)
+        if value is None:
+            if required:
+                raise InputError(f"{where}: missing '{name}'")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"{where}: '{name}' must be a non-empty string")
+        return value
+
+    answer = text_field("answer", required=True)
+    question, context, text = text_field("question"), text_field("context"), text_field("text")
+    if question is None and text is None:
+        raise InputError(f"{where}: needs 'question' (with 'context') for QA or 'text' for next-token items")
+    if question is not None and text is not None:
+        raise InputError(f"{where}: give either 'question' (QA) or 'text' (next-token), not both")
+    item_id = obj.get("id", "")
+    meta = {k: v for k, v in obj.items() if k not in _KNOWN_KEYS}
+    return EvalItem(
+        id=str(item_id),
+        answer=answer,  # type: ignore[arg-type]
+        context=context,
+        question=question,
+        text=text,
+        evidence=text_field("evidence"),
+        meta=meta,
+    )
+
+
+def load_items(path: str | Path, limit: int | None = None) -> list[EvalItem]:
+    """Items of a JSONL file (one JSON object per line; blank lines and ``#`` lines skipped)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"no such data file: {p}; pass a .jsonl file with one item per line")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(f"{p} is not UTF-8 text; pass a .jsonl file with one JSON object per line") from None
+    items: list[EvalItem] = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{p.name} line {n}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where} is not valid JSON ({exc.msg}); each line must be one JSON object") from None
+        item = parse_item(obj, where)
+        if not item.id:
+            item.id = f"{p.stem}-{n}"
+        items.append(item)
+        if limit is not None and len(items) >= limit:
+            break
+    if not items:
+        raise InputError(f"{p} holds no items; each line must be a JSON object with 'answer' and a question or text")
+    return items
+
+
+# ------------------------------------------------------------------- preparation
+@dataclass
+class PreparedItem:
+    """An item turned into token ids: ``input_ids[position]`` is the explained token.
+
+    ``candidates``: positions the perturbations may remove (every non-special token
+    before ``position``); ``evidence``: positions of the evidence tokens (may be empty).
+    ``answered``: the model's own greedy answer contains the expected answer (QA) or its
+    top-1 next token is the expected one (next-token). When it does not, the expected
+    answer's first token is forced right after the prompt and explained there.
+    """
+
+    item: EvalItem
+    input_ids: list[int]
+    position: int
+    prompt_length: int
+    answered: bool
+    model_answer: str
+    candidates: list[int]
+    evidence: list[int]
+    tokens: list[str]
+
+    @property
+    def target_token(self) -> str:
+        return self.tokens[self.position]
+
+    @property
+    def distance(self) -> int | None:
+        """Tokens from the last evidence token to the explained token (None without evidence)."""
+        return self.position - max(self.evidence) if self.evidence else None
+
+
+def prepare_item(model, tokenizer, item: EvalItem, *, max_new_tokens: int = 32) -> PreparedItem:
+    """Token ids, explained position, answered flag and evidence positions of ``item``."""
+    from .explanation import build_prompt_ids, context_length, generate_greedy, stop_ids, token_strings
+
+    if item.kind == "qa":
+        prompt = build_prompt_ids(tokenizer, item.question, item.context or None, chat=True)
+    else:
+        prompt = build_prompt_ids(tokenizer, item.text, None, chat=False)
+    limit = context_length(model)
+    if limit is not None and len(prompt) + 1 > limit:
+        raise InputError(f"item '{item.id}' has {len(prompt)} tokens; the model's context is {limit}")
+    answer_ids = [int(i) for i in tokenizer(item.answer, add_special_tokens=False)["input_ids"]]
+    if not answer_ids:
+        raise InputError(f"item '{item.id}': the answer has no tokens")
+    n_new = max_new_tokens if item.kind == "qa" else 1
+    if limit is not None:
+        n_new = max(1, min(n_new, limit - len(prompt)))
+    generated = generate_greedy(model, prompt, n_new, stop_ids(model, tokenizer))
+    generated_text = tokenizer.decode(generated, skip_special_tokens=True)
+    answered = False
+    if item.kind == "qa":
+        j = _answer_token_index(tokenizer, generated, item.answer)
+        if j is not None:
+            answered = True
+            ids = prompt + generated[: j + 1]
+        else:
+            ids = prompt + answer_ids[:1]
+    else:
+        answered = bool(generated) and generated[0] == answer_ids[0]
+        ids = prompt + answer_ids[:1]
+    position = len(ids) - 1
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    candidates = [i for i in range(position) if ids[i] not in special]
+    tokens = token_strings(tokenizer, ids)
+    evidence = _evidence_positions(tokenizer, prompt, tokens, item)
+    return PreparedItem(
+        item=item,
+        input_ids=[int(i) for i in ids],
+        position=position,
+        prompt_length=len(prompt),
+        answered=answered,
+        model_answer=generated_text.strip(),
+        candidates=candidates,
+        evidence=[p for p in evidence if p < position],
+        tokens=tokens,
+    )
+
+
+def _answer_token_index(tokenizer, generated: Sequence[int], answer: str) -> int | None:
+    """Index of the generated token where ``answer`` (case-insensitive) starts, or None."""
+    text = tokenizer.decode(list(generated), skip_special_tokens=True)
+    start = text.lower().find(answer.strip().lower())
+    if start < 0:
+        return None
+    for j in range(len(generated)):
+        if len(tokenizer.decode(list(generated[: j + 1]), skip_special_tokens=True)) > start:
+            return j
+    return None
+
+
+def _token_spans(tokenizer, ids: Sequence[int], tokens: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """The decoded text of ``ids`` and each token's character span in it.
+
+    Byte-level BPE tokens concatenate to the text; other tokenizers (word-level,
+    SentencePiece) are measured by decoding growing prefixes.
+    """
+    joined, spans, pos = "".join(tokens), [], 0
+    if joined == tokenizer.decode(list(ids), skip_special_tokens=False):
+        for t in tokens:
+            spans.append((pos, pos + len(t)))
+            pos += len(t)
+        return joined, spans
+    for j in range(len(ids)):
+        end = len(tokenizer.decode(list(ids[: j + 1]), skip_special_tokens=False))
+        spans.append((pos, max(pos, end)))
+        pos = max(pos, end)
+    return tokenizer.decode(list(ids), skip_special_tokens=False), spans
+
+
+def _evidence_positions(tokenizer, prompt: Sequence[int], tokens: Sequence[str], item: EvalItem) -> list[int]:
+    """Positions of the prompt tokens that overlap the evidence inside the context / text."""
+    evidence = item.evidence_text
+    source = item.context if item.kind == "qa" else item.text
+    if not evidence or not source:
+        return []
+    prompt_tokens = list(tokens[: len(prompt)])
+    text, spans = _token_spans(tokenizer, prompt, prompt_tokens)
+    base = text.find(source)
+    if base < 0:  # the tokeniser does not round-trip the text: no ground truth for this item
+        return []
+    offset = source.lower().find(evidence.lower())
+    lo, hi = base + offset, base + offset + len(evidence)
+    return [i for i, (a, b) in enumerate(spans) if a < hi and b > lo and prompt_tokens[i].strip()]
+
+
+# ---------------------------------------------------------------- perturbation
+@dataclass
+class Curves:
+    """MoRF and LeRF curves of one explanation: ``fractions`` (steps+1,) of removable tokens
+    removed, the explained logit and probability after each removal."""
+
+    fractions: np.ndarray
+    morf_logit: np.ndarray
+    lerf_logit: np.ndarray
+    morf_prob: np.ndarray
+    lerf_prob: np.ndarray
+
+    @property
+    def abpc(self) -> float:
+        """Area between the LeRF and MoRF logit curves (logit units; larger = more faithful)."""
+        return auc(self.fractions, self.lerf_logit) - auc(self.fractions, self.morf_logit)
+
+    @property
+    def abpc_prob(self) -> float:
+        return auc(self.fractions, self.lerf_prob) - auc(self.fractions, self.morf_prob)
+
+    @property
+    def morf_auc(self) -> float:
+        return auc(self.fractions, self.morf_logit)
+
+    @property
+    def lerf_auc(self) -> float:
+        return auc(self.fractions, self.lerf_logit)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {k: [round(float(x), 6) for x in v] for k, v in asdict(self).items()}
+
+
+def auc(x: np.ndarray, y: np.ndarray) -> float:
+    """Trapezoidal area under ``y(x)``."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
+
+
+def removal_counts(n: int, steps: int) -> list[int]:
+    """How many tokens are removed at each point of a curve: 0..n in at most ``steps`` steps."""
+    if n <= 0:
+        return [0]
+    steps = max(1, min(int(steps), n))
+    return sorted({round(j * n / steps) for j in range(steps + 1)})
+
+
+def removal_order(relevance: np.ndarray, candidates: Sequence[int], *, most_relevant_first: bool) -> list[int]:
+    """``candidates`` sorted by relevance (ties keep position order)."""
+    cand = np.asarray(list(candidates), dtype=np.int64)
+    values = np.asarray(relevance, dtype=np.float64)[cand]
+    order = np.argsort(-values if most_relevant_first else values, kind="stable")
+    return [int(c) for c in cand[order]]
+
+
+def neutral_token_id(tokenizer, text: str = DEFAULT_NEUTRAL) -> int:
+    """Id of the single token ``text`` encodes to (the ``neutral`` strategy's replacement)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise InputError(f"the neutral text {text!r} is {len(ids)} tokens for this tokenizer; pick one that is one token")
+    return int(ids[0])
+
+
+def perturbation_curves(
+    model,
+    input_ids: Sequence[int],
+    position: int,
+    relevance: np.ndarray,
+    *,
+    candidates: Sequence[int] | None = None,
+    strategy: str = "zero",
+    steps: int = 20,
+    neutral_id: int | None = None,
+    batch_size: int = 16,
+) -> Curves:
+    """MoRF / LeRF curves for the token ``input_ids[position]`` explained by ``relevance``.
+
+    ``relevance`` has one value per token before ``position``; ``candidates`` (default:
+    every position before ``position``) are the tokens that may be removed.
+    """
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown removal strategy '{strategy}'; choose one of: {', '.join(STRATEGIES)}")
+    if strategy == "neutral" and neutral_id is None:
+        raise InputError("the 'neutral' strategy needs the id of a neutral token (neutral_id)")
+    position = int(position)
+    if not 1 <= position < len(input_ids):
+        raise InputError("the explained position must lie inside the sequence, after its first token")
+    relevance = np.asarray(relevance, dtype=np.float64)
+    if relevance.shape[0] < position:
+        raise InputError(f"relevance has {relevance.shape[0]} values; {position} are needed (one per earlier token)")
+    cand = list(range(position)) if candidates is None else sorted({int(c) for c in candidates})
+    if any(not 0 <= c < position for c in cand):
+        raise InputError("candidate positions must lie before the explained token")
+    counts = removal_counts(len(cand), steps)
+    morf = removal_order(relevance, cand, most_relevant_first=True)
+    lerf = removal_order(relevance, cand, most_relevant_first=False)
+    # unique removal sets: k = 0 and k = n are shared by the two curves
+    sets: list[frozenset[int]] = []
+    index: dict[frozenset[int], int] = {}
+
+    def slot(removed: frozenset[int]) -> int:
+        if removed not in index:
+            index[removed] = len(sets)
+            sets.append(removed)
+        return index[removed]
+
+    morf_slots = [slot(frozenset(morf[:k])) for k in counts]
+    lerf_slots = [slot(frozenset(lerf[:k])) for k in counts]
+    logits, probs = _perturbed_scores(
+        model, list(input_ids[:position]), int(input_ids[position]), sets, strategy, neutral_id, batch_size
+    )
+    n = max(len(cand), 1)
+    return Curves(
+        fractions=np.asarray(counts, dtype=np.float64) / n,
+        morf_logit=logits[morf_slots],
+        lerf_logit=logits[lerf_slots],
+        morf_prob=probs[morf_slots],
+        lerf_prob=probs[lerf_slots],
+    )
+
+
+def _perturbed_scores(
+    model,
+    prefix: list[int],
+    target: int,
+    removal_sets: Sequence[frozenset[int]],
+    strategy: str,
+    neutral_id: int | None,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logit and probability of ``target`` after ``prefix`` with each set of positions removed."""
+    import torch
+
+    from .explanation import input_device
+
+    device = input_device(model)
+    embed = model.get_input_embeddings()
+    length = len(prefix)
+    out_logit = np.zeros(len(removal_sets))
+    out_prob = np.zeros(len(removal_sets))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            base = torch.tensor([prefix], device=device)
+            for start in range(0, len(removal_sets), max(1, batch_size)):
+                chunk = removal_sets[start : start + batch_size]
+                if strategy == "delete":
+                    kept = [[t for i, t in enumerate(prefix) if i not in removed] for removed in chunk]
+                    last = [len(k) - 1 for k in kept]
+                    width = max(len(k) for k in kept)
+                    pad = prefix[0]  # any token: right padding cannot affect earlier positions
+                    ids = torch.tensor([k + [pad] * (width - len(k)) for k in kept], device=device)
+                    embeds = embed(ids)
+                    keep = torch.tensor(sorted(set(last)), device=device)
+                    logits = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=keep).logits
+                    col = {int(p): j for j, p in enumerate(keep.tolist())}
+                    rows = logits[torch.arange(len(chunk)), torch.tensor([col[p] for p in last])]
+                else:
+                    ids = base.repeat(len(chunk), 1)
+                    mask = torch.zeros(len(chunk), length, dtype=torch.bool, device=device)
+                    for b, removed in enumerate(chunk):
+                        if removed:
+                            mask[b, list(removed)] = True
+                    if strategy == "neutral":
+                        ids = ids.masked_fill(mask, int(neutral_id))  # type: ignore[arg-type]
+                        embeds = embed(ids)
+                    else:
+                        embeds = embed(ids).masked_fill(mask.unsqueeze(-1), 0.0)
+                    rows = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=1).logits[:, -1]
+                rows = rows.double()
+                out_logit[start : start + len(chunk)] = rows[:, target].cpu().numpy()
+                out_prob[start : start + len(chunk)] = torch.softmax(rows, dim=-1)[:, target].cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out_logit, out_prob
+
+
+# ---------------------------------------------------------------- localisation
+def localisation(
+    relevance: np.ndarray,
+    true_positions: Sequence[int],
+    *,
+    candidates: Sequence[int] | None = None,
+    k: int = 5,
+) -> dict[str, float]:
+    """How well ``relevance`` finds the ground-truth tokens ``true_positions``.
+
+    ``top1``: the most relevant candidate is a true token (1.0 / 0.0); ``topk``: one of
+    the ``k`` most relevant is; ``mass``: share of the positive relevance (over the
+    candidates) that lies on the true tokens (0 when no relevance is positive);
+    ``rank``: best rank (0 = first) of a true token.
+    """
+    rel = np.asarray(relevance, dtype=np.float64)
+    cand = list(range(len(rel))) if candidates is None else [int(c) for c in candidates]
+    true = {int(t) for t in true_positions} & set(cand)
+    if not true:
+        raise ValueError("no ground-truth position lies among the candidates")
+    order = removal_order(rel, cand, most_relevant_first=True)
+    rank = min(order.index(t) for t in true)
+    pos = np.clip(rel[cand], 0.0, None)
+    total = float(pos.sum())
+    on_true = float(sum(max(rel[t], 0.0) for t in true))
+    return {
+        "top1": float(rank == 0),
+        "topk": float(rank < k),
+        "mass": on_true / total if total > 0 else 0.0,
+        "rank": float(rank),
+    }
+
+
+def localisation_scores(
+    relevances: Sequence[np.ndarray], true_positions: Sequence[Sequence[int]], *, k: int = 5
+) -> dict[str, float]:
+    """Means of :func:`localisation` over many explanations (``top1`` = top-1 hit rate, ...)."""
+    rows = [localisation(r, t, k=k) for r, t in zip(relevances, true_positions)]
+    if not rows:
+        raise ValueError("no explanations to score")
+    return {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+
+
+# ------------------------------------------------------------------- statistics
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def t_quantile_975(df: int) -> float:
+    """0.975 quantile of Student's t with ``df`` degrees of freedom (table below 10,
+    Cornish-Fisher expansion above; error < 1e-3)."""
+    if df < 1:
+        return float("nan")
+    if df in _T975:
+        return _T975[df]
+    z = 1.959963984540054
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and half-width of its 95 % confidence interval (Student t; NaN for < 2 values)."""
+    x = np.asarray(list(values), dtype=np.float64)
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    if len(x) < 2:
+        return float(x.mean()), float("nan")
+    return float(x.mean()), t_quantile_975(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
+
+
+# -------------------------------------------------------------------- evaluation
+def parse_method(spec: str) -> tuple[str, int | None]:
+    """``"integrated-gradients:64"`` -> ("integrated-gradients", 64); ``"attnlrp"`` -> ("attnlrp", None)."""
+    from .explanation import METHODS
+
+    name, _, steps = spec.strip().partition(":")
+    name = {"ig": "integrated-gradients", "gxi": "grad-x-input"}.get(name, name)
+    if name not in METHODS:
+        raise InputError(f"unknown method '{name}'; choose from: {', '.join(METHODS)} (IG steps as integrated-gradients:N)")
+    if not steps:
+        return name, None
+    if name != "integrated-gradients":
+        raise InputError(f"'{spec}': only integrated-gradients takes a step count (integrated-gradients:N)")
+    if not steps.isdigit() or int(steps) < 1:
+        raise InputError(f"'{spec}': the step count must be a positive integer")
+    return name, int(steps)
+
+
+@dataclass
+class ItemResult:
+    item_id: str
+    method: str
+    answered: bool
+    position: int
+    n_tokens: int
+    seconds: float
+    curves: Curves
+    localisation: dict[str, float] | None = None
+    distance: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "item": self.item_id,
+            "method": self.method,
+            "answered": self.answered,
+            "position": self.position,
+            "n_tokens": self.n_tokens,
+            "seconds": round(self.seconds, 6),
+            "abpc": self.curves.abpc,
+            "abpc_prob": self.curves.abpc_prob,
+            "morf_auc": self.curves.morf_auc,
+            "lerf_auc": self.curves.lerf_auc,
+            "localisation": self.localisation,
+            "distance": self.distance,
+            "curves": self.curves.to_dict(),
+        }
+
+
+@dataclass
+class MethodSummary:
+    method: str
+    n: int
+    abpc: float
+    abpc_ci: float
+    abpc_prob: float
+    morf_auc: float
+    lerf_auc: float
+    seconds: float
+    top1: float | None = None
+    mass: float | None = None
+    n_localised: int = 0
+
+
+@dataclass
+class Evaluation:
+    """Results of :func:`evaluate`: one :class:`ItemResult` per item and method."""
+
+    model: str
+    methods: list[str]
+    strategy: str
+    steps: int
+    results: list[ItemResult]
+    n_items: int
+    n_answered: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> list[MethodSummary]:
+        out = []
+        for m in self.methods:
+            rows = [r for r in self.results if r.method == m]
+            if not rows:
+                continue
+            abpc, ci = mean_ci([r.curves.abpc for r in rows])
+            loc = [r.localisation for r in rows if r.localisation is not None]
+            out.append(
+                MethodSummary(
+                    method=m,
+                    n=len(rows),
+                    abpc=abpc,
+                    abpc_ci=ci,
+                    abpc_prob=float(np.mean([r.curves.abpc_prob for r in rows])),
+                    morf_auc=float(np.mean([r.curves.morf_auc for r in rows])),
+                    lerf_auc=float(np.mean([r.curves.lerf_auc for r in rows])),
+                    seconds=float(np.mean([r.seconds for r in rows])),
+                    top1=float(np.mean([x["top1"] for x in loc])) if loc else None,
+                    mass=float(np.mean([x["mass"] for x in loc])) if loc else None,
+                    n_localised=len(loc),
+                )
+            )
+        return out
+
+    def mean_curves(self, method: str) -> dict[str, np.ndarray] | None:
+        """Mean MoRF / LeRF logit curves of ``method``, resampled on 21 points (0..1)."""
+        rows = [r for r in self.results if r.method == method]
+        if not rows:
+            return None
+        grid = np.linspace(0.0, 1.0, 21)
+        morf = np.mean([np.interp(grid, r.curves.fractions, r.curves.morf_logit) for r in rows], axis=0)
+        lerf = np.mean([np.interp(grid, r.curves.fractions, r.curves.lerf_logit) for r in rows], axis=0)
+        return {"fractions": grid, "morf": morf, "lerf": lerf}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "model": self.model,
+            "methods": list(self.methods),
+            "strategy": self.strategy,
+            "steps": self.steps,
+            "n_items": self.n_items,
+            "n_answered": self.n_answered,
+            "meta": dict(self.meta),
+            "summary": [asdict(s) for s in self.summary()],
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
+
+
+def explain_prepared(
+    model, prepared: PreparedItem, method: str, *, ig_steps: int = 32, seed: int = 0, should_cancel=None
+) -> tuple[np.ndarray, float]:
+    """Relevance (position,) of the earlier tokens for the explained token, and the seconds it took."""
+    from .explanation import relevance
+
+    t0 = time.perf_counter()
+    out = relevance(
+        model,
+        prepared.input_ids,
+        [prepared.position],
+        method=method,
+        steps=ig_steps,
+        seed=seed,
+        should_cancel=should_cancel,
+    )
+    seconds = time.perf_counter() - t0
+    rel = out["relevance"][0, : prepared.position].double().numpy()  # type: ignore[index]
+    return rel, seconds
+
+
+def evaluate(
+    model,
+    tokenizer,
+    items: Sequence[EvalItem],
+    methods: Sequence[str],
+    *,
+    strategy: str = "zero",
+    steps: int = 20,
+    ig_steps: int = 32,
+    neutral: str = DEFAULT_NEUTRAL,
+    batch_size: int = 16,
+    only_answered: bool = False,
+    max_new_tokens: int = 32,
+    model_name: str | None = None,
+    progress: StageProgress | None = None,
+    should_cancel: ShouldCancel | None = None,
+) -> Evaluation:
+    """Explain every item with every method and score each explanation's perturbation curves.
+
+    ``methods``: names from :data:`lrp_llm.explanation.METHODS`, integrated gradients with
+    its step count as ``"integrated-gradients:N"`` (else ``ig_steps``). With
+    ``only_answered`` the items the model does not answer are left out.
+    """
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown removal strategy '{strategy}'; choose one of: {', '.join(STRATEGIES)}")
+    if steps < 1:
+        raise InputError("the number of perturbation steps must be at least 1")
+    parsed = [(m, *parse_method(m)) for m in methods]
+    if not parsed:
+        raise InputError("no methods to evaluate")
+    if len({m for m, _, _ in parsed}) != len(parsed):
+        raise InputError("a method is listed twice")
+    neutral_id = neutral_token_id(tokenizer, neutral) if strategy == "neutral" else None
+
+    def cancel_check() -> None:
+        if should_cancel is not None and should_cancel():
+            raise Cancelled()
+
+    prepared: list[PreparedItem] = []
+    for i, item in enumerate(items):
+        cancel_check()
+        prepared.append(prepare_item(model, tokenizer, item, max_new_tokens=max_new_tokens))
+        if progress is not None:
+            progress("answering", i + 1, len(items))
+    n_answered = sum(p.answered for p in prepared)
+    chosen = [p for p in prepared if p.answered or not only_answered]
+    results: list[ItemResult] = []
+    total = len(chosen) * len(parsed)
+    done = 0
+    if progress is not None:
+        progress("explaining", 0, total)
+    for index, prep in enumerate(chosen):
+        for label, method, m_steps in parsed:
+            cancel_check()
+            rel, seconds = explain_prepared(
+                model, prep, method, ig_steps=m_steps or ig_steps, seed=index, should_cancel=should_cancel
+            )
+            curves = perturbation_curves(
+                model,
+                prep.input_ids,
+                prep.position,
+                rel,
+                candidates=prep.candidates,
+                strategy=strategy,
+                steps=steps,
+                neutral_id=neutral_id,
+                batch_size=batch_size,
+            )
+            loc = None
+            if prep.evidence and set(prep.evidence) & set(prep.candidates):
+                loc = localisation(rel, prep.evidence, candidates=prep.candidates)
+            results.append(
+                ItemResult(
+                    item_id=prep.item.id,
+                    method=label,
+                    answered=prep.answered,
+                    position=prep.position,
+                    n_tokens=len(prep.input_ids),
+                    seconds=seconds,
+                    curves=curves,
+                    localisation=loc,
+                    distance=prep.distance,
+                )
+            )
+            done += 1
+            if progress is not None:
+                progress("explaining", done, total)
+    import torch
+
+    meta = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "ig_steps": ig_steps,
+        "neutral": neutral if strategy == "neutral" else None,
+        "only_answered": only_answered,
+    }
+    return Evaluation(
+        model=model_name or str(getattr(model, "name_or_path", "") or type(model).__name__),
+        methods=[label for label, _, _ in parsed],
+        strategy=strategy,
+        steps=steps,
+        results=results,
+        n_items=len(items),
+        n_answered=n_answered,
+        meta=meta,
+    )
+
+
+__all__ = [
+    "STRATEGIES",
+    "Curves",
+    "EvalItem",
+    "Evaluation",
+    "ItemResult",
+    "MethodSummary",
+    "PreparedItem",
+    "auc",
+    "evaluate",
+    "explain_prepared",
+    "load_items",
+    "localisation",
+    "localisation_scores",
+    "mean_ci",
+    "parse_item",
+    "perturbation_curves",
+    "prepare_item",
+    "removal_counts",
+    "removal_order",
+]

@@ -1,0 +1,93 @@
+"""Patching section: the baselines, the correlations of estimates with the real sweep, and
+every layer x position (or layer x head) grid as an SVG heatmap with values on hover.
+
+Input: a :class:`patching.result.PatchingResult` or its ``to_dict()``: ``clean_tokens``,
+``corrupted_tokens``, ``answer``, ``wrong``, ``baseline`` (``{"clean": {"logit_diff",
+"p_answer", "p_wrong"}, "corrupted": {...}}``), ``grids`` (each ``kind``, ``method``,
+``direction``, ``metric``, ``rows``, ``columns``, ``values`` with ``None``/NaN for missing
+cells), ``correlations`` (``method``, ``kind``, ``direction``, ``pearson_r``), ``directions``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .common import as_dict, esc, fmt, legend
+from .grid_svg import grid_svg
+
+METHOD_NAMES = {
+    "sweep": "patching sweep (measured)",
+    "relp": "RelP (LRP attribution patching, estimate)",
+    "atp": "attribution patching (gradient estimate)",
+}
+METRIC_NAMES = {"logit_diff": "logit difference", "recovery": "normalised recovery", "kl": "KL divergence"}
+
+
+def _values(g: dict[str, Any]) -> np.ndarray:
+    rows = [[float("nan") if v is None else float(v) for v in row] for row in g["values"]]
+    return np.asarray(rows, dtype=np.float64).reshape(len(g["rows"]), len(g["columns"]))
+
+
+def grid_block(g: dict[str, Any]) -> str:
+    values = _values(g)
+    rows, cols = [str(r) for r in g["rows"]], [str(c) for c in g["columns"]]
+    kind = str(g["kind"])
+    axis = "head" if kind == "head" else "position"
+
+    def tip(r: int, c: int, v: float) -> str:
+        site = f"{rows[r]}.head.{c}" if kind == "head" else rows[r]
+        where = cols[c] if kind == "head" else f"position {c} {cols[c]!r}"
+        return f"{site} @ {where}: {fmt(v)}"
+
+    svg, scale = grid_svg(values, rows, cols, tip, label=f"{kind} grid")
+    title = (
+        f"{kind} \u00b7 {METHOD_NAMES.get(str(g['method']), g['method'])} \u00b7 {g['direction']} \u00b7 "
+        f"{METRIC_NAMES.get(str(g['metric']), g['metric'])}"
+    )
+    return (
+        f"<div class='pgrid'><h3>{esc(title)}</h3><p class='note'>rows: layers, columns: {axis}s</p>"
+        f"{legend('max |value| of this grid', scale=scale)}<div class='scroll'>{svg}</div></div>"
+    )
+
+
+def render(result: Any) -> str:
+    d = as_dict(result)
+    base = d.get("baseline") or {}
+    rows = []
+    for name in ("clean", "corrupted"):
+        b = base.get(name) or {}
+        rows.append(
+            f"<tr><th>{name}</th><td class='num'>{esc(fmt(b.get('logit_diff')))}</td>"
+            f"<td class='num'>{esc(fmt(b.get('p_answer')))}</td><td class='num'>{esc(fmt(b.get('p_wrong')))}</td></tr>"
+        )
+    baseline = (
+        f"<table class='list'><tr><th></th><th>logit({esc(repr(d.get('answer', '')))}) \u2212 "
+        f"logit({esc(repr(d.get('wrong', '')))})</th><th>p answer</th><th>p wrong</th></tr>{''.join(rows)}</table>"
+    )
+    corr = "".join(
+        f"<tr><td>{esc(METHOD_NAMES.get(str(c.get('method')), c.get('method')))}</td><td>{esc(c.get('kind'))}</td>"
+        f"<td>{esc(c.get('direction'))}</td><td class='num'>{esc(fmt(c.get('pearson_r'), 3))}</td></tr>"
+        for c in d.get("correlations", [])
+    )
+    corr_table = (
+        "<h3>How well the estimates predict the sweep</h3><table class='list'><tr><th>estimate</th><th>sites</th>"
+        f"<th>direction</th><th>Pearson r</th></tr>{corr}</table>"
+        if corr
+        else ""
+    )
+    directions = "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in (d.get("directions") or {}).items())
+    prompts = (
+        f"<p>clean prompt: <span class='mono'>{esc(''.join(d.get('clean_tokens', [])))}</span><br>"
+        f"corrupted prompt: <span class='mono'>{esc(''.join(d.get('corrupted_tokens', [])))}</span></p>"
+    )
+    grids = "".join(grid_block(g) for g in d.get("grids", []))
+    return (
+        "<section id='patching'><h2>Patching</h2>"
+        f"{prompts}{baseline}{f'<ul>{directions}</ul>' if directions else ''}{corr_table}"
+        f"{grids or '<p class=note>No grid in this result.</p>'}</section>"
+    )
+
+
+__all__ = ["grid_block", "render"]

@@ -1,0 +1,154 @@
+"""Self-contained HTML reports: one file per result, readable offline in any browser.
+
+Entry points (each returns the whole document as a string; :func:`write_report` writes it
+atomically):
+
+- :func:`explanation_report` (an :class:`~lrp_llm.attribution.Attribution`): header,
+  token heatmap per answer token (script-free fallback included), long-range section
+  when the input is long enough, a table of every answer token;
+- :func:`similarity_report` (one or a ranked list of BiLRP ``SimilarityExplanation``);
+- :func:`patching_report` (a ``PatchingResult``);
+- :func:`image_report` (an ``ImageAttribution``, ViT).
+
+Sections live in their own modules (``token_section``, ``longrange_section``,
+``similarity_section``, ``patching_section``, ``image_section``) and share
+``common`` (escaping, colour classes, page skeleton) and ``grid_svg``. No report makes a
+network request: no external font, script, style or image, and a Content-Security-Policy
+that forbids them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ..attribution import Attribution, write_atomic
+from . import image_section, longrange_section, patching_section, similarity_section, token_section
+from .common import as_dict, esc, fmt, info_table, page, timings_text
+
+SECTION_CSS = token_section.CSS + longrange_section.CSS + similarity_section.CSS + image_section.CSS
+
+
+def _conservation_text(a: Attribution) -> str:
+    ratios = [t.conservation for t in a.targets if math.isfinite(t.conservation)]
+    if not ratios:
+        return "—"
+    if len(ratios) == 1:
+        return fmt(ratios[0], 3)
+    mean = sum(ratios) / len(ratios)
+    return f"mean {fmt(mean, 3)} (min {fmt(min(ratios), 3)}, max {fmt(max(ratios), 3)}) over {len(ratios)} tokens"
+
+
+def _meta_text(meta: dict[str, Any], skip: Sequence[str]) -> str | None:
+    items = [f"{k} {v}" for k, v in meta.items() if k not in skip and v is not None and not isinstance(v, (dict, list))]
+    return ", ".join(items) or None
+
+
+def explanation_report(
+    a: Attribution,
+    *,
+    title: str | None = None,
+    longrange: Any = "auto",
+    far: int = longrange_section.DEFAULT_FAR,
+    noscript_budget: int = token_section.NOSCRIPT_BUDGET,
+) -> str:
+    """The report of an explanation.
+
+    ``longrange``: ``"auto"`` adds the long-range section (pooled over every answer
+    token) when some input token lies ``far`` or more tokens before its target; ``None``
+    leaves it out; a dict or long-range result object (see ``longrange_section``) is
+    shown as given.
+    """
+    title = title or f"{a.method} explanation \u2014 {a.model}"
+    rules = a.meta.get("rules")
+    method = f"{a.method} ({rules})" if rules and rules != a.method else a.method
+    header = info_table(
+        [
+            ("model", a.model),
+            ("method", method),
+            ("date", a.meta.get("date") or "—"),
+            (
+                "prompt",
+                f"{a.prompt_length} tokens" + (f" + {len(a.source_tokens)} source tokens" if a.source_tokens else ""),
+            ),
+            ("answer", a.answer if a.answer else None),
+            ("explained", f"{len(a.targets)} answer tokens"),
+            ("\u03a3 relevance / logit", _conservation_text(a)),
+            ("timings", timings_text(a.seconds, a.timings)),
+            ("run", _meta_text(a.meta, ("rules", "date"))),
+        ]
+    )
+    tokens_html, script = token_section.render(a, noscript_budget=noscript_budget)
+    body = [f"<h1>{esc(title)}</h1>", header, tokens_html]
+    if longrange == "auto":
+        reach = max((t.position for t in a.targets if len(t.relevance)), default=0)
+        if a.source_tokens is None and reach >= far:
+            body.append(longrange_section.render(longrange_section.profile(a, far=far)))
+    elif longrange is not None:
+        body.append(longrange_section.render(longrange))
+    if a.targets:
+        body.append(f"<section id='targets'>{token_section.targets_table(a)}</section>")
+    return page(title, body, css=SECTION_CSS, script=script or None)
+
+
+def similarity_report(explanations: Any, *, title: str | None = None) -> str:
+    """One BiLRP explanation, or a ranked list of them (one section each)."""
+    items = list(explanations) if isinstance(explanations, (list, tuple)) else [explanations]
+    if not items:
+        raise ValueError("similarity_report needs at least one explanation")
+    first = as_dict(items[0])
+    rules = f" ({first.get('rules')})" if first.get("rules") else ""
+    title = title or f"{first.get('method', 'bilrp')}{rules} similarity explanation \u2014 {first.get('model', '')}"
+    seconds = sum(float(as_dict(e).get("seconds", 0.0)) for e in items)
+    header = info_table(
+        [
+            ("model", first.get("model", "")),
+            ("method", f"{first.get('method', '')}{rules}"),
+            ("pooling / score", f"{first.get('pooling', '')} / {first.get('mode', '')}"),
+            ("date", (first.get("meta") or {}).get("date") or "—"),
+            ("explanations", len(items)),
+            ("timings", timings_text(seconds, first.get("timings") or {})),
+        ]
+    )
+    sections = [similarity_section.render(e) for e in items]
+    return page(title, [f"<h1>{esc(title)}</h1>", header, *sections], css=SECTION_CSS)
+
+
+def patching_report(result: Any, *, title: str | None = None) -> str:
+    d = as_dict(result)
+    title = title or f"Patching \u2014 {d.get('model', '')}"
+    header = info_table(
+        [
+            ("model", d.get("model", "")),
+            ("answer / wrong", f"{d.get('answer', '')!r} / {d.get('wrong', '')!r}"),
+            ("date", (d.get("meta") or {}).get("date") or "—"),
+            ("timings", timings_text(float(d.get("seconds", 0.0)), d.get("timings") or {})),
+        ]
+    )
+    return page(title, [f"<h1>{esc(title)}</h1>", header, patching_section.render(d)], css=SECTION_CSS)
+
+
+def image_report(a: Any, *, title: str | None = None) -> str:
+    title = title or f"{a.method} explanation of '{a.label}' \u2014 {a.model}"
+    header = info_table(
+        [
+            ("model", a.model),
+            ("image", a.source or "(in memory)"),
+            ("method", a.method),
+            ("explained class", f"{a.label} (index {a.label_id}), logit {fmt(a.logit)}, p {fmt(a.probability, 3)}"),
+            ("\u03a3 pixel relevance / logit", fmt(a.conservation, 3)),
+            ("date", a.meta.get("date") or "—"),
+            ("timings", timings_text(a.seconds, a.timings)),
+        ]
+    )
+    return page(title, [f"<h1>{esc(title)}</h1>", header, image_section.render(a)], css=SECTION_CSS)
+
+
+def write_report(path: str | os.PathLike[str], text: str) -> None:
+    """Write a report atomically (temporary file, then rename: never half a file)."""
+    write_atomic(path, text)
+
+
+__all__ = ["explanation_report", "image_report", "patching_report", "similarity_report", "write_report"]

@@ -1,0 +1,198 @@
+"""Attribution patching: a linear prediction of a whole patching sweep from 2 forward
+passes and 1 backward pass.
+
+For a site with activation ``a_base`` in the base run and ``a_source`` in the source
+run, patching changes the metric by about ``(a_source - a_base) . g`` where ``g`` is
+the gradient of the metric at the site in the base run. Plain attribution patching
+(AtP) uses the ordinary gradient; RelP (Rezaei Jafari et al. 2025, "RelP: faithful and
+efficient circuit discovery via relevance patching") uses the LRP-modified gradient
+of the base run under the model's rules (:func:`lrp_llm.context.lrp_rules`, AttnLRP
+for Llama-family models), whose local linearisations hold over far larger steps than
+the gradient does through softmax, norms and gates.
+
+One backward pass serves every site at once: residual stream, attention and MLP
+outputs (summed over the hidden dimension per position) and heads (at the input of
+``o_proj``, summed over the patched positions).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+from lrp_llm.errors import InputError
+from lrp_llm.patch import ModelPatch
+
+from .interventions import _first, _ids_tensor
+from .metrics import Reference
+from .result import DIRECTIONS
+from .sites import SiteMap, normalise_positions, site_map
+from .sweep import SweepOutput, _kinds
+
+# method -> rule set of the backward pass
+METHODS = {"relp": "relp", "atp": None}
+RULES = ("relp", "attnlrp", "cp-lrp", None)
+
+
+def _capture_modules(sm: SiteMap, kinds: Sequence[str]) -> list[tuple[str, int, nn.Module, str]]:
+    """(kind, layer, module, "output"|"input") for every tensor the estimate needs."""
+    out = []
+    for kind in kinds:
+        for i, layer in enumerate(sm.layers):
+            if kind == "resid":
+                out.append((kind, i, layer, "output"))
+            elif kind == "attn":
+                out.append((kind, i, layer.self_attn, "output"))
+            elif kind == "mlp":
+                out.append((kind, i, layer.mlp, "output"))
+            elif kind == "mixer":
+                out.append((kind, i, layer.mixer, "output"))
+            elif kind == "head":  # all heads of a layer at once: the whole o_proj input
+                out.append((kind, i, layer.self_attn.o_proj, "input"))
+    return out
+
+
+def _record(patch: ModelPatch, targets, store: dict) -> None:
+    for kind, i, module, where in targets:
+        key = (kind, i)
+        if where == "output":
+
+            def hook(_m, _args, output, key=key):
+                store[key] = _first(output)
+
+            patch.hook_output(module, hook)
+        else:
+
+            def pre(_m, args, key=key):
+                store[key] = args[0]
+
+            handle = module.register_forward_pre_hook(pre)
+            patch.on_exit(handle.remove)
+
+
+@contextmanager
+def backward_rules(model: nn.Module, rules: str | None) -> Iterator[ModelPatch]:
+    """The rule set of the backward pass: "relp", "attnlrp", "cp-lrp" or None (plain gradient)."""
+    from lrp_llm.context import lrp_rules
+    from lrp_llm.rules import scale_grad
+
+    if rules not in RULES:
+        raise InputError(f"unknown rule set '{rules}'; choose from relp, attnlrp, cp-lrp or none")
+    with lrp_rules(model, "attnlrp" if rules == "relp" else rules) as patch:
+        if rules == "relp":
+            sm = site_map(model)
+            if sm.family == "llama":
+                for layer in sm.layers:
+                    attn = layer.self_attn
+                    patch.hook_output(attn.q_proj, lambda _m, _a, out: _first(out).detach())
+                    patch.hook_output(attn.k_proj, lambda _m, _a, out: _first(out).detach())
+                    # undo AttnLRP's half share of A*V: with A constant, V takes all of it
+                    patch.hook_output(attn.v_proj, lambda _m, _a, out: scale_grad(_first(out), 2.0))
+        yield patch
+
+
+def _freeze(model: nn.Module, patch: ModelPatch) -> None:
+    """No parameter gradients are needed: autograd then keeps nothing for them."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    patch.on_exit(lambda: [p.requires_grad_(f) for p, f in flags])
+
+
+def attribution_patching(
+    model: nn.Module,
+    clean_ids: torch.Tensor | Sequence[int],
+    corrupted_ids: torch.Tensor | Sequence[int],
+    answer_id: int,
+    wrong_id: int,
+    *,
+    method: str = "relp",
+    kinds: Sequence[str] = ("resid", "attn", "mlp"),
+    direction: str = "denoise",
+    positions: Sequence[int] | None = None,
+    head_positions: Sequence[int] | None = None,
+    reference: Reference | None = None,
+    rules: str | None = "default",
+) -> SweepOutput:
+    """Predicted ``logit_diff`` and ``recovery`` of every sweep cell, shaped like :func:`sweep`'s output.
+
+    ``method``: "relp" (LRP-modified gradient) or "atp" (plain gradient).
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown attribution-patching method '{method}'; choose relp or atp")
+    if direction not in DIRECTIONS:
+        raise InputError(f"unknown direction '{direction}'; choose denoise (clean -> corrupted) or noise")
+    sm = site_map(model)
+    kinds = _kinds(sm, kinds)
+    clean = _ids_tensor(model, clean_ids)
+    corrupted = _ids_tensor(model, corrupted_ids)
+    if clean.shape != corrupted.shape:
+        raise InputError(
+            f"the clean and corrupted prompts must have the same number of tokens (got {clean.shape[1]} and "
+            f"{corrupted.shape[1]}); rephrase one of them"
+        )
+    base, source = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
+    T = base.shape[1]
+    pos = normalise_positions(positions, T)
+    hpos = normalise_positions(head_positions, T)
+    targets = _capture_modules(sm, kinds)
+    t0 = time.perf_counter()
+
+    # forward 1: the source run, activations only
+    src: dict = {}
+    with ModelPatch(model) as patch, torch.no_grad():
+        _record(patch, targets, src)
+        src_logits = model(input_ids=source, use_cache=False, logits_to_keep=1).logits[0, -1]
+
+    # forward 2 + backward: the base run under the rules, gradient of the metric at every site
+    got: dict = {}
+    with backward_rules(model, METHODS[method] if rules == "default" else rules) as patch:
+        _freeze(model, patch)
+        _record(patch, targets, got)
+        with torch.enable_grad():
+            embeds = model.get_input_embeddings()(base).detach().requires_grad_(True)
+            logits = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=1).logits[0, -1]
+            metric = logits[answer_id] - logits[wrong_id]
+            keys = list(got)
+            grads = torch.autograd.grad(metric, [got[k] for k in keys], allow_unused=True)
+        base_logits = logits.detach()
+    if reference is None:
+        lc, lx = (src_logits, base_logits) if direction == "denoise" else (base_logits, src_logits)
+        reference = Reference.from_logits(lc, lx, answer_id, wrong_id)
+    base_ld = float(base_logits[answer_id] - base_logits[wrong_id])
+
+    values: dict[tuple[str, str], np.ndarray] = {}
+    acc = torch.float64
+    for key, grad in zip(keys, grads):
+        kind, i = key
+        diff = (src[key][0] - got[key][0].detach()).to(acc)  # (T, width)
+        g = torch.zeros_like(diff) if grad is None else grad[0].to(acc)
+        if kind == "head":
+            per = (diff * g).view(T, sm.n_heads, sm.head_dim).sum(-1)  # (T, heads)
+            row = per[hpos].sum(0)
+        else:
+            row = (diff * g).sum(-1)[pos]
+        width = sm.n_heads if kind == "head" else len(pos)
+        if (kind, "logit_diff") not in values:
+            values[(kind, "logit_diff")] = np.full((sm.n_layers, width), np.nan, dtype=np.float32)
+        values[(kind, "logit_diff")][i] = (base_ld + row).cpu().numpy()
+    for kind in kinds:
+        ld = torch.from_numpy(values[(kind, "logit_diff")].astype(np.float64))
+        values[(kind, "recovery")] = reference.recovery(ld).numpy().astype(np.float32)
+    return SweepOutput(direction, pos, sm.n_heads, values, reference, method, time.perf_counter() - t0)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r over the cells finite in both (NaN when either is constant)."""
+    x = np.asarray(a, dtype=np.float64).ravel()
+    y = np.asarray(b, dtype=np.float64).ravel()
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 2 or x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
