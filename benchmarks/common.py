@@ -66,14 +66,18 @@ def machine() -> str:
     )
 
 
-def write_table(name: str, title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> Path:
+def write_table(
+    name: str, title: str, header: list[str], rows: list[list[str]], notes: list[str], out_dir: Path | None = None
+) -> Path:
+    """Write ``<out_dir or benchmarks/results>/<name>.md`` and print it."""
     lines = [f"# {title}", "", *[f"- {n}" for n in notes], ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     text = "\n".join(lines) + "\n"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.md"
+    folder = Path(out_dir) if out_dir is not None else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.md"
     path.write_text(text)
     print(text)
     return path

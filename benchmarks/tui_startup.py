@@ -67,10 +67,20 @@ def main() -> None:
     rows = []
     base = median("pass")
     ours = median(help_code())
-    rows.append(["`xai-tui --help` (process wall)", f"{ours:.3f}", "`python -c pass`", f"{base:.3f}", f"{ours / base:.2f}"])
+    rows.append(
+        ["`xai-tui --help` (process wall)", f"{ours:.3f}", "`python -c pass`", f"{base:.3f}", f"{ours / base:.2f}"]
+    )
     base = median(FIRST_PAINT.format(setup=BASELINE_SETUP, args=""))
     ours = median(FIRST_PAINT.format(setup=XAI_SETUP, args=XAI_ARGS))
-    rows.append(["first paint of `xai-tui` (to Ready)", f"{ours:.3f}", "minimal Textual app", f"{base:.3f}", f"{ours / base:.2f}"])
+    rows.append(
+        [
+            "first paint of `xai-tui` (to Ready)",
+            f"{ours:.3f}",
+            "minimal Textual app",
+            f"{base:.3f}",
+            f"{ours / base:.2f}",
+        ]
+    )
     import os
     import platform
 

@@ -124,6 +124,11 @@ class Attribution:
             "meta": dict(self.meta),
             "targets": [t.to_dict() for t in self.targets],
         }
+        if self.source_tokens is None:  # causal LMs: long-range statistics per target (lrp_llm.longrange)
+            from .longrange import summarize
+
+            for t, td in zip(self.targets, d["targets"]):
+                td["longrange"] = summarize(t.relevance, self.tokens[: t.position]).to_dict()
         if self.source_tokens is not None:
             d["source_tokens"] = list(self.source_tokens)
             d["source_ids"] = [int(i) for i in self.source_ids or []]
@@ -165,6 +170,11 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
+        # mkstemp makes the file private (0600); give it the permissions open() would (0666 - umask),
+        # so a report meant for sharing is readable like any other file the user writes.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)

@@ -549,6 +549,28 @@ def parse_method(spec: str) -> tuple[str, int | None]:
     return name, int(steps)
 
 
+def check_methods(model, methods: Sequence[str]) -> list[tuple[str, str, int | None]]:
+    """``(label, method, ig_steps)`` per method spec; a one-line error for a name the model's
+    family has no rules for (e.g. attnlrp on Mamba) before any work is done."""
+    from .archs import get_arch
+    from .explanation import _RULES
+
+    parsed = [(m.strip(), *parse_method(m)) for m in methods]
+    if not parsed:
+        raise InputError("no methods to evaluate; pass e.g. --methods attnlrp,grad-x-input,random")
+    if len({label for label, _, _ in parsed}) != len(parsed):
+        raise InputError("a method is listed twice")
+    spec = get_arch(model)
+    if spec.kind != "causal-lm":
+        raise InputError(f"evaluate works on causal language models; this is a {spec.family} model ({spec.kind})")
+    for label, method, _ in parsed:
+        rules = _RULES[method]
+        if rules is not None and rules not in spec.rules:
+            available = [m for m, r in _RULES.items() if r is None or r in spec.rules]
+            raise InputError(f"method '{label}' is not available for {spec.family} models; use one of: {', '.join(available)}")
+    return parsed
+
+
 @dataclass
 class ItemResult:
     item_id: str
@@ -708,11 +730,7 @@ def evaluate(
         raise InputError(f"unknown removal strategy '{strategy}'; choose one of: {', '.join(STRATEGIES)}")
     if steps < 1:
         raise InputError("the number of perturbation steps must be at least 1")
-    parsed = [(m, *parse_method(m)) for m in methods]
-    if not parsed:
-        raise InputError("no methods to evaluate")
-    if len({m for m, _, _ in parsed}) != len(parsed):
-        raise InputError("a method is listed twice")
+    parsed = check_methods(model, methods)
     neutral_id = neutral_token_id(tokenizer, neutral) if strategy == "neutral" else None
 
     def cancel_check() -> None:
@@ -798,6 +816,7 @@ __all__ = [
     "MethodSummary",
     "PreparedItem",
     "auc",
+    "check_methods",
     "evaluate",
     "explain_prepared",
     "load_items",

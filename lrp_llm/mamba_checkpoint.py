@@ -20,7 +20,7 @@ from .errors import CheckpointError, UnsupportedModelError
 
 
 def mamba_ssm_model_type(config: dict[str, Any]) -> str | None:
-    """"mamba" or "mamba2" for a mamba-ssm config.json, None for anything else."""
+    """ "mamba" or "mamba2" for a mamba-ssm config.json, None for anything else."""
     if "model_type" in config or "d_model" not in config or "n_layer" not in config:
         return None
     ssm_cfg = config.get("ssm_cfg") or {}
@@ -31,7 +31,7 @@ def hf_config(config: dict[str, Any]):
     """The transformers ``MambaConfig`` / ``Mamba2Config`` of a mamba-ssm config.json."""
     from transformers import Mamba2Config, MambaConfig
 
-    model_type = mamba_ssm_model_type(config)
+    model_type = mamba_ssm_model_type({k: v for k, v in config.items() if k != "model_type"})
     if model_type is None:
         raise CheckpointError("config.json is not in the mamba-ssm layout (it needs d_model and n_layer)")
     ssm_cfg = dict(config.get("ssm_cfg") or {})
@@ -42,7 +42,9 @@ def hf_config(config: dict[str, Any]):
             "only pure Mamba and Mamba-2 stacks are supported"
         )
     if not config.get("rms_norm", True):
-        raise UnsupportedModelError("this mamba-ssm checkpoint uses LayerNorm (rms_norm: false); only RMSNorm is supported")
+        raise UnsupportedModelError(
+            "this mamba-ssm checkpoint uses LayerNorm (rms_norm: false); only RMSNorm is supported"
+        )
     multiple = int(config.get("pad_vocab_size_multiple", 8) or 1)
     vocab = int(config.get("vocab_size", 50277))
     vocab = vocab + (-vocab) % multiple  # mamba-ssm pads the embedding to a multiple

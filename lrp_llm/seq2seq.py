@@ -218,7 +218,7 @@ def explain_seq2seq(
     context: str | None = None,
     target: str | None = None,
     generate: int | None = None,
-    method: str = "attnlrp",
+    method: str | None = None,
     steps: int = 32,
     prompt_ids: Sequence[int] | None = None,
     answer_ids: Sequence[int] | None = None,
@@ -231,7 +231,8 @@ def explain_seq2seq(
     """Explain every answer token of an encoder-decoder over source and decoder tokens.
 
     The answer is ``answer_ids`` if given, else the tokens of ``target`` (forced), else a
-    greedy generation of up to ``generate`` tokens (default 20). In the result,
+    greedy generation of up to ``generate`` tokens (default 20); ``method`` defaults to
+    the family's (AttnLRP). In the result,
     ``source_tokens`` are the encoder's tokens, ``tokens`` the decoder's (start token, then
     the answer; ``prompt_length`` is 1), and each target carries ``source_relevance``
     beside ``relevance`` (decoder side); ``relevance_sum`` adds both.
@@ -239,6 +240,7 @@ def explain_seq2seq(
     from .explanation import stop_ids, token_strings
 
     start = time.perf_counter()
+    method = method or get_arch(model).default_method
     check_method(method)
     if prompt_ids is None:
         if prompt is None:

@@ -28,7 +28,7 @@ _LAZY = {
     "cut_edges": "patching.edges",
     "scale_edges": "patching.edges",
     "edit_edges": "patching.edges",
-    "sweep": "patching.sweep",
+    "sweep": "patching.sweeps",
     "attribution_patching": "patching.relp",
     "pearson": "patching.relp",
     "run_patching": "patching.experiment",
@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # names for type checkers and IDEs; loaded lazily below
     from .report import result_html  # noqa: F401
     from .result import Grid, PatchingResult  # noqa: F401
     from .sites import Site, SiteMap, site_map  # noqa: F401
-    from .sweep import sweep  # noqa: F401
+    from .sweeps import sweep  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

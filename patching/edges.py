@@ -119,20 +119,25 @@ def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 
 def _absolute(positions: tuple[int, ...], length: int, what: str) -> list[int]:
+    """Absolute positions; those at or past ``length`` (not reached yet while generating) are left out."""
     out = []
     for p in positions:
         q = p + length if p < 0 else p
-        if not 0 <= q < length:
+        if q < 0:
             raise InputError(f"attention edge {what} {p} is out of range for a sequence of {length} tokens")
-        out.append(q)
+        if q < length:
+            out.append(q)
     return out
 
 
-def edge_factors(edits: Sequence[EdgeEdit], n_heads: int, q_len: int, k_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def edge_factors(
+    edits: Sequence[EdgeEdit], n_heads: int, q_len: int, k_len: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(heads, q_len, k_len) multipliers and (heads, q_len) renormalise flags of ``edits``.
 
     Query ``i`` of this call is the absolute position ``k_len - q_len + i``; edits of
-    queries outside the call (earlier positions served from a cache) do nothing.
+    queries outside the call (earlier positions served from a cache, or positions not
+    reached yet) do nothing, and keys past the end are masked anyway.
     """
     factors = torch.ones(n_heads, q_len, k_len, dtype=torch.float32, device=device)
     renorm = torch.zeros(n_heads, q_len, dtype=torch.bool, device=device)
@@ -149,6 +154,8 @@ def edge_factors(edits: Sequence[EdgeEdit], n_heads: int, q_len: int, k_len: int
         if not local:
             continue
         keys = list(range(k_len)) if e.keys is None else _absolute(e.keys, k_len, "key")
+        if not keys:
+            continue
         hi = torch.tensor(heads, device=device)[:, None, None]
         qi = torch.tensor(local, device=device)[None, :, None]
         ki = torch.tensor(keys, device=device)[None, None, :]
@@ -241,7 +248,9 @@ def install_edge_edits(
     by_layer: dict[int, list[EdgeEdit]] = {}
     for e in edits:
         if not 0 <= e.layer < sm.n_layers:
-            raise InputError(f"attention edge layer {e.layer} is out of range; the model has layers 0..{sm.n_layers - 1}")
+            raise InputError(
+                f"attention edge layer {e.layer} is out of range; the model has layers 0..{sm.n_layers - 1}"
+            )
         by_layer.setdefault(e.layer, []).append(e)
     _acquire()
     patch.on_exit(_release)

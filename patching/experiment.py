@@ -16,7 +16,7 @@ from .metrics import Reference, check_metrics
 from .relp import attribution_patching, pearson
 from .result import DIRECTIONS, PatchingResult
 from .sites import site_map
-from .sweep import ShouldCancel, _kinds, make_variants, sweep, sweep_grids
+from .sweeps import ShouldCancel, _kinds, make_variants, sweep, sweep_grids
 
 METHODS = ("sweep", "relp", "both")
 # progress(stage, done, total); stage is e.g. "sweep denoise" or "relp noise"
@@ -87,7 +87,9 @@ def run_patching(
     answer_id = answer if isinstance(answer, int) else answer_token(tokenizer, answer, "answer")
     wrong_id = wrong if isinstance(wrong, int) else answer_token(tokenizer, wrong, "wrong")
     if answer_id == wrong_id:
-        raise InputError("--answer and --wrong start with the same token; pick two answers that differ in their first token")
+        raise InputError(
+            "--answer and --wrong start with the same token; pick two answers that differ in their first token"
+        )
 
     from lrp_llm.explanation import input_device, token_strings
 
@@ -105,6 +107,7 @@ def run_patching(
             "logit_diff": float(lg[answer_id] - lg[wrong_id]),
             "p_answer": float(p[answer_id]),
             "p_wrong": float(p[wrong_id]),
+            "kl": float(reference.kl(lg[None])[0]),  # from the clean run
         }
     result = PatchingResult(
         model=model_name or str(getattr(model, "name_or_path", type(model).__name__)),
@@ -143,10 +146,6 @@ def run_patching(
             result.grids += sweep_grids(sweep_out, sm.n_layers, labels, "sweep")
         if method in ("relp", "both"):
             for est in ("relp", "atp"):
-                if est == "relp" and sm.family == "mamba":
-                    from lrp_llm.archs import get_arch
-
-                    get_arch(model)  # a clear error while MambaLRP is not registered
                 stage = f"{est} {direction}"
                 if progress is not None:
                     progress(stage, 0, 1)

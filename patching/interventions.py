@@ -82,7 +82,9 @@ def replace(
     """Activation patching: ``site`` takes the value it had in another run (``source``: an
     :class:`ActivationCache` or the tensor itself, shape (batch, pos, ...))."""
     s = Site.parse(site)
-    return Intervention(s, "replace", _source_value(s, source), _tuple(positions), _tuple(source_positions), _tuple(batch))
+    return Intervention(
+        s, "replace", _source_value(s, source), _tuple(positions), _tuple(source_positions), _tuple(batch)
+    )
 
 
 def set_to(site, value, *, positions=None, batch=None) -> Intervention:

@@ -5,10 +5,14 @@ For a site with activation ``a_base`` in the base run and ``a_source`` in the so
 run, patching changes the metric by about ``(a_source - a_base) . g`` where ``g`` is
 the gradient of the metric at the site in the base run. Plain attribution patching
 (AtP) uses the ordinary gradient; RelP (Rezaei Jafari et al. 2025, "RelP: faithful and
-efficient circuit discovery via relevance patching") uses the LRP-modified gradient
-of the base run under the model's rules (:func:`lrp_llm.context.lrp_rules`, AttnLRP
-for Llama-family models), whose local linearisations hold over far larger steps than
-the gradient does through softmax, norms and gates.
+efficient circuit discovery via relevance patching") uses LRP propagation coefficients
+instead: the gradient of the base run under LRP rules (:func:`lrp_llm.context.lrp_rules`).
+The rule set ``"relp"`` follows the paper: norms with a constant scale (LN-rule), the
+identity rule on activations and the half rule on the gated product (as in AttnLRP),
+and the attention pattern held constant (AH-rule, relevance through the values only).
+``rules="attnlrp"`` (the softmax rule of AttnLRP) and ``"cp-lrp"`` are available for
+comparison; on SmolLM2 the paper's set tracks the real sweep best
+(``benchmarks/results/relp.md``). Mamba models use their own rules (MambaLRP).
 
 One backward pass serves every site at once: residual stream, attention and MLP
 outputs (summed over the hidden dimension per position) and heads (at the input of
@@ -32,7 +36,7 @@ from .interventions import _first, _ids_tensor
 from .metrics import Reference
 from .result import DIRECTIONS
 from .sites import SiteMap, normalise_positions, site_map
-from .sweep import SweepOutput, _kinds
+from .sweeps import SweepOutput, _kinds
 
 # method -> rule set of the backward pass
 METHODS = {"relp": "relp", "atp": None}
@@ -83,16 +87,22 @@ def backward_rules(model: nn.Module, rules: str | None) -> Iterator[ModelPatch]:
 
     if rules not in RULES:
         raise InputError(f"unknown rule set '{rules}'; choose from relp, attnlrp, cp-lrp or none")
-    with lrp_rules(model, "attnlrp" if rules == "relp" else rules) as patch:
-        if rules == "relp":
-            sm = site_map(model)
-            if sm.family == "llama":
-                for layer in sm.layers:
-                    attn = layer.self_attn
-                    patch.hook_output(attn.q_proj, lambda _m, _a, out: _first(out).detach())
-                    patch.hook_output(attn.k_proj, lambda _m, _a, out: _first(out).detach())
-                    # undo AttnLRP's half share of A*V: with A constant, V takes all of it
-                    patch.hook_output(attn.v_proj, lambda _m, _a, out: scale_grad(_first(out), 2.0))
+    sm = site_map(model)
+    if rules == "relp" and sm.family != "llama":
+        from lrp_llm.archs import get_arch
+
+        rules_here = get_arch(model).default_method  # e.g. MambaLRP: no attention to hold constant
+    else:
+        rules_here = "attnlrp" if rules == "relp" else rules
+    with lrp_rules(model, rules_here) as patch:
+        if rules == "relp" and sm.family == "llama":
+            for layer in sm.layers:
+                attn = layer.self_attn
+                # AH-rule: the attention pattern is a constant; relevance flows through the values only
+                patch.hook_output(attn.q_proj, lambda _m, _a, out: _first(out).detach())
+                patch.hook_output(attn.k_proj, lambda _m, _a, out: _first(out).detach())
+                # ... which then take all of A*V's share instead of AttnLRP's half
+                patch.hook_output(attn.v_proj, lambda _m, _a, out: scale_grad(_first(out), 2.0))
         yield patch
 
 

@@ -35,13 +35,9 @@ def _colour(v: float, scale: float) -> str:
 
 def _centre(g: Grid, result: PatchingResult) -> np.ndarray:
     """Values shown as change from the unpatched base run (what the colour means)."""
-    v = g.values.astype(np.float64)
-    if g.metric == "logit_diff":
-        base = result.baseline["corrupted" if g.direction == "denoise" else "clean"]["logit_diff"]
-        return v - base
-    if g.metric == "recovery":
-        return v - (0.0 if g.direction == "denoise" else 1.0)
-    return -v if g.direction == "denoise" else v  # KL from clean: lower is closer to clean
+    change = g.values.astype(np.float64) - result.unpatched(g)
+    # KL from the clean run: a drop is a move toward it
+    return -change if g.metric == "kl" else change
 
 
 def grid_html(g: Grid, result: PatchingResult) -> str:

@@ -57,9 +57,10 @@ class Grid:
             return f"{self.rows[row]}.head.{column}"
         return self.rows[row]
 
-    def top(self, k: int = 5) -> list[tuple[int, int, float]]:
-        """The ``k`` cells with the largest |value|: (row, column, value)."""
-        flat = np.nan_to_num(np.abs(self.values), nan=-1.0).ravel()
+    def top(self, k: int = 5, *, centre: float = 0.0) -> list[tuple[int, int, float]]:
+        """The ``k`` cells whose value is farthest from ``centre`` (e.g. the unpatched
+        run's value, :meth:`PatchingResult.unpatched`): (row, column, value)."""
+        flat = np.nan_to_num(np.abs(self.values.astype(np.float64) - centre), nan=-1.0).ravel()
         order = np.argsort(-flat, kind="stable")[:k]
         n = self.values.shape[1]
         return [(int(i // n), int(i % n), float(self.values.ravel()[i])) for i in order]
@@ -126,6 +127,15 @@ class PatchingResult:
         have = ", ".join(sorted({f"{g.kind}/{g.method}/{g.direction}/{g.metric}" for g in self.grids}))
         raise InputError(f"no grid {kind}/{method}/{direction}/{metric} in this result; it has: {have}")
 
+    def unpatched(self, grid: Grid) -> float:
+        """The metric of the unpatched base run of ``grid``'s direction (what "no effect" reads)."""
+        base = "corrupted" if grid.direction == "denoise" else "clean"
+        if grid.metric == "logit_diff":
+            return float(self.baseline[base]["logit_diff"])
+        if grid.metric == "recovery":
+            return 0.0 if grid.direction == "denoise" else 1.0
+        return float(self.baseline[base].get("kl", float("nan")))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
@@ -141,7 +151,9 @@ class PatchingResult:
             "baseline": {k: {m: _num(v) for m, v in d.items()} for k, d in self.baseline.items()},
             "directions": {d: DIRECTION_HELP[d] for d in sorted({g.direction for g in self.grids})},
             "grids": [g.to_dict() for g in self.grids],
-            "correlations": [{k: (_num(v) if isinstance(v, float) else v) for k, v in c.items()} for c in self.correlations],
+            "correlations": [
+                {k: (_num(v) if isinstance(v, float) else v) for k, v in c.items()} for c in self.correlations
+            ],
             "seconds": self.seconds,
             "timings": dict(self.timings),
             "meta": dict(self.meta),

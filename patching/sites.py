@@ -61,7 +61,11 @@ class Site:
         if isinstance(name, Site):
             return name
         m = _NAME.match(name.strip())
-        if m is None or (m.group(3) == "head" and m.group(2) != "attn") or (m.group(3) == "neuron" and m.group(2) != "mlp"):
+        if (
+            m is None
+            or (m.group(3) == "head" and m.group(2) != "attn")
+            or (m.group(3) == "neuron" and m.group(2) != "mlp")
+        ):
             raise InputError(
                 f"unknown site '{name}'; sites look like layer.3.resid, layer.3.attn, layer.3.mlp, "
                 "layer.3.mixer, layer.3.attn.head.2 or layer.3.mlp.neuron.17"
@@ -133,9 +137,13 @@ class SiteMap:
                 f"site '{s.name}' does not exist in a {self.family}-family model; its kinds are {', '.join(self.kinds)}"
             )
         if not 0 <= s.layer < self.n_layers:
-            raise InputError(f"site '{s.name}': layer {s.layer} is out of range; the model has layers 0..{self.n_layers - 1}")
+            raise InputError(
+                f"site '{s.name}': layer {s.layer} is out of range; the model has layers 0..{self.n_layers - 1}"
+            )
         if s.kind == "head" and not 0 <= int(s.index) < self.n_heads:
-            raise InputError(f"site '{s.name}': head {s.index} is out of range; layers have heads 0..{self.n_heads - 1}")
+            raise InputError(
+                f"site '{s.name}': head {s.index} is out of range; layers have heads 0..{self.n_heads - 1}"
+            )
         if s.kind == "neuron" and not 0 <= int(s.index) < self.n_neurons:
             raise InputError(
                 f"site '{s.name}': neuron {s.index} is out of range; MLPs have neurons 0..{self.n_neurons - 1}"

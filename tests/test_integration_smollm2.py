@@ -64,3 +64,14 @@ def test_every_method_runs_and_reports_its_conservation(smollm2, normandy, metho
         assert all(abs(r - 1.0) < 1e-3 for r in ratios)
     # logits do not depend on the method
     assert [round(t.logit, 3) for t in a.targets] == [round(t.logit, 3) for t in normandy.targets[:4]]
+
+
+def test_bfloat16_model_gives_finite_relevance_close_to_float32(normandy):
+    model, tok = load_model(dtype="bfloat16")
+    n = normandy.prompt_length
+    a = explain(model, tok, QUESTION, context=CONTEXT, answer_ids=normandy.input_ids[n : n + 3], method="attnlrp")
+    for half, full in zip(a.targets, normandy.targets[:3]):
+        r = torch.tensor(half.relevance)
+        assert torch.isfinite(r).all()
+        corr = torch.corrcoef(torch.stack([r, torch.tensor(full.relevance)]))[0, 1]
+        assert corr > 0.8, corr

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from lrp_llm.attribution import Attribution, TargetRelevance
 from lrp_llm.export import longrange_section, token_section
-from lrp_llm.export.common import LEVELS, clean_text, level, level_class
+from lrp_llm.export.common import LEVELS, clean_text, esc, level, level_class
 from lrp_llm.export.html import attribution_html
 from lrp_llm.export.report import patching_report, similarity_report, write_report
 from lrp_llm.words import aggregate, word_spans
@@ -54,7 +54,7 @@ TAGS = {
 ATTRS = {
     "lang", "charset", "http-equiv", "content", "name", "id", "class", "title", "href", "data-t", "type",
     "for", "width", "height", "viewbox", "role", "aria-label", "aria-hidden", "x", "y", "x1", "y1", "x2", "y2",
-    "text-anchor", "transform", "fill", "stroke-width", "d", "font-weight", "alt", "src",
+    "text-anchor", "transform", "fill", "stroke-width", "d", "font-weight", "alt", "src", "hidden",
 }  # fmt: skip
 VOID = {"meta", "input", "br", "img"}
 SVG_SELF_CLOSING = {"line", "rect", "path"}
@@ -337,26 +337,47 @@ def test_large_input_stays_compact():
 # ------------------------------------------------------------------ long range
 def test_longrange_profile_by_hand():
     tokens = [f"t{i}" for i in range(40)]
-    a = make_attribution(tokens, 38, targets=[38])
+    a = make_attribution(tokens, 38, targets=[38, 39])
     r = np.zeros(38, dtype=np.float32)
     r[0], r[5], r[30], r[37] = 2.0, -1.0, 0.5, 4.0  # distances 38, 33, 8, 1
     a.targets[0].relevance = r
+    a.targets[1].relevance = np.zeros(39, dtype=np.float32)
+    a.targets[1].relevance[38] = 1.0  # distance 1 for the second target
     d = longrange_section.profile(a, far=32)
     assert d["edges"] == [1, 2, 4, 8, 16, 32, 64]
-    assert d["positive"] == [4.0, 0, 0, 0.5, 0, 2.0] and d["negative"] == [0, 0, 0, 0, 0, 1.0]
-    assert d["far_share"] == pytest.approx(3.0 / 7.5)
+    assert d["positive"] == [5.0, 0, 0, 0.5, 0, 2.0] and d["negative"] == [0, 0, 0, 0, 0, 1.0]
+    assert d["far_share"] == pytest.approx(3.0 / 8.5)
     assert [(f["index"], f["distance"], f["value"]) for f in d["far_tokens"]] == [(0, 38, 2.0), (5, 33, -1.0)]
+    # per answer token, through lrp_llm.longrange.summarize
+    one = longrange_section.per_target(a, far=32)[0]
+    assert one["far_share"] == pytest.approx(3.0 / 7.5) and one["positive"] == [4.0, 0, 0, 0.5, 0, 2.0]
+    assert one["farthest"] == {"index": 0, "distance": 38, "token": "t0", "fraction": 0.1}
+    assert one["share_beyond"] == {100: 0.0, 1000: 0.0}
     doc = attribution_html(a)
-    assert "id='longrange'" in doc and "40.0% of all |relevance|" in doc
     tree = parse_tree(doc)
+    blocks = {at["id"]: "hidden" in at for t, at in tree.elements if t == "div" and at.get("class") == "lr"}
+    assert blocks == {"lr-sum": False, "lr-t0": True, "lr-t1": True}  # the script shows the selected one
+    assert "35.3% of all |relevance| lies more than 32 tokens" in doc and "40.0% of all |relevance|" in doc
     svg_rects = [at for t, at in tree.elements if t == "rect" and at.get("class") in ("pos", "neg")]
-    assert len(svg_rects) == 2 * 6
+    assert len(svg_rects) == 3 * 2 * 6
     # short inputs have no long-range section; a given dict (absolute/signed form) is shown as is
     assert "id='longrange'" not in attribution_html(make_attribution(tokens[:6], 4))
     given_d = {"edges": [1, 2, 4], "absolute": [1.0, 3.0], "signed": [1.0, -1.0], "far": 2, "far_share": 0.75}
     doc = attribution_html(make_attribution(tokens[:6], 4), longrange=given_d)
-    assert "75.0% of all |relevance|" in doc and "No token lies that far back" in doc
+    assert "75.0% of all |relevance|" in doc and "No relevant token lies that far back" in doc
     parse_tree(doc)
+
+
+def test_longrange_result_objects_render():
+    from lrp_llm.longrange import summarize
+
+    rng = np.random.default_rng(0)
+    tokens = [f"<{i}>" for i in range(300)]
+    lr = summarize(rng.normal(size=300), tokens, far_distance=100)
+    doc = longrange_section.render(lr)
+    assert f"{lr.share_beyond[100]:.1%} of all |relevance| lies more than 100 tokens" in doc
+    assert all(f"<td class='mono'>{esc(repr(f.text))}</td>" in doc for f in lr.far_tokens)
+    assert doc.count("<g><title>distance") == len(lr.bins.counts)
 
 
 # ----------------------------------------------------------- image, files, CLI
@@ -412,3 +433,42 @@ def test_explain_html_writes_the_report(tiny_dir, tmp_path):
     assert len(data["sel"]) == 3 and data["def"] == -1
     assert any(t == "nav" for t, _ in tree.elements) and "Σ relevance / logit" in doc
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]  # no temporary file left
+
+
+def test_reports_are_written_with_the_usual_file_permissions(tmp_path):
+    import os
+
+    path = tmp_path / "r.html"
+    write_report(path, "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_patching_grid_colours_the_change_from_the_unpatched_run():
+    from lrp_llm.export.patching_section import unpatched
+    from patching.result import Grid, PatchingResult
+
+    values = np.array([[0.5, -1.0], [2.0, float("nan")]])
+    grids = [
+        Grid("resid", "sweep", "denoise", "logit_diff", ["layer.0.resid", "layer.1.resid"], ["a", "b"], values),
+        Grid("resid", "sweep", "noise", "kl", ["layer.0.resid", "layer.1.resid"], ["a", "b"], values),
+    ]
+    r = PatchingResult(
+        model="m", clean_tokens=["a", "b"], corrupted_tokens=["c", "b"], clean_ids=[1, 2], corrupted_ids=[3, 2],
+        answer=" x", wrong=" y", answer_id=5, wrong_id=6,
+        baseline={"clean": {"logit_diff": 2.0, "p_answer": 0.6, "p_wrong": 0.1, "kl": 0.0},
+                  "corrupted": {"logit_diff": -1.0, "p_answer": 0.1, "p_wrong": 0.6, "kl": 1.5}},
+        grids=grids,
+    )  # fmt: skip
+    assert unpatched(r.to_dict(), "denoise", "logit_diff") == r.unpatched(grids[0]) == -1.0
+    assert unpatched(r.to_dict(), "noise", "kl") == r.unpatched(grids[1]) == 0.0
+    for source in (r, r.to_dict()):
+        tree = parse_tree(patching_report(source))
+        cells = [at["class"] for t, at in tree.elements if t == "rect" and "class" in at]
+        # logit_diff, denoise: change from -1.0 is [1.5, 0], [3, nan] -> scale 3
+        assert cells[:4] == ["p5", "p0", "p10", "nan"]
+        # kl, noise: change from 0, negated (a drop of KL is toward the clean run): [-0.5, 1], [-2, nan]
+        assert cells[4:8] == ["n2", "p5", "n10", "nan"]  # -2.5 rounds half up to -2
+        titles = [tree.text_of(i) for i, (t, _) in enumerate(tree.elements) if t == "title"]
+        assert "layer.1.resid @ position 0 'a': logit_diff = 2 (unpatched -1)" in titles

@@ -72,6 +72,9 @@ def test_choosing_an_answer_token_recolours_the_prompt(browser, report, tmp_path
     assert second == expected_classes(a, 3, words=False) and second != first
     assert browser.eval("location.hash") == "#t3"
     assert browser.eval("document.querySelector('nav.answers a.sel').getAttribute('data-t')") == "3"
+    # the long-range section follows the selection
+    shown_lr = "Array.from(document.querySelectorAll('div.lr')).filter(d => !d.hidden).map(d => d.id)"
+    assert browser.eval(shown_lr) == ["lr-t3"]
     # hover text is the value
     j = int(np.argmax(np.abs(a.targets[3].relevance)))
     shown = float(browser.eval(f"document.getElementById('tv0').children[{j}].title"))
@@ -79,6 +82,7 @@ def test_choosing_an_answer_token_recolours_the_prompt(browser, report, tmp_path
     # the summed view and the arrow keys
     browser.eval("document.querySelector('nav.answers a[data-t=\"-1\"]').click()")
     assert browser.eval(CLASSES.format(view="tv0")) == expected_classes(a, -1, words=False)
+    assert browser.eval(shown_lr) == ["lr-sum"]
     browser.eval("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowRight'}))")
     assert browser.eval(CLASSES.format(view="tv0")) == expected_classes(a, 0, words=False)
     # the word view: visible after ticking the box, coloured per word
@@ -107,6 +111,7 @@ def test_without_script_every_answer_token_is_still_shown(browser, report):
     assert browser.eval(CLASSES.format(view="tv0")) == expected_classes(a, -1, words=False)
     blocks = browser.eval("Array.from(document.querySelectorAll('div.block')).map(b => b.id)")
     assert blocks == [f"t{i}" for i in range(len(a.targets))]
+    assert browser.eval("Array.from(document.querySelectorAll('div.lr')).filter(d => !d.hidden).length") == 1
     assert browser.eval(CLASSES.format(view="b2-0")) == expected_classes(a, 2, words=False)
     # the word view works by CSS alone
     browser.eval("document.getElementById('wordtoggle').click()")

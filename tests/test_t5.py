@@ -209,3 +209,18 @@ def test_batched_relevance_equals_one_example_at_a_time(method):
     for (src, dec), s, a in zip(batch, sources, answers):
         one = seq2seq_relevance(model, s, a, method=method)
         assert torch.allclose(src, one["source"], atol=1e-9) and torch.allclose(dec, one["decoder"], atol=1e-9)
+
+
+def test_mt5_with_fewer_decoder_layers_gets_the_same_rules():
+    from transformers import MT5Config, MT5ForConditionalGeneration
+
+    config = MT5Config(vocab_size=40, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=1, num_heads=4,
+                       relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    model = MT5ForConditionalGeneration(config).eval()
+    ref = _logits(model)
+    with lrp_rules(model, "attnlrp"):
+        assert (_logits(model) - ref).abs().max() <= 1e-5
+    out = seq2seq_relevance(model.double(), SRC, ANSWER, method="cp-lrp")
+    ratio = (out["source"].sum(1) + out["decoder"].sum(1)) / out["logits"]
+    assert torch.allclose(ratio, torch.ones_like(ratio), rtol=0, atol=1e-4)

@@ -310,7 +310,7 @@ async def test_export_writes_html_and_json(tmp_path, backend, reference, fmt):
 
 
 async def test_long_range_view_bins_the_selected_token(backend, reference):
-    from tui.distance import relevance_by_distance
+    from lrp_llm.longrange import relevance_by_distance, share_beyond
     from tui.widgets.histogram import DistanceHistogram
 
     app = XaiApp(backend)
@@ -322,9 +322,10 @@ async def test_long_range_view_bins_the_selected_token(backend, reference):
         assert app.current_mode == "longrange"
         screen = app.screen
         profile = screen.query_one(DistanceHistogram).profile
-        expected = relevance_by_distance(reference.targets[2].relevance, far=32)
+        expected = relevance_by_distance(reference.targets[2].relevance)
         np.testing.assert_allclose(profile.signed, expected.signed, rtol=1e-5, atol=1e-6)
-        assert profile.far_share == pytest.approx(expected.far_share)
+        share = share_beyond(reference.targets[2].relevance, 32)
+        assert f"{100 * share:.1f}% of |relevance| lies more than 32" in str(screen.query_one("#far-share").render())
         # the shared cursor: moving here changes the selection of the main view too
         await pilot.press("right")
         assert app.target == 3
@@ -334,7 +335,7 @@ async def test_long_range_view_bins_the_selected_token(backend, reference):
         prompt = screen.query_one("#lr-prompt", TokenFlow)
         r = reference.targets[3].relevance
         p = reference.targets[3].position
-        far = [j for j in range(p) if p - j >= 4]
+        far = [j for j in range(p) if p - j > 4]
         assert prompt.highlight == max(far, key=lambda j: (abs(r[j]), -j))
         await pilot.press("f2")
         assert app.current_mode == "ask" and app.screen.query_one("#answer", AnswerTokens).cursor == 3
@@ -501,3 +502,34 @@ async def test_patching_errors_are_shown(backend):
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert app.status[1] == "error" and "same number of tokens" in app.status[0]
+
+
+class LateBackend(ModelBackend):
+    """Hands over a tiny model only when the app loads it, as a checkpoint on disk would be."""
+
+    def __init__(self, model, tokenizer) -> None:
+        super().__init__(name="late")
+        self._parts = (model, tokenizer)
+
+    def load(self) -> str:
+        self.model, self.tokenizer = self._parts
+        return "tiny"
+
+
+async def test_question_from_the_command_line_is_asked_once_loaded(reference):
+    from lrp_llm.explanation import explain
+
+    loaded = tui_backend()
+    model, tokenizer = loaded.model, loaded.tokenizer
+    backend = LateBackend(model, tokenizer)  # not loaded yet: the question waits for the model
+    app = XaiApp(backend, question=QUESTION, context=CONTEXT, max_new_tokens=3)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(100):
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            if app.attribution is not None:
+                break
+        assert app.model_state == "ready"
+        expected = explain(model, tokenizer, QUESTION, context=CONTEXT, generate=3)
+        assert app.attribution.tokens == expected.tokens and len(app.attribution.targets) == 3
+        assert app.screen.query_one("#question").value == QUESTION

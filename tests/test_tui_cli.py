@@ -132,7 +132,7 @@ def test_checkpoint_argument_builds_a_model_backend(tmp_path, monkeypatch):
 
 
 def test_first_screen_paints_before_torch_is_imported():
-    """The app's module and its first screen need neither torch nor transformers."""
+    """The app's module and its first screen need neither torch, transformers nor numpy."""
     code = (
         "import sys, asyncio\n"
         "from tui.app import XaiApp\n"
@@ -142,7 +142,7 @@ def test_first_screen_paints_before_torch_is_imported():
         "        await pilot.pause()\n"
         "        print(type(app.screen).__name__)\n"
         "asyncio.run(main())\n"
-        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))\n"
     )
     start = time.perf_counter()
     proc = _run(code)

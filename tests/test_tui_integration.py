@@ -24,6 +24,7 @@ def anyio_backend():
     return "asyncio"
 
 
+@pytest.mark.slow
 async def test_app_on_smollm2_shows_the_library_relevance():
     from lrp_llm.explanation import explain
     from tui.app import XaiApp

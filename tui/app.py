@@ -108,8 +108,8 @@ class XaiApp(App[None]):
         self._job = 0
         self._current: dict[str, int] = {}  # the live job of each worker group
         self._pending: AskRequest | None = None
-        for v in available_views():
-            self.add_mode(v.id, v.screen_class())
+        for v in available_views():  # a view's module is imported when it is first shown
+            self.add_mode(v.id, lambda v=v: v.screen_class()())
         self.set_reactive(XaiApp.method, method)
         self.set_reactive(XaiApp.chat, chat)
 
@@ -123,7 +123,9 @@ class XaiApp(App[None]):
             self.open_result(self.result_path)
         elif self.backend is not None:
             if self.initial_question:
-                self.ask(AskRequest(self.initial_question, self.initial_context, self.chat, self.method))
+                self.ask(
+                    AskRequest(self.initial_question, self.initial_context, self.chat, self.method, self.max_new_tokens)
+                )
             self.load_model()
 
     def load_model(self) -> None:

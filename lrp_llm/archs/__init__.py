@@ -67,8 +67,10 @@ def find_arch(model: nn.Module) -> ArchSpec | None:
 
 def _load_families() -> None:
     # Imported lazily so that registering needs no import order.
-    from . import bert  # noqa: F401
-    from . import llama  # noqa: F401
-    from . import mamba  # noqa: F401
-    from . import t5  # noqa: F401
-    from . import vit  # noqa: F401
+    from . import (
+        bert,  # noqa: F401
+        llama,  # noqa: F401
+        mamba,  # noqa: F401
+        t5,  # noqa: F401
+        vit,  # noqa: F401
+    )

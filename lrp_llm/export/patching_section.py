@@ -1,6 +1,11 @@
 """Patching section: the baselines, the correlations of estimates with the real sweep, and
 every layer x position (or layer x head) grid as an SVG heatmap with values on hover.
 
+Colours show each cell's change from the unpatched run of its direction (what "no
+effect" reads, :meth:`patching.result.PatchingResult.unpatched`): red moves the metric
+toward the clean run, blue away from it (KL is a distance from the clean run, so a
+drop is red); each grid has its own symmetric scale.
+
 Input: a :class:`patching.result.PatchingResult` or its ``to_dict()``: ``clean_tokens``,
 ``corrupted_tokens``, ``answer``, ``wrong``, ``baseline`` (``{"clean": {"logit_diff",
 "p_answer", "p_wrong"}, "corrupted": {...}}``), ``grids`` (each ``kind``, ``method``,
@@ -10,6 +15,7 @@ cells), ``correlations`` (``method``, ``kind``, ``direction``, ``pearson_r``), `
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -30,30 +36,53 @@ def _values(g: dict[str, Any]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(len(g["rows"]), len(g["columns"]))
 
 
-def grid_block(g: dict[str, Any]) -> str:
+def unpatched(d: dict[str, Any], direction: str, metric: str) -> float:
+    """The metric of the unpatched base run (the rule of ``PatchingResult.unpatched``, for dicts)."""
+    base = (d.get("baseline") or {}).get("corrupted" if direction == "denoise" else "clean") or {}
+    if metric == "logit_diff":
+        v = base.get("logit_diff")
+    elif metric == "recovery":
+        v = 0.0 if direction == "denoise" else 1.0
+    else:
+        v = base.get(metric)
+    return float("nan") if v is None else float(v)
+
+
+def grid_block(g: dict[str, Any], centre: float = 0.0) -> str:
+    """One grid; colours are ``value - centre`` (negated for KL), hover shows both."""
     values = _values(g)
     rows, cols = [str(r) for r in g["rows"]], [str(c) for c in g["columns"]]
     kind = str(g["kind"])
     axis = "head" if kind == "head" else "position"
+    centre = centre if centre == centre else 0.0  # NaN (unknown base) -> raw values
+    change = (values - centre) * (-1.0 if g["metric"] == "kl" else 1.0)
 
-    def tip(r: int, c: int, v: float) -> str:
+    def tip(r: int, c: int, _: float) -> str:
         site = f"{rows[r]}.head.{c}" if kind == "head" else rows[r]
         where = cols[c] if kind == "head" else f"position {c} {cols[c]!r}"
-        return f"{site} @ {where}: {fmt(v)}"
+        v = float(values[r, c])
+        return f"{site} @ {where}: {g['metric']} = {fmt(v)} (unpatched {fmt(centre)})"
 
-    svg, scale = grid_svg(values, rows, cols, tip, label=f"{kind} grid")
+    svg, scale = grid_svg(change, rows, cols, tip, label=f"{kind} grid")
     title = (
         f"{kind} \u00b7 {METHOD_NAMES.get(str(g['method']), g['method'])} \u00b7 {g['direction']} \u00b7 "
         f"{METRIC_NAMES.get(str(g['metric']), g['metric'])}"
     )
     return (
         f"<div class='pgrid'><h3>{esc(title)}</h3><p class='note'>rows: layers, columns: {axis}s</p>"
-        f"{legend('max |value| of this grid', scale=scale)}<div class='scroll'>{svg}</div></div>"
+        f"{legend('largest change from the unpatched run in this grid', scale=scale)}"
+        f"<div class='scroll'>{svg}</div></div>"
     )
 
 
 def render(result: Any) -> str:
     d = as_dict(result)
+    obj = result if hasattr(result, "unpatched") else None
+
+    def centre(g: dict[str, Any]) -> float:
+        key = SimpleNamespace(direction=str(g["direction"]), metric=str(g["metric"]))
+        return float(obj.unpatched(key)) if obj is not None else unpatched(d, key.direction, key.metric)
+
     base = d.get("baseline") or {}
     rows = []
     for name in ("clean", "corrupted"):
@@ -82,12 +111,14 @@ def render(result: Any) -> str:
         f"<p>clean prompt: <span class='mono'>{esc(''.join(d.get('clean_tokens', [])))}</span><br>"
         f"corrupted prompt: <span class='mono'>{esc(''.join(d.get('corrupted_tokens', [])))}</span></p>"
     )
-    grids = "".join(grid_block(g) for g in d.get("grids", []))
+    grids = "".join(grid_block(g, centre(g)) for g in d.get("grids", []))
     return (
         "<section id='patching'><h2>Patching</h2>"
         f"{prompts}{baseline}{f'<ul>{directions}</ul>' if directions else ''}{corr_table}"
+        "<p class='note'>Red: the patch moves the metric toward the clean run; blue: away from it; white: no "
+        "change from the unpatched run. Hover a cell for its site and value.</p>"
         f"{grids or '<p class=note>No grid in this result.</p>'}</section>"
     )
 
 
-__all__ = ["grid_block", "render"]
+__all__ = ["grid_block", "render", "unpatched"]

@@ -57,9 +57,9 @@ def explanation_report(
     """The report of an explanation.
 
     ``longrange``: ``"auto"`` adds the long-range section (pooled over every answer
-    token) when some input token lies ``far`` or more tokens before its target; ``None``
-    leaves it out; a dict or long-range result object (see ``longrange_section``) is
-    shown as given.
+    token, and per answer token following the selection) when some input token lies more
+    than ``far`` tokens before its target; ``None`` leaves it out; a dict or a
+    :class:`~lrp_llm.longrange.LongRange` (see ``longrange_section``) is shown as given.
     """
     title = title or f"{a.method} explanation \u2014 {a.model}"
     rules = a.meta.get("rules")
@@ -84,8 +84,8 @@ def explanation_report(
     body = [f"<h1>{esc(title)}</h1>", header, tokens_html]
     if longrange == "auto":
         reach = max((t.position for t in a.targets if len(t.relevance)), default=0)
-        if a.source_tokens is None and reach >= far:
-            body.append(longrange_section.render(longrange_section.profile(a, far=far)))
+        if a.source_tokens is None and reach > far:
+            body.append(longrange_section.attribution_section(a, far=far))
     elif longrange is not None:
         body.append(longrange_section.render(longrange))
     if a.targets:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -115,6 +116,8 @@ SCRIPT = r"""
       for (i = 0; i + 1 < w.length; i++) out.push([w[i], w[i + 1]]);
       return out;
     });
+    var lr = document.querySelectorAll("div.lr[id]"), want = t < 0 ? "lr-sum" : "lr-t" + t;
+    for (var q = 0; q < lr.length; q++) lr[q].hidden = lr[q].id !== want;
     document.getElementById("scale-t").textContent = num(st);
     document.getElementById("scale-w").textContent = num(sw);
     for (var i = 0; i < links.length; i++) {
@@ -203,6 +206,11 @@ def shown(token: str) -> str:
     return token.replace("\n", "\u21b5\n")
 
 
+@lru_cache(maxsize=1 << 16)
+def _token_html(token: str) -> str:
+    return esc(shown(token))
+
+
 @dataclass
 class _Cell:
     live: bool  # inside the explained part
@@ -230,7 +238,7 @@ def view_cells(
             v = 0.0
             for j in range(s, min(e, n)):
                 v += float(arr[j])
-            mark = k == last and any(s <= p < e for p in marks)
+            mark = k == last and not marks.isdisjoint(range(s, e))
             live = s < n
             if live:
                 scale = max(scale, abs(v))
@@ -250,7 +258,7 @@ def _spans(cells: list[_Cell], texts: list[str], scale: float) -> str:
         title = (
             "explained token" if c.mark and not c.live else (fmt(c.value) if c.live else "after the explained token")
         )
-        out.append(f'<span class="{cls}" title="{esc(title)}">{esc(shown(text))}</span>')
+        out.append(f'<span class="{cls}" title="{esc(title)}">{_token_html(text)}</span>')
     return "".join(out)
 
 

@@ -63,7 +63,7 @@ def make_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
 
 
-def alignment_hits(model, tokenizer, items: list[Example], method: str = "attnlrp", batch: int = 50) -> list[bool]:
+def alignment_hits(model, tokenizer, items: list[Example], method: str = "attnlrp", batch: int = 100) -> list[bool]:
     """For each output letter: is the most relevant source token the letter it copies?
 
     The answer is forced to the correct target (so a wrong prediction does not change the

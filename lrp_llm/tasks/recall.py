@@ -107,3 +107,44 @@ def tokenizer():
     return PreTrainedTokenizerFast(
         tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
+
+
+def batch_relevance(model, ids: np.ndarray, answers: np.ndarray, method: str = "mambalrp", batch: int = 32):
+    """Relevance (n, length) of every input token for the answer logit of each sequence.
+
+    Sequences are independent, so one backward pass of the summed answer logits of a
+    batch gives each sequence's own explanation. ``method``: an LRP rule set of the
+    model's family ("mambalrp", "attnlrp", "cp-lrp") or "grad-x-input".
+    """
+    import torch
+
+    from ..context import lrp_rules
+
+    rules = None if method == "grad-x-input" else method
+    out = np.zeros(ids.shape, dtype=np.float64)
+    flags = [p.requires_grad for p in model.parameters()]
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        with lrp_rules(model, rules):
+            for i in range(0, len(ids), batch):
+                x = torch.from_numpy(ids[i : i + batch])
+                emb = model.get_input_embeddings()(x).detach().requires_grad_(True)
+                logits = model(inputs_embeds=emb, use_cache=False, logits_to_keep=1).logits[:, -1]
+                target = logits.gather(1, torch.from_numpy(answers[i : i + batch]).long()[:, None]).sum()
+                (grad,) = torch.autograd.grad(target, emb)
+                out[i : i + batch] = (emb.detach() * grad).sum(-1).double().numpy()
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+    return out
+
+
+def top1_hits(relevance: np.ndarray, data: Batch, *, exclude_query: bool = False) -> np.ndarray:
+    """Whether each sequence's most relevant token is the far key or value (optionally not counting
+    the query key at the end, which is the question itself)."""
+    r = relevance.copy()
+    if exclude_query:
+        r[:, -1] = -np.inf
+    top = r.argmax(1)
+    return (top == data.value_pos) | (top == data.key_pos)

@@ -6,7 +6,7 @@ import argparse
 
 from .common import add_model_args, add_output_args, check_output_paths, load_model_from_args
 
-METHODS = ("attnlrp", "cp-lrp", "grad-x-input", "saliency", "integrated-gradients", "random")
+METHODS = ("attnlrp", "cp-lrp", "mambalrp", "grad-x-input", "saliency", "integrated-gradients", "random")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     target.add_argument("--generate", type=int, metavar="N", help="greedy answer of up to N tokens (default 20)")
     m = p.add_argument_group("method")
     m.add_argument(
-        "--method", choices=METHODS, help="attribution method (default: attnlrp; image classifiers: their family's)"
+        "--method",
+        choices=METHODS,
+        help="attribution method (default: the model family's: attnlrp; mambalrp for Mamba; image classifiers: theirs)",
     )
     m.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
     m.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             context=args.context,
             target=args.target,
             generate=args.generate,
-            method=args.method or "attnlrp",
+            method=args.method,
             steps=args.steps,
             chat=args.chat,
             system=args.system,

@@ -106,9 +106,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         result.save(args.json)
     if args.html:
-        from patching.report import result_html
+        from lrp_llm.export.report import patching_report
 
-        write_atomic(args.html, result_html(result))
+        write_atomic(args.html, patching_report(result))
     return 0
 
 
@@ -120,23 +120,28 @@ def render_result(console, result, *, top: int = 5) -> None:
 
     console.print(Text.assemble(("model ", "dim"), result.model, ("  ", ""), (f"{result.seconds:.1f} s", "dim")))
     console.print(
-        Text.assemble(("answer ", "dim"), (compact(result.answer), "bold green"), ("  wrong ", "dim"), compact(result.wrong))
+        Text.assemble(
+            ("answer ", "dim"), (compact(result.answer), "bold green"), ("  wrong ", "dim"), compact(result.wrong)
+        )
     )
     for name, b in result.baseline.items():
         console.print(
             f"{name:>9} run: logit diff {b['logit_diff']:+.3f}   p(answer) {b['p_answer']:.3f}   p(wrong) {b['p_wrong']:.3f}"
         )
     if top:
-        table = Table(show_edge=False, header_style="bold", title="strongest sites")
-        for col in ("grid", "site", "token", "value"):
-            table.add_column(col, justify="right" if col == "value" else "left")
+        # the real sweep when there is one, else the estimate; ranked by change from the unpatched run
+        shown = "sweep" if any(g.method == "sweep" for g in result.grids) else "relp"
+        table = Table(show_edge=False, header_style="bold", title=f"strongest sites ({shown}, recovery)")
+        for col in ("direction", "site", "token", "recovery"):
+            table.add_column(col, justify="right" if col == "recovery" else "left")
         for g in result.grids:
-            if g.metric not in ("recovery", "kl") or (g.method != "sweep" and g.metric != "recovery"):
+            if g.method != shown or g.metric != "recovery":
                 continue
-            for r, c, v in g.top(top):
+            for r, c, v in g.top(top, centre=result.unpatched(g)):
                 token = compact(g.columns[c]) if g.kind != "head" else ""
-                table.add_row(f"{g.kind}/{g.method}/{g.direction}/{g.metric}", g.site(r, c), token, f"{v:+.3f}")
-        console.print(table)
+                table.add_row(g.direction, g.site(r, c), token, f"{v:+.3f}")
+        if table.row_count:
+            console.print(table)
     if result.correlations:
         table = Table(show_edge=False, header_style="bold", title="attribution patching vs sweep (Pearson r)")
         for col in ("site", "direction", "method", "r"):

@@ -1,7 +1,7 @@
 """Long range: how far back the selected answer token's relevance reaches.
 
 A histogram of relevance by token distance (log2 bins), the share of |relevance| that
-lies at least ``far`` tokens back, and the far tokens ranked by |relevance|; selecting
+lies more than ``far`` tokens back, and the far tokens ranked by |relevance|; selecting
 one scrolls the input to it. Nothing here is model-specific: transformers and Mamba
 models give the same kind of relevance vector.
 """
@@ -24,7 +24,7 @@ from ..widgets.sources import Source, SourcesList, compact
 from ..widgets.tokenflow import AnswerTokens, TokenFlow
 from .base import Command, ViewScreen
 
-FAR_CHOICES = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+FAR_CHOICES = (4, 8, 16, 32, 64, 100, 128, 256, 512, 1000, 2048, 4096)
 
 
 class LongRangeScreen(ViewScreen):
@@ -38,7 +38,7 @@ class LongRangeScreen(ViewScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.far = 32
+        self.far = 32  # tokens more than this far back count as far context
         self.profile = None
         self._far_tokens: list[int] = []
         self._jump = -1
@@ -75,7 +75,7 @@ class LongRangeScreen(ViewScreen):
         self._show_target()
 
     def _show_target(self) -> None:
-        from ..distance import far_tokens, relevance_by_distance
+        from lrp_llm.longrange import far_tokens, relevance_by_distance, share_beyond
 
         a = self.xai.attribution
         if a is None or not a.targets:
@@ -86,25 +86,26 @@ class LongRangeScreen(ViewScreen):
         if answer.cursor != t:
             answer.set_answer(answer.tokens, t)
         answer.border_title = f"Answer · token {t + 1}/{len(a.targets)} · ←/→ or mouse"
-        profile = relevance_by_distance(tr.relevance, far=self.far)
+        profile = relevance_by_distance(tr.relevance)
         self.profile = profile
-        self.query_one(DistanceHistogram).show(profile)
+        self.query_one(DistanceHistogram).show(profile, self.far)
+        share = share_beyond(tr.relevance, self.far)
         self.query_one("#far-share", Static).update(
-            f"[b]{100 * profile.far_share:.1f}%[/] of |relevance| lies ≥ {self.far} tokens back"
+            f"[b]{100 * share:.1f}%[/] of |relevance| lies more than {self.far} tokens back"
             f" [dim]({tr.position} tokens before it; +/- change)[/]"
         )
-        far = far_tokens(tr.relevance, self.far, k=30)
+        far = far_tokens(tr.relevance, a.tokens, min_distance=self.far, k=30)
         sources = self.query_one("#far-tokens", SourcesList)
-        sources.show([Source(j, a.tokens[j], value, d) for j, d, value in far])
+        sources.show([Source(f.index, a.tokens[f.index], f.relevance, f.distance) for f in far])
         if not far:
             sources.add_option(
                 Option(
-                    f"no token is {self.far} or more back ({tr.position} tokens before this one); press -",
+                    f"no token is more than {self.far} back ({tr.position} tokens before this one); press -",
                     disabled=True,
                 )
             )
-        sources.border_title = f"Far tokens (distance ≥ {self.far})"
-        self._far_tokens = [j for j, _, _ in far]
+        sources.border_title = f"Far tokens (more than {self.far} back)"
+        self._far_tokens = [f.index for f in far]
         self._jump = -1
         prompt = self.query_one("#lr-prompt", TokenFlow)
         prompt.set_tokens(a.tokens, tr.relevance, target=tr.position, dim_from=tr.position + 1)
@@ -142,12 +143,12 @@ class LongRangeScreen(ViewScreen):
     def commands(self) -> Iterable[Command]:
         yield (
             "Far threshold: farther",
-            "Double the distance that counts as far context (+)",
+            "Raise the distance that counts as far context (+)",
             lambda: self.action_far(1),
         )
         yield (
             "Far threshold: nearer",
-            "Halve the distance that counts as far context (-)",
+            "Lower the distance that counts as far context (-)",
             lambda: self.action_far(-1),
         )
         if self._far_tokens:

@@ -32,10 +32,12 @@ class DistanceHistogram(Widget):
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self.profile = None
+        self.profile = None  # lrp_llm.longrange.DistanceBins
+        self.far = 0
 
-    def show(self, profile) -> None:
-        self.profile = profile
+    def show(self, profile, far: int) -> None:
+        """``profile``: a ``DistanceBins``; bins entirely beyond ``far`` tokens are drawn bold."""
+        self.profile, self.far = profile, far
         self.refresh(layout=True)
 
     def get_content_height(self, container, viewport, width: int) -> int:
@@ -53,7 +55,7 @@ class DistanceHistogram(Widget):
         text.append(f"{'distance':>9}  {'share of |R|':<{width}} {'ΣR':>8}  n\n", style="dim")
         for k in range(len(p.edges) - 1):
             lo, hi = p.edges[k], p.edges[k + 1]
-            far = lo >= p.far
+            far = lo > self.far
             color = POSITIVE if p.signed[k] >= 0 else NEGATIVE
             text.append(f"{bin_label(lo, hi):>9}  ", style="bold" if far else "")
             text.append(bar(float(shares[k]), width), style=Style(color=color.rich_color))

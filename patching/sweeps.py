@@ -90,7 +90,9 @@ def _row_hooks(edits: dict[tuple[int, str], _RowEdits]):
     try:
         for e in edits.values():
             if e.loc.where == "output":
-                handles.append(e.loc.module.register_forward_hook(lambda _m, _a, out, e=e: _with_first(out, e.apply(_first(out)))))
+                handles.append(
+                    e.loc.module.register_forward_hook(lambda _m, _a, out, e=e: _with_first(out, e.apply(_first(out))))
+                )
             else:
 
                 def pre(_m, args, kwargs, e=e):

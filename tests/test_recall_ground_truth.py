@@ -1,0 +1,96 @@
+"""Ground truth for long-range explanations: the committed recall models.
+
+``models/synthetic/recall-{mamba,mamba2,llama}`` were trained by
+``models/synthetic/train_recall.py`` (seeded; never in CI) on key-value recall: the
+answer is the value that followed the query key once, ``distance`` tokens back. The
+far key and value are the evidence; the query key at the end is the question itself
+and is not counted as evidence (it is always relevant: under MambaLRP the output gate
+of every layer hands half of the relevance to the current token).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lrp_llm.context import lrp_rules
+from lrp_llm.loading import load_model
+from lrp_llm.tasks import recall
+from tui.cli import main
+
+MODELS = Path(__file__).resolve().parents[1] / "models" / "synthetic"
+DISTANCE = 1024
+N = 50
+LRP = {"mamba": "mambalrp", "mamba2": "mambalrp", "llama": "attnlrp"}
+
+
+@pytest.fixture(scope="module", params=sorted(LRP))
+def trained(request):
+    model, tokenizer = load_model(MODELS / f"recall-{request.param}")
+    return request.param, model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return recall.held_out(N, DISTANCE, seed=31337)
+
+
+def test_the_models_recall_at_distance_1024(trained, held_out):
+    _, model, _ = trained
+    # the fast scan (for Mamba; equal to transformers' path within 1e-5, see test_mamba.py)
+    with torch.no_grad(), lrp_rules(model, None):
+        logits = model(input_ids=torch.from_numpy(held_out.ids), use_cache=False, logits_to_keep=1).logits[:, -1]
+    assert (logits.argmax(-1).numpy() == held_out.answer).mean() >= 0.98
+
+
+def test_lrp_points_at_the_far_key_or_value(trained, held_out):
+    arch, model, _ = trained
+    rel = recall.batch_relevance(model, held_out.ids, held_out.answer, LRP[arch])
+    hits = recall.top1_hits(rel, held_out, exclude_query=True)
+    assert hits.mean() >= 0.98, f"{arch}: {hits.mean():.2%}"
+    # and the far evidence carries a large share of all relevance
+    far = np.abs(rel[np.arange(N), held_out.value_pos]) + np.abs(rel[np.arange(N), held_out.key_pos])
+    assert np.median(far / np.abs(rel).sum(1)) > 0.2
+
+
+def test_batched_relevance_equals_explain(trained):
+    """The batched helper used above gives exactly what ``relevance()`` gives one sequence at a time."""
+    from lrp_llm.explanation import relevance
+
+    arch, model, _ = trained
+    data = recall.held_out(2, 60, seed=5)
+    batched = recall.batch_relevance(model, data.ids, data.answer, LRP[arch])
+    for i in range(2):
+        ids = [*data.ids[i].tolist(), int(data.answer[i])]
+        single = relevance(model, ids, [len(ids) - 1], method=LRP[arch])["relevance"][0, :-1].numpy()
+        assert np.allclose(batched[i], single, atol=1e-4 * np.abs(single).max())
+
+
+def test_longrange_cli_finds_the_value(tmp_path, capsys):
+    data = recall.held_out(1, 300, seed=2)
+    doc = tmp_path / "doc.txt"
+    doc.write_text(recall.text(data.ids[0]))
+    out = tmp_path / "lr.json"
+    code = main(["longrange", "--model", str(MODELS / "recall-mamba"), "--file", str(doc), "--json", str(out), "--quiet"])
+    assert code == 0
+    import json
+
+    d = json.loads(out.read_text())
+    target = d["targets"][0]
+    assert target["token"] == recall.VOCAB[data.answer[0]]
+    lr = target["longrange"]
+    assert lr["far_tokens"]["tokens"][0]["distance"] == 301  # the value, 300 before the query
+    assert lr["share_beyond"]["100"] > 0.2
+    text = capsys.readouterr().out
+    assert "most relevant tokens more than 100 back" in text and "301 back" in text
+
+
+def test_longrange_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["longrange", "--model", str(MODELS / "recall-mamba"), "--file", str(tmp_path / "nope.txt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no such file" in err and len(err.splitlines()) == 1
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    assert main(["longrange", "--model", str(MODELS / "recall-mamba"), "--file", str(empty)]) == 2
+    assert "empty" in capsys.readouterr().err

@@ -1,0 +1,166 @@
+"""``xai-tui evaluate``: faithfulness of attribution methods on a data set (perturbation curves, ABPC)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_model_args, add_output_args, check_output_paths, load_model_from_args
+
+STRATEGIES = ("zero", "neutral", "delete")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="measure how faithful each attribution method is on a data set",
+        description="Explain every item of a JSONL data set with each method, then remove the input tokens "
+        "in order of relevance (most relevant first, MoRF, and least relevant first, LeRF) and follow the "
+        "explained logit. Reports the area between the two curves (ABPC; larger = more faithful) with its "
+        "95%% confidence interval and the time per explanation. Data: one JSON object per line, QA items "
+        '{"context": ..., "question": ..., "answer": ...} or next-token items {"text": ..., "answer": " ..."}; '
+        "optional 'id' and 'evidence' (the span of the context that holds the answer). Ctrl-C stops cleanly.",
+    )
+    add_model_args(p)
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--data", required=True, metavar="FILE.jsonl", help="the items (e.g. benchmarks/data/qa.jsonl)")
+    g.add_argument(
+        "--methods",
+        metavar="LIST",
+        help="comma-separated: attnlrp, cp-lrp, mambalrp, grad-x-input, saliency, integrated-gradients[:STEPS], "
+        "random (default: the model's LRP method, grad-x-input, random)",
+    )
+    g.add_argument("--limit", type=int, metavar="N", help="use only the first N items")
+    g.add_argument("--strategy", choices=STRATEGIES, default="zero", help="how a token is removed (default: zero)")
+    g.add_argument(
+        "--steps", type=int, default=10, help="points per curve after the start (default 10: 10%% of tokens each)"
+    )
+    g.add_argument("--ig-steps", type=int, default=32, help="integrated-gradients steps when not given as :N")
+    g.add_argument("--neutral", default=" ", metavar="TEXT", help="replacement token of --strategy neutral")
+    g.add_argument("--batch-size", type=int, default=16, help="perturbed inputs per forward pass (default 16)")
+    g.add_argument(
+        "--only-answered",
+        action="store_true",
+        help="leave out items the model does not answer (default: force the expected answer and explain it)",
+    )
+    g.add_argument("--max-new-tokens", type=int, default=32, help="answer length searched for the expected answer")
+    add_output_args(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from lrp_llm.errors import InputError
+
+    for name in ("limit", "steps", "ig_steps", "batch_size", "max_new_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    check_output_paths(args.json, args.html)
+    from lrp_llm.evaluate import load_items, parse_method
+
+    items = load_items(args.data, limit=args.limit)  # bad data fails before the model loads
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    for m in methods or []:
+        parse_method(m)
+    err = Console(stderr=True)
+    out = Console()
+    model, tokenizer = load_model_from_args(args, err)
+    from lrp_llm.attribution import write_atomic
+    from lrp_llm.evaluate import check_methods, evaluate
+    from lrp_llm.explanation import default_method
+
+    if methods is None:
+        methods = [default_method(model), "grad-x-input", "random"]
+    check_methods(model, methods)
+
+    from ..render import progress_bar
+
+    with progress_bar(err, disabled=args.quiet) as bar:
+        tasks: dict[str, object] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                for t in tasks.values():
+                    bar.update(t, visible=False)
+                label = "answering" if stage == "answering" else f"explaining ({len(methods)} methods)"
+                tasks[stage] = bar.add_task(label, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        evaluation = evaluate(
+            model,
+            tokenizer,
+            items,
+            methods,
+            strategy=args.strategy,
+            steps=args.steps,
+            ig_steps=args.ig_steps,
+            neutral=args.neutral,
+            batch_size=args.batch_size,
+            only_answered=args.only_answered,
+            max_new_tokens=args.max_new_tokens,
+            model_name=args.model or "SmolLM2-135M-Instruct (bundled)",
+            progress=progress,
+        )
+    evaluation.meta["data"] = str(args.data)
+    render_evaluation(out, evaluation)
+    if args.json:
+        write_atomic(args.json, evaluation.to_json())
+    if args.html:
+        from lrp_llm.export.evaluation_html import evaluation_html
+
+        write_atomic(args.html, evaluation_html(evaluation))
+    return 0
+
+
+def render_evaluation(console, evaluation) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    ev = evaluation
+    console.print(
+        Text.assemble(
+            ("model ", "dim"),
+            ev.model,
+            ("  items ", "dim"),
+            f"{ev.n_items} ({ev.n_answered} answered by the model)",
+            ("  removal ", "dim"),
+            f"{ev.strategy}, {ev.steps} steps",
+        )
+    )
+    summary = ev.summary()
+    if not summary:
+        console.print("no item was evaluated (none answered; drop --only-answered to explain forced answers)")
+        return
+    loc = any(s.n_localised for s in summary)
+    table = Table(show_edge=False, header_style="bold")
+    columns = ["method", "n", "ABPC ± 95% CI", "ABPC (p)", "MoRF / LeRF AUC", "s / expl."]
+    if loc:
+        columns += ["top-1", "mass"]
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i in (0, 2))
+    best = max(s.abpc for s in summary)
+
+    def f(x, d=3):
+        return "–" if x is None or x != x else f"{x:.{d}f}"
+
+    for s in summary:
+        row = [
+            s.method,
+            str(s.n),
+            Text(f"{f(s.abpc)} ± {f(s.abpc_ci)}", style="bold green" if s.abpc == best else ""),
+            f(s.abpc_prob),
+            f"{f(s.morf_auc, 2)} / {f(s.lerf_auc, 2)}",
+            f(s.seconds, 2),
+        ]
+        if loc:
+            row += [f(s.top1, 2), f(s.mass, 2)]
+        table.add_row(*row)
+    console.print(table)
+    console.print(
+        Text(
+            "ABPC = area between the LeRF and MoRF curves of the explained logit (larger = more faithful; "
+            "random ≈ 0). top-1 / mass: the most relevant token lies on the evidence / share of positive "
+            "relevance on it.",
+            style="dim",
+        )
+    )
