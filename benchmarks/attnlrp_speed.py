@@ -66,8 +66,19 @@ def main() -> None:
             res[method] = best(lambda m=method: relevance(model, ids, [n - 1], method=m), reps, mem)
         g, a, c = res["grad-x-input"], res["attnlrp"], res["cp-lrp"]
         ckpt = "yes" if n > 4096 else "no"
-        rows.append([str(n), f"{g[0]:.2f}", f"{a[0]:.2f}", f"**{a[0] / g[0]:.2f}**", f"{c[0]:.2f}",
-                     f"{c[0] / g[0]:.2f}", f"{g[1]:.0f}", f"{a[1]:.0f}", ckpt])
+        rows.append(
+            [
+                str(n),
+                f"{g[0]:.2f}",
+                f"{a[0]:.2f}",
+                f"**{a[0] / g[0]:.2f}**",
+                f"{c[0]:.2f}",
+                f"{c[0] / g[0]:.2f}",
+                f"{g[1]:.0f}",
+                f"{a[1]:.0f}",
+                ckpt,
+            ]
+        )
         print(rows[-1], flush=True)
 
     # all tokens of an answer: one forward, one backward per token
@@ -84,8 +95,10 @@ def main() -> None:
             return model(inputs_embeds=e, logits_to_keep=keep, use_cache=False).logits
 
     t_forward, _ = best(forward_only, reps, mem)
-    one = min((relevance(model, ids, [positions[-1]], method="attnlrp")["timings"] for _ in range(reps)),
-              key=lambda t: t["forward"] + t["backward"])
+    one = min(
+        (relevance(model, ids, [positions[-1]], method="attnlrp")["timings"] for _ in range(reps)),
+        key=lambda t: t["forward"] + t["backward"],
+    )
     t_backward = one["backward"]
     t_all, _ = best(lambda: relevance(model, ids, positions, method="attnlrp"), reps, mem)
     t_sep, _ = best(lambda: [relevance(model, ids[: p + 1], [p], method="attnlrp") for p in positions], 1, mem)
@@ -99,8 +112,17 @@ def main() -> None:
         "Inputs above 4096 tokens recompute each block's activations in the backward pass (checkpointing), "
         "for every method alike.",
     ]
-    header = ["tokens", "grad x input (s)", "AttnLRP (s)", "AttnLRP / GxI", "CP-LRP (s)", "CP-LRP / GxI",
-              "peak GxI (MiB)", "peak AttnLRP (MiB)", "checkpointing"]
+    header = [
+        "tokens",
+        "grad x input (s)",
+        "AttnLRP (s)",
+        "AttnLRP / GxI",
+        "CP-LRP (s)",
+        "CP-LRP / GxI",
+        "peak GxI (MiB)",
+        "peak AttnLRP (MiB)",
+        "checkpointing",
+    ]
     path = write_table("attnlrp_speed", "AttnLRP speed and memory on SmolLM2", header, rows, notes)
     n = len(positions)
     extra = [

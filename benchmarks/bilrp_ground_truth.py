@@ -18,10 +18,8 @@ import argparse
 from datetime import date
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.common import machine, write_table
-from lrp_llm.bilrp import SimilarityExplainer, matrix_cosine
+from lrp_llm.bilrp import SimilarityExplainer
 from lrp_llm.loading import load_encoder
 from lrp_llm.tasks import shared_nouns as task
 
@@ -35,53 +33,16 @@ METHODS = (
 )
 
 
-def evaluation_pairs(n: int, seed: int = HELD_OUT_SEED) -> list[tuple[task.Sentence, task.Sentence]]:
-    """``n`` held-out pairs that share at least one counted noun (so the true matrix is not zero)."""
-    out = []
-    for a, b in task.pairs(8 * n, seed):
-        if a.nouns & b.nouns:
-            out.append((a, b))
-        if len(out) == n:
-            return out
-    raise RuntimeError("not enough pairs with shared nouns")
-
-
-def score(model, tokenizer, pairs, **kw) -> dict[str, float]:
-    explainer = SimilarityExplainer(model, tokenizer, **kw)
-    scores, decoy, conservation, sim_err = [], [], [], []
-    for a, b in pairs:
-        e = explainer.explain(a.text, b.text)
-        true = np.asarray(task.true_interactions(a, b))
-        scores.append(matrix_cosine(e.interactions, true))
-        conservation.append(e.conservation)
-        sim_err.append(abs(e.similarity - task.similarity(a, b)))
-        # share of |interaction| on pairs of the same noun where one of the two is negated (should be ~0)
-        mask = np.zeros_like(true, dtype=bool)
-        for i, wa in enumerate(a.words):
-            for j, wb in enumerate(b.words):
-                if wa == wb and wa in task.NOUNS and not (a.counted(i) and b.counted(j)):
-                    mask[1 + i, 1 + j] = True
-        total = float(np.abs(e.interactions).sum())
-        decoy.append(float(np.abs(e.interactions[mask]).sum()) / total if total else 0.0)
-    return {
-        "cosine": float(np.mean(scores)),
-        "cosine_p10": float(np.percentile(scores, 10)),
-        "decoy": float(np.mean(decoy)),
-        "conservation": float(np.median(conservation)),
-        "model_error": float(np.mean(sim_err)),
-    }
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=500)
     args = ap.parse_args()
     model, tokenizer = load_encoder(str(CHECKPOINT))
-    pairs = evaluation_pairs(args.pairs)
+    pairs = task.sharing_pairs(args.pairs, HELD_OUT_SEED)
     rows = []
     model_error = None
     for name, kw in METHODS:
-        s = score(model, tokenizer, pairs, **kw)
+        s = task.score(SimilarityExplainer(model, tokenizer, **kw), pairs)
         model_error = s["model_error"]
         print(name, s, flush=True)
         bold = "**" if name == "BiLRP (CP-LRP)" else ""
@@ -90,14 +51,20 @@ def main() -> None:
                 name,
                 f"{bold}{s['cosine']:.3f}{bold}",
                 f"{s['cosine_p10']:.3f}",
-                f"{s['decoy']:.3f}",
+                f"{s['negated_share']:.3f}",
                 f"{s['conservation']:.3f}",
             ]
         )
     write_table(
         "bilrp_ground_truth",
         "BiLRP against ground truth (shared-nouns encoder)",
-        ["method", "mean cosine with truth", "10th percentile", "|R| share on negated-noun pairs", "median sum R / cosine"],
+        [
+            "method",
+            "mean cosine with truth",
+            "10th percentile",
+            "share of abs(R) on negated-noun pairs",
+            "median sum R / cosine",
+        ],
         rows,
         [
             f"Machine: {machine()}. Measured {date.today().isoformat()}.",

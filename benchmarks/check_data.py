@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             answered += prep.answered
             mark = "ok " if prep.answered else "NO "
             extra = f"ev={len(prep.evidence)} d={prep.distance}" if prep.evidence else "ev=0"
-            print(f"{mark} {item.id:10s} {len(prep.input_ids):5d} tok {extra:14s} {item.answer!r:18s} -> {prep.model_answer[:70]!r}")
+            print(
+                f"{mark} {item.id:10s} {len(prep.input_ids):5d} tok {extra:14s} {item.answer!r:18s} -> {prep.model_answer[:70]!r}"
+            )
             if prep.answered:
                 kept.append(by_id.get(item.id) or json.dumps({"id": item.id}))
     print(f"answered {answered}/{total} in {time.perf_counter() - t0:.0f} s")

@@ -62,13 +62,18 @@ def main(argv: list[str] | None = None) -> Path:
         "One explanation = one forward pass (logit only at the explained position) + one backward pass, best of "
         f"{args.repeats}; ours and LXT alternate item by item in one run on the same token ids. "
         "Time ratio > 1: LXT is slower. r = Pearson correlation of the two relevance vectors (all tokens before the "
-        "explained one). |Δ logit|: the two stacks compute the same explained logit.",
+        "explained one). abs Δ logit: the two stacks compute the same explained logit.",
     ]
-    header = ["item", "tokens", "ours (s)", "LXT (s)", "LXT / ours", "r", "same top-1", "|Δ logit|"]
+    header = ["item", "tokens", "ours (s)", "LXT (s)", "LXT / ours", "r", "same top-1", "abs Δ logit"]
     rows: list[list[str]] = []
     try:
         with WorkerProcess(
-            args.lxt_python, WORKER, model_path, "--threads", str(threads), timeout_note="; run sh benchmarks/make_lxt_venv.sh"
+            args.lxt_python,
+            WORKER,
+            model_path,
+            "--threads",
+            str(threads),
+            timeout_note="; run sh benchmarks/make_lxt_venv.sh",
         ) as lxt:
             notes.append(
                 f"LXT 2.1 in its own environment: transformers {lxt.info['transformers']}, torch {lxt.info['torch']} "

@@ -43,7 +43,9 @@ def main() -> None:
     source = Path(args.model)
     t0 = time.perf_counter()
     if source.suffix == ".gguf":
-        model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(source.parent), gguf_file=source.name, torch_dtype=torch.float32
+        )
     else:
         model = AutoModelForCausalLM.from_pretrained(str(source), torch_dtype=torch.float32)
     model.eval()

@@ -83,9 +83,8 @@ def time_reference(model, ids) -> float:
 
 def peak_child(method: str, length: int) -> float:
     """Peak RSS growth (MB) of a child process doing one explanation."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", method, str(length)], capture_output=True, text=True, check=True
-    )
+    cmd = [sys.executable, __file__, "--child", method, str(length), "--threads", str(torch.get_num_threads())]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
@@ -113,8 +112,11 @@ def main() -> None:
     parser.add_argument("--ref-layers", type=int, default=1)
     parser.add_argument("--ref-max", type=int, default=1024)
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         child(args.child[0], int(args.child[1]))
         return

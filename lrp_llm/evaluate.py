@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -234,13 +235,13 @@ def prepare_item(model, tokenizer, item: EvalItem, *, max_new_tokens: int = 32) 
 
 
 def _answer_token_index(tokenizer, generated: Sequence[int], answer: str) -> int | None:
-    """Index of the generated token where ``answer`` (case-insensitive) starts, or None."""
+    """Index of the generated token where ``answer`` starts as a whole word (case-insensitive), or None."""
     text = tokenizer.decode(list(generated), skip_special_tokens=True)
-    start = text.lower().find(answer.strip().lower())
-    if start < 0:
+    match = re.search(rf"(?<!\w){re.escape(answer.strip())}(?!\w)", text, flags=re.IGNORECASE)
+    if match is None:
         return None
     for j in range(len(generated)):
-        if len(tokenizer.decode(list(generated[: j + 1]), skip_special_tokens=True)) > start:
+        if len(tokenizer.decode(list(generated[: j + 1]), skip_special_tokens=True)) > match.start():
             return j
     return None
 
@@ -339,7 +340,9 @@ def neutral_token_id(tokenizer, text: str = DEFAULT_NEUTRAL) -> int:
     """Id of the single token ``text`` encodes to (the ``neutral`` strategy's replacement)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise InputError(f"the neutral text {text!r} is {len(ids)} tokens for this tokenizer; pick one that is one token")
+        raise InputError(
+            f"the neutral text {text!r} is {len(ids)} tokens for this tokenizer; pick one that is one token"
+        )
     return int(ids[0])
 
 
@@ -539,7 +542,9 @@ def parse_method(spec: str) -> tuple[str, int | None]:
     name, _, steps = spec.strip().partition(":")
     name = {"ig": "integrated-gradients", "gxi": "grad-x-input"}.get(name, name)
     if name not in METHODS:
-        raise InputError(f"unknown method '{name}'; choose from: {', '.join(METHODS)} (IG steps as integrated-gradients:N)")
+        raise InputError(
+            f"unknown method '{name}'; choose from: {', '.join(METHODS)} (IG steps as integrated-gradients:N)"
+        )
     if not steps:
         return name, None
     if name != "integrated-gradients":
@@ -567,7 +572,9 @@ def check_methods(model, methods: Sequence[str]) -> list[tuple[str, str, int | N
         rules = _RULES[method]
         if rules is not None and rules not in spec.rules:
             available = [m for m, r in _RULES.items() if r is None or r in spec.rules]
-            raise InputError(f"method '{label}' is not available for {spec.family} models; use one of: {', '.join(available)}")
+            raise InputError(
+                f"method '{label}' is not available for {spec.family} models; use one of: {', '.join(available)}"
+            )
     return parsed
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-DEFAULT_CHUNK = 128
+DEFAULT_CHUNK = 32
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -40,7 +40,7 @@ def _decay(dt, A, groups):
     b, T, E = dt.shape
     N = A.shape[-1]
     dt_t = dt.transpose(0, 1).contiguous()  # (T, b, E)
-    return torch.exp(dt_t.unsqueeze(-1) * A).view(T, b, groups, E // groups, N)
+    return (dt_t.unsqueeze(-1) * A).exp_().view(T, b, groups, E // groups, N)
 
 
 def _inputs(u, dt, B, groups):
@@ -113,21 +113,25 @@ class _SelectiveScan(torch.autograd.Function):
             decay = _decay(dtc, A, G)
             if need_params:  # the states themselves enter the gradients of dt, A and C
                 states = _run_states(decay, _inputs(uc, dtc, Bc, G), starts[ci])
-            # direct gradient of each state: C[t] g[t]  -> (T, b, G, eg, N)
-            direct = gy.unsqueeze(-1) * Cc.transpose(0, 1).unsqueeze(3)
-            # adjoint recurrence, backwards: q[t] = decay[t] * (direct[t] + q[t+1]), adjoint[t] = direct[t] + q[t+1]
-            q = direct * decay
+            Ct = Cc.transpose(0, 1).unsqueeze(3)  # (T, b, G, 1, N)
+            # adjoint recurrence, backwards, with direct[t] = C[t] g[t] (the gradient a state gets from y[t]):
+            # adjoint[t] = direct[t] + q[t+1],  q[t] = decay[t] * adjoint[t]
+            q = decay * gy.unsqueeze(-1)
+            q.mul_(Ct)
             qs = q.unbind(0)
             decays = decay.unbind(0)
             qs[T - 1].addcmul_(decays[T - 1], carry)
             for t in range(T - 2, -1, -1):
                 qs[t].addcmul_(decays[t], qs[t + 1])
-            adjoint = direct
-            adjoint[:-1] += q[1:]
-            adjoint[-1] += carry
+            # gb[t] = sum_n adjoint[t, n] B[t, n] = g[t] (C[t] . B[t]) + sum_n q[t+1, n] B[t, n]
+            gb = gy.transpose(0, 1) * (Cc * Bc).sum(-1).unsqueeze(-1)  # (b, T, G, eg)
+            gb[:, :-1] += torch.einsum("tbgen,btgn->btge", q[1:], Bc[:, :-1])
+            gb[:, -1] += torch.einsum("bgen,bgn->bge", carry, Bc[:, -1])
+            if need_params:
+                adjoint = gy.unsqueeze(-1) * Ct
+                adjoint[:-1] += q[1:]
+                adjoint[-1] += carry
             carry = q[0].clone()
-            # sum_n adjoint[t, e, n] B[t, g, n]  -> (b, T, G, eg)
-            gb = torch.einsum("tbgen,btgn->btge", adjoint, Bc)
             dtc_g = dtc.view(b, T, G, eg)
             uc_g = uc.view(b, T, G, eg)
             if need_u:

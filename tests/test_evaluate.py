@@ -139,7 +139,10 @@ def test_batched_curves_match_one_forward_per_input(model, strategy):
     morf = removal_order(rel, candidates, most_relevant_first=True)
     lerf = removal_order(rel, candidates, most_relevant_first=False)
     for j, k in enumerate(counts):
-        for order, logit, prob in ((morf, curves.morf_logit, curves.morf_prob), (lerf, curves.lerf_logit, curves.lerf_prob)):
+        for order, logit, prob in (
+            (morf, curves.morf_logit, curves.morf_prob),
+            (lerf, curves.lerf_logit, curves.lerf_prob),
+        ):
             want_logit, want_prob = _naive_scores(model, ids[:position], ids[position], set(order[:k]), strategy, 7)
             assert logit[j] == pytest.approx(want_logit, abs=1e-4)
             assert prob[j] == pytest.approx(want_prob, abs=1e-6)
@@ -250,15 +253,22 @@ def test_prepare_qa_item_forced_and_answered(model, tok):
         assert not prep.answered and prep.input_ids == list(prompt) + [tok.convert_tokens_to_ids("yes")]
     # an answer that the model does give: explained where the model says it
     said = next(tok.decode([t]) for t in generated if t not in special)
-    prep2 = prepare_item(model, tok, EvalItem(id="q2", context=item.context, question=item.question, answer=said), max_new_tokens=6)
+    prep2 = prepare_item(
+        model, tok, EvalItem(id="q2", context=item.context, question=item.question, answer=said), max_new_tokens=6
+    )
     assert prep2.answered
     n_prompt = prep2.prompt_length
-    assert prep2.input_ids[n_prompt:] == generate_greedy(model, prep2.input_ids[:n_prompt], 6)[: prep2.position - n_prompt + 1]
+    assert (
+        prep2.input_ids[n_prompt:]
+        == generate_greedy(model, prep2.input_ids[:n_prompt], 6)[: prep2.position - n_prompt + 1]
+    )
     assert said in prep2.target_token
 
 
 def test_prepare_finds_evidence_tokens(model, tok):
-    item = EvalItem(id="q", context="the red city is north of paris", question="what city", answer="rome", evidence="north of")
+    item = EvalItem(
+        id="q", context="the red city is north of paris", question="what city", answer="rome", evidence="north of"
+    )
     prep = prepare_item(model, tok, item, max_new_tokens=2)
     assert [prep.tokens[i] for i in prep.evidence] == ["north", "of"]
     nt = EvalItem(id="n", text="the capital of france is", answer="paris", evidence="france")
@@ -337,3 +347,13 @@ def test_evaluate_cancels(model, tok):
 
     with pytest.raises(Cancelled):
         evaluate(model, tok, items, ["attnlrp", "random"], steps=2, should_cancel=should_cancel)
+
+
+def test_answer_must_match_whole_words(tok):
+    from lrp_llm.evaluate import _answer_token_index
+
+    ids = tok("one two three")["input_ids"]
+    assert _answer_token_index(tok, ids, "two") == 1
+    assert _answer_token_index(tok, ids, "TWO three") == 1
+    assert _answer_token_index(tok, ids, "hree") is None  # inside a word: not an answer
+    assert _answer_token_index(tok, ids, "on") is None

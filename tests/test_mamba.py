@@ -307,3 +307,16 @@ def test_explain_defaults_to_mambalrp():
     assert a.method == "mambalrp" and a.meta["rules"] == "mambalrp"
     assert len(a.targets) >= 1
     assert all(abs(t.conservation - 1) < 1e-2 for t in a.targets)  # float32, small biases
+
+
+@pytest.mark.parametrize("family", MAMBA_FAMILIES)
+def test_greedy_generation_uses_the_state_cache_correctly(family):
+    from lrp_llm.explanation import generate_greedy
+
+    model = tiny_mamba(family)
+    ids = random_ids(10)
+    out = generate_greedy(model, ids, 6)
+    seq = list(ids)
+    for _ in range(6):  # no cache: the whole sequence each step
+        seq.append(int(_logits(model, seq)[0, -1].argmax()))
+    assert out == seq[10:]

@@ -136,3 +136,22 @@ def test_mismatched_weights_are_a_one_line_error(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="do not match"):
         load_model(folder)
+
+
+@pytest.mark.parametrize("family", MAMBA_FAMILIES)
+def test_cli_explain_works_on_the_mamba_ssm_layout(tmp_path, family):
+    from tui.cli import main
+
+    model = tiny_mamba(family, vocab=len(tiny_tokenizer()))
+    folder = _save_mamba_ssm(model, tmp_path / "ckpt", family)
+    out = tmp_path / "a.json"
+    code = main(
+        ["explain", "--model", str(folder), "--prompt", "the capital of france is", "--generate", "2"]
+        + ["--json", str(out), "--quiet", "--heatmap", "none"]
+    )
+    assert code == 0
+    d = json.loads(out.read_text())
+    assert d["method"] == "mambalrp" and len(d["targets"]) >= 1
+    for t in d["targets"]:
+        assert len(t["relevance"]) == t["position"]
+        assert "longrange" in t and t["longrange"]["bins"]

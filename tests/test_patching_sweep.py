@@ -165,9 +165,9 @@ def test_relp_last_residual_by_hand_and_one_backward():
     norm = model.model.norm
     rms = torch.sqrt(x.pow(2).mean() + norm.variance_epsilon)
     coef = (model.lm_head.weight[A] - model.lm_head.weight[W]) * norm.weight / rms
-    want = float(((src["layer.1.resid"][0, -1] - x) * coef).sum())
+    want = float(((src["layer.1.resid"][0, -1] - x) * coef).sum().detach())
     base = _metric(model, CORRUPTED)
-    assert est.values[("resid", "logit_diff")][1, -1] - base == pytest.approx(want, rel=1e-9)
+    assert est.values[("resid", "logit_diff")][1, -1] - base == pytest.approx(want, rel=1e-6)  # float32 grid
 
 
 def test_relp_rules_differ_from_plain_gradient_and_restore():
@@ -176,7 +176,7 @@ def test_relp_rules_differ_from_plain_gradient_and_restore():
     plain = model(ids).logits
     hooks = sum(len(m._forward_hooks) for m in model.modules())
     with backward_rules(model, "relp"):
-        torch.testing.assert_close(model(ids).logits, plain)  # the forward pass is unchanged
+        torch.testing.assert_close(model(ids).logits, plain, atol=1e-5, rtol=0)  # the forward is unchanged
     assert sum(len(m._forward_hooks) for m in model.modules()) == hooks
     relp = attribution_patching(model, CLEAN, CORRUPTED, A, W, method="relp", kinds=("mlp",))
     atp = attribution_patching(model, CLEAN, CORRUPTED, A, W, method="atp", kinds=("mlp",))

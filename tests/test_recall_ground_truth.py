@@ -72,7 +72,9 @@ def test_longrange_cli_finds_the_value(tmp_path, capsys):
     doc = tmp_path / "doc.txt"
     doc.write_text(recall.text(data.ids[0]))
     out = tmp_path / "lr.json"
-    code = main(["longrange", "--model", str(MODELS / "recall-mamba"), "--file", str(doc), "--json", str(out), "--quiet"])
+    code = main(
+        ["longrange", "--model", str(MODELS / "recall-mamba"), "--file", str(doc), "--json", str(out), "--quiet"]
+    )
     assert code == 0
     import json
 

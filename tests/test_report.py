@@ -472,3 +472,19 @@ def test_patching_grid_colours_the_change_from_the_unpatched_run():
         assert cells[4:8] == ["n2", "p5", "n10", "nan"]  # -2.5 rounds half up to -2
         titles = [tree.text_of(i) for i, (t, _) in enumerate(tree.elements) if t == "title"]
         assert "layer.1.resid @ position 0 'a': logit_diff = 2 (unpatched -1)" in titles
+
+
+def test_patch_html_writes_the_report(tiny_dir, tmp_path):
+    from tests.models import WORDS
+    from tui.cli import main
+
+    w = list(WORDS)
+    out = tmp_path / "p.html"
+    code = main(["patch", "--model", str(tiny_dir), "--clean", f"{w[0]} {w[1]} {w[2]}",
+                 "--corrupted", f"{w[0]} {w[3]} {w[2]}", "--answer", w[4], "--wrong", w[5],
+                 "--sites", "resid", "--metrics", "logit_diff", "--html", str(out), "--quiet"])  # fmt: skip
+    assert code == 0
+    tree = parse_tree(out.read_text(encoding="utf-8"))
+    assert any(t == "section" and at.get("id") == "patching" for t, at in tree.elements)
+    grids = [at for t, at in tree.elements if t == "svg" and at.get("class") == "grid"]
+    assert len(grids) >= 2  # the sweep and the RelP estimate

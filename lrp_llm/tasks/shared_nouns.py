@@ -100,6 +100,53 @@ def pairs(n: int, seed: int) -> list[tuple[Sentence, Sentence]]:
     return out
 
 
+def sharing_pairs(n: int, seed: int) -> list[tuple[Sentence, Sentence]]:
+    """``n`` pairs that share at least one counted noun (so the true matrix is not zero)."""
+    out = []
+    for a, b in pairs(8 * n, seed):
+        if a.nouns & b.nouns:
+            out.append((a, b))
+            if len(out) == n:
+                return out
+    raise ValueError("not enough pairs with shared nouns; use another seed")
+
+
+def score(explainer, sentence_pairs: list[tuple[Sentence, Sentence]]) -> dict[str, float]:
+    """Agreement of ``explainer``'s interactions (a :class:`lrp_llm.bilrp.SimilarityExplainer`) with the truth.
+
+    ``cosine``: mean over pairs of the cosine similarity between the explained and the
+    true matrix (flattened, special tokens included); ``cosine_p10`` its 10th percentile;
+    ``negated_share``: mean share of ``sum |R|`` on pairs of the same noun negated in at
+    least one text (the model must ignore those); ``conservation``: median sum R / cosine;
+    ``model_error``: mean |model cosine - true cosine|.
+    """
+    import numpy as np
+
+    from ..bilrp import matrix_cosine
+
+    scores, negated, conservation, error = [], [], [], []
+    for a, b in sentence_pairs:
+        e = explainer.explain(a.text, b.text)
+        true = np.asarray(true_interactions(a, b))
+        scores.append(matrix_cosine(e.interactions, true))
+        conservation.append(e.conservation)
+        error.append(abs(e.similarity - similarity(a, b)))
+        mask = np.zeros_like(true, dtype=bool)
+        for i, wa in enumerate(a.words):
+            for j, wb in enumerate(b.words):
+                if wa == wb and wa in NOUNS and not (a.counted(i) and b.counted(j)):
+                    mask[1 + i, 1 + j] = True
+        total = float(np.abs(e.interactions).sum())
+        negated.append(float(np.abs(e.interactions[mask]).sum()) / total if total else 0.0)
+    return {
+        "cosine": float(np.mean(scores)),
+        "cosine_p10": float(np.percentile(scores, 10)),
+        "negated_share": float(np.mean(negated)),
+        "conservation": float(np.median(conservation)),
+        "model_error": float(np.mean(error)),
+    }
+
+
 def make_tokenizer():
     """Word-level BERT-style fast tokenizer over :data:`VOCAB`: ``[CLS] words [SEP]``."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors

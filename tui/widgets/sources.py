@@ -83,7 +83,8 @@ class SourcesList(OptionList):
         color = POSITIVE if source.value >= 0 else NEGATIVE
         bar_len = int(round(5 * abs(source.value) / scale)) if scale else 0
         text = Text()
-        text.append(f"{source.value:+7.3f} ", style=Style(color=color.rich_color, bold=True))
+        shown = 0.0 if abs(source.value) < 5e-4 else source.value  # never "-0.000"
+        text.append(f"{shown:+7.3f} ", style=Style(color=color.rich_color, bold=True))
         text.append("█" * bar_len + " " * (5 - bar_len), style=Style(color=color.rich_color))
         text.append(" ")
         text.append(compact(source.text))
