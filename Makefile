@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   set everything up (first time) and run the main job on the bundled model
+#   make demo   set everything up (first time) and open the app on the bundled model
 #   make test   every check: format, lint, tests (CI runs exactly this)
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,7 +24,11 @@ $(STAMP): pyproject.toml constraints.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-demo: explain-demo
+# the app, asking the Normandy question as soon as the bundled model has loaded
+demo: setup
+	$(VENV)/bin/xai-tui --context "$(DEMO_CONTEXT)" --prompt "$(DEMO_QUESTION)"
+
+# the same question headless: answer, per-token table and heatmap printed to the terminal
 
 explain-demo: setup
 	$(VENV)/bin/xai-tui explain --context "$(DEMO_CONTEXT)" --prompt "$(DEMO_QUESTION)" --heatmap France

@@ -18,6 +18,8 @@ import argparse
 from datetime import date
 from pathlib import Path
 
+import torch
+
 from benchmarks.common import machine, write_table
 from lrp_llm.bilrp import SimilarityExplainer
 from lrp_llm.loading import load_encoder
@@ -37,6 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=500)
     args = ap.parse_args()
+    torch.set_num_threads(1)  # a tiny model: a second thread only adds contention on a shared machine
     model, tokenizer = load_encoder(str(CHECKPOINT))
     pairs = task.sharing_pairs(args.pairs, HELD_OUT_SEED)
     rows = []

@@ -1,14 +1,15 @@
 """BiLRP cost on all-MiniLM-L6-v2: a pair of 32-token sentences, side by side with the per-dimension loop.
 
-    .venv/bin/python -m benchmarks.bilrp_speed [--repeats 3] [--loop-repeats 1] [--corpus 20]
+    .venv/bin/python -m benchmarks.bilrp_speed [--repeats 3] [--threads 1,default] [--corpus 20]
 
 One pair = the first-order map of each sentence (384 x 32 token contributions) and
 their product (32 x 32 interactions). Strategies alternate in one process on the same
 pair (best of ``--repeats``): the per-dimension loop (one backward pass per embedding
 dimension and sentence, retain_graph: the published method's cost), all dimensions as
 one batch of cotangents, forward mode (one tangent per token, ``vmap(jvp)``) and the
-CP-LRP replay (the default). Each result is compared with the loop's. Then one query
-against ``--corpus`` texts (N + 1 maps). Writes benchmarks/results/bilrp_speed.md.
+CP-LRP replay (the default). Each result is compared with the loop's. Wall and
+process CPU time, with one thread and with torch's default. Then one query against
+``--corpus`` texts (N + 1 maps). Writes benchmarks/results/bilrp_speed.md.
 """
 
 from __future__ import annotations
@@ -54,89 +55,105 @@ def pair(model, ids_a, ids_b, **kw) -> tuple[np.ndarray, torch.Tensor, torch.Ten
     return r.numpy(), c_a, c_b
 
 
+def timed(fn) -> tuple[float, float, object]:
+    """(wall seconds, CPU seconds of this process, result)."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - w0, time.process_time() - c0, out
+
+
+VARIANTS = (
+    ("per-dimension loop (reference)", {"rules": "cp-lrp", "strategy": "loop"}),
+    ("batched cotangents (is_grads_batched)", {"rules": "cp-lrp", "strategy": "reverse"}),
+    ("forward mode, vmap(jvp)", {"rules": "cp-lrp", "strategy": "forward"}),
+    ("CP-LRP replay (default)", {"rules": "cp-lrp", "strategy": "replay"}),
+    ("AttnLRP, forward mode", {"rules": "attnlrp", "strategy": "forward"}),
+    ("grad-x-input-products, forward mode", {"method": "grad-x-input-products", "strategy": "forward"}),
+)
+REFERENCE = VARIANTS[0][0]
+SLOW = {"per-dimension loop (reference)", "batched cotangents (is_grads_batched)"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--loop-repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of the fast strategies (best is kept)")
     ap.add_argument("--corpus", type=int, default=20)
     ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--threads", default="1,default", help="thread settings to measure, e.g. 1,default")
     args = ap.parse_args()
+    default_threads = torch.get_num_threads()
+    settings = [default_threads if t == "default" else int(t) for t in args.threads.split(",")]
     model, tok = load_encoder(dtype="float32")
     ids_a = ids_of_length(tok, SENTENCES[0], args.tokens)
     ids_b = ids_of_length(tok, SENTENCES[1], args.tokens)
     load_before = os.getloadavg()[0]
     pair(model, ids_a, ids_b, strategy="replay")  # warm-up (first-call allocations)
 
-    variants = [
-        ("per-dimension loop (reference)", {"strategy": "loop"}, args.loop_repeats),
-        ("batched cotangents (is_grads_batched)", {"strategy": "reverse"}, args.repeats),
-        ("forward mode, vmap(jvp)", {"strategy": "forward"}, args.repeats),
-        ("CP-LRP replay (default)", {"strategy": "replay"}, args.repeats),
-    ]
-    times: dict[str, float] = {}
-    outputs: dict[str, np.ndarray] = {}
-    for rep in range(max(args.repeats, args.loop_repeats)):
-        for name, kw, repeats in variants:
-            if rep >= repeats:
-                continue
-            t0 = time.perf_counter()
-            r, _, _ = pair(model, ids_a, ids_b, rules="cp-lrp", **kw)
-            d = time.perf_counter() - t0
-            times[name] = min(times.get(name, float("inf")), d)
-            outputs[name] = r
-            print(f"{name}: {d:.3f} s", flush=True)
-    extra = [
-        ("AttnLRP, forward mode", {"rules": "attnlrp", "strategy": "forward"}),
-        ("grad-x-input-products, forward mode", {"method": "grad-x-input-products", "strategy": "forward"}),
-    ]
-    for name, kw in extra:
-        best = float("inf")
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            pair(model, ids_a, ids_b, **kw)
-            best = min(best, time.perf_counter() - t0)
-        times[name] = best
-        print(f"{name}: {best:.3f} s", flush=True)
-    load_after = os.getloadavg()[0]
-
-    reference = outputs["per-dimension loop (reference)"]
-    loop_s = times["per-dimension loop (reference)"]
     rows = []
-    for name, _, _ in variants:
-        diff = float(np.abs(outputs[name] - reference).max())
-        ratio = loop_s / times[name]
-        bold = "**" if name.startswith("CP-LRP replay") else ""
-        rows.append([name, f"{bold}{times[name]:.3f}{bold}", f"{bold}{ratio:.1f}x{bold}", f"{diff:.1e}"])
-    for name, _ in extra:
-        rows.append([name, f"{times[name]:.3f}", f"{loop_s / times[name]:.1f}x", "(other rules)"])
+    summary = []
+    for threads in settings:
+        torch.set_num_threads(threads)
+        wall: dict[str, float] = {}
+        cpu: dict[str, float] = {}
+        outputs: dict[str, np.ndarray] = {}
+        for rep in range(args.repeats):
+            for name, kw in VARIANTS:
+                if name in SLOW and rep > 0:
+                    continue  # one run: tens of seconds each
+                w, c, (r, _, _) = timed(lambda kw=kw: pair(model, ids_a, ids_b, **kw))
+                wall[name] = min(wall.get(name, float("inf")), w)
+                cpu[name] = min(cpu.get(name, float("inf")), c)
+                outputs[name] = r
+                print(f"[{threads} threads] {name}: {w:.3f} s wall, {c:.3f} s CPU", flush=True)
+        for name, kw in VARIANTS:
+            same_rules = kw.get("rules") == "cp-lrp"
+            diff = f"{float(np.abs(outputs[name] - outputs[REFERENCE]).max()):.1e}" if same_rules else "(other rules)"
+            bold = "**" if name.startswith("CP-LRP replay") else ""
+            rows.append(
+                [
+                    str(threads),
+                    name,
+                    f"{bold}{wall[name]:.3f}{bold}",
+                    f"{cpu[name]:.3f}" if threads == 1 else "",
+                    f"{bold}{wall[REFERENCE] / wall[name]:.1f}x{bold}",
+                    diff,
+                ]
+            )
+        summary.append((threads, wall["CP-LRP replay (default)"], wall[REFERENCE] / wall["CP-LRP replay (default)"]))
+        # one query against a corpus: N + 1 maps
+        texts = [CORPUS[k % len(CORPUS)] + f" ({k})" for k in range(args.corpus)]
+        explainer = SimilarityExplainer(model, tok)
+        w, c, ranked = timed(lambda texts=texts, explainer=explainer: explainer.rank(SENTENCES[0], texts))
+        rows.append(
+            [
+                str(threads),
+                f"query vs {args.corpus} short texts, ranked ({explainer.maps_computed} maps)",
+                f"{w:.3f}",
+                f"{c:.3f}" if threads == 1 else "",
+                "",
+                f"top: {ranked[0].text_b[:28]!r}",
+            ]
+        )
 
-    # one query against a corpus: N + 1 maps
-    texts = [CORPUS[k % len(CORPUS)] + f" ({k})" for k in range(args.corpus)]
-    explainer = SimilarityExplainer(model, tok)
-    t0 = time.perf_counter()
-    ranked = explainer.rank(SENTENCES[0], texts)
-    corpus_s = time.perf_counter() - t0
-    rows.append(
-        [
-            f"query vs {args.corpus} texts (ranked, {explainer.maps_computed} maps)",
-            f"{corpus_s:.3f}",
-            "",
-            f"top: {ranked[0].text_b[:30]!r}",
-        ]
-    )
+    load_after = os.getloadavg()[0]
+    torch.set_num_threads(default_threads)
     write_table(
         "bilrp_speed",
         "BiLRP speed on all-MiniLM-L6-v2 (CPU)",
-        ["computation", "seconds", "speed-up vs loop", "max |diff| vs loop"],
+        ["threads", "computation (one pair)", "wall s", "CPU s", "speed-up vs loop", "max abs diff vs loop"],
         rows,
         [
             f"Machine: {machine()}. Measured {date.today().isoformat()}; load average {load_before:.1f} before, "
-            f"{load_after:.1f} after (the machine is shared; absolute times vary with the load, the ratios less).",
-            f"One pair = two sentences of {args.tokens} tokens each ([CLS] and [SEP] included), CP-LRP rules, mean "
-            "pooling, cosine mode: both first-order maps (384 x 32) and the 32 x 32 interaction matrix.",
-            f"Strategies alternate in one process on the same pair; best of {args.repeats} "
-            f"({args.loop_repeats} for the loop: 768 backward passes).",
+            f"{load_after:.1f} after: the machine is shared with other jobs, so wall times are inflated and vary; "
+            "the single-thread CPU seconds are what one idle core would take.",
+            f"One pair = two sentences of {args.tokens} tokens each ([CLS] and [SEP] included), mean pooling, "
+            "cosine mode: both first-order maps (384 x 32) and the 32 x 32 interaction matrix.",
+            f"All strategies run alternately in one process on the same pair; best of {args.repeats} "
+            "(one run for the loop and the batched cotangents).",
             "Targets (issue 5): a pair <= 1 s; >= 30x faster than the per-dimension loop.",
+            "Summary: "
+            + "; ".join(f"{t} thread(s): replay {s:.2f} s wall, {x:.0f}x the loop" for t, s, x in summary)
+            + ".",
         ],
     )
 

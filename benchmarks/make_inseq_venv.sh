@@ -16,4 +16,4 @@ $PIP install "transformers==$TRANSFORMERS" gguf==0.19.0 accelerate==1.15.0 safet
 $PIP install --no-deps inseq==0.7.1
 $PIP install --no-deps captum==0.8.0
 $PIP install "jaxtyping>=0.2.25" "typeguard<=2.13.3" matplotlib treescope tqdm rich protobuf sentencepiece
-"$VENV/bin/python" -c "import inseq, transformers; print('inseq', inseq.__version__, 'transformers', transformers.__version__)"
+"$VENV/bin/python" -c "import importlib.metadata as m, inseq, transformers; print('inseq', m.version('inseq'), 'transformers', transformers.__version__)"

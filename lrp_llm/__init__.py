@@ -23,14 +23,19 @@ _LAZY = {
     "explain_seq2seq": "lrp_llm.seq2seq",
     "explain_image": "lrp_llm.vision",
     "ImageAttribution": "lrp_llm.vision",
+    "load_encoder": "lrp_llm.loading",
+    "explain_similarity": "lrp_llm.bilrp",
+    "SimilarityExplainer": "lrp_llm.bilrp",
+    "SimilarityExplanation": "lrp_llm.bilrp",
 }
 
 if TYPE_CHECKING:  # names for type checkers and IDEs; loaded lazily below
     from .attribution import Attribution, TargetRelevance  # noqa: F401
+    from .bilrp import SimilarityExplainer, SimilarityExplanation, explain_similarity  # noqa: F401
     from .context import lrp_rules  # noqa: F401
     from .errors import XaiError  # noqa: F401
     from .explanation import METHODS, build_prompt_ids, explain, relevance  # noqa: F401
-    from .loading import load_model  # noqa: F401
+    from .loading import load_encoder, load_model  # noqa: F401
     from .seq2seq import explain_seq2seq  # noqa: F401
     from .vision import ImageAttribution, explain_image  # noqa: F401
 

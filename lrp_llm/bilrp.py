@@ -299,8 +299,8 @@ class _Embedder:
 
             handle = token_input_norm(model).register_forward_pre_hook(substitute)
             patch.on_exit(handle.remove)
-            with torch.no_grad():
-                self.base(input_ids=input_ids)
+            with torch.no_grad():  # the embedding layer alone: its LayerNorm's input is all we need
+                self.base.embeddings(input_ids=input_ids)
             self.x0 = captured[0]
         else:
             with torch.no_grad():

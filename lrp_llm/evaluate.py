@@ -13,7 +13,8 @@ Removal strategies:
 - ``zero``: the token's input embedding is set to zero (the AttnLRP paper's choice and
   the baseline of our integrated gradients);
 - ``neutral``: the token is replaced by a neutral token (default: a single space);
-- ``delete``: the token is cut out of the sequence (positions shift).
+- ``delete``: the token is cut out of the sequence (positions shift); when every token
+  is removed, the input is the neutral token alone.
 
 All perturbed inputs of one explanation go through the model as one batch (split in
 chunks of ``batch_size``): one curve pair with ``steps`` points costs about
@@ -432,6 +433,9 @@ def _perturbed_scores(
                 chunk = removal_sets[start : start + batch_size]
                 if strategy == "delete":
                     kept = [[t for i, t in enumerate(prefix) if i not in removed] for removed in chunk]
+                    # nothing left: the model still needs one input token, the neutral one
+                    empty = [int(neutral_id) if neutral_id is not None else prefix[0]]
+                    kept = [k or empty for k in kept]
                     last = [len(k) - 1 for k in kept]
                     width = max(len(k) for k in kept)
                     pad = prefix[0]  # any token: right padding cannot affect earlier positions
@@ -738,7 +742,7 @@ def evaluate(
     if steps < 1:
         raise InputError("the number of perturbation steps must be at least 1")
     parsed = check_methods(model, methods)
-    neutral_id = neutral_token_id(tokenizer, neutral) if strategy == "neutral" else None
+    neutral_id = neutral_token_id(tokenizer, neutral) if strategy in ("neutral", "delete") else None
 
     def cancel_check() -> None:
         if should_cancel is not None and should_cancel():

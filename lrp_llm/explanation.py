@@ -229,6 +229,8 @@ def relevance(
                         progress(n, n)
                 else:
                     x = embeds[0].detach().to(acc)
+                    if progress is not None:
+                        progress(0, n)  # the forward pass is done; backward passes follow
                     for i, grads in _target_gradients(selected, embeds, backward_batch, checkpoint, should_cancel):
                         grad = grads[:, 0]  # (b, seq, d) for targets i .. i + b - 1
                         if method == "saliency":
@@ -309,6 +311,8 @@ def _integrated_gradients(
     logits = None
     done = 0
     total = steps * n
+    if progress is not None:
+        progress(0, total)
     # The real input is run once more (alpha = 1) for the logits it reports.
     with torch.no_grad():
         logits = _forward_logits(model, embeds0, keep)[0].to(acc)

@@ -145,8 +145,12 @@ def edit_site_tensor(x: torch.Tensor, edit: Intervention, *, squeeze: bool = Fal
         if len(src) != len(pos):
             raise InputError(f"replace at '{edit.site.name}': {len(src)} source positions for {len(pos)} positions")
         v = v[:, src]
-        if v.shape[0] not in (1, len(rows)):
-            v = v[:1] if v.shape[0] != b else v[rows]
+        if v.shape[0] == b and b != len(rows):
+            v = v[rows]  # the source run has this run's batch: row by row
+        elif v.shape[0] not in (1, len(rows)):
+            raise InputError(
+                f"replace at '{edit.site.name}': the source has {v.shape[0]} batch rows for {len(rows)} rows here"
+            )
         new = v.expand_as(current)
     elif edit.op == "set":
         new = edit.value.to(device=x.device, dtype=x.dtype).expand_as(current)

@@ -246,7 +246,7 @@ class LayerStepper:
         return logits
 
     def run(self, start: int, variants: Sequence[Variant], cache: ActivationCache, full: bool) -> torch.Tensor:
-        """Last-position logits of ``variants`` (all with first position ``start``), in order."""
+        """Last-position logits of ``variants`` (first positions all >= ``start``), in their order."""
         kws = self.layer_kwargs(start)
         order: list[int] = []
         hidden: torch.Tensor | None = None
@@ -309,14 +309,27 @@ def make_variants(
 
 
 def _chunks(variants: list[Variant], max_tokens: int, T: int, by_start: bool) -> list[tuple[int, list[Variant]]]:
-    groups: dict[int, list[Variant]] = {}
-    for v in variants:
-        groups.setdefault(v.start if by_start else 0, []).append(v)
-    out = []
-    for s in sorted(groups):
-        group = sorted(groups[s], key=lambda v: v.layer)
-        per = max(1, max_tokens // max(1, T - s))
-        out += [(s, group[i : i + per]) for i in range(0, len(group), per)]
+    """Batches of variants and the first position each batch computes from.
+
+    ``by_start`` (the stepper): variants sorted by first position, then packed while
+    rows x (T - the batch's first position) stays within ``max_tokens``; a variant whose
+    own first position is later just recomputes a few unchanged positions, which costs
+    less than running many small batches. Otherwise (whole-model batches) all from 0.
+    """
+    order = sorted(variants, key=lambda v: (v.start, v.layer)) if by_start else list(variants)
+    out: list[tuple[int, list[Variant]]] = []
+    chunk: list[Variant] = []
+    s0 = 0
+    for v in order:
+        first = v.start if by_start else 0
+        if not chunk:
+            s0 = first
+        elif (len(chunk) + 1) * (T - s0) > max_tokens:
+            out.append((s0, chunk))
+            chunk, s0 = [], first
+        chunk.append(v)
+    if chunk:
+        out.append((s0, chunk))
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "ernie", "data2vec-text", "camembert")
@@ -55,3 +57,19 @@ def encoder_ids(n: int, vocab: int = 48, seed: int = 1) -> list[int]:
     """``[CLS]``-like first id 2, random ids, ``[SEP]``-like last id 3 (ids as the shared-nouns tokenizer)."""
     g = torch.Generator().manual_seed(seed)
     return [2, *(int(i) for i in torch.randint(4, vocab, (n - 2,), generator=g)), 3]
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` intra-op threads, then restore the setting.
+
+    The BiLRP tests use tiny models, whose small matrix products gain nothing from a
+    second thread; on a busy machine OpenMP threads spinning against other jobs make
+    them 10 to 20 times slower.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from benchmarks import faithfulness, lxt_compare, run_all
+from benchmarks import faithfulness, inseq_compare, lxt_compare, run_all
 from benchmarks.peers import PeerUnavailable, WorkerProcess, geometric_mean, pearson, venv_python
 from lrp_llm.explanation import build_prompt_ids, generate_greedy
 from tests.models import save_tiny_checkpoint, tiny_causal_lm, tiny_tokenizer
@@ -62,6 +62,14 @@ def test_lxt_compare_says_so_when_lxt_is_missing(tiny_dir, answered_data, tmp_pa
     )
     text = path.read_text()
     assert "LXT could not be run" in text and "make_lxt_venv.sh" in text
+
+
+def test_inseq_compare_says_so_when_inseq_is_missing(tiny_dir, answered_data, tmp_path):
+    path = inseq_compare.main(
+        ["--model", str(tiny_dir), "--data", str(answered_data / "nt.jsonl"), "--repeats", "1"]
+        + ["--inseq-python", str(tmp_path / "nope" / "python"), "--out", str(tmp_path)]
+    )
+    assert "inseq could not be run" in path.read_text() and "make_inseq_venv.sh" in path.read_text()
 
 
 def test_worker_protocol_with_an_echo_worker(tmp_path):

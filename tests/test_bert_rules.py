@@ -21,7 +21,13 @@ from lrp_llm.context import lrp_rules
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.patch import ModelPatch
 from lrp_llm.rules import layer_norm_detached
-from tests.encoders import ENCODER_TYPES, encoder_ids, tiny_encoder
+from tests.encoders import ENCODER_TYPES, encoder_ids, tiny_encoder, torch_threads
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with torch_threads(1):
+        yield
 
 
 # ----------------------------------------------------------------- primitives

@@ -16,11 +16,17 @@ from lrp_llm.bilrp import (
 )
 from lrp_llm.errors import Cancelled, InputError
 from lrp_llm.tasks.shared_nouns import make_tokenizer
-from tests.encoders import encoder_ids, tiny_encoder
+from tests.encoders import ENCODER_TYPES, encoder_ids, tiny_encoder, torch_threads
 from tests.models import random_ids, tiny_causal_lm
 
 IDS_A = encoder_ids(9, seed=1)
 IDS_B = encoder_ids(7, seed=2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with torch_threads(1):
+        yield
 
 
 def _map(model, ids, **kw) -> TokenMap:
@@ -54,6 +60,17 @@ def test_cp_lrp_conservation_exact_without_biases(bias_free64, strategy, pooling
     assert r_dot.shape == (len(IDS_A), len(IDS_B))
     assert abs(r_dot.sum() - dot) <= 1e-4 * abs(dot)
     assert abs(r_cos.sum() - cos) <= 1e-4 * abs(cos)
+
+
+@pytest.mark.parametrize("model_type", ENCODER_TYPES)
+def test_bert_relatives_conserve_with_replay_and_forward_mode(model_type):
+    model = tiny_encoder(model_type, dtype=torch.float64, bias=False)
+    for strategy in ("replay", "forward"):
+        phi, c = first_order_map(model, IDS_A, strategy=strategy)
+        assert torch.allclose(c.sum(1), phi, rtol=1e-9, atol=1e-9), strategy
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor([IDS_A])).last_hidden_state.mean(1)[0]
+    assert (phi - ref).abs().max() <= 1e-9
 
 
 def test_conservation_ratio_reported_with_biases(biased32):

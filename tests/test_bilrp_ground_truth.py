@@ -14,10 +14,17 @@ import pytest
 from lrp_llm.bilrp import SimilarityExplainer
 from lrp_llm.loading import load_encoder
 from lrp_llm.tasks import shared_nouns as task
+from tests.encoders import torch_threads
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "synthetic" / "bert-shared-nouns"
 N_PAIRS = 60
 SEED = 7  # training used 1234, the benchmark 2024
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -111,7 +111,9 @@ def _naive_scores(model, prefix, target, removed, strategy, neutral_id):
     """One unbatched forward per perturbed input, built the obvious way."""
     with torch.no_grad():
         if strategy == "delete":
-            ids = [t for i, t in enumerate(prefix) if i not in removed]
+            ids = [t for i, t in enumerate(prefix) if i not in removed] or [
+                prefix[0] if neutral_id is None else neutral_id
+            ]
             logits = model(input_ids=torch.tensor([ids])).logits[0, -1].double()
         else:
             ids = torch.tensor([prefix])
@@ -357,3 +359,22 @@ def test_answer_must_match_whole_words(tok):
     assert _answer_token_index(tok, ids, "TWO three") == 1
     assert _answer_token_index(tok, ids, "hree") is None  # inside a word: not an answer
     assert _answer_token_index(tok, ids, "on") is None
+
+
+@pytest.mark.parametrize("strategy", ["zero", "delete"])
+def test_mamba_curves_match_the_naive_loop_and_methods_are_checked(tok, strategy):
+    from lrp_llm.evaluate import check_methods
+    from tests.tiny_mamba import tiny_mamba
+
+    mamba = tiny_mamba("mamba", vocab=len(tok))
+    ids = random_ids(10, seed=4)
+    rel = np.random.default_rng(2).normal(size=9)
+    c = perturbation_curves(mamba, ids, 9, rel, strategy=strategy, steps=3, batch_size=2)
+    order = removal_order(rel, range(9), most_relevant_first=True)
+    for j, k in enumerate(removal_counts(9, 3)):
+        want = _naive_scores(mamba, ids[:9], ids[9], set(order[:k]), strategy, None)[0]
+        assert c.morf_logit[j] == pytest.approx(want, abs=1e-4)
+    with pytest.raises(InputError, match="not available for mamba"):
+        check_methods(mamba, ["attnlrp"])
+    ev = evaluate(mamba, tok, [EvalItem(id="n", text="one two three", answer="four")], ["mambalrp", "random"], steps=2)
+    assert [s.method for s in ev.summary()] == ["mambalrp", "random"]

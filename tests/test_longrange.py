@@ -52,7 +52,10 @@ def test_share_beyond_farthest_and_far_tokens_by_hand():
     assert farthest_relevant(np.zeros(5)) is None
     tokens = [f"t{i}" for i in range(1200)]
     far = far_tokens(r, tokens, min_distance=100, k=2)
-    assert [(f.index, f.distance, f.relevance, f.text) for f in far] == [(1000, 200, 4.0, "t1000"), (0, 1200, -2.0, "t0")]
+    assert [(f.index, f.distance, f.relevance, f.text) for f in far] == [
+        (1000, 200, 4.0, "t1000"),
+        (0, 1200, -2.0, "t0"),
+    ]
     assert far_tokens(r, None, min_distance=2000) == []
 
 

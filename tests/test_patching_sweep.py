@@ -188,3 +188,18 @@ def test_pearson():
     assert pearson(a, 2 * a + 1) == pytest.approx(1.0)
     assert pearson(a, -a) == pytest.approx(-1.0)
     assert np.isnan(pearson(np.ones(3), np.arange(3.0)))
+
+
+def test_relp_on_mamba_uses_its_own_rules():
+    from tests.tiny_mamba import tiny_mamba
+
+    model = tiny_mamba("mamba", layers=2, dtype=torch.float64)
+    relp = attribution_patching(model, CLEAN, CORRUPTED, A, W, method="relp", kinds=("resid", "mixer"))
+    atp = attribution_patching(model, CLEAN, CORRUPTED, A, W, method="atp", kinds=("resid", "mixer"))
+    for key in relp.values:
+        assert np.isfinite(relp.values[key]).all()
+    assert np.abs(relp.values[("mixer", "logit_diff")] - atp.values[("mixer", "logit_diff")]).max() > 1e-6
+    # positions where the prompts agree: no change predicted
+    np.testing.assert_allclose(
+        relp.values[("resid", "logit_diff")][:, :2], relp.reference.corrupted_logit_diff, atol=1e-6
+    )

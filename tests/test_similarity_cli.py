@@ -7,8 +7,14 @@ import pytest
 
 from lrp_llm.bilrp import SimilarityExplanation
 from lrp_llm.tasks.shared_nouns import VOCAB, make_tokenizer
-from tests.encoders import tiny_encoder
+from tests.encoders import tiny_encoder, torch_threads
 from tui.cli import main
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

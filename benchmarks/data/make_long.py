@@ -75,8 +75,8 @@ NEEDLES = (
     ("The secret meeting will take place in the boathouse.", "Where will the secret meeting take place?", "boathouse"),
 )
 
-# (number of filler paragraphs, depth of the needle 0..1)
-LAYOUTS = ((2, 1.0), (4, 0.5), (8, 0.0), (8, 1.0), (12, 0.5), (12, 0.0))
+# (number of filler paragraphs, depth of the needle 0..1); 24 paragraphs repeat the filler once
+LAYOUTS = ((2, 1.0), (4, 0.5), (8, 0.0), (8, 1.0), (12, 0.5), (12, 0.0), (24, 0.0), (24, 0.5))
 
 
 def items() -> list[dict[str, str]]:
@@ -89,7 +89,7 @@ def items() -> list[dict[str, str]]:
             paragraphs.insert(at, needle)
             out.append(
                 {
-                    "id": f"long-{n_needle + 1}{'abcdef'[n_layout]}",
+                    "id": f"long-{n_needle + 1}{'abcdefgh'[n_layout]}",
                     "context": "\n\n".join(paragraphs),
                     "question": question,
                     "answer": answer,

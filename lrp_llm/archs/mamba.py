@@ -61,10 +61,13 @@ def _mask(x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
 
 
 def _causal_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """Depthwise causal conv1d over time: x (batch, L, channels) -> (batch, L, channels)."""
+    """Depthwise causal conv1d over time: x (batch, L, channels) -> (batch, L, channels).
+
+    Called as a module (its padding is kernel - 1 on both sides; the first L outputs are
+    the causal ones) so that accelerate's offload hooks see it.
+    """
     L = x.shape[1]
-    w = conv.weight
-    out = F.conv1d(x.transpose(1, 2).to(w.dtype), w, conv.bias, padding=w.shape[-1] - 1, groups=w.shape[0])
+    out = conv(x.transpose(1, 2).to(conv.weight.dtype))
     return out[:, :, :L].transpose(1, 2).to(x.dtype)
 
 

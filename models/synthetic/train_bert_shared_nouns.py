@@ -100,8 +100,13 @@ def main() -> None:
             with torch.no_grad():
                 val, pred, target = cosine_loss(model, tokenizer, held_out)
             mae = float((pred - target).abs().mean())
-            log.append({"step": step, "train_mse": float(loss.detach()), "held_out_mse": float(val), "held_out_mae": mae})
-            print(f"step {step:5d}  train mse {float(loss.detach()):.4f}  held-out mse {float(val):.4f}  mae {mae:.3f}", flush=True)
+            log.append(
+                {"step": step, "train_mse": float(loss.detach()), "held_out_mse": float(val), "held_out_mae": mae}
+            )
+            print(
+                f"step {step:5d}  train mse {float(loss.detach()):.4f}  held-out mse {float(val):.4f}  mae {mae:.3f}",
+                flush=True,
+            )
     seconds = time.perf_counter() - t0
 
     out = Path(args.out)
@@ -116,7 +121,14 @@ def main() -> None:
     )
     (out / "training.json").write_text(
         json.dumps(
-            {"steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": TRAIN_SEED, "seconds": round(seconds, 1), "log": log},
+            {
+                "steps": args.steps,
+                "batch": args.batch,
+                "lr": args.lr,
+                "seed": TRAIN_SEED,
+                "seconds": round(seconds, 1),
+                "log": log,
+            },
             indent=1,
         )
         + "\n"

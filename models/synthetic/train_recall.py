@@ -10,7 +10,9 @@ The Mamba models train on the fast scan of :mod:`lrp_llm.ssm_scan`.
 
     nice -n 10 .venv/bin/python models/synthetic/train_recall.py --arch mamba --minutes 20
     # continue from the committed checkpoint towards longer distances:
-    .venv/bin/python models/synthetic/train_recall.py --arch mamba --resume --max-length 2048
+    .venv/bin/python models/synthetic/train_recall.py --arch mamba2 --resume --length 2057
+
+Each checkpoint's ``train_log.json`` lists the runs (arguments) that produced it, in order.
 """
 
 from __future__ import annotations
@@ -94,6 +96,10 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true", help="start from the saved checkpoint")
+    parser.add_argument("--length", type=int, default=None, help="with --resume: continue at this length")
+    parser.add_argument(
+        "--far-half", action="store_true", help="half of each batch with distances in the farther half (attention)"
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
@@ -104,14 +110,15 @@ def main() -> None:
     torch.manual_seed(TRAIN_SEED)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(TRAIN_SEED)
-    log: dict = {"arch": args.arch, "args": vars(args), "evals": []}
+    log: dict = {"arch": args.arch, "runs": [vars(args)], "evals": []}
     if args.resume:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(str(out))
         old = json.loads((out / "train_log.json").read_text())
-        length = int(old.get("length", args.start_length))
+        length = int(args.length or old.get("length", args.start_length))
         log["evals"] = old.get("evals", [])
+        log["runs"] = old.get("runs", [old.get("args")]) + [vars(args)]
         step0 = int(old.get("steps", 0))
     else:
         model = build_model(args.arch)
@@ -132,6 +139,17 @@ def main() -> None:
             for g in opt.param_groups:
                 g["lr"] = args.lr * warm
             data = task.sample(args.batch, length, rng)
+            if args.far_half:  # half of the batch with the value in the farther half of the sequence
+                far = task.sample(args.batch // 2, length, rng, min_distance=(length - 3) // 2, log_uniform=False)
+                data = task.Batch(
+                    *(
+                        np.concatenate([a[: args.batch - len(far.ids)], b])
+                        for a, b in zip(
+                            (data.ids, data.answer, data.value_pos, data.key_pos),
+                            (far.ids, far.answer, far.value_pos, far.key_pos),
+                        )
+                    )
+                )
             ids = torch.from_numpy(data.ids)
             logits = model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]
             loss = F.cross_entropy(logits, torch.from_numpy(data.answer))

@@ -137,7 +137,7 @@ def render_evaluation(console, evaluation) -> None:
     if loc:
         columns += ["top-1", "mass"]
     for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i in (0, 2))
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i in (0, 2, 4))
     best = max(s.abpc for s in summary)
 
     def f(x, d=3):
