@@ -34,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results" / "mamba_speed.md"
+ROWS = RESULTS.with_suffix(".json")  # measured rows; a run with --lengths replaces only those
 LAYERS = 24
 
 
@@ -61,11 +62,16 @@ def ids_of(length: int) -> list[int]:
     return [int(i) for i in torch.randint(10, 50000, (length,), generator=g)]
 
 
+# From this length on, blocks are recomputed in the backward pass (as explain() does above
+# 4096 tokens): activations of 24 layers x 4096 tokens would need about 8 GB.
+CHECKPOINT_FROM = 4096
+
+
 def time_method(model, ids, method: str) -> float:
     from lrp_llm.explanation import relevance
 
     t0 = time.perf_counter()
-    relevance(model, ids, [len(ids) - 1], method=method)
+    relevance(model, ids, [len(ids) - 1], method=method, checkpoint=len(ids) >= CHECKPOINT_FROM)
     return time.perf_counter() - t0
 
 
@@ -130,7 +136,7 @@ def main() -> None:
         for _ in range(args.repeats):
             lrp.append(time_method(model, ids, "mambalrp"))
             gxi.append(time_method(model, ids, "grad-x-input"))
-        row = {"tokens": length, "mambalrp_s": min(lrp), "gxi_s": min(gxi)}
+        row = {"tokens": length, "runs": args.repeats, "mambalrp_s": min(lrp), "gxi_s": min(gxi)}
         row["ratio_gxi"] = row["mambalrp_s"] / row["gxi_s"]
         if length <= args.ref_max:
             ref = time_reference(ref_model, ids) * LAYERS / args.ref_layers
@@ -141,6 +147,12 @@ def main() -> None:
             row["gxi_mb"] = peak_child("grad-x-input", length)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    old = json.loads(ROWS.read_text()) if ROWS.is_file() else []
+    merged = {r["tokens"]: r for r in old} | {r["tokens"]: r for r in rows}
+    rows = [merged[k] for k in sorted(merged)]
+    from lrp_llm.attribution import write_atomic
+
+    write_atomic(ROWS, json.dumps(rows, indent=1))
     write_table(rows, args)
 
 
@@ -154,19 +166,21 @@ def write_table(rows, args) -> None:
         "# MambaLRP speed (Mamba-130M shapes, CPU)",
         "",
         f"Random-weight `MambaForCausalLM`, 24 layers, d_model 768, d_state 16, float32; one explained "
-        f"token; best of {args.repeats}, interleaved in one process; {platform.processor() or platform.machine()}, "
+        f"token; best of *runs*, the two methods interleaved in one process; {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}. Reference = plain gradient through "
         f"transformers' torch path (sequential scan), timed on {args.ref_layers} layer(s) and scaled x"
         f"{LAYERS // args.ref_layers}; not run above {args.ref_max} tokens (its backward is quadratic in the length). "
-        "Peak memory: RSS growth of a fresh process during one explanation.",
+        "Peak memory: RSS growth of a fresh process during one explanation. "
+        f"From {CHECKPOINT_FROM} tokens on, both methods recompute each block in the backward pass "
+        "(activation checkpointing, as `explain` does for long inputs).",
         "",
-        "| tokens | MambaLRP (s) | grad x input (s) | MambaLRP / GxI | reference (s) | speed-up vs reference "
+        "| tokens | runs | MambaLRP (s) | grad x input (s) | MambaLRP / GxI | reference (s) | speed-up vs reference "
         "| peak MB MambaLRP | peak MB GxI |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['tokens']} | {r['mambalrp_s']:.2f} | {r['gxi_s']:.2f} | {r['ratio_gxi']:.2f} | "
+            f"| {r['tokens']} | {r.get('runs', 1)} | {r['mambalrp_s']:.2f} | {r['gxi_s']:.2f} | {r['ratio_gxi']:.2f} | "
             f"{f(r, 'reference_s', '{:.0f}')} | {f(r, 'speedup', '{:.0f}x')} | {f(r, 'mambalrp_mb', '{:.0f}')} | "
             f"{f(r, 'gxi_mb', '{:.0f}')} |"
         )

@@ -381,6 +381,11 @@ def explain(
         )
     if kind == "image-classification":
         raise InputError("this model classifies images; explain one with explain_image(model, processor, image)")
+    if kind == "encoder":
+        raise InputError(
+            "this is an embedding (encoder) model without a language-model head; "
+            "explain a similarity with `xai-tui similarity` or lrp_llm.bilrp"
+        )
     start = time.perf_counter()
     method = default_method(model) if method is None else method
     if prompt_ids is None:

@@ -131,3 +131,11 @@ def test_the_installed_command_reports_errors_without_traceback(tmp_path):
     assert proc.stderr.strip().startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "o.json").exists()
+
+
+def test_an_embedding_model_is_pointed_to_the_similarity_command(tmp_path, capsys):
+    from lrp_llm.loading import demo_embedding_path
+
+    code = main(["explain", "--model", str(demo_embedding_path()), "--prompt", "hi", "--json", str(tmp_path / "o.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "xai-tui similarity" in err and not (tmp_path / "o.json").exists()
