@@ -136,6 +136,8 @@ def test_the_installed_command_reports_errors_without_traceback(tmp_path):
 def test_an_embedding_model_is_pointed_to_the_similarity_command(tmp_path, capsys):
     from lrp_llm.loading import demo_embedding_path
 
-    code = main(["explain", "--model", str(demo_embedding_path()), "--prompt", "hi", "--json", str(tmp_path / "o.json")])
+    code = main(
+        ["explain", "--model", str(demo_embedding_path()), "--prompt", "hi", "--json", str(tmp_path / "o.json")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "xai-tui similarity" in err and not (tmp_path / "o.json").exists()
