@@ -99,43 +99,24 @@ def main(argv: list[str] | None = None) -> Path:
                 f"(ours: {transformers.__version__}), torch {peer.info['torch']}.",
             )
             stats = {label: {"ours": [], "theirs": [], "ratio": [], "r": [], "match": 0} for label, _, _ in cases}
-            for prep in prepared:
-                ids = prep.input_ids[: prep.position + 1]
-                # inseq drops EOS tokens (the chat template's end-of-turn markers) when it
-                # re-tokenises: both sides then explain the ids inseq really uses.
-                probe = peer.request({"input_ids": ids, "position": prep.position, "method": "grad-x-input"})
-                same_ids = bool(probe["ids_match"])
-                ids = [int(i) for i in probe["ids"]]
-                position = len(ids) - 1
-                for label, inseq_method, opts in cases:
-                    ours_method = "integrated-gradients" if inseq_method == "integrated_gradients" else label
-                    best, rel = float("inf"), None
-                    for _ in range(args.repeats):
-                        t0 = time.perf_counter()
-                        out = relevance(model, ids, [position], method=ours_method, steps=args.ig_steps)
-                        best = min(best, time.perf_counter() - t0)
-                        rel = out["relevance"][0, :position].double().numpy()
-                    request = {
-                        "input_ids": ids,
-                        "position": position,
-                        "method": ours_method,
-                        "n_steps": args.ig_steps,
-                        "repeats": args.repeats,
-                        "zero_baseline": bool(opts.get("zero")),
-                    }
-                    theirs = peer.request(request)
+            for n_done, prep in enumerate(prepared):
+                try:
+                    item_stats = compare_item(peer, model, relevance, prep, cases, args)
+                except PeerUnavailable as exc:  # e.g. killed for memory: keep the items done so far
+                    notes.append(f"inseq's worker stopped after {n_done} items ({exc}); the rows cover those.")
+                    break
+                for label, (ours, theirs, r, same_ids) in item_stats.items():
                     s = stats[label]
-                    s["ours"].append(best)
-                    s["theirs"].append(theirs["seconds"])
-                    s["ratio"].append(theirs["seconds"] / best)
+                    s["ours"].append(ours)
+                    s["theirs"].append(theirs)
+                    s["ratio"].append(theirs / ours)
                     s["match"] += same_ids
-                    if theirs["ids_match"]:
-                        s["r"].append(pearson(rel, np.asarray(theirs["relevance"])))
-                    else:
-                        raise RuntimeError(f"inseq changed the ids of {prep.item.id} a second time")
-                print(prep.item.id, len(ids), "done", flush=True)
+                    s["r"].append(r)
+                print(prep.item.id, "done", flush=True)
             for label, _, _ in cases:
                 s = stats[label]
+                if not s["ours"]:
+                    continue
                 rows.append(
                     [
                         label,
@@ -152,6 +133,39 @@ def main(argv: list[str] | None = None) -> Path:
         notes.append(f"inseq could not be run: {exc}.")
         rows = [["–"] * len(header)]
     return write_table("inseq", "Our gradient methods vs inseq on SmolLM2", header, rows, notes, out_dir=args.out)
+
+
+def compare_item(peer, model, relevance, prep, cases, args) -> dict[str, tuple[float, float, float, bool]]:
+    """Per case: (our seconds, inseq seconds, Pearson r, whether inseq kept our ids) for one item."""
+    ids = prep.input_ids[: prep.position + 1]
+    # inseq drops EOS tokens (the chat template's end-of-turn markers) when it re-tokenises:
+    # both sides then explain the ids inseq really uses.
+    probe = peer.request({"input_ids": ids, "position": prep.position, "method": "grad-x-input"})
+    same_ids = bool(probe["ids_match"])
+    ids = [int(i) for i in probe["ids"]]
+    position = len(ids) - 1
+    out: dict[str, tuple[float, float, float, bool]] = {}
+    for label, inseq_method, opts in cases:
+        ours_method = "integrated-gradients" if inseq_method == "integrated_gradients" else label
+        best, rel = float("inf"), None
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            result = relevance(model, ids, [position], method=ours_method, steps=args.ig_steps)
+            best = min(best, time.perf_counter() - t0)
+            rel = result["relevance"][0, :position].double().numpy()
+        request = {
+            "input_ids": ids,
+            "position": position,
+            "method": ours_method,
+            "n_steps": args.ig_steps,
+            "repeats": args.repeats,
+            "zero_baseline": bool(opts.get("zero")),
+        }
+        theirs = peer.request(request)
+        if not theirs["ids_match"]:
+            raise RuntimeError(f"inseq changed the ids of {prep.item.id} a second time")
+        out[label] = (best, theirs["seconds"], pearson(rel, np.asarray(theirs["relevance"])), same_ids)
+    return out
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ def attribute(model, tokenizer, request: dict) -> dict:
     ids = [int(i) for i in request["input_ids"]]
     position = int(request["position"])
     method = METHODS[request["method"]]
-    kwargs = {"n_steps": int(request["n_steps"])} if method == "integrated_gradients" else {}
+    # IG steps in chunks of 8 as in lrp_llm (captum's default runs all steps in one batch)
+    kwargs = {"n_steps": int(request["n_steps"]), "internal_batch_size": 8} if method == "integrated_gradients" else {}
     embeddings = model.model.get_input_embeddings().weight
     unk = tokenizer.unk_token_id
     saved = None

@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--ref-max", type=int, default=1024)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--note", default="", help="a line about the machine, added under the table")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -184,6 +185,8 @@ def write_table(rows, args) -> None:
             f"{f(r, 'reference_s', '{:.0f}')} | {f(r, 'speedup', '{:.0f}x')} | {f(r, 'mambalrp_mb', '{:.0f}')} | "
             f"{f(r, 'gxi_mb', '{:.0f}')} |"
         )
+    if getattr(args, "note", ""):
+        lines += ["", args.note]
     lines.append("")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(RESULTS, "\n".join(lines))

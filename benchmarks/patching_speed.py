@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         "and normalised recovery.",
         f"Sweep: {'/'.join(kinds)} after every layer x {n_pos} positions = {n} patched runs, direction denoise "
         "(clean activation into the corrupted run). All engines in this one process, on the same prompts.",
-        f"Ratio = time of the {ref_name or 'reference'} sweep / time of each engine; max |diff| against it over the "
-        "whole grid (target <= 1e-4; the engines add in a different order, float32).",
+        f"Ratio = time of the {ref_name or 'reference'} sweep / time of each engine; max |diff| against it over its "
+        f"cells ({len(ref.positions) if ref is not None else 0} positions x {L} layers; target <= 1e-4; the engines "
+        "add in a different order, float32).",
     ]
     write_table(
         "patching_speed",
