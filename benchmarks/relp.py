@@ -75,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             ["**mean**", "both", f"**{k}**"] + [f"**{np.mean(per_est[(label, k)]):.3f}**" for _, _, label in ESTIMATES]
         )
-    n = len(rows) // 3
     notes = [
         f"Machine: {machine()}; shared. Measured {date.today().isoformat()}. Model: SmolLM2-135M-Instruct "
         "(bundled GGUF, float32).",
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "(`patching.attribution_patching`). Pearson r over all cells of each 30 x T grid (cells where the prompts "
         "agree are 0 in both and count too).",
         f"Cost: real sweeps {times['sweep']:.0f} s in all, RelP {times['relp']:.0f} s in all "
-        f"({n} grids of 3 sites each).",
+        f"({2 * min(args.pairs, len(PAIRS))} prompt pairs x directions, 3 sites each).",
     ]
     write_table(
         "relp",

@@ -50,8 +50,28 @@ def test_recipe_overwrite_attribute(smollm2):
     assert out.top_after == " Paris" and out.logit_diff_after > 2
 
 
+def test_stepper_on_smollm2_matches_direct_patching(smollm2):
+    """The layer stepper passes its self-check on the real model; cells agree with a plain patched forward."""
+    import torch
+
+    from patching import intervene, replace, run_with_cache
+
+    model, tok = smollm2
+    clean, corrupted = tok(EIFFEL)["input_ids"], tok(COLOSSEUM)["input_ids"]
+    a, w = tok(" Paris")["input_ids"][0], tok(" Rome")["input_ids"][0]
+    fast = sweep(model, clean, corrupted, a, w, kinds=("resid",), positions=[2], metrics=("logit_diff",))
+    assert fast.engine == "stepper"
+    _, cache = run_with_cache(model, clean, ["layer.3.resid", "layer.20.resid"])
+    for layer in (3, 20):
+        with torch.no_grad(), intervene(model, replace(f"layer.{layer}.resid", cache, positions=[2])):
+            logits = model(torch.tensor([corrupted])).logits[0, -1]
+        want = float(logits[a] - logits[w])
+        assert fast.values[("resid", "logit_diff")][layer, 0] == pytest.approx(want, abs=1e-3)
+
+
+@pytest.mark.slow
 def test_stepper_on_smollm2_matches_batched(smollm2):
-    """The layer stepper passes its self-check on the real model and agrees with the batched engine."""
+    """The whole grid at one position, resid and MLP, against the batched engine."""
     model, tok = smollm2
     clean, corrupted = tok(EIFFEL)["input_ids"], tok(COLOSSEUM)["input_ids"]
     a, w = tok(" Paris")["input_ids"][0], tok(" Rome")["input_ids"][0]
