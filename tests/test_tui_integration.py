@@ -47,7 +47,6 @@ async def test_app_on_smollm2_shows_the_library_relevance():
         )
 
 
-@pytest.mark.slow
 def test_real_command_in_tmux():
     """`xai-tui` in a real terminal: type a question, read the screen back with capture-pane."""
     if shutil.which("tmux") is None:
