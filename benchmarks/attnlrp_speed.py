@@ -63,7 +63,10 @@ def main() -> None:
         action="store_true",
         help="time with this process's CPU seconds (steadier when other jobs share the machine)",
     )
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     global CLOCK
     if args.cpu_time:
         CLOCK = time.process_time

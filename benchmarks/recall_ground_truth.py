@@ -6,8 +6,8 @@ the family's LRP method (MambaLRP for Mamba and Mamba-2, AttnLRP for Llama) agai
 gradient x input, side by side in this process:
 
 - accuracy: the model's greedy answer is the value;
-- top-1 (context): the most relevant token other than the query key at the end is the
-  far key or value;
+- top-1 (context): the most relevant token, not counting the query key at the end (the
+  question) and ``<s>`` (the attention sink), is the far key or value;
 - top-1 (all): the same counting the query key too;
 - far share: median share of |relevance| on the far key + value.
 
@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results" / "recall_ground_truth.md"
+ROWS = RESULTS.with_suffix(".json")  # measured rows; a run replaces only the (model, distance) rows it measures
 LRP = {"mamba": "mambalrp", "mamba2": "mambalrp", "llama": "attnlrp"}
 
 
@@ -40,7 +41,7 @@ def score(model, data, method: str) -> dict:
     rows = np.arange(len(rel))
     far = np.abs(rel[rows, data.value_pos]) + np.abs(rel[rows, data.key_pos])
     return {
-        "top1_context": float(recall.top1_hits(rel, data, exclude_query=True).mean()),
+        "top1_context": float(recall.top1_hits(rel, data, context_only=True).mean()),
         "top1_all": float(recall.top1_hits(rel, data).mean()),
         "far_share": float(np.median(far / np.abs(rel).sum(1))),
         "seconds": seconds,
@@ -65,11 +66,17 @@ def main() -> None:
             with torch.no_grad(), lrp_rules(model, None):
                 logits = model(input_ids=torch.from_numpy(data.ids), use_cache=False, logits_to_keep=1).logits
             acc = float((logits[:, -1].argmax(-1).numpy() == data.answer).mean())
-            row = {"arch": arch, "distance": d, "accuracy": acc}
+            row = {"arch": arch, "distance": d, "n": args.n, "accuracy": acc}
             row["lrp"] = score(model, data, LRP[arch])
             row["gxi"] = score(model, data, "grad-x-input")
             rows.append(row)
             print(json.dumps(row), flush=True)
+    from lrp_llm.attribution import write_atomic
+
+    old = json.loads(ROWS.read_text()) if ROWS.is_file() else []
+    merged = {(r["arch"], r["distance"]): r for r in old} | {(r["arch"], r["distance"]): r for r in rows}
+    rows = [merged[k] for k in sorted(merged)]
+    write_atomic(ROWS, json.dumps(rows, indent=1))
     write_table(rows, args)
 
 
@@ -79,20 +86,21 @@ def write_table(rows, args) -> None:
     lines = [
         "# Long-range recall: ground-truth localisation",
         "",
-        f"Committed models `models/synthetic/recall-*` (trained by `models/synthetic/train_recall.py`), "
-        f"{args.n} held-out sequences per distance (seed 777). LRP = MambaLRP (Mamba, Mamba-2) or AttnLRP "
+        "Committed models `models/synthetic/recall-*` (trained by `models/synthetic/train_recall.py`), "
+        "*n* held-out sequences per distance (seed 777). LRP = MambaLRP (Mamba, Mamba-2) or AttnLRP "
         "(Llama); GxI = gradient x input, same sequences, same process. *top-1 (context)*: the most relevant "
-        "token, not counting the query key at the end, is the far key or value; *top-1 (all)*: counting it; "
+        "token, not counting the query key at the end and `<s>`, is the far key or value; *top-1 (all)*: "
+        "counting them; "
         "*far share*: median share of |relevance| on the far key + value.",
         "",
-        "| model | distance | accuracy | LRP top-1 (context) | GxI top-1 (context) | LRP top-1 (all) "
+        "| model | distance | n | accuracy | LRP top-1 (context) | GxI top-1 (context) | LRP top-1 (all) "
         "| GxI top-1 (all) | LRP far share | GxI far share |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         a, b = r["lrp"], r["gxi"]
         lines.append(
-            f"| {r['arch']} | {r['distance']} | {r['accuracy']:.1%} | {a['top1_context']:.1%} | "
+            f"| {r['arch']} | {r['distance']} | {r.get('n', '')} | {r['accuracy']:.1%} | {a['top1_context']:.1%} | "
             f"{b['top1_context']:.1%} | {a['top1_all']:.1%} | {b['top1_all']:.1%} | {a['far_share']:.2f} | "
             f"{b['far_share']:.2f} |"
         )

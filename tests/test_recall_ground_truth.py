@@ -4,8 +4,9 @@
 ``models/synthetic/train_recall.py`` (seeded; never in CI) on key-value recall: the
 answer is the value that followed the query key once, ``distance`` tokens back. The
 far key and value are the evidence; the query key at the end is the question itself
-and is not counted as evidence (it is always relevant: under MambaLRP the output gate
-of every layer hands half of the relevance to the current token).
+and ``<s>`` the attention sink, so neither is counted as context (the query is always
+relevant: under MambaLRP the output gate of every layer hands half of the relevance to
+the current token; AttnLRP puts the top relevance on ``<s>`` for a few % of sequences).
 """
 
 from pathlib import Path
@@ -23,10 +24,7 @@ MODELS = Path(__file__).resolve().parents[1] / "models" / "synthetic"
 DISTANCE = 1024
 N = 50
 LRP = {"mamba": "mambalrp", "mamba2": "mambalrp", "llama": "attnlrp"}
-# Held-out accuracy at distance 1024 that each committed checkpoint reaches (its train_log.json):
-# the Mamba models are at 100 %; the Llama is still short of 99 % after the training this
-# CPU allowed (README, "Mamba, Mamba-2 and long-range dependencies").
-MIN_ACCURACY = {"mamba": 0.98, "mamba2": 0.98, "llama": 0.9}
+MIN_ACCURACY = 0.98
 
 
 @pytest.fixture(scope="module", params=sorted(LRP))
@@ -45,7 +43,7 @@ def test_the_models_recall_at_distance_1024(trained, held_out):
     # the fast scan (for Mamba; equal to transformers' path within 1e-5, see test_mamba.py)
     with torch.no_grad(), lrp_rules(model, None):
         logits = model(input_ids=torch.from_numpy(held_out.ids), use_cache=False, logits_to_keep=1).logits[:, -1]
-    assert (logits.argmax(-1).numpy() == held_out.answer).mean() >= MIN_ACCURACY[trained[0]]
+    assert (logits.argmax(-1).numpy() == held_out.answer).mean() >= MIN_ACCURACY
 
 
 def test_lrp_points_at_the_far_key_or_value(trained, held_out):
@@ -54,10 +52,10 @@ def test_lrp_points_at_the_far_key_or_value(trained, held_out):
         logits = model(input_ids=torch.from_numpy(held_out.ids), use_cache=False, logits_to_keep=1).logits[:, -1]
     correct = logits.argmax(-1).numpy() == held_out.answer
     rel = recall.batch_relevance(model, held_out.ids, held_out.answer, LRP[arch])
-    hits = recall.top1_hits(rel, held_out, exclude_query=True)
+    hits = recall.top1_hits(rel, held_out, context_only=True)
     # where the model recalls the value, the explanation must point at the evidence
     assert hits[correct].mean() >= 0.98, f"{arch}: {hits[correct].mean():.2%} of {correct.sum()} recalled"
-    assert hits.mean() >= MIN_ACCURACY[arch]
+    assert hits.mean() >= MIN_ACCURACY
     # and the far evidence carries a large share of all relevance
     far = np.abs(rel[np.arange(N), held_out.value_pos]) + np.abs(rel[np.arange(N), held_out.key_pos])
     assert np.median(far / np.abs(rel).sum(1)) > 0.2

@@ -140,11 +140,16 @@ def batch_relevance(model, ids: np.ndarray, answers: np.ndarray, method: str = "
     return out
 
 
-def top1_hits(relevance: np.ndarray, data: Batch, *, exclude_query: bool = False) -> np.ndarray:
-    """Whether each sequence's most relevant token is the far key or value (optionally not counting
-    the query key at the end, which is the question itself)."""
+def top1_hits(relevance: np.ndarray, data: Batch, *, context_only: bool = False) -> np.ndarray:
+    """Whether each sequence's most relevant token is the far key or value.
+
+    ``context_only`` leaves out the two tokens that are not context: the query key at the
+    end (the question itself; under MambaLRP the output gates hand it a large share) and
+    ``<s>`` at position 0 (the attention sink of transformers, relevant whatever follows).
+    """
     r = relevance.copy()
-    if exclude_query:
+    if context_only:
         r[:, -1] = -np.inf
+        r[:, 0] = -np.inf
     top = r.argmax(1)
     return (top == data.value_pos) | (top == data.key_pos)
