@@ -10,6 +10,7 @@ state the views show lives in the app's reactives, so every view stays in sync.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterable
@@ -25,7 +26,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from .backend import AskRequest, EncoderBackend, LoadOptions, ModelBackend, PatchRequest
 from .messages import AnswerToken, ExplanationReady, ExportDone, JobProgress, ModelLoaded, PromptTokens, ResultReady
-from .methods import METHOD_LABELS
+from .methods import METHOD_LABELS, METHODS
 from .views import VIEWS, available_views, view
 
 if TYPE_CHECKING:
@@ -68,6 +69,8 @@ class XaiApp(App[None]):
     """Index of the selected answer token (0 = the first generated token)."""
     word_level: reactive[bool] = reactive(False)
     """Show relevance per word (sub-word tokens merged, relevance summed) instead of per token."""
+    available_methods: tuple[str, ...] = METHODS
+    """Methods the loaded model's family offers (all until a model is loaded)."""
     method: reactive[str] = reactive("attnlrp")
     """Attribution method used for the next question and the one shown."""
     chat: reactive[bool] = reactive(True)
@@ -144,9 +147,15 @@ class XaiApp(App[None]):
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def _load_model_worker(self, backend: ModelBackend) -> None:
         summary = backend.load()
-        self.post_message(ModelLoaded(backend.name, summary))
+        self.post_message(ModelLoaded(backend.name, summary, backend.methods()))
 
     def on_model_loaded(self, message: ModelLoaded) -> None:
+        if message.methods:
+            self.available_methods = message.methods
+            if self.method not in message.methods:  # e.g. AttnLRP asked of a Mamba model
+                self.method = message.methods[0]
+                if self._pending is not None:
+                    self._pending = dataclasses.replace(self._pending, method=self.method)
         self.model_state = "ready"
         self.progress = None
         self.status = (f"{message.name} loaded ({message.summary}); ask a question", "info")

@@ -88,6 +88,15 @@ class ModelBackend:
                 )
             return self.summary()
 
+    def methods(self) -> tuple[str, ...]:
+        """Methods the loaded model's family offers, the family's default first."""
+        from lrp_llm.archs import get_arch
+        from lrp_llm.explanation import _RULES
+
+        spec = get_arch(self.model)
+        usable = [m for m, rules in _RULES.items() if rules is None or rules in spec.rules]
+        return (spec.default_method, *[m for m in usable if m != spec.default_method])
+
     def summary(self) -> str:
         model = self.model
         params = sum(p.numel() for p in model.parameters())

@@ -21,6 +21,8 @@ class ModelLoaded(Message):
 
     name: str
     summary: str
+    # the methods this model's family offers, its default first (empty: unknown)
+    methods: tuple[str, ...] = ()
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 METHOD_LABELS = {
     "attnlrp": "AttnLRP",
     "cp-lrp": "CP-LRP",
+    "mambalrp": "MambaLRP",
     "grad-x-input": "Gradient × input",
     "saliency": "Saliency",
     "integrated-gradients": "Integrated gradients",

@@ -208,8 +208,9 @@ class AskScreen(ViewScreen):
         sources.highlighted = sources.get_option_index(str(unit))
 
     def action_next_method(self) -> None:
-        i = METHODS.index(self.xai.method) if self.xai.method in METHODS else -1
-        self.xai.set_method(METHODS[(i + 1) % len(METHODS)])
+        methods = self.xai.available_methods
+        i = methods.index(self.xai.method) if self.xai.method in methods else -1
+        self.xai.set_method(methods[(i + 1) % len(methods)])
 
     def action_toggle_words(self) -> None:
         self.xai.word_level = not self.xai.word_level
@@ -238,7 +239,7 @@ class AskScreen(ViewScreen):
                 "Switch between QA with context and a plain prompt (Ctrl+N)",
                 self.action_toggle_chat,
             )
-            for m in METHODS:
+            for m in app.available_methods:
                 if m != app.method:
                     yield (
                         f"Method: {METHOD_LABELS[m]}",
