@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from textual.worker import WorkerFailed
 
 from tests.tui_support import CONTEXT, QUESTION, tui_backend
 from tui.app import XaiApp
@@ -191,8 +192,16 @@ async def test_bad_checkpoint_shows_a_message_in_the_app(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')  # no weights
     app = XaiApp(ModelBackend(LoadOptions(path=str(tmp_path))))
     async with app.run_test(size=SIZE) as pilot:
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        # the load worker starts after the first frame and fails; waiting on a failed
+        # worker re-raises its error, which the app itself has already handled
+        for _ in range(200):
+            try:
+                await app.workers.wait_for_complete()
+            except WorkerFailed:
+                pass
+            await pilot.pause()
+            if app.model_state == "failed":
+                break
         assert app.model_state == "failed"
         text, kind = app.status
         assert kind == "error" and "no weights" in text
