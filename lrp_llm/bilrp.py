@@ -57,8 +57,8 @@ from torch import nn
 from .archs import get_arch
 from .attribution import write_atomic
 from .context import lrp_rules
-from .errors import Cancelled, InputError
-from .patch import ModelPatch
+from .errors import InputError, check_cancel
+from .patch import ModelPatch, freeze_parameters
 
 SCHEMA = "xai-tui/similarity/1"
 METHODS: tuple[str, ...] = ("bilrp", "grad-x-input-products", "embedding-dot")
@@ -338,7 +338,7 @@ def _forward_mode(f: _Embedder, chunk: int, should_cancel: ShouldCancel | None) 
     # The fused CPU/GPU SDPA kernels have no forward-mode derivative; the math kernel has.
     with sdpa_kernel([SDPBackend.MATH]):
         for start in range(0, n, chunk):
-            _check_cancel(should_cancel)
+            check_cancel(should_cancel)
             idx = torch.arange(start, min(n, start + chunk), device=x0.device)
             tangents = torch.zeros((len(idx), *x0.shape), dtype=x0.dtype, device=x0.device)
             tangents[torch.arange(len(idx)), 0, idx] = x0[0, idx]
@@ -356,7 +356,7 @@ def _replay_mode(f: _Embedder, chunk: int, should_cancel: ShouldCancel | None) -
     primal = None
     with torch.no_grad():
         for start in range(0, n, chunk):
-            _check_cancel(should_cancel)
+            check_cancel(should_cancel)
             idx = torch.arange(start, min(n, start + chunk), device=x0.device)
             batch = torch.zeros((len(idx) + 1, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)
             batch[0] = x0[0]
@@ -380,7 +380,7 @@ def _reverse_mode(
         if batched:
             eye = torch.eye(dims, dtype=phi.dtype, device=phi.device)
             for start in range(0, dims, chunk):
-                _check_cancel(should_cancel)
+                check_cancel(should_cancel)
                 stop = min(dims, start + chunk)
                 (g,) = torch.autograd.grad(
                     phi, x, grad_outputs=eye[start:stop], retain_graph=True, is_grads_batched=True
@@ -389,27 +389,10 @@ def _reverse_mode(
         else:
             for m in range(dims):
                 if m % 16 == 0:
-                    _check_cancel(should_cancel)
+                    check_cancel(should_cancel)
                 (g,) = torch.autograd.grad(phi[m], x, retain_graph=True)
                 rows[m] = (g[0] * x0[0]).sum(-1)
     return phi.detach(), rows
-
-
-def _check_cancel(should_cancel: ShouldCancel | None) -> None:
-    if should_cancel is not None and should_cancel():
-        raise Cancelled()
-
-
-def _freeze(model: nn.Module, patch) -> None:
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-
-    def restore() -> None:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-    patch.on_exit(restore)
 
 
 def first_order_map(
@@ -458,10 +441,10 @@ def first_order_map(
 
         with ModelPatch(model) as patch:
             install_cp_lrp_replay(patch, model)
-            _freeze(model, patch)
+            freeze_parameters(model, patch)
             return _replay_mode(_Embedder(model, patch, ids, pooling), chunk, should_cancel)
     with lrp_rules(model, active_rules) as patch:
-        _freeze(model, patch)
+        freeze_parameters(model, patch)
         f = _Embedder(model, patch, ids, pooling)
         if method == "embedding-dot":
             with torch.no_grad():

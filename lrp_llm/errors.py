@@ -20,3 +20,9 @@ class InputError(XaiError):
 class Cancelled(XaiError):
     def __init__(self, message: str = "cancelled") -> None:
         super().__init__(message)
+
+
+def check_cancel(should_cancel) -> None:
+    """Raise :class:`Cancelled` when the caller's ``should_cancel()`` says so (None: never)."""
+    if should_cancel is not None and should_cancel():
+        raise Cancelled()

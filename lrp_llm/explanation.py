@@ -20,7 +20,8 @@ from torch import nn
 from .archs import get_arch
 from .attribution import Attribution, TargetRelevance
 from .context import lrp_rules
-from .errors import Cancelled, InputError, UnsupportedModelError
+from .errors import Cancelled, InputError, UnsupportedModelError, check_cancel
+from .patch import freeze_parameters
 
 METHODS: tuple[str, ...] = (
     "attnlrp",
@@ -144,9 +145,6 @@ def generate_greedy(
 
 
 # ------------------------------------------------------------------------ relevance
-def _check_cancel(should_cancel: ShouldCancel | None) -> None:
-    if should_cancel is not None and should_cancel():
-        raise Cancelled()
 
 
 def _forward_logits(model: nn.Module, embeds: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -204,7 +202,7 @@ def relevance(
     rel = torch.zeros(n, seq, dtype=acc)
 
     with lrp_rules(model, rules, checkpoint=checkpoint) as patch:
-        _freeze_parameters(model, patch)
+        freeze_parameters(model, patch)
         with torch.no_grad():
             embeds0 = model.get_input_embeddings()(ids)
         t0 = time.perf_counter()
@@ -263,7 +261,7 @@ def _target_gradients(selected, embeds, batch, checkpoint, should_cancel):
     batch = 1 if checkpoint else max(1, int(batch))
     i = 0
     while i < n:
-        _check_cancel(should_cancel)
+        check_cancel(should_cancel)
         b = min(batch, n - i)
         last = i + b >= n
         if b > 1:
@@ -283,19 +281,6 @@ def _target_gradients(selected, embeds, batch, checkpoint, should_cancel):
             (grad,) = torch.autograd.grad(selected[i], embeds, retain_graph=not last)
             yield i, grad.unsqueeze(0)
         i += b
-
-
-def _freeze_parameters(model: nn.Module, patch) -> None:
-    """No parameter gradients are needed: stop autograd from keeping tensors for them."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-
-    def restore() -> None:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-    patch.on_exit(restore)
 
 
 def _integrated_gradients(

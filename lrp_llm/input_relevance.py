@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .errors import Cancelled, InputError
+from .errors import InputError, check_cancel
 
 METHODS: tuple[str, ...] = ("attnlrp", "cp-lrp", "grad-x-input", "saliency", "integrated-gradients", "random")
 RULES: dict[str, str | None] = {
@@ -33,24 +33,6 @@ ShouldCancel = Callable[[], bool]
 def check_method(method: str) -> None:
     if method not in METHODS:
         raise InputError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
-
-
-def freeze_parameters(model, patch) -> None:
-    """No parameter gradients are needed: stop autograd from keeping tensors for them (undone on exit)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-
-    def restore() -> None:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-    patch.on_exit(restore)
-
-
-def _cancel(should_cancel: ShouldCancel | None) -> None:
-    if should_cancel is not None and should_cancel():
-        raise Cancelled()
 
 
 def input_relevance(
@@ -92,7 +74,7 @@ def input_relevance(
             return out, values
         out = [torch.zeros(n, *_reduced(x, d), dtype=acc) for x, d in zip(base, dims)]
         for i in range(n):
-            _cancel(should_cancel)
+            check_cancel(should_cancel)
             grads = torch.autograd.grad(scores[i], xs, retain_graph=i < n - 1, allow_unused=True)
             for k, (x, g, d) in enumerate(zip(xs, grads, dims)):
                 if g is None:
@@ -131,7 +113,7 @@ def _integrated_gradients(score, base, dims, acc, steps, ig_batch, progress, sho
                 xs.append((a * x).detach().requires_grad_(True))
             scores = score(xs).sum(0)  # (n,)
             for i in range(n):
-                _cancel(should_cancel)
+                check_cancel(should_cancel)
                 gs = torch.autograd.grad(scores[i], xs, retain_graph=i < n - 1, allow_unused=True)
                 for k, g in enumerate(gs):
                     if g is not None:

@@ -72,5 +72,18 @@ class ModelPatch:
         self.restore()
 
 
+def freeze_parameters(model: nn.Module, patch: ModelPatch) -> None:
+    """No parameter gradients are needed: stop autograd from keeping tensors for them (undone on exit)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+
+    def restore() -> None:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+    patch.on_exit(restore)
+
+
 def output_tensor(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output

@@ -22,7 +22,9 @@ from .archs import get_arch
 from .attribution import Attribution, TargetRelevance
 from .context import lrp_rules
 from .errors import Cancelled, InputError
-from .input_relevance import RULES, Progress, ShouldCancel, check_method, freeze_parameters, input_relevance
+from .explanation import input_device
+from .input_relevance import RULES, Progress, ShouldCancel, check_method, input_relevance
+from .patch import freeze_parameters
 
 
 def source_ids(tokenizer, prompt: str, context: str | None = None) -> list[int]:
@@ -42,11 +44,6 @@ def _start_id(model: nn.Module) -> int:
     return int(start)
 
 
-def _device(model: nn.Module) -> torch.device:
-    weight = model.get_input_embeddings().weight
-    return torch.device("cpu") if weight.device.type == "meta" else weight.device
-
-
 @torch.no_grad()
 def generate_seq2seq(
     model: nn.Module,
@@ -58,7 +55,7 @@ def generate_seq2seq(
     should_cancel: ShouldCancel | None = None,
 ) -> list[int]:
     """Greedy decoding (encoder run once, decoder with its KV cache); the stop token is included."""
-    device = _device(model)
+    device = input_device(model)
     was_training = model.training
     model.eval()
     try:
@@ -113,7 +110,7 @@ def seq2seq_relevance(
         spec = get_arch(model)
         if rules not in spec.rules:
             raise InputError(f"method '{method}' is not available for {spec.family} models")
-    device = _device(model)
+    device = input_device(model)
     dec_ids = [_start_id(model)] + answer_ids[:-1]
     n = len(answer_ids)
     rows = torch.arange(n, device=device)
@@ -171,7 +168,7 @@ def batch_seq2seq_relevance(
     """
     if method not in ("attnlrp", "cp-lrp", "grad-x-input"):
         raise InputError(f"batched relevance supports attnlrp, cp-lrp and grad-x-input, not '{method}'")
-    device = _device(model)
+    device = input_device(model)
     pad = int(getattr(model.config, "pad_token_id", None) or 0)
     start = _start_id(model)
     b, s_len, t_len = len(sources), max(map(len, sources)), max(map(len, answers))
@@ -294,7 +291,7 @@ def explain_seq2seq(
         "rules": RULES[method],
         "steps": steps if method == "integrated-gradients" else None,
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-        "device": str(_device(model)),
+        "device": str(input_device(model)),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "kind": "seq2seq",

@@ -272,7 +272,8 @@ def image_relevance(
 
     from .archs import get_arch
     from .context import lrp_rules
-    from .input_relevance import RULES, check_method, freeze_parameters, input_relevance
+    from .input_relevance import RULES, check_method, input_relevance
+    from .patch import freeze_parameters
 
     spec = get_arch(model)
     method = method or spec.default_method
@@ -315,7 +316,8 @@ def batch_image_relevance(model, pixel_values, targets: Sequence[int], *, method
 
     from .archs import get_arch
     from .context import lrp_rules
-    from .input_relevance import RULES, check_method, freeze_parameters
+    from .input_relevance import RULES, check_method
+    from .patch import freeze_parameters
 
     method = method or get_arch(model).default_method
     check_method(method)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from lrp_llm.errors import InputError
-from lrp_llm.patch import ModelPatch
+from lrp_llm.patch import ModelPatch, freeze_parameters
 
 from .interventions import _first, _ids_tensor
 from .metrics import Reference
@@ -106,14 +106,6 @@ def backward_rules(model: nn.Module, rules: str | None) -> Iterator[ModelPatch]:
         yield patch
 
 
-def _freeze(model: nn.Module, patch: ModelPatch) -> None:
-    """No parameter gradients are needed: autograd then keeps nothing for them."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    patch.on_exit(lambda: [p.requires_grad_(f) for p, f in flags])
-
-
 def attribution_patching(
     model: nn.Module,
     clean_ids: torch.Tensor | Sequence[int],
@@ -162,7 +154,7 @@ def attribution_patching(
     # forward 2 + backward: the base run under the rules, gradient of the metric at every site
     got: dict = {}
     with backward_rules(model, METHODS[method] if rules == "default" else rules) as patch:
-        _freeze(model, patch)
+        freeze_parameters(model, patch)
         _record(patch, targets, got)
         with torch.enable_grad():
             embeds = model.get_input_embeddings()(base).detach().requires_grad_(True)
