@@ -189,9 +189,10 @@ def _replay_norm(module: nn.LayerNorm):
             dtype = x.dtype
             xf = x if dtype in (torch.float32, torch.float64) else x.float()
             inv = torch.rsqrt(xf[:1].var(-1, unbiased=False, keepdim=True) + module.eps)
-            out = (xf - xf.mean(-1, keepdim=True)) * inv
+            out = xf - xf.mean(-1, keepdim=True)  # a new tensor: the in-place steps below never touch x
+            out.mul_(inv)
             if module.weight is not None:
-                out = out * module.weight.to(out.dtype)
+                out.mul_(module.weight.to(out.dtype))
             if module.bias is not None:
                 out[:1] += module.bias.to(out.dtype)
             return out.to(dtype)
@@ -206,9 +207,40 @@ def _replay_mlp(module: nn.Module):
         def forward(x):
             pre = module.dense(x)
             y0 = module.intermediate_act_fn(pre[:1])
-            out = pre * _safe_ratio(y0, pre[:1]).to(pre.dtype)
-            out[:1] = y0
-            return out
+            ratio = _safe_ratio(y0, pre[:1]).to(pre.dtype)
+            pre.mul_(ratio)  # pre is this function's own tensor
+            pre[:1] = y0
+            return pre
+
+        return forward
+
+    return make
+
+
+def _replay_attention(module: nn.Module):
+    """Self-attention with row 0's probabilities applied to every row's values (one softmax, not one per row)."""
+
+    def make(_original):
+        def forward(hidden_states, attention_mask=None, past_key_values=None, **_kwargs):
+            if past_key_values is not None:
+                raise UnsupportedModelError("the CP-LRP replay does not run with a key/value cache")
+            batch, n = hidden_states.shape[:2]
+            size = module.attention_head_size
+            x0 = hidden_states[:1]
+            q = nn.functional.linear(x0, module.query.weight, module.query.bias).view(1, n, -1, size).transpose(1, 2)
+            k = nn.functional.linear(x0, module.key.weight, module.key.bias).view(1, n, -1, size).transpose(1, 2)
+            scores = torch.matmul(q, k.transpose(2, 3)) * module.scaling
+            if attention_mask is not None:
+                mask = attention_mask[:1]
+                if mask.dtype == torch.bool:  # True = may attend
+                    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+                else:
+                    scores = scores + mask.to(scores.dtype)
+            low = scores.dtype in (torch.float16, torch.bfloat16)
+            probs = torch.softmax(scores.float() if low else scores, dim=-1).to(hidden_states.dtype)  # (1, heads, n, n)
+            v = module.value(hidden_states).view(batch, n, -1, size).transpose(1, 2)  # replayed: bias in row 0
+            out = torch.matmul(probs, v).transpose(1, 2).reshape(batch, n, -1)
+            return out, probs
 
         return forward
 
@@ -234,6 +266,11 @@ def install_cp_lrp_replay(patch: ModelPatch, model: nn.Module) -> None:
             patch.override_forward(module, _replay_linear(module, from_first_row=id(module) in shared))
         elif isinstance(module, nn.LayerNorm):
             patch.override_forward(module, _replay_norm(module))
+    for attn in parts["attentions"]:
+        # Self-attentions of the transformers 5 layout (head size and scaling as attributes) get the
+        # one-softmax replay; anything else keeps the per-row replay of the projections above.
+        if hasattr(attn, "attention_head_size") and hasattr(attn, "scaling") and "Cross" not in type(attn).__name__:
+            patch.override_forward(attn, _replay_attention(attn))
     for mlp in parts["mlps"]:
         patch.override_forward(mlp, _replay_mlp(mlp))
 
