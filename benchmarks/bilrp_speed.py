@@ -22,7 +22,7 @@ from datetime import date
 import numpy as np
 import torch
 
-from benchmarks.common import machine, write_table
+from benchmarks.common import load_note, machine, write_table
 from lrp_llm.bilrp import SimilarityExplainer, first_order_map
 from lrp_llm.loading import load_encoder
 
@@ -143,9 +143,8 @@ def main() -> None:
         ["threads", "computation (one pair)", "wall s", "CPU s", "speed-up vs loop", "max abs diff vs loop"],
         rows,
         [
-            f"Machine: {machine()}. Measured {date.today().isoformat()}; load average {load_before:.1f} before, "
-            f"{load_after:.1f} after: the machine is shared with other jobs, so wall times are inflated and vary; "
-            "the single-thread CPU seconds are what one idle core would take.",
+            f"Machine: {machine()}. Measured {date.today().isoformat()}; {load_note(load_before, load_after)}. "
+            "The single-thread CPU seconds are what one idle core would take.",
             f"One pair = two sentences of {args.tokens} tokens each ([CLS] and [SEP] included), mean pooling, "
             "cosine mode: both first-order maps (384 x 32) and the 32 x 32 interaction matrix.",
             f"All strategies run alternately in one process on the same pair; best of {args.repeats} "

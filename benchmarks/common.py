@@ -66,6 +66,15 @@ def machine() -> str:
     )
 
 
+def load_note(before: float, after: float) -> str:
+    """How busy the machine was around a timed run (1-minute load averages), in words for the notes."""
+    cores = os.cpu_count() or 1
+    state = (
+        "quiet (no other jobs)" if max(before, after) < 0.75 * cores else "shared with other jobs: wall times inflated"
+    )
+    return f"load average {before:.1f} before, {after:.1f} after on {cores} cores: {state}"
+
+
 def write_table(
     name: str, title: str, header: list[str], rows: list[list[str]], notes: list[str], out_dir: Path | None = None
 ) -> Path:

@@ -21,12 +21,13 @@ Writes benchmarks/results/patching_speed.md.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from datetime import date
 
 import numpy as np
 
-from benchmarks.common import machine, write_table
+from benchmarks.common import load_note, machine, write_table
 from lrp_llm import load_model
 from patching import sweep
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-batched", action="store_true", help="leave out the batched engine")
     args = ap.parse_args(argv)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    load_before = os.getloadavg()[0]
     model, tok = load_model()
     clean, corrupted = tok(CLEAN)["input_ids"], tok(CORRUPTED)["input_ids"]
     assert len(clean) == len(corrupted), (len(clean), len(corrupted))
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = base_s / stepper_s
     rows.append(["**stepper (mean)**", "", f"{stepper_s:.1f}", f"{n / stepper_s:.1f}", f"**{ratio:.1f}x**", "", ""])
     notes = [
-        f"Machine: {machine()}; shared with other jobs (load varies), so times are wall clock of one run each. "
+        f"Machine: {machine()}; {load_note(load_before, os.getloadavg()[0])}; times are wall clock of one run each. "
         f"Measured {date.today().isoformat()}.",
         f"Model: SmolLM2-135M-Instruct (bundled GGUF, float32), {L} layers. Prompts: {T} tokens each, clean names "
         "the Eiffel Tower, corrupted the Colosseum; metric: logit(' Paris') - logit(' Rome') at the last position "

@@ -3,7 +3,8 @@
 Loads the committed ``models/synthetic/recall-{mamba,mamba2,llama}`` and scores, on
 held-out sequences (``lrp_llm.tasks.recall.held_out``, seed 777) at several distances,
 the family's LRP method (MambaLRP for Mamba and Mamba-2, AttnLRP for Llama) against
-gradient x input, side by side in this process:
+gradient x input and, on the Mamba models, the hidden attention of Ali et al.
+(``hidden-attention``), side by side in this process:
 
 - accuracy: the model's greedy answer is the value;
 - top-1 (context): the most relevant token, not counting the query key at the end (the
@@ -69,6 +70,8 @@ def main() -> None:
             row = {"arch": arch, "distance": d, "n": args.n, "accuracy": acc}
             row["lrp"] = score(model, data, LRP[arch])
             row["gxi"] = score(model, data, "grad-x-input")
+            if arch.startswith("mamba"):
+                row["hidden"] = score(model, data, "hidden-attention")
             rows.append(row)
             print(json.dumps(row), flush=True)
     from lrp_llm.attribution import write_atomic
@@ -88,21 +91,25 @@ def write_table(rows, args) -> None:
         "",
         "Committed models `models/synthetic/recall-*` (trained by `models/synthetic/train_recall.py`), "
         "*n* held-out sequences per distance (seed 777). LRP = MambaLRP (Mamba, Mamba-2) or AttnLRP "
-        "(Llama); GxI = gradient x input, same sequences, same process. *top-1 (context)*: the most relevant "
+        "(Llama); GxI = gradient x input; HA = hidden attention (Ali et al. 2024; Mamba only), same sequences, same process. *top-1 (context)*: the most relevant "
         "token, not counting the query key at the end and `<s>`, is the far key or value; *top-1 (all)*: "
         "counting them; "
         "*far share*: median share of |relevance| on the far key + value.",
         "",
-        "| model | distance | n | accuracy | LRP top-1 (context) | GxI top-1 (context) | LRP top-1 (all) "
-        "| GxI top-1 (all) | LRP far share | GxI far share |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | distance | n | accuracy | LRP top-1 (context) | GxI top-1 (context) | HA top-1 (context) "
+        "| LRP top-1 (all) | GxI top-1 (all) | HA top-1 (all) | LRP far share | GxI far share | HA far share |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        a, b = r["lrp"], r["gxi"]
+        a, b, h = r["lrp"], r["gxi"], r.get("hidden")
+
+        def ha(key: str, fmt: str, h=h) -> str:
+            return "-" if h is None else format(h[key], fmt)
+
         lines.append(
             f"| {r['arch']} | {r['distance']} | {r.get('n', '')} | {r['accuracy']:.1%} | {a['top1_context']:.1%} | "
-            f"{b['top1_context']:.1%} | {a['top1_all']:.1%} | {b['top1_all']:.1%} | {a['far_share']:.2f} | "
-            f"{b['far_share']:.2f} |"
+            f"{b['top1_context']:.1%} | {ha('top1_context', '.1%')} | {a['top1_all']:.1%} | {b['top1_all']:.1%} | "
+            f"{ha('top1_all', '.1%')} | {a['far_share']:.2f} | {b['far_share']:.2f} | {ha('far_share', '.2f')} |"
         )
     lines.append("")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -14,12 +14,13 @@ Pearson r over all cells of each grid. Writes benchmarks/results/relp.md.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from datetime import date
 
 import numpy as np
 
-from benchmarks.common import machine, write_table
+from benchmarks.common import load_note, machine, write_table
 from lrp_llm import load_model
 from patching import attribution_patching, pearson, sweep
 
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=len(PAIRS), help="how many of the prompt pairs (default all)")
     args = ap.parse_args(argv)
+    load_before = os.getloadavg()[0]
     model, tok = load_model()
     rows: list[list[str]] = []
     per_est: dict[tuple[str, str], list[float]] = {}
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             ["**mean**", "both", f"**{k}**"] + [f"**{np.mean(per_est[(label, k)]):.3f}**" for _, _, label in ESTIMATES]
         )
     notes = [
-        f"Machine: {machine()}; shared. Measured {date.today().isoformat()}. Model: SmolLM2-135M-Instruct "
+        f"Machine: {machine()}; {load_note(load_before, os.getloadavg()[0])}. Measured {date.today().isoformat()}. Model: SmolLM2-135M-Instruct "
         "(bundled GGUF, float32).",
         "Real sweep: every layer x position of the residual stream after each block, the attention output and the "
         "MLP output, patched one at a time (`patching.sweep`); metric: logit(answer) - logit(wrong) at the last "

@@ -30,6 +30,7 @@ METHODS: tuple[str, ...] = (
     "grad-x-input",
     "saliency",
     "integrated-gradients",
+    "hidden-attention",
     "random",
 )
 _RULES: dict[str, str | None] = {
@@ -39,8 +40,11 @@ _RULES: dict[str, str | None] = {
     "grad-x-input": None,
     "saliency": None,
     "integrated-gradients": None,
+    "hidden-attention": None,
     "random": None,
 }
+# methods that are not rule sets and only some families offer (ArchSpec.extra_methods)
+_FAMILY_METHODS = ("hidden-attention",)
 # Inputs longer than this recompute block activations in the backward pass.
 CHECKPOINT_ABOVE_TOKENS = 4096
 
@@ -182,11 +186,13 @@ def relevance(
         raise InputError("nothing to explain: no target tokens")
     if min(positions) < 1 or max(positions) >= len(input_ids):
         raise InputError("target positions must lie inside the sequence, after its first token")
+    if _RULES[method] is not None or method in _FAMILY_METHODS:
+        get_arch(model)  # an unsupported architecture: its own message, naming the supported ones
+    offered = methods_for(model)
+    if method not in offered:
+        family = _model_family(model) or type(model).__name__
+        raise InputError(f"method '{method}' is not available for {family} models; choose one of: {', '.join(offered)}")
     rules = _RULES[method]
-    if rules is not None:
-        spec = get_arch(model)
-        if rules not in spec.rules:
-            raise InputError(f"method '{method}' is not available for {spec.family} models")
     device = input_device(model)
     ids = torch.tensor([list(input_ids)], device=device)
     seq = ids.shape[1]
@@ -199,8 +205,37 @@ def relevance(
     timings: dict[str, float] = {}
     # float64 models keep float64 relevance (exact conservation checks); others float32.
     acc = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
-    rel = torch.zeros(n, seq, dtype=acc)
+    if method == "hidden-attention":
+        from .hidden_attention import hidden_attention
 
+        t0 = time.perf_counter()
+        all_logits, rel = hidden_attention(model, ids, keep, progress=progress, should_cancel=should_cancel)
+        timings["forward_backward"] = time.perf_counter() - t0
+        logits, rel = all_logits.to(acc), rel.to(acc)
+    else:
+        logits, rel = _gradient_relevance(
+            model, ids, keep, target_ids, method, rules, steps, ig_batch, backward_batch, seed, checkpoint, acc,
+            timings, progress, should_cancel,
+        )  # fmt: skip
+    for i, p in enumerate(positions):
+        rel[i, p:] = 0.0
+    logits = logits.cpu()
+    rows, target_ids = rows.cpu(), target_ids.cpu()
+    target_logits = logits[rows, target_ids]
+    probs = torch.softmax(logits, dim=-1)[rows, target_ids]
+    if not torch.isfinite(rel).all():
+        raise FloatingPointError("relevance is not finite; run the model in float32 (--dtype float32)")
+    return {"relevance": rel, "logits": target_logits, "probabilities": probs, "timings": timings}
+
+
+def _gradient_relevance(
+    model, ids, keep, target_ids, method, rules, steps, ig_batch, backward_batch, seed, checkpoint, acc, timings,
+    progress, should_cancel,
+):  # fmt: skip
+    """``(logits (n, vocab), relevance (n, seq))`` of the gradient-based methods (LRP rule sets included)."""
+    n, seq = len(target_ids), ids.shape[1]
+    rows = torch.arange(n, device=ids.device)
+    rel = torch.zeros(n, seq, dtype=acc)
     with lrp_rules(model, rules, checkpoint=checkpoint) as patch:
         freeze_parameters(model, patch)
         with torch.no_grad():
@@ -239,15 +274,7 @@ def relevance(
                             progress(i + len(grad), n)
                 timings["backward"] = time.perf_counter() - t1
                 del selected, all_logits, embeds
-    for i, p in enumerate(positions):
-        rel[i, p:] = 0.0
-    logits = logits.cpu()
-    rows, target_ids = rows.cpu(), target_ids.cpu()
-    target_logits = logits[rows, target_ids]
-    probs = torch.softmax(logits, dim=-1)[rows, target_ids]
-    if not torch.isfinite(rel).all():
-        raise FloatingPointError("relevance is not finite; run the model in float32 (--dtype float32)")
-    return {"relevance": rel, "logits": target_logits, "probabilities": probs, "timings": timings}
+    return logits, rel
 
 
 def _target_gradients(selected, embeds, batch, checkpoint, should_cancel):
@@ -459,6 +486,27 @@ def default_method(model: nn.Module) -> str:
     return get_arch(model).default_method
 
 
+def methods_for(model: nn.Module) -> tuple[str, ...]:
+    """The methods ``model``'s family offers, its default first (unknown architectures: the plain-gradient ones)."""
+    try:
+        spec = get_arch(model)
+    except UnsupportedModelError:
+        return tuple(m for m, rules in _RULES.items() if rules is None and m not in _FAMILY_METHODS)
+    usable = [
+        m
+        for m, rules in _RULES.items()
+        if (rules is None and m not in _FAMILY_METHODS) or rules in spec.rules or m in spec.extra_methods
+    ]
+    return (spec.default_method, *[m for m in usable if m != spec.default_method])
+
+
+def _model_family(model: nn.Module) -> str | None:
+    try:
+        return get_arch(model).family
+    except UnsupportedModelError:
+        return None
+
+
 def _model_kind(model: nn.Module) -> str | None:
     try:
         return get_arch(model).kind
@@ -475,4 +523,4 @@ def _model_name(model: nn.Module) -> str:
     return str(name) or type(model).__name__
 
 
-__all__ = ["METHODS", "build_prompt_ids", "explain", "generate_greedy", "relevance", "token_strings"]
+__all__ = ["METHODS", "build_prompt_ids", "explain", "generate_greedy", "methods_for", "relevance", "token_strings"]

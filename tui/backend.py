@@ -90,12 +90,9 @@ class ModelBackend:
 
     def methods(self) -> tuple[str, ...]:
         """Methods the loaded model's family offers, the family's default first."""
-        from lrp_llm.archs import get_arch
-        from lrp_llm.explanation import _RULES
+        from lrp_llm.explanation import methods_for
 
-        spec = get_arch(self.model)
-        usable = [m for m, rules in _RULES.items() if rules is None or rules in spec.rules]
-        return (spec.default_method, *[m for m in usable if m != spec.default_method])
+        return methods_for(self.model)
 
     def summary(self) -> str:
         model = self.model

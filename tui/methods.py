@@ -9,6 +9,7 @@ METHOD_LABELS = {
     "grad-x-input": "Gradient × input",
     "saliency": "Saliency",
     "integrated-gradients": "Integrated gradients",
+    "hidden-attention": "Hidden attention",
     "random": "Random",
 }
 METHODS: tuple[str, ...] = tuple(METHOD_LABELS)

@@ -28,6 +28,8 @@ class ArchSpec:
     # plain(patch, model): a faster forward with unchanged gradients, installed for the
     # plain-gradient methods (grad-x-input, saliency, IG) when the family has one.
     plain: Callable[[ModelPatch, nn.Module], None] | None = None
+    # methods only this family offers (besides its rule sets and the plain-gradient ones)
+    extra_methods: tuple[str, ...] = ()
     notes: dict[str, str] = field(default_factory=dict)
 
 

@@ -97,9 +97,8 @@ def _scan(u, dt, A, B, C, use_kernel: bool) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- Mamba
-def mamba_mixer_forward(mixer: nn.Module, hidden_states: torch.Tensor, rules: bool, attention_mask=None):
-    """MambaMixer without a cache: hidden_states (batch, L, d_model) -> (batch, L, d_model)."""
-    dtype = hidden_states.dtype
+def mamba_scan_inputs(mixer: nn.Module, hidden_states: torch.Tensor, rules: bool, attention_mask=None) -> dict:
+    """The selective scan's operands of a MambaMixer: u, dt (batch, L, E), A (E, N), B, C (batch, L, 1, N), z."""
     x = _mask(hidden_states, attention_mask)
     xs, z = mixer.in_proj(x).chunk(2, dim=-1)  # (batch, L, E) each
     u = _mask(_silu(_causal_conv(xs, mixer.conv1d), rules), attention_mask)
@@ -111,15 +110,21 @@ def mamba_mixer_forward(mixer: nn.Module, hidden_states: torch.Tensor, rules: bo
     A = -torch.exp(_f32(mixer.A_log))
     if rules:
         A = A.detach()
-    y = _scan(u, dt, A, B.unsqueeze(2), C.unsqueeze(2), use_kernel=True)
+    return {"u": u, "dt": dt, "A": A, "B": B.unsqueeze(2), "C": C.unsqueeze(2), "z": z}
+
+
+def mamba_mixer_forward(mixer: nn.Module, hidden_states: torch.Tensor, rules: bool, attention_mask=None):
+    """MambaMixer without a cache: hidden_states (batch, L, d_model) -> (batch, L, d_model)."""
+    s = mamba_scan_inputs(mixer, hidden_states, rules, attention_mask)
+    u = s["u"]
+    y = _scan(u, s["dt"], s["A"], s["B"], s["C"], use_kernel=True)
     y = y + u * mixer.D.to(y.dtype)
-    return mixer.out_proj(_gate(y, z, rules).to(dtype))
+    return mixer.out_proj(_gate(y, s["z"], rules).to(hidden_states.dtype))
 
 
 # ------------------------------------------------------------------------- Mamba-2
-def mamba2_mixer_forward(mixer: nn.Module, hidden_states: torch.Tensor, rules: bool, attention_mask=None):
-    """Mamba2Mixer without a cache: hidden_states (batch, L, d_model) -> (batch, L, d_model)."""
-    dtype = hidden_states.dtype
+def mamba2_scan_inputs(mixer: nn.Module, hidden_states: torch.Tensor, rules: bool, attention_mask=None) -> dict:
+    """The scan's operands of a Mamba2Mixer, per channel: u, dt (batch, L, E), A (E, N), B, C (batch, L, G, N), z."""
     b, L, _ = hidden_states.shape
     E, H, P = mixer.intermediate_size, mixer.num_heads, mixer.head_dim
     G, N = mixer.n_groups, mixer.ssm_state_size
@@ -139,13 +144,29 @@ def mamba2_mixer_forward(mixer: nn.Module, hidden_states: torch.Tensor, rules: b
     # one decay per head: expand heads to their P channels and N states
     A_full = A.repeat_interleave(P).unsqueeze(-1).expand(E, N)
     dt_full = dt.repeat_interleave(P, dim=-1)
-    y = _scan(u, dt_full, A_full, B.view(b, L, G, N), C.view(b, L, G, N), use_kernel=False)
+    return {"u": u, "dt": dt_full, "A": A_full, "B": B.view(b, L, G, N), "C": C.view(b, L, G, N), "z": gate}
+
+
+def mamba2_mixer_forward(mixer: nn.Module, hidden_states: torch.Tensor, rules: bool, attention_mask=None):
+    """Mamba2Mixer without a cache: hidden_states (batch, L, d_model) -> (batch, L, d_model)."""
+    b, L, _ = hidden_states.shape
+    E, P, G = mixer.intermediate_size, mixer.head_dim, mixer.n_groups
+    s = mamba2_scan_inputs(mixer, hidden_states, rules, attention_mask)
+    u = s["u"]
+    y = _scan(u, s["dt"], s["A"], s["B"], s["C"], use_kernel=False)
     y = _f32(y) + _f32(u) * _f32(mixer.D).repeat_interleave(P)
     # gated RMSNorm over groups of E / G channels: half rule on the gate, then 1/rms detached
-    gated = _gate(y, _f32(gate), rules).view(b, L, G, E // G)
+    gated = _gate(y, _f32(s["z"]), rules).view(b, L, G, E // G)
     inv = torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + mixer.norm.variance_epsilon)
     normed = (gated * (inv.detach() if rules else inv)).view(b, L, E)
-    return mixer.out_proj((mixer.norm.weight * normed).to(dtype))
+    return mixer.out_proj((mixer.norm.weight * normed).to(hidden_states.dtype))
+
+
+def scan_inputs(mixer: nn.Module, hidden_states: torch.Tensor, attention_mask=None) -> dict:
+    """The scan's operands of either mixer type (without rules)."""
+    if type(mixer).__name__ == "Mamba2Mixer":
+        return mamba2_scan_inputs(mixer, hidden_states, False, attention_mask)
+    return mamba_scan_inputs(mixer, hidden_states, False, attention_mask)
 
 
 # ------------------------------------------------------------------------ patching
@@ -173,7 +194,7 @@ def _norm_override(module: nn.Module):
     return make
 
 
-def _mixers(model: nn.Module) -> list[nn.Module]:
+def mixers(model: nn.Module) -> list[nn.Module]:
     names = ("MambaMixer", "Mamba2Mixer")
     mixers = [m for m in model.modules() if type(m).__name__ in names]
     n_layers = model.config.num_hidden_layers
@@ -186,7 +207,7 @@ def _mixers(model: nn.Module) -> list[nn.Module]:
 
 
 def _install(patch: ModelPatch, model: nn.Module, rules: bool) -> None:
-    for mixer in _mixers(model):
+    for mixer in mixers(model):
         forward = mamba2_mixer_forward if type(mixer).__name__ == "Mamba2Mixer" else mamba_mixer_forward
         patch.override_forward(mixer, _mixer_override(mixer, forward, rules))
     if rules:
@@ -215,6 +236,7 @@ MAMBA_FAMILY = register(
         apply=apply_mamba_rules,
         rules=("mambalrp",),
         default_method="mambalrp",
+        extra_methods=("hidden-attention",),
         plain=apply_mamba_plain,
     )
 )

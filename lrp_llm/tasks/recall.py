@@ -114,11 +114,21 @@ def batch_relevance(model, ids: np.ndarray, answers: np.ndarray, method: str = "
 
     Sequences are independent, so one backward pass of the summed answer logits of a
     batch gives each sequence's own explanation. ``method``: an LRP rule set of the
-    model's family ("mambalrp", "attnlrp", "cp-lrp") or "grad-x-input".
+    model's family ("mambalrp", "attnlrp", "cp-lrp"), "grad-x-input" or, on Mamba,
+    "hidden-attention" (one sequence at a time).
     """
     import torch
 
     from ..context import lrp_rules
+
+    if method == "hidden-attention":
+        from ..hidden_attention import hidden_attention
+
+        rel = [
+            hidden_attention(model, torch.from_numpy(row[None]), torch.tensor([row.shape[0] - 1]))[1][0].numpy()
+            for row in ids
+        ]
+        return np.stack(rel)
 
     rules = None if method == "grad-x-input" else method
     out = np.zeros(ids.shape, dtype=np.float64)

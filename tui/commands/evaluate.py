@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--methods",
         metavar="LIST",
-        help="comma-separated: attnlrp, cp-lrp, mambalrp, grad-x-input, saliency, integrated-gradients[:STEPS], "
+        help="comma-separated: attnlrp, cp-lrp, mambalrp, grad-x-input, saliency, integrated-gradients[:STEPS], hidden-attention (Mamba), "
         "random (default: the model's LRP method, grad-x-input, random)",
     )
     g.add_argument("--limit", type=int, metavar="N", help="use only the first N items")
