@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> Path:
         f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d')}. Model: {Path(model_path).name}, float32, "
         f"{threads} torch threads in both processes.",
         "One explanation = one forward pass (logit only at the explained position) + one backward pass, best of "
-        f"{args.repeats}; ours and LXT alternate item by item in one run on the same token ids. "
+        f"{args.repeats} after one untimed warm-up call on each side; ours and LXT alternate item by item in one run on the same token ids. "
         "Time ratio > 1: LXT is slower. r = Pearson correlation of the two relevance vectors (all tokens before the "
         "explained one). abs Δ logit: the two stacks compute the same explained logit.",
     ]
@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> Path:
                 f"(ours: transformers {__import__('transformers').__version__}, torch {torch.__version__})."
             )
             ratios, corrs = [], []
+            if prepared:  # warm-up on both sides (lazy initialisation; the worker is done loading), not timed
+                first = prepared[0]
+                relevance(model, first.input_ids[: first.position + 1], [first.position], method="attnlrp")
+                lxt.request(
+                    {"input_ids": first.input_ids[: first.position + 1], "position": first.position, "repeats": 1}
+                )
             for prep in prepared:
                 ids = prep.input_ids[: prep.position + 1]
                 ours_best, ours_rel, ours_logit = float("inf"), None, None

@@ -188,3 +188,34 @@ def test_unsupported_layout_is_one_line_error():
         with lrp_rules(model, "cp-lrp"):
             pass
     assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "last"])
+def test_pooled_replay_equals_pooling_the_per_position_replay(pooling):
+    from lrp_llm.archs.bert import _last_output
+
+    model = tiny_encoder(dtype=torch.float64)
+    ids = torch.tensor([encoder_ids(9)])
+    norm = token_input_norm(model)
+    captured = []
+    h = norm.register_forward_pre_hook(lambda _m, a: captured.append(a[0].detach()))
+    with torch.no_grad():
+        model(input_ids=ids)
+    h.remove()
+    x0 = captured[0]
+    n = x0.shape[1]
+    batch = torch.zeros(n + 1, n, x0.shape[-1], dtype=x0.dtype)
+    batch[0] = x0[0]
+    batch[1 + torch.arange(n), torch.arange(n)] = x0[0]
+    pick = {"mean": lambda t: t.mean(1), "cls": lambda t: t[:, 0], "last": lambda t: t[:, -1]}[pooling]
+    outs = []
+    for pooled in (None, pooling):
+        with ModelPatch(model) as patch:
+            install_cp_lrp_replay(patch, model, pooling=pooled)
+            assert ("forward" in _last_output(model).__dict__) == (pooled is not None)
+            h = norm.register_forward_pre_hook(lambda _m, a: (batch,))
+            with torch.no_grad():
+                outs.append(pick(model(input_ids=ids.expand(n + 1, -1)).last_hidden_state))
+            h.remove()
+    assert (outs[0] - outs[1]).abs().max() < 1e-12
+    assert not any("forward" in m.__dict__ for m in model.modules())

@@ -247,7 +247,65 @@ def _replay_attention(module: nn.Module):
     return make
 
 
-def install_cp_lrp_replay(patch: ModelPatch, model: nn.Module) -> None:
+def _pool_weights(n: int, pooling: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    w = torch.zeros(n, 1, dtype=dtype, device=device)
+    if pooling == "mean":
+        w[:] = 1.0 / n
+    elif pooling == "cls":
+        w[0] = 1.0
+    else:
+        w[-1] = 1.0
+    return w
+
+
+def _replay_pooled_output(module: nn.Module, pooling: str):
+    """The last layer's ``LayerNorm(dense(a) + residual)``, pooled before ``dense``: every position gets the pooled row.
+
+    The replayed LayerNorm is linear per position with row 0's ``1/std``, so pooling with
+    weights ``p_t`` commutes with ``dense`` once each position is weighted by
+    ``p_t / std_t``: ``dense`` then runs on one vector per row instead of one per position.
+    """
+
+    def make(_original):
+        def forward(hidden_states, input_tensor):
+            if module.training:  # dropout per position: no pooled shortcut
+                return _original(hidden_states, input_tensor)
+            norm, dense = module.LayerNorm, module.dense
+            rows, n = hidden_states.shape[:2]
+            first = dense(hidden_states[:1]) + input_tensor[:1]  # row 0 as usual: it sets the 1/std
+            inv = torch.rsqrt(first[0].var(-1, unbiased=False, keepdim=True) + norm.eps)  # (n, 1)
+            weights = _pool_weights(n, pooling, inv.dtype, inv.device) * inv  # (n, 1)
+            a = torch.einsum("rni,nk->ri", hidden_states, weights)  # (rows, intermediate)
+            h = nn.functional.linear(a, dense.weight) + torch.einsum("rnd,nk->rd", input_tensor, weights)
+            if dense.bias is not None:
+                h[:1] += dense.bias * weights.sum()
+            out = h - h.mean(-1, keepdim=True)
+            if norm.weight is not None:
+                out = out * norm.weight
+            if norm.bias is not None:
+                out[:1] += norm.bias * _pool_weights(n, pooling, inv.dtype, inv.device).sum()
+            return out[:, None, :].expand(rows, n, out.shape[-1])
+
+        return forward
+
+    return make
+
+
+def _last_output(model: nn.Module) -> nn.Module | None:
+    """The last encoder layer's ``output`` (``dense`` + ``LayerNorm`` of the sum with the residual), if the layout has one."""
+    base = getattr(model, "base_model", model)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if not layers:
+        return None
+    out = getattr(layers[-1], "output", None)
+    ok = isinstance(getattr(out, "dense", None), nn.Linear) and isinstance(
+        getattr(out, "LayerNorm", None), nn.LayerNorm
+    )
+    chunked = getattr(layers[-1], "chunk_size_feed_forward", 0)
+    return out if ok and not chunked and getattr(out, "dropout", None) is not None else None
+
+
+def install_cp_lrp_replay(patch: ModelPatch, model: nn.Module, pooling: str | None = None) -> None:
     """CP-LRP as an explicit linear replay, without autograd (the fast BiLRP path).
 
     Under CP-LRP the explained function is linear in the token inputs, with coefficients
@@ -257,6 +315,10 @@ def install_cp_lrp_replay(patch: ModelPatch, model: nn.Module) -> None:
     any bias. Feeding token ``i``'s input vector alone as row ``1 + i`` gives the
     column of token contributions that the forward-mode product (``jvp``) under
     :func:`apply_bert_rules` gives, at the cost of a plain batched forward pass.
+
+    ``pooling`` ("mean", "cls", "last"): the last layer returns the pooled row at every
+    position (its output projection runs once per row instead of once per position);
+    None keeps the per-position outputs.
     """
     parts = bert_parts(model)
     _check_layout(model, parts)
@@ -273,6 +335,9 @@ def install_cp_lrp_replay(patch: ModelPatch, model: nn.Module) -> None:
             patch.override_forward(attn, _replay_attention(attn))
     for mlp in parts["mlps"]:
         patch.override_forward(mlp, _replay_mlp(mlp))
+    last = _last_output(model) if pooling is not None else None
+    if last is not None:
+        patch.override_forward(last, _replay_pooled_output(last, pooling))
 
 
 BERT_FAMILY = register(
