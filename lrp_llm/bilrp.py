@@ -440,7 +440,7 @@ def first_order_map(
         from .archs.bert import install_cp_lrp_replay
 
         with ModelPatch(model) as patch:
-            install_cp_lrp_replay(patch, model, pooling=pooling)
+            install_cp_lrp_replay(patch, model, pooling=pooling, one_token_rows=True)
             freeze_parameters(model, patch)
             return _replay_mode(_Embedder(model, patch, ids, pooling), chunk, should_cancel)
     with lrp_rules(model, active_rules) as patch:

@@ -136,7 +136,8 @@ def test_cp_lrp_gives_no_relevance_through_attention_scores(rules, expect_grad):
     assert seen == {"q": expect_grad, "k": expect_grad, "v": True}
 
 
-def test_replay_row0_is_the_forward_pass_and_rows_are_jvp_columns():
+@pytest.mark.parametrize("one_token_rows", [False, True])
+def test_replay_row0_is_the_forward_pass_and_rows_are_jvp_columns(one_token_rows):
     model = tiny_encoder(dtype=torch.float64)
     ids = torch.tensor([encoder_ids(8)])
     norm = token_input_norm(model)
@@ -166,7 +167,8 @@ def test_replay_row0_is_the_forward_pass_and_rows_are_jvp_columns():
                 cols.append(jvp(f, (x0,), (t,))[1][0])
         h.remove()
     with ModelPatch(model) as patch:
-        install_cp_lrp_replay(patch, model)
+        install_cp_lrp_replay(patch, model, one_token_rows=one_token_rows)
+        assert ("forward" in model.encoder.layer[0].__dict__) == one_token_rows
         batch = torch.zeros(n + 1, n, x0.shape[-1], dtype=x0.dtype)
         batch[0] = x0[0]
         batch[1 + torch.arange(n), torch.arange(n)] = x0[0]
@@ -219,3 +221,21 @@ def test_pooled_replay_equals_pooling_the_per_position_replay(pooling):
             h.remove()
     assert (outs[0] - outs[1]).abs().max() < 1e-12
     assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+def test_first_layer_shortcut_falls_back_when_rows_hold_several_tokens():
+    model = tiny_encoder(dtype=torch.float64)
+    ids = torch.tensor([encoder_ids(7)])
+    norm = token_input_norm(model)
+    g = torch.Generator().manual_seed(3)
+    batch = torch.randn(4, 7, model.config.hidden_size, generator=g, dtype=torch.float64)
+    batch[2, 1:] = 0.0  # one row with a single token, the others dense: not the BiLRP layout
+    outs = []
+    for flag in (False, True):
+        with ModelPatch(model) as patch:
+            install_cp_lrp_replay(patch, model, one_token_rows=flag)
+            h = norm.register_forward_pre_hook(lambda _m, a: (batch,))
+            with torch.no_grad():
+                outs.append(model(input_ids=ids.expand(4, -1)).last_hidden_state)
+            h.remove()
+    assert torch.equal(outs[0], outs[1])

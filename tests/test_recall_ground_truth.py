@@ -61,6 +61,18 @@ def test_lrp_points_at_the_far_key_or_value(trained, held_out):
     assert np.median(far / np.abs(rel).sum(1)) > 0.2
 
 
+@pytest.mark.parametrize("arch", ["mamba", "mamba2"])
+def test_the_mamba_models_recall_and_are_explained_at_distance_2048(arch):
+    """Both Mamba models were trained up to distance 2048 (the Llama one to about 1024)."""
+    model, _ = load_model(MODELS / f"recall-{arch}")
+    data = recall.held_out(N, 2048, seed=4711)
+    with torch.no_grad(), lrp_rules(model, None):
+        logits = model(input_ids=torch.from_numpy(data.ids), use_cache=False, logits_to_keep=1).logits[:, -1]
+    assert (logits.argmax(-1).numpy() == data.answer).mean() >= MIN_ACCURACY
+    rel = recall.batch_relevance(model, data.ids, data.answer, "mambalrp")
+    assert recall.top1_hits(rel, data, context_only=True).mean() >= 0.98
+
+
 def test_batched_relevance_equals_explain(trained):
     """The batched helper used above gives exactly what ``relevance()`` gives one sequence at a time."""
     from lrp_llm.explanation import relevance

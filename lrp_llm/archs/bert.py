@@ -291,6 +291,108 @@ def _replay_pooled_output(module: nn.Module, pooling: str):
     return make
 
 
+def _first_layer_parts(layer: nn.Module) -> dict[str, nn.Module] | None:
+    """The modules of a BERT-layout layer, or None when it has another layout (then no shortcut)."""
+    attn = getattr(getattr(layer, "attention", None), "self", None)
+    self_out = getattr(getattr(layer, "attention", None), "output", None)
+    inter, out = getattr(layer, "intermediate", None), getattr(layer, "output", None)
+    linear = (
+        getattr(attn, "query", None),
+        getattr(attn, "key", None),
+        getattr(attn, "value", None),
+        getattr(self_out, "dense", None),
+        getattr(inter, "dense", None),
+        getattr(out, "dense", None),
+    )
+    norms = (getattr(self_out, "LayerNorm", None), getattr(out, "LayerNorm", None))
+    if not all(isinstance(m, nn.Linear) for m in linear) or not all(isinstance(m, nn.LayerNorm) for m in norms):
+        return None
+    if not (
+        hasattr(attn, "attention_head_size") and hasattr(attn, "scaling") and hasattr(inter, "intermediate_act_fn")
+    ):
+        return None
+    if getattr(layer, "chunk_size_feed_forward", 0) or getattr(layer, "is_decoder", False):
+        return None
+    return {"attn": attn, "self_out": self_out, "inter": inter, "out": out}
+
+
+def _norm_scale(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    return torch.rsqrt(x.var(-1, unbiased=False, keepdim=True) + norm.eps)
+
+
+def _replay_first_layer(layer: nn.Module, parts: dict[str, nn.Module]):
+    """The first layer when every replayed row holds one token's input vector and zeros elsewhere.
+
+    Row ``1 + j`` is ``v_j`` at its token ``i_j`` only. Its value projection is then one
+    vector, the attention output ``sum_h P_h[t, i_j] O_h V_h v_j`` (one vector per head,
+    weighted by row 0's probabilities), and, the LayerNorm being linear per position with
+    row 0's ``1/std``, the MLP's input projection acts on those ``1 + heads`` vectors
+    instead of on all ``n`` positions. Other inputs take the usual path.
+    """
+    attn, self_out, inter, out = parts["attn"], parts["self_out"], parts["inter"], parts["out"]
+
+    def make(original):
+        def forward(hidden_states, attention_mask=None, encoder_hidden_states=None, *args, **kwargs):
+            rows, n, d = hidden_states.shape
+            rest = hidden_states[1:]
+            live = rest.ne(0).any(-1)  # (rows - 1, n)
+            usual = layer.training or rows < 2 or encoder_hidden_states is not None or bool(args)
+            if usual or kwargs.get("past_key_values") is not None or not bool((live.sum(-1) == 1).all()):
+                return original(hidden_states, attention_mask, encoder_hidden_states, *args, **kwargs)
+            tok = live.to(torch.int8).argmax(-1)  # each row's token
+            v = rest[torch.arange(rows - 1, device=rest.device), tok]  # (c, d)
+            x0 = hidden_states[:1]
+            heads, size = d // attn.attention_head_size, attn.attention_head_size
+            # row 0: the layer as it is, keeping its coefficients
+            q = nn.functional.linear(x0, attn.query.weight, attn.query.bias).view(1, n, heads, size).transpose(1, 2)
+            k = nn.functional.linear(x0, attn.key.weight, attn.key.bias).view(1, n, heads, size).transpose(1, 2)
+            scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling
+            if attention_mask is not None:
+                mask = attention_mask[:1]
+                if mask.dtype == torch.bool:
+                    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+                else:
+                    scores = scores + mask.to(scores.dtype)
+            low = scores.dtype in (torch.float16, torch.bfloat16)
+            probs = torch.softmax(scores.float() if low else scores, dim=-1).to(x0.dtype)[0]  # (heads, n, n)
+            v0 = nn.functional.linear(x0, attn.value.weight, attn.value.bias).view(1, n, heads, size).transpose(1, 2)
+            ctx0 = torch.matmul(probs, v0[0]).transpose(0, 1).reshape(1, n, d)
+            r0 = nn.functional.linear(ctx0, self_out.dense.weight, self_out.dense.bias) + x0
+            n1, n2 = self_out.LayerNorm, out.LayerNorm
+            inv1 = _norm_scale(r0[0], n1)  # (n, 1)
+            z0 = nn.functional.layer_norm(r0, (d,), n1.weight, n1.bias, n1.eps)
+            pre0 = nn.functional.linear(z0, inter.dense.weight, inter.dense.bias)
+            act0 = inter.intermediate_act_fn(pre0)
+            ratio = _safe_ratio(act0, pre0).to(pre0.dtype)[0]  # (n, intermediate)
+            h0 = nn.functional.linear(act0, out.dense.weight, out.dense.bias) + z0
+            inv2 = _norm_scale(h0[0], n2)
+            out0 = nn.functional.layer_norm(h0, (d,), n2.weight, n2.bias, n2.eps)
+            # rows 1..: one value vector per row, one attention-output vector per row and head
+            vh = nn.functional.linear(v, attn.value.weight).view(-1, heads, size)  # (c, heads, size)
+            g = torch.einsum("chk,dhk->chd", vh, self_out.dense.weight.view(d, heads, size))  # (c, heads, d)
+            p = probs[:, :, tok].permute(2, 1, 0)  # (c, n, heads): P_h[t, i_j]
+            at = (torch.arange(rows - 1, device=v.device), tok)
+            r = torch.bmm(p, g)  # (c, n, d)
+            r[at] += v
+            w1 = n1.weight if n1.weight is not None else torch.ones_like(v[0])
+            z = r.sub_(r.mean(-1, keepdim=True)).mul_(inv1 * w1)
+            # the input projection of the MLP on the 1 + heads vectors per row, then mixed as r is
+            basis = torch.cat([v[:, None, :], g], 1)  # (c, 1 + heads, d)
+            basis = (basis - basis.mean(-1, keepdim=True)) * w1
+            kb = nn.functional.linear(basis, inter.dense.weight)  # (c, 1 + heads, intermediate)
+            pre = torch.bmm(p, kb[:, 1:])  # (c, n, intermediate)
+            pre[at] += kb[:, 0]
+            pre.mul_(inv1 * ratio)
+            h = nn.functional.linear(pre, out.dense.weight).add_(z)
+            w2 = n2.weight if n2.weight is not None else torch.ones_like(v[0])
+            rows_out = h.sub_(h.mean(-1, keepdim=True)).mul_(inv2 * w2)
+            return torch.cat([out0, rows_out], 0)
+
+        return forward
+
+    return make
+
+
 def _last_output(model: nn.Module) -> nn.Module | None:
     """The last encoder layer's ``output`` (``dense`` + ``LayerNorm`` of the sum with the residual), if the layout has one."""
     base = getattr(model, "base_model", model)
@@ -305,7 +407,9 @@ def _last_output(model: nn.Module) -> nn.Module | None:
     return out if ok and not chunked and getattr(out, "dropout", None) is not None else None
 
 
-def install_cp_lrp_replay(patch: ModelPatch, model: nn.Module, pooling: str | None = None) -> None:
+def install_cp_lrp_replay(
+    patch: ModelPatch, model: nn.Module, pooling: str | None = None, *, one_token_rows: bool = False
+) -> None:
     """CP-LRP as an explicit linear replay, without autograd (the fast BiLRP path).
 
     Under CP-LRP the explained function is linear in the token inputs, with coefficients
@@ -318,7 +422,8 @@ def install_cp_lrp_replay(patch: ModelPatch, model: nn.Module, pooling: str | No
 
     ``pooling`` ("mean", "cls", "last"): the last layer returns the pooled row at every
     position (its output projection runs once per row instead of once per position);
-    None keeps the per-position outputs.
+    None keeps the per-position outputs. ``one_token_rows``: the rows after row 0 each
+    hold one token's vector (the BiLRP batch), which the first layer exploits.
     """
     parts = bert_parts(model)
     _check_layout(model, parts)
@@ -335,6 +440,10 @@ def install_cp_lrp_replay(patch: ModelPatch, model: nn.Module, pooling: str | No
             patch.override_forward(attn, _replay_attention(attn))
     for mlp in parts["mlps"]:
         patch.override_forward(mlp, _replay_mlp(mlp))
+    layers = getattr(getattr(getattr(model, "base_model", model), "encoder", None), "layer", None)
+    first = _first_layer_parts(layers[0]) if one_token_rows and layers else None
+    if first is not None:
+        patch.override_forward(layers[0], _replay_first_layer(layers[0], first))
     last = _last_output(model) if pooling is not None else None
     if last is not None:
         patch.override_forward(last, _replay_pooled_output(last, pooling))
