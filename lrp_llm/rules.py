@@ -55,8 +55,8 @@ def _safe_ratio(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 class _IdentityRule(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, y: torch.Tensor, factor: float) -> torch.Tensor:
-        ratio = _safe_ratio(y, x)
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor, factor: float, ratio: torch.Tensor | None) -> torch.Tensor:
+        ratio = _safe_ratio(y, x) if ratio is None else ratio.detach()
         if factor != 1.0:
             ratio = ratio * factor
         ctx.save_for_backward(ratio)
@@ -66,17 +66,26 @@ class _IdentityRule(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (ratio,) = ctx.saved_tensors
-        return (grad * ratio).to(ctx.x_dtype), None, None
+        return (grad * ratio).to(ctx.x_dtype), None, None, None
 
 
-def identity_rule(x: torch.Tensor, y: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
+def identity_rule(
+    x: torch.Tensor, y: torch.Tensor, factor: float = 1.0, ratio: torch.Tensor | None = None
+) -> torch.Tensor:
     """Element-wise activation ``y = f(x)`` passed on by the identity rule.
 
     Returns a tensor equal to ``y`` whose gradient with respect to ``x`` is
     ``factor * f(x) / x``, so ``x * x.grad == factor * y * y.grad`` element by element.
     ``factor=0.5`` merges the uniform rule of a gate product into the activation.
+    ``ratio``: ``f(x) / x`` when the caller has it in closed form (:func:`silu_ratio`).
     """
-    return _IdentityRule.apply(x, y, factor)
+    return _IdentityRule.apply(x, y, factor, ratio)
+
+
+def silu_ratio(x: torch.Tensor) -> torch.Tensor:
+    """``silu(x) / x`` in closed form: ``sigmoid(x)`` (one operation, exact at 0), float32 at least."""
+    xd = x.detach()
+    return torch.sigmoid(xd.float() if xd.dtype in (torch.float16, torch.bfloat16) else xd)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import UnsupportedModelError
 from ..patch import ModelPatch, output_tensor
-from ..rules import identity_rule, rms_norm_detached, scale_grad
+from ..rules import identity_rule, rms_norm_detached, scale_grad, silu_ratio
 from . import ArchSpec, register
 
 
@@ -57,8 +57,12 @@ def _detach_output(_module, _args, output):
 
 
 def _identity_output(factor: float):
-    def hook(_module, args, output):
-        return identity_rule(args[0], output_tensor(output), factor)
+    def hook(module, args, output):
+        # SiLU (Llama, Mistral, Qwen, OLMo, Granite): the ratio silu(x)/x is sigmoid(x), one operation
+        ratio = (
+            silu_ratio(args[0]) if isinstance(module, nn.SiLU) or type(module).__name__ == "SiLUActivation" else None
+        )
+        return identity_rule(args[0], output_tensor(output), factor, ratio)
 
     return hook
 

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..errors import UnsupportedModelError
 from ..patch import ModelPatch
-from ..rules import identity_rule, rms_norm_detached, scale_grad
+from ..rules import identity_rule, rms_norm_detached, scale_grad, silu_ratio
 from ..ssm_scan import selective_scan
 from . import ArchSpec, register
 
@@ -44,7 +44,7 @@ def _f32(x: torch.Tensor) -> torch.Tensor:
 
 def _silu(x: torch.Tensor, rules: bool, factor: float = 1.0) -> torch.Tensor:
     y = F.silu(x)
-    return identity_rule(x, y, factor) if rules else y
+    return identity_rule(x, y, factor, silu_ratio(x)) if rules else y
 
 
 def _gate(y: torch.Tensor, z: torch.Tensor, rules: bool) -> torch.Tensor:
