@@ -262,14 +262,9 @@ def _pool(hidden: torch.Tensor, pooling: str) -> torch.Tensor:
 
 
 def _pool_weights(n: int, pooling: str) -> np.ndarray:
-    w = np.zeros(n)
-    if pooling == "mean":
-        w[:] = 1.0 / n
-    elif pooling == "cls":
-        w[0] = 1.0
-    else:
-        w[-1] = 1.0
-    return w
+    from .archs.bert import pool_weights
+
+    return pool_weights(n, pooling, torch.float64, torch.device("cpu"))[:, 0].numpy()
 
 
 class _Embedder:

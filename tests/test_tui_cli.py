@@ -148,3 +148,11 @@ def test_first_screen_paints_before_torch_is_imported():
     proc = _run(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["AskScreen", "[]"], (proc.stdout, time.perf_counter() - start)
+
+
+def test_the_cli_offers_exactly_the_library_methods():
+    """tui.methods (torch-free, for --help) lists the same methods as lrp_llm.explanation, in the same order."""
+    from lrp_llm.explanation import METHODS as LIBRARY
+    from tui.methods import METHOD_LABELS, METHODS
+
+    assert METHODS == LIBRARY and set(METHOD_LABELS) == set(LIBRARY)

@@ -247,7 +247,8 @@ def _replay_attention(module: nn.Module):
     return make
 
 
-def _pool_weights(n: int, pooling: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def pool_weights(n: int, pooling: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n, 1) weights of the positions in the pooled embedding: mean, first ([CLS]) or last token."""
     w = torch.zeros(n, 1, dtype=dtype, device=device)
     if pooling == "mean":
         w[:] = 1.0 / n
@@ -274,7 +275,7 @@ def _replay_pooled_output(module: nn.Module, pooling: str):
             rows, n = hidden_states.shape[:2]
             first = dense(hidden_states[:1]) + input_tensor[:1]  # row 0 as usual: it sets the 1/std
             inv = torch.rsqrt(first[0].var(-1, unbiased=False, keepdim=True) + norm.eps)  # (n, 1)
-            weights = _pool_weights(n, pooling, inv.dtype, inv.device) * inv  # (n, 1)
+            weights = pool_weights(n, pooling, inv.dtype, inv.device) * inv  # (n, 1)
             a = torch.einsum("rni,nk->ri", hidden_states, weights)  # (rows, intermediate)
             h = nn.functional.linear(a, dense.weight) + torch.einsum("rnd,nk->rd", input_tensor, weights)
             if dense.bias is not None:
@@ -283,7 +284,7 @@ def _replay_pooled_output(module: nn.Module, pooling: str):
             if norm.weight is not None:
                 out = out * norm.weight
             if norm.bias is not None:
-                out[:1] += norm.bias * _pool_weights(n, pooling, inv.dtype, inv.device).sum()
+                out[:1] += norm.bias * pool_weights(n, pooling, inv.dtype, inv.device).sum()
             return out[:, None, :].expand(rows, n, out.shape[-1])
 
         return forward

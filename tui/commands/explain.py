@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..methods import METHODS
 from .common import add_model_args, add_output_args, check_output_paths, load_model_from_args
-
-METHODS = (
-    "attnlrp",
-    "cp-lrp",
-    "mambalrp",
-    "grad-x-input",
-    "saliency",
-    "integrated-gradients",
-    "hidden-attention",
-    "random",
-)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
