@@ -13,11 +13,12 @@ Writes benchmarks/results/attnlrp_speed.md.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
 
-from benchmarks.common import PeakRSS, machine, write_table
+from benchmarks.common import PeakRSS, load_note, machine, write_table
 from lrp_llm import load_model
 from lrp_llm.context import lrp_rules
 from lrp_llm.explanation import build_prompt_ids, generate_greedy, relevance
@@ -70,6 +71,7 @@ def main() -> None:
     global CLOCK
     if args.cpu_time:
         CLOCK = time.process_time
+    load_before = os.getloadavg()[0]
     model, tok = load_model()
     mem = PeakRSS()
     rows = []
@@ -122,7 +124,7 @@ def main() -> None:
         f"Machine: {machine()}. Model: SmolLM2-135M-Instruct (bundled GGUF, float32). Measured "
         f"{time.strftime('%Y-%m-%d')}; best of {args.repeats} runs (1 run above 2048 tokens). Clock: "
         + ("CPU seconds of the benchmark process (other jobs shared the machine)" if args.cpu_time else "wall time")
-        + ".",
+        + f"; {load_note(load_before, os.getloadavg()[0])}.",
         "One explanation = one forward pass (logits only at the explained position) + one backward pass. "
         "The methods run one after another in one process on the same input. Peak = resident memory of the whole process "
         "(model included, about 0.6 GB) during the call.",

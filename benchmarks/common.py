@@ -67,12 +67,10 @@ def machine() -> str:
 
 
 def load_note(before: float, after: float) -> str:
-    """How busy the machine was around a timed run (1-minute load averages), in words for the notes."""
+    """The 1-minute load averages around a timed run, for the notes (they lag by about a minute
+    and ``after`` includes the benchmark's own threads, so they are context, not a verdict)."""
     cores = os.cpu_count() or 1
-    state = (
-        "quiet (no other jobs)" if max(before, after) < 0.75 * cores else "shared with other jobs: wall times inflated"
-    )
-    return f"load average {before:.1f} before, {after:.1f} after on {cores} cores: {state}"
+    return f"1-minute load average {before:.1f} before, {after:.1f} after (this benchmark included) on {cores} cores"
 
 
 def write_table(

@@ -27,7 +27,7 @@ METHODS = (
     "cp-lrp",
     "integrated-gradients:4",
     "integrated-gradients:16",
-    "integrated-gradients:64",
+    "integrated-gradients:32",
     "grad-x-input",
     "saliency",
     "random",
