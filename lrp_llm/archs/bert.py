@@ -188,7 +188,7 @@ def _replay_norm(module: nn.LayerNorm):
         def forward(x):
             dtype = x.dtype
             xf = x if dtype in (torch.float32, torch.float64) else x.float()
-            inv = torch.rsqrt(xf[:1].var(-1, unbiased=False, keepdim=True) + module.eps)
+            inv = _norm_scale(xf[:1], module)
             out = xf - xf.mean(-1, keepdim=True)  # a new tensor: the in-place steps below never touch x
             out.mul_(inv)
             if module.weight is not None:
@@ -217,6 +217,27 @@ def _replay_mlp(module: nn.Module):
     return make
 
 
+def _row0_probabilities(attn: nn.Module, x0: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention probabilities (1, heads, n, n) of row 0 (``x0``: (1, n, d)), the ones every replayed row uses."""
+    n, size = x0.shape[1], attn.attention_head_size
+    q = nn.functional.linear(x0, attn.query.weight, attn.query.bias).view(1, n, -1, size).transpose(1, 2)
+    k = nn.functional.linear(x0, attn.key.weight, attn.key.bias).view(1, n, -1, size).transpose(1, 2)
+    scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling
+    if attention_mask is not None:
+        mask = attention_mask[:1]
+        if mask.dtype == torch.bool:  # True = may attend
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + mask.to(scores.dtype)
+    low = scores.dtype in (torch.float16, torch.bfloat16)
+    return torch.softmax(scores.float() if low else scores, dim=-1).to(x0.dtype)
+
+
+def _norm_scale(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """``1 / std`` of a LayerNorm over the last dimension (keepdim)."""
+    return torch.rsqrt(x.var(-1, unbiased=False, keepdim=True) + norm.eps)
+
+
 def _replay_attention(module: nn.Module):
     """Self-attention with row 0's probabilities applied to every row's values (one softmax, not one per row)."""
 
@@ -226,18 +247,7 @@ def _replay_attention(module: nn.Module):
                 raise UnsupportedModelError("the CP-LRP replay does not run with a key/value cache")
             batch, n = hidden_states.shape[:2]
             size = module.attention_head_size
-            x0 = hidden_states[:1]
-            q = nn.functional.linear(x0, module.query.weight, module.query.bias).view(1, n, -1, size).transpose(1, 2)
-            k = nn.functional.linear(x0, module.key.weight, module.key.bias).view(1, n, -1, size).transpose(1, 2)
-            scores = torch.matmul(q, k.transpose(2, 3)) * module.scaling
-            if attention_mask is not None:
-                mask = attention_mask[:1]
-                if mask.dtype == torch.bool:  # True = may attend
-                    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-                else:
-                    scores = scores + mask.to(scores.dtype)
-            low = scores.dtype in (torch.float16, torch.bfloat16)
-            probs = torch.softmax(scores.float() if low else scores, dim=-1).to(hidden_states.dtype)  # (1, heads, n, n)
+            probs = _row0_probabilities(module, hidden_states[:1], attention_mask)
             v = module.value(hidden_states).view(batch, n, -1, size).transpose(1, 2)  # replayed: bias in row 0
             out = torch.matmul(probs, v).transpose(1, 2).reshape(batch, n, -1)
             return out, probs
@@ -274,8 +284,9 @@ def _replay_pooled_output(module: nn.Module, pooling: str):
             norm, dense = module.LayerNorm, module.dense
             rows, n = hidden_states.shape[:2]
             first = dense(hidden_states[:1]) + input_tensor[:1]  # row 0 as usual: it sets the 1/std
-            inv = torch.rsqrt(first[0].var(-1, unbiased=False, keepdim=True) + norm.eps)  # (n, 1)
-            weights = pool_weights(n, pooling, inv.dtype, inv.device) * inv  # (n, 1)
+            inv = _norm_scale(first[0], norm)  # (n, 1)
+            pooled = pool_weights(n, pooling, inv.dtype, inv.device)  # (n, 1), sums to 1
+            weights = pooled * inv
             a = torch.einsum("rni,nk->ri", hidden_states, weights)  # (rows, intermediate)
             h = nn.functional.linear(a, dense.weight) + torch.einsum("rnd,nk->rd", input_tensor, weights)
             if dense.bias is not None:
@@ -284,7 +295,7 @@ def _replay_pooled_output(module: nn.Module, pooling: str):
             if norm.weight is not None:
                 out = out * norm.weight
             if norm.bias is not None:
-                out[:1] += norm.bias * pool_weights(n, pooling, inv.dtype, inv.device).sum()
+                out[:1] += norm.bias * pooled.sum()
             return out[:, None, :].expand(rows, n, out.shape[-1])
 
         return forward
@@ -317,10 +328,6 @@ def _first_layer_parts(layer: nn.Module) -> dict[str, nn.Module] | None:
     return {"attn": attn, "self_out": self_out, "inter": inter, "out": out}
 
 
-def _norm_scale(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
-    return torch.rsqrt(x.var(-1, unbiased=False, keepdim=True) + norm.eps)
-
-
 def _replay_first_layer(layer: nn.Module, parts: dict[str, nn.Module]):
     """The first layer when every replayed row holds one token's input vector and zeros elsewhere.
 
@@ -345,17 +352,7 @@ def _replay_first_layer(layer: nn.Module, parts: dict[str, nn.Module]):
             x0 = hidden_states[:1]
             heads, size = d // attn.attention_head_size, attn.attention_head_size
             # row 0: the layer as it is, keeping its coefficients
-            q = nn.functional.linear(x0, attn.query.weight, attn.query.bias).view(1, n, heads, size).transpose(1, 2)
-            k = nn.functional.linear(x0, attn.key.weight, attn.key.bias).view(1, n, heads, size).transpose(1, 2)
-            scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling
-            if attention_mask is not None:
-                mask = attention_mask[:1]
-                if mask.dtype == torch.bool:
-                    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-                else:
-                    scores = scores + mask.to(scores.dtype)
-            low = scores.dtype in (torch.float16, torch.bfloat16)
-            probs = torch.softmax(scores.float() if low else scores, dim=-1).to(x0.dtype)[0]  # (heads, n, n)
+            probs = _row0_probabilities(attn, x0, attention_mask)[0]  # (heads, n, n)
             v0 = nn.functional.linear(x0, attn.value.weight, attn.value.bias).view(1, n, heads, size).transpose(1, 2)
             ctx0 = torch.matmul(probs, v0[0]).transpose(0, 1).reshape(1, n, d)
             r0 = nn.functional.linear(ctx0, self_out.dense.weight, self_out.dense.bias) + x0
