@@ -32,11 +32,10 @@ from torch import nn
 from lrp_llm.errors import InputError
 from lrp_llm.patch import ModelPatch, freeze_parameters
 
-from .interventions import _first, _ids_tensor
+from .interventions import _first
 from .metrics import Reference
-from .result import DIRECTIONS
 from .sites import SiteMap, normalise_positions, site_map
-from .sweeps import SweepOutput, _kinds
+from .sweeps import SweepOutput, _kinds, base_and_source
 
 # method -> rule set of the backward pass
 METHODS = {"relp": "relp", "atp": None}
@@ -127,18 +126,9 @@ def attribution_patching(
     """
     if method not in METHODS:
         raise InputError(f"unknown attribution-patching method '{method}'; choose relp or atp")
-    if direction not in DIRECTIONS:
-        raise InputError(f"unknown direction '{direction}'; choose denoise (clean -> corrupted) or noise")
+    base, source = base_and_source(model, clean_ids, corrupted_ids, direction)
     sm = site_map(model)
     kinds = _kinds(sm, kinds)
-    clean = _ids_tensor(model, clean_ids)
-    corrupted = _ids_tensor(model, corrupted_ids)
-    if clean.shape != corrupted.shape:
-        raise InputError(
-            f"the clean and corrupted prompts must have the same number of tokens (got {clean.shape[1]} and "
-            f"{corrupted.shape[1]}); rephrase one of them"
-        )
-    base, source = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
     T = base.shape[1]
     pos = normalise_positions(positions, T)
     hpos = normalise_positions(head_positions, T)

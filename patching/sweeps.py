@@ -359,6 +359,24 @@ def _kinds(sm: SiteMap, kinds: Sequence[str]) -> list[str]:
     return out
 
 
+def base_and_source(model: nn.Module, clean_ids, corrupted_ids, direction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(base, source)`` id tensors of a prompt pair: the run that is patched and the one patched from.
+
+    denoise: clean activations into the corrupted run; noise: the reverse. Both prompts
+    must have the same number of tokens (sites are matched position by position).
+    """
+    if direction not in DIRECTIONS:
+        raise InputError(f"unknown direction '{direction}'; choose denoise (clean -> corrupted) or noise")
+    clean = _ids_tensor(model, clean_ids)
+    corrupted = _ids_tensor(model, corrupted_ids)
+    if clean.shape != corrupted.shape:
+        raise InputError(
+            f"the clean and corrupted prompts must have the same number of tokens to patch position by position "
+            f"(got {clean.shape[1]} and {corrupted.shape[1]}); rephrase one of them"
+        )
+    return (corrupted, clean) if direction == "denoise" else (clean, corrupted)
+
+
 def sweep(
     model: nn.Module,
     clean_ids: torch.Tensor | Sequence[int],
@@ -383,21 +401,13 @@ def sweep(
     ``positions``: the columns of position sweeps (default all); ``head_positions``: the
     positions a head is patched at (default all). Prompts must have the same length.
     """
-    if direction not in DIRECTIONS:
-        raise InputError(f"unknown direction '{direction}'; choose denoise (clean -> corrupted) or noise")
     if engine not in ENGINES:
         raise InputError(f"unknown engine '{engine}'; choose from {', '.join(ENGINES)}")
+    base, source = base_and_source(model, clean_ids, corrupted_ids, direction)
+    clean, corrupted = (source, base) if direction == "denoise" else (base, source)
     metrics = check_metrics(metrics)
     sm = site_map(model)
     kinds = _kinds(sm, kinds)
-    clean = _ids_tensor(model, clean_ids)
-    corrupted = _ids_tensor(model, corrupted_ids)
-    if clean.shape != corrupted.shape:
-        raise InputError(
-            f"the clean and corrupted prompts must have the same number of tokens to patch position by position "
-            f"(got {clean.shape[1]} and {corrupted.shape[1]}); rephrase one of them"
-        )
-    base, source = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
     T = base.shape[1]
     t0 = time.perf_counter()
     was_training = model.training
