@@ -23,40 +23,29 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine, write_table
-from benchmarks.peers import PeerUnavailable, WorkerProcess, geometric_mean, pearson, venv_python
+from benchmarks.peers import (
+    PeerUnavailable,
+    WorkerProcess,
+    add_compare_args,
+    geometric_mean,
+    load_compare_inputs,
+    pearson,
+)
 
-DATA = Path(__file__).resolve().parent / "data"
 WORKER = Path(__file__).resolve().parent / "inseq_worker.py"
 
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description="our gradient methods vs inseq")
-    ap.add_argument("--model", help="checkpoint (default: the bundled SmolLM2-135M-Instruct GGUF)")
-    ap.add_argument("--data", default=f"{DATA / 'qa.jsonl'},{DATA / 'long.jsonl'}", help="comma-separated JSONL files")
-    ap.add_argument("--limit", type=int, default=4, help="items per data file (default 4)")
+    add_compare_args(ap, "inseq", limit=4, repeats=2)
     ap.add_argument("--ig-steps", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, help="torch threads, the same in both processes")
-    ap.add_argument("--inseq-python", default=str(venv_python("inseq")), help="interpreter of the inseq environment")
-    ap.add_argument("--out", type=Path, help="folder for inseq.md (default benchmarks/results)")
     args = ap.parse_args(argv)
 
-    import torch
     import transformers
 
-    from lrp_llm.evaluate import load_items, prepare_item
     from lrp_llm.explanation import relevance
-    from lrp_llm.loading import demo_model_path, load_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
-    model_path = args.model or str(demo_model_path())
-    model, tok = load_model(args.model, dtype="float32")
-    prepared = []
-    for path in [p for p in args.data.split(",") if p]:
-        if Path(path).is_file():
-            prepared += [prepare_item(model, tok, item) for item in load_items(path, limit=args.limit)]
+    model, model_path, threads, prepared = load_compare_inputs(args)
     lengths = [p.position + 1 for p in prepared] or [0]
     cases = [
         ("grad-x-input", "input_x_gradient", {}),

@@ -22,40 +22,28 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine, write_table
-from benchmarks.peers import PeerUnavailable, WorkerProcess, geometric_mean, pearson, venv_python
+from benchmarks.peers import (
+    PeerUnavailable,
+    WorkerProcess,
+    add_compare_args,
+    geometric_mean,
+    load_compare_inputs,
+    pearson,
+)
 
-DATA = Path(__file__).resolve().parent / "data"
 WORKER = Path(__file__).resolve().parent / "lxt_worker.py"
 
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description="our AttnLRP vs LXT 2.1")
-    ap.add_argument("--model", help="checkpoint (default: the bundled SmolLM2-135M-Instruct GGUF)")
-    ap.add_argument("--data", default=f"{DATA / 'qa.jsonl'},{DATA / 'long.jsonl'}", help="comma-separated JSONL files")
-    ap.add_argument("--limit", type=int, default=6, help="items per data file (default 6)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, help="torch threads, the same in both processes")
-    ap.add_argument("--lxt-python", default=str(venv_python("lxt")), help="interpreter of the LXT environment")
-    ap.add_argument("--out", type=Path, help="folder for lxt.md (default benchmarks/results)")
+    add_compare_args(ap, "lxt", limit=6, repeats=3)
     args = ap.parse_args(argv)
 
     import torch
 
-    from lrp_llm.evaluate import load_items, prepare_item
     from lrp_llm.explanation import relevance
-    from lrp_llm.loading import demo_model_path, load_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
-    model_path = args.model or str(demo_model_path())
-    model, tok = load_model(args.model, dtype="float32")
-    prepared = []
-    for path in [p for p in args.data.split(",") if p]:
-        if not Path(path).is_file():
-            print(f"skipping {path}: not found")
-            continue
-        prepared += [prepare_item(model, tok, item) for item in load_items(path, limit=args.limit)]
+    model, model_path, threads, prepared = load_compare_inputs(args)
     notes = [
         f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d')}. Model: {Path(model_path).name}, float32, "
         f"{threads} torch threads in both processes.",

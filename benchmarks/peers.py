@@ -96,3 +96,37 @@ def venv_python(name: str) -> Path:
     """Interpreter of ``benchmarks/.venv-<name>`` (may not exist)."""
     sub = "Scripts/python.exe" if sys.platform == "win32" else "bin/python"
     return ROOT / "benchmarks" / f".venv-{name}" / sub
+
+
+DATA = ROOT / "benchmarks" / "data"
+
+
+def add_compare_args(ap, peer: str, *, limit: int, repeats: int) -> None:
+    """The options every ours-vs-peer benchmark takes (``--{peer}-python`` names the peer's interpreter)."""
+    ap.add_argument("--model", help="checkpoint (default: the bundled SmolLM2-135M-Instruct GGUF)")
+    ap.add_argument("--data", default=f"{DATA / 'qa.jsonl'},{DATA / 'long.jsonl'}", help="comma-separated JSONL files")
+    ap.add_argument("--limit", type=int, default=limit, help=f"items per data file (default {limit})")
+    ap.add_argument("--repeats", type=int, default=repeats)
+    ap.add_argument("--threads", type=int, help="torch threads, the same in both processes")
+    ap.add_argument(f"--{peer}-python", default=str(venv_python(peer)), help=f"interpreter of the {peer} environment")
+    ap.add_argument("--out", type=Path, help=f"folder for {peer}.md (default benchmarks/results)")
+
+
+def load_compare_inputs(args):
+    """``(model, model_path, threads, prepared)``: our model (float32), torch's thread count and the prepared items."""
+    import torch
+
+    from lrp_llm.evaluate import load_items, prepare_item
+    from lrp_llm.loading import demo_model_path, load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_path = args.model or str(demo_model_path())
+    model, tok = load_model(args.model, dtype="float32")
+    prepared = []
+    for path in [p for p in args.data.split(",") if p]:
+        if not Path(path).is_file():
+            print(f"skipping {path}: not found")
+            continue
+        prepared += [prepare_item(model, tok, item) for item in load_items(path, limit=args.limit)]
+    return model, model_path, torch.get_num_threads(), prepared
