@@ -344,22 +344,11 @@ def _forward_mode(f: _Embedder, chunk: int, should_cancel: ShouldCancel | None) 
 
 
 def _replay_mode(f: _Embedder, chunk: int, should_cancel: ShouldCancel | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """CP-LRP replay (:func:`lrp_llm.archs.bert.install_cp_lrp_replay`): row 0 the input, row 1 + i token i alone."""
-    x0 = f.x0
-    n = x0.shape[1]
-    cols: list[torch.Tensor] = []
-    primal = None
-    with torch.no_grad():
-        for start in range(0, n, chunk):
-            check_cancel(should_cancel)
-            idx = torch.arange(start, min(n, start + chunk), device=x0.device)
-            batch = torch.zeros((len(idx) + 1, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)
-            batch[0] = x0[0]
-            batch[1 + torch.arange(len(idx)), idx] = x0[0, idx]
-            out = f(batch)  # (1 + c, D)
-            primal = out[0]
-            cols.append(out[1:])
-    return primal, torch.cat(cols).T
+    """CP-LRP by the explicit replay (:func:`lrp_llm.archs.bert.cp_lrp_replay`): one batch of one-token rows."""
+    from .archs.bert import cp_lrp_replay
+
+    phi, contributions = cp_lrp_replay(f.model, f.x0[0], f.pooling, chunk=chunk, should_cancel=should_cancel)
+    return phi, contributions.T
 
 
 def _reverse_mode(
@@ -403,10 +392,12 @@ def first_order_map(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(phi, C)``: the pooled embedding (D,) and the token contributions (D, n) of one text.
 
-    ``strategy``: "forward" (one tangent per token, batched), "reverse" (one cotangent
-    per dimension, batched), "loop" (one backward pass per dimension: the reference and
-    the published method's cost), "auto" (forward when the text is shorter than the
-    embedding is wide and the rules allow it, else reverse).
+    ``strategy``: "replay" (CP-LRP on BERT-layout encoders: the explicit linear replay,
+    one batch of one-token rows, no autograd), "forward" (one tangent per token,
+    batched), "reverse" (one cotangent per dimension, batched), "loop" (one backward pass
+    per dimension: the reference and the published method's cost), "auto" (replay where
+    it applies, else forward when the text is shorter than the embedding is wide and the
+    rules allow it, else reverse).
     """
     _check("method", method, METHODS)
     _check("pooling", pooling, POOLINGS)
@@ -422,21 +413,20 @@ def first_order_map(
         raise InputError("nothing to explain: the text has no tokens")
     active_rules = rules if method == "bilrp" else None
     encoder = is_encoder(model)
+    from .archs.bert import replay_layers
+
+    replayable = method == "bilrp" and active_rules == "cp-lrp" and encoder and replay_layers(model) is not None
     if strategy == "auto":
-        if method == "bilrp" and active_rules == "cp-lrp" and encoder:
+        if replayable:
             strategy = "replay"
         else:
             # Forward mode needs rules written as detach forms (encoders) or no rules at all.
             forward_ok = encoder or active_rules is None
             strategy = "forward" if forward_ok and ids.shape[1] <= _base(model).config.hidden_size else "reverse"
     if strategy == "replay":
-        if not (method == "bilrp" and active_rules == "cp-lrp" and encoder):
-            raise InputError("the replay strategy computes CP-LRP on BERT-style encoders only; use forward or reverse")
-        from .archs.bert import install_cp_lrp_replay
-
-        with ModelPatch(model) as patch:
-            install_cp_lrp_replay(patch, model, pooling=pooling, one_token_rows=True)
-            freeze_parameters(model, patch)
+        if not replayable:
+            raise InputError("the replay strategy computes CP-LRP on BERT-layout encoders only; use forward or reverse")
+        with ModelPatch(model) as patch:  # only the embedding hook: the replay reads the weights
             return _replay_mode(_Embedder(model, patch, ids, pooling), chunk, should_cancel)
     with lrp_rules(model, active_rules) as patch:
         freeze_parameters(model, patch)

@@ -11,15 +11,15 @@ from torch.func import jvp
 from lrp_llm.archs import get_arch
 from lrp_llm.archs.bert import (
     bert_parts,
+    cp_lrp_replay,
     identity_jacobian,
-    install_cp_lrp_replay,
     layer_norm_jacobian,
+    replay_layers,
     scaled_jacobian,
     token_input_norm,
 )
 from lrp_llm.context import lrp_rules
 from lrp_llm.errors import UnsupportedModelError
-from lrp_llm.patch import ModelPatch
 from lrp_llm.rules import layer_norm_detached
 from tests.encoders import ENCODER_TYPES, encoder_ids, tiny_encoder, torch_threads
 
@@ -136,19 +136,22 @@ def test_cp_lrp_gives_no_relevance_through_attention_scores(rules, expect_grad):
     assert seen == {"q": expect_grad, "k": expect_grad, "v": True}
 
 
-@pytest.mark.parametrize("one_token_rows", [False, True])
-def test_replay_row0_is_the_forward_pass_and_rows_are_jvp_columns(one_token_rows):
-    model = tiny_encoder(dtype=torch.float64)
-    ids = torch.tensor([encoder_ids(8)])
+def _token_inputs(model, ids):
+    """The embedding LayerNorm's input (1, n, d) and the last hidden states of the plain model."""
     norm = token_input_norm(model)
     captured = []
     h = norm.register_forward_pre_hook(lambda _m, a: captured.append(a[0].detach()))
     with torch.no_grad():
         ref = model(input_ids=ids).last_hidden_state
     h.remove()
-    x0 = captured[0]
-    n = x0.shape[1]
-    # forward mode under the CP-LRP rules: column i = J~ x_i
+    return captured[0], ref
+
+
+def _jvp_columns(model, ids, x0):
+    """Column i: the forward-mode product under the CP-LRP rules with tangent x_i (token i alone)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    norm = token_input_norm(model)
     with lrp_rules(model, "cp-lrp"):
         swap = {}
         h = norm.register_forward_pre_hook(lambda _m, a: (swap["x"],))
@@ -158,28 +161,65 @@ def test_replay_row0_is_the_forward_pass_and_rows_are_jvp_columns(one_token_rows
             return model(input_ids=ids).last_hidden_state
 
         cols = []
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
         with sdpa_kernel([SDPBackend.MATH]):
-            for i in range(n):
+            for i in range(x0.shape[1]):
                 t = torch.zeros_like(x0)
                 t[0, i] = x0[0, i]
                 cols.append(jvp(f, (x0,), (t,))[1][0])
         h.remove()
-    with ModelPatch(model) as patch:
-        install_cp_lrp_replay(patch, model, one_token_rows=one_token_rows)
-        assert ("forward" in model.encoder.layer[0].__dict__) == one_token_rows
-        batch = torch.zeros(n + 1, n, x0.shape[-1], dtype=x0.dtype)
-        batch[0] = x0[0]
-        batch[1 + torch.arange(n), torch.arange(n)] = x0[0]
-        h = norm.register_forward_pre_hook(lambda _m, a: (batch,))
-        with torch.no_grad():
-            out = model(input_ids=ids.expand(n + 1, -1)).last_hidden_state
-        h.remove()
-    assert (out[0] - ref[0]).abs().max() < 1e-10
-    for i in range(n):
-        assert (out[1 + i] - cols[i]).abs().max() < 1e-10
+    return torch.stack(cols)
+
+
+@pytest.mark.parametrize("chunk", [64, 3])
+def test_replay_output_is_the_forward_pass_and_rows_are_jvp_columns(chunk):
+    model = tiny_encoder(dtype=torch.float64, layers=3)
+    ids = torch.tensor([encoder_ids(8)])
+    x0, ref = _token_inputs(model, ids)
+    cols = _jvp_columns(model, ids, x0)
+    out, rows = cp_lrp_replay(model, x0[0], pooling=None, chunk=chunk)
+    assert rows.shape == (8, 8, model.config.hidden_size)
+    assert (out - ref[0]).abs().max() < 1e-10
+    assert (rows - cols).abs().max() < 1e-10
     assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "last"])
+def test_pooled_replay_equals_pooling_the_per_position_replay(pooling, layers):
+    model = tiny_encoder(dtype=torch.float64, layers=layers)
+    ids = torch.tensor([encoder_ids(9)])
+    x0, ref = _token_inputs(model, ids)
+    pick = {"mean": lambda t: t.mean(-2), "cls": lambda t: t[..., 0, :], "last": lambda t: t[..., -1, :]}[pooling]
+    out, rows = cp_lrp_replay(model, x0[0], pooling=None)
+    phi, pooled = cp_lrp_replay(model, x0[0], pooling=pooling, chunk=4)
+    assert (phi - pick(ref[0])).abs().max() < 1e-10
+    assert (pooled - pick(rows)).abs().max() < 1e-12
+
+
+def test_replay_sees_weights_changed_in_place():
+    """Products of weights kept between calls are recomputed when a weight changes."""
+    model = tiny_encoder(dtype=torch.float64)
+    ids = torch.tensor([encoder_ids(6)])
+    x0, _ = _token_inputs(model, ids)
+    cp_lrp_replay(model, x0[0], pooling=None)
+    with torch.no_grad():
+        model.encoder.layer[0].attention.self.query.weight.mul_(1.5)
+        model.encoder.layer[0].intermediate.dense.weight.mul_(-0.5)
+        model.encoder.layer[1].attention.self.key.weight.add_(0.2)
+    x0, ref = _token_inputs(model, ids)
+    out, rows = cp_lrp_replay(model, x0[0], pooling=None)
+    assert (out - ref[0]).abs().max() < 1e-10
+    assert (rows - _jvp_columns(model, ids, x0)).abs().max() < 1e-10
+
+
+def test_replay_refuses_layouts_it_does_not_compute():
+    model = tiny_encoder(dtype=torch.float64)
+    assert replay_layers(model) is not None
+    x0, _ = _token_inputs(model, torch.tensor([encoder_ids(8)]))
+    model.encoder.layer[1].chunk_size_feed_forward = 4
+    assert replay_layers(model) is None
+    with pytest.raises(UnsupportedModelError, match="use forward mode"):
+        cp_lrp_replay(model, x0[0])
 
 
 def test_unsupported_layout_is_one_line_error():
@@ -190,52 +230,3 @@ def test_unsupported_layout_is_one_line_error():
         with lrp_rules(model, "cp-lrp"):
             pass
     assert not any("forward" in m.__dict__ for m in model.modules())
-
-
-@pytest.mark.parametrize("pooling", ["mean", "cls", "last"])
-def test_pooled_replay_equals_pooling_the_per_position_replay(pooling):
-    from lrp_llm.archs.bert import _last_output
-
-    model = tiny_encoder(dtype=torch.float64)
-    ids = torch.tensor([encoder_ids(9)])
-    norm = token_input_norm(model)
-    captured = []
-    h = norm.register_forward_pre_hook(lambda _m, a: captured.append(a[0].detach()))
-    with torch.no_grad():
-        model(input_ids=ids)
-    h.remove()
-    x0 = captured[0]
-    n = x0.shape[1]
-    batch = torch.zeros(n + 1, n, x0.shape[-1], dtype=x0.dtype)
-    batch[0] = x0[0]
-    batch[1 + torch.arange(n), torch.arange(n)] = x0[0]
-    pick = {"mean": lambda t: t.mean(1), "cls": lambda t: t[:, 0], "last": lambda t: t[:, -1]}[pooling]
-    outs = []
-    for pooled in (None, pooling):
-        with ModelPatch(model) as patch:
-            install_cp_lrp_replay(patch, model, pooling=pooled)
-            assert ("forward" in _last_output(model).__dict__) == (pooled is not None)
-            h = norm.register_forward_pre_hook(lambda _m, a: (batch,))
-            with torch.no_grad():
-                outs.append(pick(model(input_ids=ids.expand(n + 1, -1)).last_hidden_state))
-            h.remove()
-    assert (outs[0] - outs[1]).abs().max() < 1e-12
-    assert not any("forward" in m.__dict__ for m in model.modules())
-
-
-def test_first_layer_shortcut_falls_back_when_rows_hold_several_tokens():
-    model = tiny_encoder(dtype=torch.float64)
-    ids = torch.tensor([encoder_ids(7)])
-    norm = token_input_norm(model)
-    g = torch.Generator().manual_seed(3)
-    batch = torch.randn(4, 7, model.config.hidden_size, generator=g, dtype=torch.float64)
-    batch[2, 1:] = 0.0  # one row with a single token, the others dense: not the BiLRP layout
-    outs = []
-    for flag in (False, True):
-        with ModelPatch(model) as patch:
-            install_cp_lrp_replay(patch, model, one_token_rows=flag)
-            h = norm.register_forward_pre_hook(lambda _m, a: (batch,))
-            with torch.no_grad():
-                outs.append(model(input_ids=ids.expand(4, -1)).last_hidden_state)
-            h.remove()
-    assert torch.equal(outs[0], outs[1])

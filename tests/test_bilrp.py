@@ -125,6 +125,22 @@ def test_auto_strategy_picks_replay_for_cp_lrp_and_forward_otherwise(biased32, m
     assert used == ["_replay_mode", "_forward_mode", "_reverse_mode"]
 
 
+def test_auto_falls_back_to_forward_mode_where_the_replay_does_not_apply(monkeypatch):
+    import lrp_llm.bilrp as bilrp
+
+    model = tiny_encoder(dtype=torch.float32, seed=5)
+    model.encoder.layer[1].chunk_size_feed_forward = 3  # a layout the replay does not compute
+    used = []
+    original = bilrp._forward_mode
+    monkeypatch.setattr(bilrp, "_forward_mode", lambda *a, **k: used.append("forward") or original(*a, **k))
+    phi, auto = first_order_map(model, IDS_A)
+    assert used == ["forward"]
+    _, loop = first_order_map(model, IDS_A, strategy="loop")
+    assert (auto - loop).abs().max() <= 1e-5
+    with pytest.raises(InputError, match="BERT-layout"):
+        first_order_map(model, IDS_A, strategy="replay")
+
+
 # ------------------------------------------------------ baselines, independently
 def test_grad_x_input_products_is_the_hessian_product():
     """R[i, j] = x_a,i^T (d^2 <phi(a), phi(b)> / dx_a,i dx_b,j) x_b,j by double backward."""

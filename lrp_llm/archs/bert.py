@@ -31,13 +31,19 @@ part of the token and not lost to a bias.
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from ..errors import UnsupportedModelError
+from ..errors import UnsupportedModelError, check_cancel
 from ..patch import ModelPatch
 from ..rules import _safe_ratio, layer_norm_detached
 from . import ArchSpec, register
+
+ShouldCancel = Callable[[], bool]
 
 BERT_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "data2vec-text")
 
@@ -167,144 +173,20 @@ def apply_bert_rules(patch: ModelPatch, model: nn.Module, rules: str) -> None:
 
 
 # ------------------------------------------------------------ CP-LRP as a replay
-def _replay_linear(module: nn.Linear, *, from_first_row: bool):
-    def make(_original):
-        def forward(x):
-            if from_first_row:  # query / key: every row attends exactly like row 0
-                y0 = nn.functional.linear(x[:1], module.weight, module.bias)
-                return y0.expand(x.shape[0], *y0.shape[1:])
-            y = nn.functional.linear(x, module.weight)
-            if module.bias is not None:
-                y[:1] += module.bias
-            return y
-
-        return forward
-
-    return make
+#
+# Under CP-LRP the explained function is linear in the token input vectors, with
+# coefficients fixed by the actual input: each layer's attention probabilities, the
+# 1/std of each LayerNorm and GELU(x)/x of each MLP unit. The replay computes that
+# linear map explicitly, without autograd: one batch of rows per text, where row 0 is
+# the actual input (it sets the coefficients and takes every bias) and row 1 + j holds
+# token j's input vector alone. Row 1 + j at the output is token j's contribution: the
+# forward-mode product (jvp) under :func:`apply_bert_rules` with tangent x_j, for the
+# cost of one batched forward pass. BiLRP (:mod:`lrp_llm.bilrp`) needs one such column
+# per token, not one backward pass per embedding dimension.
 
 
-def _replay_norm(module: nn.LayerNorm):
-    def make(_original):
-        def forward(x):
-            dtype = x.dtype
-            xf = x if dtype in (torch.float32, torch.float64) else x.float()
-            inv = _norm_scale(xf[:1], module)
-            out = xf - xf.mean(-1, keepdim=True)  # a new tensor: the in-place steps below never touch x
-            out.mul_(inv)
-            if module.weight is not None:
-                out.mul_(module.weight.to(out.dtype))
-            if module.bias is not None:
-                out[:1] += module.bias.to(out.dtype)
-            return out.to(dtype)
-
-        return forward
-
-    return make
-
-
-def _replay_mlp(module: nn.Module):
-    def make(_original):
-        def forward(x):
-            pre = module.dense(x)
-            y0 = module.intermediate_act_fn(pre[:1])
-            ratio = _safe_ratio(y0, pre[:1]).to(pre.dtype)
-            pre.mul_(ratio)  # pre is this function's own tensor
-            pre[:1] = y0
-            return pre
-
-        return forward
-
-    return make
-
-
-def _row0_probabilities(attn: nn.Module, x0: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Attention probabilities (1, heads, n, n) of row 0 (``x0``: (1, n, d)), the ones every replayed row uses."""
-    n, size = x0.shape[1], attn.attention_head_size
-    q = nn.functional.linear(x0, attn.query.weight, attn.query.bias).view(1, n, -1, size).transpose(1, 2)
-    k = nn.functional.linear(x0, attn.key.weight, attn.key.bias).view(1, n, -1, size).transpose(1, 2)
-    scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling
-    if attention_mask is not None:
-        mask = attention_mask[:1]
-        if mask.dtype == torch.bool:  # True = may attend
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + mask.to(scores.dtype)
-    low = scores.dtype in (torch.float16, torch.bfloat16)
-    return torch.softmax(scores.float() if low else scores, dim=-1).to(x0.dtype)
-
-
-def _norm_scale(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
-    """``1 / std`` of a LayerNorm over the last dimension (keepdim)."""
-    return torch.rsqrt(x.var(-1, unbiased=False, keepdim=True) + norm.eps)
-
-
-def _replay_attention(module: nn.Module):
-    """Self-attention with row 0's probabilities applied to every row's values (one softmax, not one per row)."""
-
-    def make(_original):
-        def forward(hidden_states, attention_mask=None, past_key_values=None, **_kwargs):
-            if past_key_values is not None:
-                raise UnsupportedModelError("the CP-LRP replay does not run with a key/value cache")
-            batch, n = hidden_states.shape[:2]
-            size = module.attention_head_size
-            probs = _row0_probabilities(module, hidden_states[:1], attention_mask)
-            v = module.value(hidden_states).view(batch, n, -1, size).transpose(1, 2)  # replayed: bias in row 0
-            out = torch.matmul(probs, v).transpose(1, 2).reshape(batch, n, -1)
-            return out, probs
-
-        return forward
-
-    return make
-
-
-def pool_weights(n: int, pooling: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(n, 1) weights of the positions in the pooled embedding: mean, first ([CLS]) or last token."""
-    w = torch.zeros(n, 1, dtype=dtype, device=device)
-    if pooling == "mean":
-        w[:] = 1.0 / n
-    elif pooling == "cls":
-        w[0] = 1.0
-    else:
-        w[-1] = 1.0
-    return w
-
-
-def _replay_pooled_output(module: nn.Module, pooling: str):
-    """The last layer's ``LayerNorm(dense(a) + residual)``, pooled before ``dense``: every position gets the pooled row.
-
-    The replayed LayerNorm is linear per position with row 0's ``1/std``, so pooling with
-    weights ``p_t`` commutes with ``dense`` once each position is weighted by
-    ``p_t / std_t``: ``dense`` then runs on one vector per row instead of one per position.
-    """
-
-    def make(_original):
-        def forward(hidden_states, input_tensor):
-            if module.training:  # dropout per position: no pooled shortcut
-                return _original(hidden_states, input_tensor)
-            norm, dense = module.LayerNorm, module.dense
-            rows, n = hidden_states.shape[:2]
-            first = dense(hidden_states[:1]) + input_tensor[:1]  # row 0 as usual: it sets the 1/std
-            inv = _norm_scale(first[0], norm)  # (n, 1)
-            pooled = pool_weights(n, pooling, inv.dtype, inv.device)  # (n, 1), sums to 1
-            weights = pooled * inv
-            a = torch.einsum("rni,nk->ri", hidden_states, weights)  # (rows, intermediate)
-            h = nn.functional.linear(a, dense.weight) + torch.einsum("rnd,nk->rd", input_tensor, weights)
-            if dense.bias is not None:
-                h[:1] += dense.bias * weights.sum()
-            out = h - h.mean(-1, keepdim=True)
-            if norm.weight is not None:
-                out = out * norm.weight
-            if norm.bias is not None:
-                out[:1] += norm.bias * pooled.sum()
-            return out[:, None, :].expand(rows, n, out.shape[-1])
-
-        return forward
-
-    return make
-
-
-def _first_layer_parts(layer: nn.Module) -> dict[str, nn.Module] | None:
-    """The modules of a BERT-layout layer, or None when it has another layout (then no shortcut)."""
+def _layer_parts(layer: nn.Module) -> dict[str, nn.Module] | None:
+    """The modules of a BERT-layout encoder layer, or None when it has another layout."""
     attn = getattr(getattr(layer, "attention", None), "self", None)
     self_out = getattr(getattr(layer, "attention", None), "output", None)
     inter, out = getattr(layer, "intermediate", None), getattr(layer, "output", None)
@@ -323,128 +205,326 @@ def _first_layer_parts(layer: nn.Module) -> dict[str, nn.Module] | None:
         hasattr(attn, "attention_head_size") and hasattr(attn, "scaling") and hasattr(inter, "intermediate_act_fn")
     ):
         return None
-    if getattr(layer, "chunk_size_feed_forward", 0) or getattr(layer, "is_decoder", False):
+    if getattr(attn, "is_causal", False) or getattr(layer, "is_decoder", False):
         return None
+    if getattr(layer, "chunk_size_feed_forward", 0) or getattr(layer, "crossattention", None) is not None:
+        return None
+    if getattr(attn, "position_embedding_type", None) not in (None, "absolute"):
+        return None  # relative positions add terms to the scores that the replay does not compute
     return {"attn": attn, "self_out": self_out, "inter": inter, "out": out}
 
 
-def _replay_first_layer(layer: nn.Module, parts: dict[str, nn.Module]):
-    """The first layer when every replayed row holds one token's input vector and zeros elsewhere.
-
-    Row ``1 + j`` is ``v_j`` at its token ``i_j`` only. Its value projection is then one
-    vector, the attention output ``sum_h P_h[t, i_j] O_h V_h v_j`` (one vector per head,
-    weighted by row 0's probabilities), and, the LayerNorm being linear per position with
-    row 0's ``1/std``, the MLP's input projection acts on those ``1 + heads`` vectors
-    instead of on all ``n`` positions. Other inputs take the usual path.
-    """
-    attn, self_out, inter, out = parts["attn"], parts["self_out"], parts["inter"], parts["out"]
-
-    def make(original):
-        def forward(hidden_states, attention_mask=None, encoder_hidden_states=None, *args, **kwargs):
-            rows, n, d = hidden_states.shape
-            rest = hidden_states[1:]
-            live = rest.ne(0).any(-1)  # (rows - 1, n)
-            usual = layer.training or rows < 2 or encoder_hidden_states is not None or bool(args)
-            if usual or kwargs.get("past_key_values") is not None or not bool((live.sum(-1) == 1).all()):
-                return original(hidden_states, attention_mask, encoder_hidden_states, *args, **kwargs)
-            tok = live.to(torch.int8).argmax(-1)  # each row's token
-            v = rest[torch.arange(rows - 1, device=rest.device), tok]  # (c, d)
-            x0 = hidden_states[:1]
-            heads, size = d // attn.attention_head_size, attn.attention_head_size
-            # row 0: the layer as it is, keeping its coefficients
-            probs = _row0_probabilities(attn, x0, attention_mask)[0]  # (heads, n, n)
-            v0 = nn.functional.linear(x0, attn.value.weight, attn.value.bias).view(1, n, heads, size).transpose(1, 2)
-            ctx0 = torch.matmul(probs, v0[0]).transpose(0, 1).reshape(1, n, d)
-            r0 = nn.functional.linear(ctx0, self_out.dense.weight, self_out.dense.bias) + x0
-            n1, n2 = self_out.LayerNorm, out.LayerNorm
-            inv1 = _norm_scale(r0[0], n1)  # (n, 1)
-            z0 = nn.functional.layer_norm(r0, (d,), n1.weight, n1.bias, n1.eps)
-            pre0 = nn.functional.linear(z0, inter.dense.weight, inter.dense.bias)
-            act0 = inter.intermediate_act_fn(pre0)
-            ratio = _safe_ratio(act0, pre0).to(pre0.dtype)[0]  # (n, intermediate)
-            h0 = nn.functional.linear(act0, out.dense.weight, out.dense.bias) + z0
-            inv2 = _norm_scale(h0[0], n2)
-            out0 = nn.functional.layer_norm(h0, (d,), n2.weight, n2.bias, n2.eps)
-            # rows 1..: one value vector per row, one attention-output vector per row and head
-            vh = nn.functional.linear(v, attn.value.weight).view(-1, heads, size)  # (c, heads, size)
-            g = torch.einsum("chk,dhk->chd", vh, self_out.dense.weight.view(d, heads, size))  # (c, heads, d)
-            p = probs[:, :, tok].permute(2, 1, 0)  # (c, n, heads): P_h[t, i_j]
-            at = (torch.arange(rows - 1, device=v.device), tok)
-            r = torch.bmm(p, g)  # (c, n, d)
-            r[at] += v
-            w1 = n1.weight if n1.weight is not None else torch.ones_like(v[0])
-            z = r.sub_(r.mean(-1, keepdim=True)).mul_(inv1 * w1)
-            # the input projection of the MLP on the 1 + heads vectors per row, then mixed as r is
-            basis = torch.cat([v[:, None, :], g], 1)  # (c, 1 + heads, d)
-            basis = (basis - basis.mean(-1, keepdim=True)) * w1
-            kb = nn.functional.linear(basis, inter.dense.weight)  # (c, 1 + heads, intermediate)
-            pre = torch.bmm(p, kb[:, 1:])  # (c, n, intermediate)
-            pre[at] += kb[:, 0]
-            pre.mul_(inv1 * ratio)
-            h = nn.functional.linear(pre, out.dense.weight).add_(z)
-            w2 = n2.weight if n2.weight is not None else torch.ones_like(v[0])
-            rows_out = h.sub_(h.mean(-1, keepdim=True)).mul_(inv2 * w2)
-            return torch.cat([out0, rows_out], 0)
-
-        return forward
-
-    return make
-
-
-def _last_output(model: nn.Module) -> nn.Module | None:
-    """The last encoder layer's ``output`` (``dense`` + ``LayerNorm`` of the sum with the residual), if the layout has one."""
+def replay_layers(model: nn.Module) -> list[dict[str, nn.Module]] | None:
+    """Every encoder layer's modules when the whole model has the layout the replay computes, else None."""
     base = getattr(model, "base_model", model)
     layers = getattr(getattr(base, "encoder", None), "layer", None)
-    if not layers:
+    norm = getattr(getattr(base, "embeddings", None), "LayerNorm", None)
+    if not layers or not isinstance(norm, nn.LayerNorm):
         return None
-    out = getattr(layers[-1], "output", None)
-    ok = isinstance(getattr(out, "dense", None), nn.Linear) and isinstance(
-        getattr(out, "LayerNorm", None), nn.LayerNorm
-    )
-    chunked = getattr(layers[-1], "chunk_size_feed_forward", 0)
-    return out if ok and not chunked and getattr(out, "dropout", None) is not None else None
+    proj = getattr(base, "embeddings_project", None)
+    if proj is not None and not isinstance(proj, nn.Linear):
+        return None
+    parts = [_layer_parts(layer) for layer in layers]
+    return None if any(p is None for p in parts) else parts
 
 
-def install_cp_lrp_replay(
-    patch: ModelPatch, model: nn.Module, pooling: str | None = None, *, one_token_rows: bool = False
-) -> None:
-    """CP-LRP as an explicit linear replay, without autograd (the fast BiLRP path).
+_DERIVED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[str, torch.Tensor]]] = weakref.WeakKeyDictionary()
 
-    Under CP-LRP the explained function is linear in the token inputs, with coefficients
-    (attention probabilities, 1/std of each LayerNorm, GELU(x)/x) fixed by the actual
-    input. After this patch a forward pass over a batch computes row 0 as usual and
-    propagates rows 1.. through that linear map: with row 0's coefficients and without
-    any bias. Feeding token ``i``'s input vector alone as row ``1 + i`` gives the
-    column of token contributions that the forward-mode product (``jvp``) under
-    :func:`apply_bert_rules` gives, at the cost of a plain batched forward pass.
 
-    ``pooling`` ("mean", "cls", "last"): the last layer returns the pooled row at every
-    position (its output projection runs once per row instead of once per position);
-    None keeps the per-position outputs. ``one_token_rows``: the rows after row 0 each
-    hold one token's vector (the BiLRP batch), which the first layer exploits.
+def _derived(parts: dict[str, nn.Module], *, first: bool) -> dict[str, torch.Tensor]:
+    """Products of one layer's weights that the replay uses, computed once and kept while the weights are unchanged.
+
+    ``qk``: query and key projections stacked (one product for both). ``first``, for the
+    first layer: ``mlp_heads`` (heads, intermediate, head size), the MLP's input
+    projection after the LayerNorm's centering and weight, composed with each head's
+    slice of the attention output projection, ``W1 diag(w) C O_h``.
     """
-    parts = bert_parts(model)
-    _check_layout(model, parts)
-    shared = {id(a.query) for a in parts["attentions"]} | {id(a.key) for a in parts["attentions"]}
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            patch.override_forward(module, _replay_linear(module, from_first_row=id(module) in shared))
-        elif isinstance(module, nn.LayerNorm):
-            patch.override_forward(module, _replay_norm(module))
-    for attn in parts["attentions"]:
-        # Self-attentions of the transformers 5 layout (head size and scaling as attributes) get the
-        # one-softmax replay; anything else keeps the per-row replay of the projections above.
-        if hasattr(attn, "attention_head_size") and hasattr(attn, "scaling") and "Cross" not in type(attn).__name__:
-            patch.override_forward(attn, _replay_attention(attn))
-    for mlp in parts["mlps"]:
-        patch.override_forward(mlp, _replay_mlp(mlp))
-    layers = getattr(getattr(getattr(model, "base_model", model), "encoder", None), "layer", None)
-    first = _first_layer_parts(layers[0]) if one_token_rows and layers else None
-    if first is not None:
-        patch.override_forward(layers[0], _replay_first_layer(layers[0], first))
-    last = _last_output(model) if pooling is not None else None
-    if last is not None:
-        patch.override_forward(last, _replay_pooled_output(last, pooling))
+    attn, self_out, inter = parts["attn"], parts["self_out"], parts["inter"]
+    n1 = self_out.LayerNorm
+    sources = [attn.query.weight, attn.query.bias, attn.key.weight, attn.key.bias]
+    if first:
+        sources += [self_out.dense.weight, n1.weight, inter.dense.weight]
+    stamp = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources if t is not None)
+    held = _DERIVED.get(attn)
+    if held is not None and held[0] == stamp:
+        return held[1]
+    out = {"qk_weight": torch.cat([attn.query.weight, attn.key.weight]).detach()}
+    if attn.query.bias is not None and attn.key.bias is not None:
+        out["qk_bias"] = torch.cat([attn.query.bias, attn.key.bias]).detach()
+    if first:
+        w1 = inter.dense.weight.detach()
+        if n1.weight is not None:
+            w1 = w1 * n1.weight.detach()
+        w1 = w1 - w1.mean(1, keepdim=True)  # W1 diag(w) C: the centering folded in
+        size = attn.attention_head_size
+        composed = w1 @ self_out.dense.weight.detach()  # (intermediate, d)
+        out["mlp_heads"] = composed.view(w1.shape[0], -1, size).permute(1, 0, 2).contiguous()
+    _DERIVED[attn] = (stamp, out)
+    return out
+
+
+def _row0_probabilities(attn: nn.Module, x0: torch.Tensor, derived: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Attention probabilities (heads, n, n) of the actual input ``x0`` (n, d), the ones every replayed row uses."""
+    n, size = x0.shape[0], attn.attention_head_size
+    qk = nn.functional.linear(x0, derived["qk_weight"], derived.get("qk_bias"))
+    d = qk.shape[-1] // 2
+    if "qk_bias" not in derived:  # only one of the two projections has a bias
+        _add_bias_(qk[:, :d], attn.query.bias)
+        _add_bias_(qk[:, d:], attn.key.bias)
+    q = qk[:, :d].reshape(n, -1, size).transpose(0, 1)
+    k = qk[:, d:].reshape(n, -1, size).transpose(0, 1)
+    scores = torch.matmul(q, k.transpose(1, 2)) * attn.scaling
+    low = scores.dtype in (torch.float16, torch.bfloat16)
+    return torch.softmax(scores.float() if low else scores, dim=-1).to(x0.dtype)
+
+
+def _norm_stats(x: torch.Tensor, norm: nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(LayerNorm(x), 1/std)`` of ``x`` (n, d); 1/std is (n, 1). One fused kernel for both."""
+    out, _mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)
+    return out, rstd.reshape(x.shape[0], 1).to(x.dtype)
+
+
+def _center_scale_(x: torch.Tensor, inv: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """The replayed LayerNorm without its bias, in place: ``(x - mean(x)) * inv * weight``."""
+    return x.sub_(x.mean(-1, keepdim=True)).mul_(inv if norm.weight is None else inv * norm.weight)
+
+
+class _Buffers:
+    """Work tensors reused from layer to layer and from call to call (one set per thread).
+
+    On a CPU every fresh multi-megabyte tensor is new memory from the system, paid for
+    in page faults as it is first written: 5 to 10 % of a short text's replay when each
+    layer allocated its own. Sets over ``KEEP_BYTES`` are dropped after the call.
+    """
+
+    KEEP_BYTES = 96 << 20
+
+    def __init__(self) -> None:
+        self._held: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        held = self._held.get(name)
+        if held is None or held.shape != shape or held.dtype != like.dtype or held.device != like.device:
+            held = self._held[name] = like.new_empty(shape)
+        return held
+
+    def trim(self) -> None:
+        if sum(t.numel() * t.element_size() for t in self._held.values()) > self.KEEP_BYTES:
+            self._held.clear()
+
+
+_PER_THREAD = threading.local()
+
+
+def _buffers() -> _Buffers:
+    bufs = getattr(_PER_THREAD, "buffers", None)
+    if bufs is None:
+        bufs = _PER_THREAD.buffers = _Buffers()
+    return bufs
+
+
+def _project(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T`` (no bias) written into ``out`` (same leading shape as ``x``)."""
+    torch.mm(x.reshape(-1, x.shape[-1]), weight.T, out=out.view(-1, out.shape[-1]))
+    return out
+
+
+def _mix(probs: torch.Tensor, v: torch.Tensor, bufs: _Buffers) -> torch.Tensor:
+    """Attention output ``sum_s P_h[t, s] v[c, s, h]`` of every row ``c`` (v: (c, n, d); probs: (heads, n, n))."""
+    c, n, d = v.shape
+    heads = probs.shape[0]
+    size = d // heads
+    by_head = bufs.get("by_head", (heads, n, c, size), v)
+    by_head.copy_(v.view(c, n, heads, size).permute(2, 1, 0, 3))
+    mixed = bufs.get("mixed", (heads, n, c, size), v)
+    torch.bmm(probs, by_head.view(heads, n, c * size), out=mixed.view(heads, n, c * size))
+    out = bufs.get("mix_out", (c, n, d), v)
+    out.view(c, n, heads, size).copy_(mixed.permute(2, 1, 0, 3))
+    return out
+
+
+def pool_weights(n: int, pooling: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n, 1) weights of the positions in the pooled embedding: mean, first ([CLS]) or last token."""
+    w = torch.zeros(n, 1, dtype=dtype, device=device)
+    if pooling == "mean":
+        w[:] = 1.0 / n
+    elif pooling == "cls":
+        w[0] = 1.0
+    else:
+        w[-1] = 1.0
+    return w
+
+
+def _add_bias_(x: torch.Tensor, bias: torch.Tensor | None) -> None:
+    if bias is not None:
+        x += bias
+
+
+def _replay_first_layer(
+    parts: dict[str, nn.Module], x: torch.Tensor, tokens: torch.Tensor, u: torch.Tensor, out_rows: torch.Tensor, bufs
+) -> torch.Tensor:
+    """The first layer: ``x`` (n, d) the actual input; row ``j`` holds ``u[j]`` at position ``tokens[j]`` only.
+
+    A row's value projection is then one vector, its attention output ``sum_h P_h[t, i_j]
+    O_h V_h u_j`` a mix of one vector per head, and, the replayed LayerNorm being linear
+    per position, the MLP's input projection acts on those ``1 + heads`` vectors instead
+    of on all ``n`` positions. Writes the rows into ``out_rows`` (c, n, d) and returns
+    the layer's output for ``x`` (n, d).
+    """
+    attn, self_out, inter, out = parts["attn"], parts["self_out"], parts["inter"], parts["out"]
+    n1, n2 = self_out.LayerNorm, out.LayerNorm
+    n, d = x.shape
+    c = u.shape[0]
+    size = attn.attention_head_size
+    heads = d // size
+    # the actual input: the layer as it is, keeping its coefficients
+    derived = _derived(parts, first=True)
+    probs = _row0_probabilities(attn, x, derived)  # (heads, n, n)
+    v0 = nn.functional.linear(x, attn.value.weight, attn.value.bias).view(n, heads, size).transpose(0, 1)
+    ctx0 = torch.matmul(probs, v0).transpose(0, 1).reshape(n, d)
+    z0, inv1 = _norm_stats(nn.functional.linear(ctx0, self_out.dense.weight, self_out.dense.bias).add_(x), n1)
+    pre0 = nn.functional.linear(z0, inter.dense.weight, inter.dense.bias)
+    act0 = inter.intermediate_act_fn(pre0)
+    ratio = _safe_ratio(act0, pre0).to(pre0.dtype)  # (n, intermediate)
+    h0, inv2 = _norm_stats(nn.functional.linear(act0, out.dense.weight, out.dense.bias).add_(z0), n2)
+    # the rows: one value vector each, one attention-output vector per row and head
+    vh = nn.functional.linear(u, attn.value.weight).view(c, heads, size)
+    g = torch.einsum("chk,dhk->chd", vh, self_out.dense.weight.view(d, heads, size))  # (c, heads, d)
+    p = probs[:, :, tokens].permute(2, 1, 0)  # (c, n, heads): P_h[t, i_j]
+    at = (torch.arange(c, device=u.device), tokens)
+    r = torch.bmm(p, g, out=bufs.get("first_a", (c, n, d), u))  # (c, n, d)
+    r[at] += u
+    z = _center_scale_(r, inv1, n1)
+    # the MLP's input projection of the 1 + heads vectors of each row, then mixed as r was
+    w1 = n1.weight if n1.weight is not None else 1.0
+    kv = nn.functional.linear((u - u.mean(-1, keepdim=True)) * w1, inter.dense.weight)  # (c, intermediate)
+    kg = torch.einsum("chk,hik->chi", vh, derived["mlp_heads"])  # (c, heads, intermediate)
+    pre = torch.bmm(p, kg, out=bufs.get("first_pre", (c, n, kg.shape[-1]), u))  # (c, n, intermediate)
+    pre[at] += kv
+    pre.mul_(inv1 * ratio)
+    _center_scale_(_project(pre, out.dense.weight, out_rows).add_(z), inv2, n2)
+    return h0
+
+
+def _replay_layer(
+    parts: dict[str, nn.Module], r: torch.Tensor, co: dict | None, pool: torch.Tensor | None, bufs: _Buffers
+):
+    """One encoder layer on the rows ``r`` (c, n, d) with the coefficients ``co``; ``r`` is overwritten.
+
+    ``co`` None: row 0 is the actual input; it takes the biases, sets the coefficients
+    and they are returned (for the next chunk of rows). ``pool`` (n, 1): the layer is the
+    last and returns the pooled rows (c, d): pooling commutes with the output projection
+    once each position is weighted by its LayerNorm's 1/std, so that projection runs on
+    one vector per row instead of one per position.
+    """
+    attn, self_out, inter, out = parts["attn"], parts["self_out"], parts["inter"], parts["out"]
+    n1, n2 = self_out.LayerNorm, out.LayerNorm
+    c, n, d = r.shape
+    actual = co is None
+    if actual:
+        co = {"probs": _row0_probabilities(attn, r[0], _derived(parts, first=False))}
+    v = _project(r, attn.value.weight, bufs.get("v", r.shape, r))
+    if actual:
+        _add_bias_(v[0], attn.value.bias)
+    a = _project(_mix(co["probs"], v, bufs), self_out.dense.weight, bufs.get("a", r.shape, r)).add_(r)
+    if actual:
+        _add_bias_(a[0], self_out.dense.bias)
+        co["inv1"] = _norm_stats(a[0], n1)[1]
+    _center_scale_(a, co["inv1"], n1)
+    if actual:
+        _add_bias_(a[0], n1.bias)
+    pre = _project(a, inter.dense.weight, bufs.get("pre", (c, n, inter.dense.out_features), r))
+    if actual:
+        _add_bias_(pre[0], inter.dense.bias)
+        act0 = inter.intermediate_act_fn(pre[0])
+        co["ratio"] = _safe_ratio(act0, pre[0]).to(pre.dtype)
+    pre.mul_(co["ratio"])
+    if actual:
+        pre[0] = act0  # exact for the actual input
+    if pool is None:
+        h = _project(pre, out.dense.weight, r).add_(a)  # r is no longer needed
+        if actual:
+            _add_bias_(h[0], out.dense.bias)
+            co["inv2"] = _norm_stats(h[0], n2)[1]
+        _center_scale_(h, co["inv2"], n2)
+        if actual:
+            _add_bias_(h[0], n2.bias)
+        return h, co
+    if actual:
+        co["inv2"] = _norm_stats(nn.functional.linear(act0, out.dense.weight, out.dense.bias).add_(a[0]), n2)[1]
+    weights = (pool * co["inv2"]).T  # (1, n)
+    h = nn.functional.linear(torch.matmul(weights, pre)[:, 0], out.dense.weight)  # (c, d)
+    h.add_(torch.matmul(weights, a)[:, 0])
+    if actual:
+        _add_bias_(h[0], None if out.dense.bias is None else out.dense.bias * weights.sum())
+    h.sub_(h.mean(-1, keepdim=True))
+    if n2.weight is not None:
+        h.mul_(n2.weight)
+    if actual:
+        _add_bias_(h[0], None if n2.bias is None else n2.bias * pool.sum())
+    return h, co
+
+
+def cp_lrp_replay(
+    model: nn.Module,
+    x: torch.Tensor,
+    pooling: str | None = "mean",
+    *,
+    chunk: int = 64,
+    should_cancel: ShouldCancel | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CP-LRP token contributions of a BERT-layout encoder, by the explicit replay.
+
+    ``x`` (n, d): the input of the embedding LayerNorm (word + position + type embedding)
+    of one text. Returns ``(output, contributions)``: with ``pooling`` ("mean", "cls",
+    "last") the pooled embedding (D,) and each token's part of it (n, D); with None the
+    last hidden states (n, D) and each token's part of them (n, n, D). Tokens go in
+    chunks of ``chunk`` rows; the coefficients are computed once. Without biases the
+    contributions add up to the output exactly. Needs :func:`replay_layers` to accept
+    the model (else ``UnsupportedModelError``).
+    """
+    layers = replay_layers(model)
+    if layers is None:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: the CP-LRP replay computes BERT-layout encoders only; use forward mode"
+        )
+    base = getattr(model, "base_model", model)
+    norm = base.embeddings.LayerNorm
+    proj = getattr(base, "embeddings_project", None)
+    n = x.shape[0]
+    with torch.no_grad():
+        h, inv = _norm_stats(x, norm)
+        u = _center_scale_(x.clone(), inv, norm)  # token j's vector, no bias
+        if proj is not None:
+            h = nn.functional.linear(h, proj.weight, proj.bias)
+            u = nn.functional.linear(u, proj.weight)
+        pool = None if pooling is None else pool_weights(n, pooling, h.dtype, h.device)
+        coefficients: list[dict | None] = [None] * len(layers)
+        bufs = _buffers()
+        output = None
+        parts_out = []
+        try:
+            for start in range(0, n, chunk):
+                check_cancel(should_cancel)
+                tokens = torch.arange(start, min(n, start + chunk), device=x.device)
+                first = output is None  # row 0 of the first chunk: the actual input
+                r = h.new_empty((len(tokens) + first, n, h.shape[-1]))
+                h0 = _replay_first_layer(layers[0], h, tokens, u[tokens], r[1:] if first else r, bufs)
+                if first:
+                    r[0] = h0
+                for k, parts in enumerate(layers[1:], start=1):
+                    last = pool if k == len(layers) - 1 else None
+                    r, co = _replay_layer(parts, r, coefficients[k], last, bufs)
+                    coefficients[k] = co
+                if pool is not None and len(layers) == 1:  # the first layer was the last: pool its positions
+                    r = torch.matmul(pool.T, r)[:, 0]
+                if first:
+                    output = r[0]
+                    r = r[1:]
+                parts_out.append(r)
+        finally:
+            bufs.trim()
+    return output, torch.cat(parts_out)
 
 
 BERT_FAMILY = register(
