@@ -18,11 +18,12 @@ forward-mode product ``J~ x_i`` of the rule-modified Jacobian with token ``i``'s
 input vector (all other tokens zero): one tangent per token, all of a text's tangents
 in one batched pass. Strategies, all tested equal to the loop:
 
-- ``replay`` (CP-LRP on BERT-style encoders, the default there): CP-LRP makes the
-  explained function linear in the inputs with coefficients fixed by the actual input,
-  so a plain no-grad forward pass over a batch of 1 + n rows (the input, then each
-  token alone, propagated with the input's coefficients and no biases) yields every
-  column: the cost of one batched forward pass.
+- ``replay`` (CP-LRP on BERT-layout encoders, the default there): CP-LRP makes the
+  explained function linear in the inputs with coefficients fixed by the actual input;
+  :func:`lrp_llm.archs.bert.cp_lrp_replay` computes that linear map explicitly, without
+  autograd, on a batch of 1 + n rows (the input, then each token alone, propagated with
+  the input's coefficients and no biases): every column for the cost of one batched
+  forward pass.
 - ``forward``: ``torch.func.vmap(jvp)`` under the rules (any rule set written in
   detach form, and plain gradients).
 - ``reverse``: all dimensions as one batch of cotangents (``is_grads_batched``); for

@@ -22,7 +22,9 @@ The rules here are written as *detach forms* (``x.detach() + f * (x - x.detach()
 rather than custom autograd Functions: the value is unchanged and the local Jacobian is
 the rule's, in reverse mode (``backward``) and in forward mode (``torch.func.jvp``,
 ``vmap``) alike. Forward mode is what makes BiLRP fast (:mod:`lrp_llm.bilrp`: one
-tangent per token instead of one backward pass per embedding dimension).
+tangent per token instead of one backward pass per embedding dimension); for CP-LRP,
+:func:`cp_lrp_replay` computes the same columns as an explicit linear map, without
+autograd.
 
 Relevance is read at the input of the embedding LayerNorm, i.e. each token's vector is
 its word + position + token-type embedding; the position and segment parts are then
@@ -317,6 +319,7 @@ _PER_THREAD = threading.local()
 
 
 def _buffers() -> _Buffers:
+    """This thread's work tensors (the app explains in worker threads)."""
     bufs = getattr(_PER_THREAD, "buffers", None)
     if bufs is None:
         bufs = _PER_THREAD.buffers = _Buffers()
@@ -361,7 +364,12 @@ def _add_bias_(x: torch.Tensor, bias: torch.Tensor | None) -> None:
 
 
 def _replay_first_layer(
-    parts: dict[str, nn.Module], x: torch.Tensor, tokens: torch.Tensor, u: torch.Tensor, out_rows: torch.Tensor, bufs
+    parts: dict[str, nn.Module],
+    x: torch.Tensor,
+    tokens: torch.Tensor,
+    u: torch.Tensor,
+    out_rows: torch.Tensor,
+    bufs: _Buffers,
 ) -> torch.Tensor:
     """The first layer: ``x`` (n, d) the actual input; row ``j`` holds ``u[j]`` at position ``tokens[j]`` only.
 
