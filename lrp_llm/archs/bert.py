@@ -414,6 +414,24 @@ def _replay_first_layer(
     return h0
 
 
+def _replayed_add_norm_(
+    x: torch.Tensor, co: dict, key: str, dense_bias: torch.Tensor | None, norm: nn.LayerNorm
+) -> torch.Tensor:
+    """``LayerNorm(dense(.) + residual)`` replayed in place on ``x`` (the sum without the dense bias).
+
+    While ``co[key]`` is unset, row 0 is the actual input: it gets the dense bias, sets
+    ``co[key]`` (its 1/std) and gets the LayerNorm's bias; the other rows get no bias.
+    """
+    actual = key not in co
+    if actual:
+        _add_bias_(x[0], dense_bias)
+        co[key] = _norm_stats(x[0], norm)[1]
+    _center_scale_(x, co[key], norm)
+    if actual:
+        _add_bias_(x[0], norm.bias)
+    return x
+
+
 def _replay_layer(
     parts: dict[str, nn.Module], r: torch.Tensor, co: dict | None, pool: torch.Tensor | None, bufs: _Buffers
 ):
@@ -435,12 +453,7 @@ def _replay_layer(
     if actual:
         _add_bias_(v[0], attn.value.bias)
     a = _project(_mix(co["probs"], v, bufs), self_out.dense.weight, bufs.get("a", r.shape, r)).add_(r)
-    if actual:
-        _add_bias_(a[0], self_out.dense.bias)
-        co["inv1"] = _norm_stats(a[0], n1)[1]
-    _center_scale_(a, co["inv1"], n1)
-    if actual:
-        _add_bias_(a[0], n1.bias)
+    _replayed_add_norm_(a, co, "inv1", self_out.dense.bias, n1)
     pre = _project(a, inter.dense.weight, bufs.get("pre", (c, n, inter.dense.out_features), r))
     if actual:
         _add_bias_(pre[0], inter.dense.bias)
@@ -451,13 +464,7 @@ def _replay_layer(
         pre[0] = act0  # exact for the actual input
     if pool is None:
         h = _project(pre, out.dense.weight, r).add_(a)  # r is no longer needed
-        if actual:
-            _add_bias_(h[0], out.dense.bias)
-            co["inv2"] = _norm_stats(h[0], n2)[1]
-        _center_scale_(h, co["inv2"], n2)
-        if actual:
-            _add_bias_(h[0], n2.bias)
-        return h, co
+        return _replayed_add_norm_(h, co, "inv2", out.dense.bias, n2), co
     if actual:
         co["inv2"] = _norm_stats(nn.functional.linear(act0, out.dense.weight, out.dense.bias).add_(a[0]), n2)[1]
     weights = (pool * co["inv2"]).T  # (1, n)
