@@ -237,9 +237,10 @@ def _derived(parts: dict[str, nn.Module], *, first: bool) -> dict[str, torch.Ten
     """Products of one layer's weights that the replay uses, computed once and kept while the weights are unchanged.
 
     ``qk``: query and key projections stacked (one product for both). ``first``, for the
-    first layer: ``mlp_heads`` (heads, intermediate, head size), the MLP's input
-    projection after the LayerNorm's centering and weight, composed with each head's
-    slice of the attention output projection, ``W1 diag(w) C O_h``.
+    first layer: ``out_heads`` (heads, head size, d), each head's slice of the attention
+    output projection, transposed, and ``mlp_heads`` (heads, head size, intermediate),
+    the MLP's input projection after the LayerNorm's centering and weight composed with
+    it, ``(W1 diag(w) C O_h)^T``.
     """
     attn, self_out, inter = parts["attn"], parts["self_out"], parts["inter"]
     n1 = self_out.LayerNorm
@@ -260,7 +261,9 @@ def _derived(parts: dict[str, nn.Module], *, first: bool) -> dict[str, torch.Ten
         w1 = w1 - w1.mean(1, keepdim=True)  # W1 diag(w) C: the centering folded in
         size = attn.attention_head_size
         composed = w1 @ self_out.dense.weight.detach()  # (intermediate, d)
-        out["mlp_heads"] = composed.view(w1.shape[0], -1, size).permute(1, 0, 2).contiguous()
+        out["mlp_heads"] = composed.view(w1.shape[0], -1, size).permute(1, 2, 0).contiguous()
+        o = self_out.dense.weight.detach()
+        out["out_heads"] = o.view(o.shape[0], -1, size).permute(1, 2, 0).contiguous()
     _DERIVED[attn] = (stamp, out)
     return out
 
@@ -397,7 +400,8 @@ def _replay_first_layer(
     h0, inv2 = _norm_stats(nn.functional.linear(act0, out.dense.weight, out.dense.bias).add_(z0), n2)
     # the rows: one value vector each, one attention-output vector per row and head
     vh = nn.functional.linear(u, attn.value.weight).view(c, heads, size)
-    g = torch.einsum("chk,dhk->chd", vh, self_out.dense.weight.view(d, heads, size))  # (c, heads, d)
+    vt = vh.transpose(0, 1)  # (heads, c, size)
+    g = torch.bmm(vt, derived["out_heads"], out=bufs.get("first_g", (heads, c, d), u)).transpose(0, 1)
     p = probs[:, :, tokens].permute(2, 1, 0)  # (c, n, heads): P_h[t, i_j]
     at = (torch.arange(c, device=u.device), tokens)
     r = torch.bmm(p, g, out=bufs.get("first_a", (c, n, d), u))  # (c, n, d)
@@ -406,7 +410,8 @@ def _replay_first_layer(
     # the MLP's input projection of the 1 + heads vectors of each row, then mixed as r was
     w1 = n1.weight if n1.weight is not None else 1.0
     kv = nn.functional.linear((u - u.mean(-1, keepdim=True)) * w1, inter.dense.weight)  # (c, intermediate)
-    kg = torch.einsum("chk,hik->chi", vh, derived["mlp_heads"])  # (c, heads, intermediate)
+    kg = torch.bmm(vt, derived["mlp_heads"], out=bufs.get("first_kg", (heads, c, inter.dense.out_features), u))
+    kg = kg.transpose(0, 1)  # (c, heads, intermediate)
     pre = torch.bmm(p, kg, out=bufs.get("first_pre", (c, n, kg.shape[-1]), u))  # (c, n, intermediate)
     pre[at] += kv
     pre.mul_(inv1 * ratio)
