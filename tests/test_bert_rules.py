@@ -197,7 +197,7 @@ def test_pooled_replay_equals_pooling_the_per_position_replay(pooling, layers):
 
 
 def test_replay_sees_weights_changed_in_place():
-    """Products of weights kept between calls are recomputed when a weight changes."""
+    """Products of weights kept between calls are recomputed when a weight changes or is replaced."""
     model = tiny_encoder(dtype=torch.float64)
     ids = torch.tensor([encoder_ids(6)])
     x0, _ = _token_inputs(model, ids)
@@ -206,6 +206,13 @@ def test_replay_sees_weights_changed_in_place():
         model.encoder.layer[0].attention.self.query.weight.mul_(1.5)
         model.encoder.layer[0].intermediate.dense.weight.mul_(-0.5)
         model.encoder.layer[1].attention.self.key.weight.add_(0.2)
+    x0, ref = _token_inputs(model, ids)
+    out, rows = cp_lrp_replay(model, x0[0], pooling=None)
+    assert (out - ref[0]).abs().max() < 1e-10
+    assert (rows - _jvp_columns(model, ids, x0)).abs().max() < 1e-10
+    # a weight replaced by a new parameter
+    attn = model.encoder.layer[0].attention.self
+    attn.key.weight = nn.Parameter(attn.key.weight.detach() * 0.7)
     x0, ref = _token_inputs(model, ids)
     out, rows = cp_lrp_replay(model, x0[0], pooling=None)
     assert (out - ref[0]).abs().max() < 1e-10

@@ -247,7 +247,8 @@ def _derived(parts: dict[str, nn.Module], *, first: bool) -> dict[str, torch.Ten
     sources = [attn.query.weight, attn.query.bias, attn.key.weight, attn.key.bias]
     if first:
         sources += [self_out.dense.weight, n1.weight, inter.dense.weight]
-    stamp = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources if t is not None)
+    # the tensor, its storage and its version counter (bumped by every in-place change)
+    stamp = tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in sources if t is not None)
     held = _DERIVED.get(attn)
     if held is not None and held[0] == stamp:
         return held[1]
