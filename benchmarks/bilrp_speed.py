@@ -10,7 +10,8 @@ one batch of cotangents, forward mode (one tangent per token, ``vmap(jvp)``) and
 CP-LRP replay (the default: the linear map CP-LRP makes of the encoder, computed
 explicitly on one batch of one-token rows). Each result is compared with the loop's. Wall and
 process CPU time, with one thread and with torch's default. Then one query against
-``--corpus`` texts (N + 1 maps). Writes benchmarks/results/bilrp_speed.md.
+``--corpus`` texts (N + 1 maps), and one map of a single long text (``--long``
+lengths) by the replay and by batched cotangents. Writes benchmarks/results/bilrp_speed.md.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def main() -> None:
     ap.add_argument("--corpus", type=int, default=20)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--threads", default="1,default", help="thread settings to measure, e.g. 1,default")
+    ap.add_argument("--long", default="64,128,256,512", help="lengths of single long texts to time ('' to skip)")
     args = ap.parse_args()
     default_threads = torch.get_num_threads()
     settings = [default_threads if t == "default" else int(t) for t in args.threads.split(",")]
@@ -137,12 +139,30 @@ def main() -> None:
             ]
         )
 
-    load_after = os.getloadavg()[0]
     torch.set_num_threads(default_threads)
+    # one long text: the replay's cost grows with the square of the length
+    long_text = " ".join(SENTENCES * 20)
+    for n in [int(k) for k in args.long.split(",") if k.strip()]:
+        ids = ids_of_length(tok, long_text, n)
+        replay = min(timed(lambda ids=ids: first_order_map(model, ids, strategy="replay"))[0] for _ in range(2))
+        rev, _, (_, c_rev) = timed(lambda ids=ids: first_order_map(model, ids, strategy="reverse"))
+        _, c_rep = first_order_map(model, ids, strategy="replay")
+        rows.append(
+            [
+                str(default_threads),
+                f"one text of {n} tokens, one map: replay (batched cotangents {rev:.1f} s)",
+                f"{replay:.3f}",
+                "",
+                f"{rev / replay:.1f}x vs cotangents",
+                f"{float((c_rep - c_rev).abs().max()):.1e} vs cotangents",
+            ]
+        )
+        print(f"[{n} tokens] replay {replay:.2f} s, batched cotangents {rev:.2f} s", flush=True)
+    load_after = os.getloadavg()[0]
     write_table(
         "bilrp_speed",
         "BiLRP speed on all-MiniLM-L6-v2 (CPU)",
-        ["threads", "computation (one pair)", "wall s", "CPU s", "speed-up vs loop", "max abs diff vs loop"],
+        ["threads", "computation", "wall s", "CPU s", "speed-up vs loop", "max abs diff vs loop"],
         rows,
         [
             f"Machine: {machine()}. Measured {date.today().isoformat()}; {load_note(load_before, load_after)}. "
@@ -152,6 +172,8 @@ def main() -> None:
             f"All strategies run alternately in one process on the same pair; best of {args.repeats} "
             f"(of {args.slow_repeats} for the loop and the batched cotangents).",
             "Targets (issue 5): a pair <= 1 s; >= 30x faster than the per-dimension loop.",
+            "Last rows: one map of a single long text (the pair's sentences repeated), replay against batched "
+            "cotangents (the next best strategy there), compared with each other.",
             "Summary: "
             + "; ".join(f"{t} thread(s): replay {s:.2f} s wall, {x:.0f}x the loop" for t, s, x in summary)
             + ".",
