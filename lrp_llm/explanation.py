@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .archs import get_arch
+from .archs import family_methods, find_arch, get_arch
 from .attribution import Attribution, TargetRelevance
 from .context import lrp_rules
-from .errors import Cancelled, InputError, UnsupportedModelError, check_cancel
+from .errors import Cancelled, InputError, check_cancel
 from .patch import freeze_parameters
 
 METHODS: tuple[str, ...] = (
@@ -43,8 +43,6 @@ _RULES: dict[str, str | None] = {
     "hidden-attention": None,
     "random": None,
 }
-# methods that are not rule sets and only some families offer (ArchSpec.extra_methods)
-_FAMILY_METHODS = ("hidden-attention",)
 # Inputs longer than this recompute block activations in the backward pass.
 CHECKPOINT_ABOVE_TOKENS = 4096
 
@@ -149,8 +147,6 @@ def generate_greedy(
 
 
 # ------------------------------------------------------------------------ relevance
-
-
 def _forward_logits(model: nn.Module, embeds: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Logits at positions ``keep`` only: (batch, n_keep, vocab)."""
     out = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=keep)
@@ -186,11 +182,11 @@ def relevance(
         raise InputError("nothing to explain: no target tokens")
     if min(positions) < 1 or max(positions) >= len(input_ids):
         raise InputError("target positions must lie inside the sequence, after its first token")
-    if _RULES[method] is not None or method in _FAMILY_METHODS:
+    if _RULES[method] is not None or method in family_methods():
         get_arch(model)  # an unsupported architecture: its own message, naming the supported ones
     offered = methods_for(model)
     if method not in offered:
-        family = _model_family(model) or type(model).__name__
+        family = getattr(find_arch(model), "family", None) or type(model).__name__
         raise InputError(f"method '{method}' is not available for {family} models; choose one of: {', '.join(offered)}")
     rules = _RULES[method]
     device = input_device(model)
@@ -488,30 +484,17 @@ def default_method(model: nn.Module) -> str:
 
 def methods_for(model: nn.Module) -> tuple[str, ...]:
     """The methods ``model``'s family offers, its default first (unknown architectures: the plain-gradient ones)."""
-    try:
-        spec = get_arch(model)
-    except UnsupportedModelError:
-        return tuple(m for m, rules in _RULES.items() if rules is None and m not in _FAMILY_METHODS)
-    usable = [
-        m
-        for m, rules in _RULES.items()
-        if (rules is None and m not in _FAMILY_METHODS) or rules in spec.rules or m in spec.extra_methods
-    ]
+    spec = find_arch(model)
+    plain = [m for m, rules in _RULES.items() if rules is None and m not in family_methods()]
+    if spec is None:
+        return tuple(plain)
+    usable = [m for m, rules in _RULES.items() if m in plain or rules in spec.rules or m in spec.extra_methods]
     return (spec.default_method, *[m for m in usable if m != spec.default_method])
 
 
-def _model_family(model: nn.Module) -> str | None:
-    try:
-        return get_arch(model).family
-    except UnsupportedModelError:
-        return None
-
-
 def _model_kind(model: nn.Module) -> str | None:
-    try:
-        return get_arch(model).kind
-    except UnsupportedModelError:
-        return None
+    spec = find_arch(model)
+    return None if spec is None else spec.kind
 
 
 def _too_long(n: int, limit: int) -> None:

@@ -47,6 +47,12 @@ def supported_model_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def family_methods() -> frozenset[str]:
+    """Methods that only some families offer (the union of their ``extra_methods``)."""
+    _load_families()
+    return frozenset(m for spec in _REGISTRY.values() for m in spec.extra_methods)
+
+
 def get_arch(model: nn.Module) -> ArchSpec:
     """The spec for ``model`` (a transformers model), or a one-line error naming the supported types."""
     _load_families()
