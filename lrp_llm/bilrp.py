@@ -58,7 +58,7 @@ from torch import nn
 from .archs import get_arch
 from .attribution import write_atomic
 from .context import lrp_rules
-from .errors import InputError, check_cancel
+from .errors import InputError, ShouldCancel, check_cancel
 from .patch import ModelPatch, freeze_parameters
 
 SCHEMA = "xai-tui/similarity/1"
@@ -71,7 +71,6 @@ STRATEGIES: tuple[str, ...] = ("auto", "replay", "forward", "reverse", "loop")
 DEFAULT_CHUNK = 64
 
 Progress = Callable[[int, int], None]
-ShouldCancel = Callable[[], bool]
 
 
 # ------------------------------------------------------------------------ results

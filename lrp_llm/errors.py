@@ -1,5 +1,9 @@
 """Errors a user can cause. Each message says what was wrong and what to do."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 
 class XaiError(Exception):
     """Base class: the CLI prints ``str(error)`` on one line and exits non-zero."""
@@ -22,7 +26,11 @@ class Cancelled(XaiError):
         super().__init__(message)
 
 
-def check_cancel(should_cancel) -> None:
+ShouldCancel = Callable[[], bool]
+"""Polled between steps of long work; True asks it to stop (it raises :class:`Cancelled`)."""
+
+
+def check_cancel(should_cancel: ShouldCancel | None) -> None:
     """Raise :class:`Cancelled` when the caller's ``should_cancel()`` says so (None: never)."""
     if should_cancel is not None and should_cancel():
         raise Cancelled()

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, ShouldCancel
 
 STRATEGIES: tuple[str, ...] = ("zero", "neutral", "delete")
 SCHEMA = "xai-tui/evaluation/1"
@@ -53,7 +53,6 @@ DEFAULT_NEUTRAL = " "
 
 # progress(stage, done, total): stage is "answering" (preparing items) or "explaining"
 StageProgress = Callable[[str, int, int], None]
-ShouldCancel = Callable[[], bool]
 
 
 # ---------------------------------------------------------------------------- data

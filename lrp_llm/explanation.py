@@ -20,7 +20,7 @@ from torch import nn
 from .archs import family_methods, find_arch, get_arch
 from .attribution import Attribution, TargetRelevance
 from .context import lrp_rules
-from .errors import Cancelled, InputError, check_cancel
+from .errors import Cancelled, InputError, ShouldCancel, check_cancel
 from .patch import freeze_parameters
 
 METHODS: tuple[str, ...] = (
@@ -47,7 +47,6 @@ _RULES: dict[str, str | None] = {
 CHECKPOINT_ABOVE_TOKENS = 4096
 
 Progress = Callable[[int, int], None]
-ShouldCancel = Callable[[], bool]
 
 
 # --------------------------------------------------------------------------- prompts

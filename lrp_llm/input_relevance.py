@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .errors import InputError, check_cancel
+from .errors import InputError, ShouldCancel, check_cancel
 
 METHODS: tuple[str, ...] = ("attnlrp", "cp-lrp", "grad-x-input", "saliency", "integrated-gradients", "random")
 RULES: dict[str, str | None] = {
@@ -27,7 +27,6 @@ RULES: dict[str, str | None] = {
 
 Score = Callable[[list[torch.Tensor]], torch.Tensor]
 Progress = Callable[[int, int], None]
-ShouldCancel = Callable[[], bool]
 
 
 def check_method(method: str) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrp_llm.errors import Cancelled, InputError
+from lrp_llm.errors import Cancelled, InputError, ShouldCancel
 
 from .interventions import ActivationCache, _first, _ids_tensor, _with_first, intervene, replace, run_with_cache
 from .metrics import Reference, check_metrics, logit_diff
@@ -43,7 +43,6 @@ from .sites import Location, Site, SiteMap, normalise_positions, site_map
 
 ENGINES = ("auto", "stepper", "batched", "naive")
 Progress = Callable[[int, int], None]
-ShouldCancel = Callable[[], bool]
 
 
 @dataclass(frozen=True)

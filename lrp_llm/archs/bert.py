@@ -35,17 +35,14 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from ..errors import UnsupportedModelError, check_cancel
+from ..errors import ShouldCancel, UnsupportedModelError, check_cancel
 from ..patch import ModelPatch
 from ..rules import _safe_ratio, layer_norm_detached
 from . import ArchSpec, register
-
-ShouldCancel = Callable[[], bool]
 
 BERT_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "data2vec-text")
 
