@@ -62,6 +62,17 @@ def tiny_causal_lm(
     return model.to(dtype).eval()
 
 
+def cancel_after(polls: int):
+    """A ``should_cancel`` that answers False ``polls`` times, then True (cancels mid-work)."""
+    calls = []
+
+    def should_cancel() -> bool:
+        calls.append(1)
+        return len(calls) > polls
+
+    return should_cancel
+
+
 def random_ids(n: int, vocab: int = 61, seed: int = 1) -> list[int]:
     g = torch.Generator().manual_seed(seed)
     return [int(i) for i in torch.randint(3, vocab, (n,), generator=g)]

@@ -29,7 +29,7 @@ from lrp_llm.evaluate import (
     t_quantile_975,
 )
 from lrp_llm.explanation import generate_greedy, relevance
-from tests.models import random_ids, tiny_causal_lm, tiny_tokenizer
+from tests.models import cancel_after, random_ids, tiny_causal_lm, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -341,14 +341,8 @@ def test_evaluate_only_answered_and_strategies(model, tok):
 
 def test_evaluate_cancels(model, tok):
     items = [EvalItem(id=str(i), text="one two three", answer="four") for i in range(3)]
-    calls = []
-
-    def should_cancel():
-        calls.append(1)
-        return len(calls) > 4
-
     with pytest.raises(Cancelled):
-        evaluate(model, tok, items, ["attnlrp", "random"], steps=2, should_cancel=should_cancel)
+        evaluate(model, tok, items, ["attnlrp", "random"], steps=2, should_cancel=cancel_after(4))
 
 
 def test_answer_must_match_whole_words(tok):

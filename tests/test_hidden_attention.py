@@ -9,7 +9,7 @@ from lrp_llm.archs.mamba import mixers, scan_inputs
 from lrp_llm.errors import Cancelled, InputError
 from lrp_llm.explanation import methods_for, relevance
 from lrp_llm.ssm_scan import selective_scan
-from tests.models import random_ids, tiny_causal_lm
+from tests.models import cancel_after, random_ids, tiny_causal_lm
 from tests.test_mamba import _kernel_matrix, _logits, _state
 from tests.tiny_mamba import MAMBA_FAMILIES, tiny_mamba
 
@@ -72,12 +72,6 @@ def test_restored_after_use_and_after_cancel():
     reference = _state(model)
     relevance(model, random_ids(12), [11], method="hidden-attention")
     assert _state(model) == reference
-    calls = []
-
-    def cancel():
-        calls.append(1)
-        return len(calls) > 2
-
     with pytest.raises(Cancelled):
-        relevance(model, random_ids(12), [9, 10, 11], method="hidden-attention", should_cancel=cancel)
+        relevance(model, random_ids(12), [9, 10, 11], method="hidden-attention", should_cancel=cancel_after(2))
     assert _state(model) == reference

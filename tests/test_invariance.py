@@ -8,7 +8,7 @@ import torch
 from lrp_llm.context import lrp_rules
 from lrp_llm.explanation import relevance
 from lrp_llm.loading import load_model
-from tests.models import FAMILIES, random_ids, save_tiny_checkpoint, tiny_causal_lm
+from tests.models import FAMILIES, cancel_after, random_ids, save_tiny_checkpoint, tiny_causal_lm
 
 
 def _logits(model, ids):
@@ -66,16 +66,10 @@ def test_model_is_restored_after_an_exception_inside():
 def test_relevance_restores_the_model_when_the_backward_pass_fails():
     model = tiny_causal_lm("llama")
     reference = _state(model)
-    calls = []
-
-    def cancel():
-        calls.append(1)
-        return len(calls) > 1  # stop in the middle of the backward passes
-
     from lrp_llm.errors import Cancelled
 
-    with pytest.raises(Cancelled):
-        relevance(model, random_ids(10), [7, 8, 9], method="attnlrp", should_cancel=cancel, backward_batch=1)
+    with pytest.raises(Cancelled):  # stopped in the middle of the backward passes
+        relevance(model, random_ids(10), [7, 8, 9], method="attnlrp", should_cancel=cancel_after(1), backward_batch=1)
     assert _state(model) == reference
 
 

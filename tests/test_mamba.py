@@ -11,7 +11,7 @@ from lrp_llm.context import lrp_rules
 from lrp_llm.errors import Cancelled, InputError
 from lrp_llm.explanation import explain, relevance
 from lrp_llm.ssm_scan import selective_scan, selective_scan_reference
-from tests.models import random_ids
+from tests.models import cancel_after, random_ids
 from tests.tiny_mamba import MAMBA_FAMILIES, tiny_mamba
 
 
@@ -260,14 +260,8 @@ def test_restored_after_use_and_after_an_exception(family):
             assert _state(model) != reference
             raise RuntimeError("boom")
     assert _state(model) == reference
-    calls = []
-
-    def cancel():
-        calls.append(1)
-        return len(calls) > 1
-
     with pytest.raises(Cancelled):
-        relevance(model, random_ids(12), [9, 10, 11], method="mambalrp", should_cancel=cancel)
+        relevance(model, random_ids(12), [9, 10, 11], method="mambalrp", should_cancel=cancel_after(1))
     assert _state(model) == reference
 
 
