@@ -20,8 +20,8 @@ import torch
 
 from benchmarks.common import PeakRSS, load_note, machine, write_table
 from lrp_llm import load_model
-from lrp_llm.context import lrp_rules
-from lrp_llm.explanation import build_prompt_ids, generate_greedy, relevance
+from lrp_llm.engines.causal_lm import build_prompt_ids, generate_greedy, relevance
+from lrp_llm.mechanism.context import lrp_rules
 
 TEXT = (
     "The Normans (Norman: Nourmands; French: Normands; Latin: Normanni) were the people who in the 10th and 11th "

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import machine, write_table
-from lrp_llm.bilrp import SimilarityExplainer
-from lrp_llm.loading import load_encoder
-from lrp_llm.tasks import shared_nouns as task
+from lrp_llm.analyses.bilrp import SimilarityExplainer
+from lrp_llm.checkpoints.loading import load_encoder
+from synthetic_tasks import shared_nouns as task
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "synthetic" / "bert-shared-nouns"
 HELD_OUT_SEED = 2024

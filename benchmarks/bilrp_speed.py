@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import load_note, machine, write_table
-from lrp_llm.bilrp import SimilarityExplainer, first_order_map
-from lrp_llm.loading import load_encoder
+from lrp_llm.analyses.bilrp import SimilarityExplainer, first_order_map
+from lrp_llm.checkpoints.loading import load_encoder
 
 SENTENCES = (
     "A man in a red jacket is playing an old acoustic guitar on the steps of the train station while a small crowd "

@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from lrp_llm.attribution import write_atomic
-    from lrp_llm.evaluate import load_items, prepare_item
-    from lrp_llm.loading import load_model
+    from lrp_llm.analyses.evaluate import load_items, prepare_item
+    from lrp_llm.checkpoints.loading import load_model
+    from lrp_llm.results.attribution import write_atomic
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -4,7 +4,7 @@
 
 For each data set (QA items of ``benchmarks/data/qa.jsonl``, next-token items of
 ``next_token.jsonl``), the items the model answers are explained with each method and
-scored by :func:`lrp_llm.evaluate.evaluate`: tokens are removed in order of relevance,
+scored by :func:`lrp_llm.analyses.evaluate.evaluate`: tokens are removed in order of relevance,
 most relevant first (MoRF) and least relevant first (LeRF), the explained logit is
 followed, and ABPC = AUC(LeRF) - AUC(MoRF) (logit units; larger is better; random ~ 0)
 is reported with its 95 % confidence interval, the evidence localisation (top-1 hit,
@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> Path:
 
     import torch
 
-    from lrp_llm.attribution import write_atomic
-    from lrp_llm.evaluate import evaluate, load_items
-    from lrp_llm.loading import demo_model_path, load_model
+    from lrp_llm.analyses.evaluate import evaluate, load_items
+    from lrp_llm.checkpoints.loading import demo_model_path, load_model
+    from lrp_llm.results.attribution import write_atomic
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     import transformers
 
-    from lrp_llm.explanation import relevance
+    from lrp_llm.engines.causal_lm import relevance
 
     model, model_path, threads, prepared = load_compare_inputs(args)
     lengths = [p.position + 1 for p in prepared] or [0]

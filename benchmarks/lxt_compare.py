@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     import torch
 
-    from lrp_llm.explanation import relevance
+    from lrp_llm.engines.causal_lm import relevance
 
     model, model_path, threads, prepared = load_compare_inputs(args)
     notes = [

@@ -68,7 +68,7 @@ CHECKPOINT_FROM = 4096
 
 
 def time_method(model, ids, method: str) -> float:
-    from lrp_llm.explanation import relevance
+    from lrp_llm.engines.causal_lm import relevance
 
     t0 = time.perf_counter()
     relevance(model, ids, [len(ids) - 1], method=method, checkpoint=len(ids) >= CHECKPOINT_FROM)
@@ -151,14 +151,14 @@ def main() -> None:
     old = json.loads(ROWS.read_text()) if ROWS.is_file() else []
     merged = {r["tokens"]: r for r in old} | {r["tokens"]: r for r in rows}
     rows = [merged[k] for k in sorted(merged)]
-    from lrp_llm.attribution import write_atomic
+    from lrp_llm.results.attribution import write_atomic
 
     write_atomic(ROWS, json.dumps(rows, indent=1))
     write_table(rows, args)
 
 
 def write_table(rows, args) -> None:
-    from lrp_llm.attribution import write_atomic
+    from lrp_llm.results.attribution import write_atomic
 
     def f(row, key, fmt):
         return fmt.format(row[key]) if key in row else "not run"

@@ -116,8 +116,8 @@ def load_compare_inputs(args):
     """``(model, model_path, threads, prepared)``: our model (float32), torch's thread count and the prepared items."""
     import torch
 
-    from lrp_llm.evaluate import load_items, prepare_item
-    from lrp_llm.loading import demo_model_path, load_model
+    from lrp_llm.analyses.evaluate import load_items, prepare_item
+    from lrp_llm.checkpoints.loading import demo_model_path, load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

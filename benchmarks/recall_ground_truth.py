@@ -1,7 +1,7 @@
 """Long-range ground truth: does the explanation find the far key/value of the recall task?
 
 Loads the committed ``models/synthetic/recall-{mamba,mamba2,llama}`` and scores, on
-held-out sequences (``lrp_llm.tasks.recall.held_out``, seed 777) at several distances,
+held-out sequences (``synthetic_tasks.recall.held_out``, seed 777) at several distances,
 the family's LRP method (MambaLRP for Mamba and Mamba-2, AttnLRP for Llama) against
 gradient x input and, on the Mamba models, the hidden attention of Ali et al.
 (``hidden-attention``), side by side in this process:
@@ -34,7 +34,7 @@ LRP = {"mamba": "mambalrp", "mamba2": "mambalrp", "llama": "attnlrp"}
 
 
 def score(model, data, method: str) -> dict:
-    from lrp_llm.tasks import recall
+    from synthetic_tasks import recall
 
     t0 = time.perf_counter()
     rel = recall.batch_relevance(model, data.ids, data.answer, method)
@@ -55,9 +55,9 @@ def main() -> None:
     parser.add_argument("--distances", type=int, nargs="+", default=[256, 1024, 2048])
     parser.add_argument("--archs", nargs="+", default=sorted(LRP))
     args = parser.parse_args()
-    from lrp_llm.context import lrp_rules
-    from lrp_llm.loading import load_model
-    from lrp_llm.tasks import recall
+    from lrp_llm.checkpoints.loading import load_model
+    from lrp_llm.mechanism.context import lrp_rules
+    from synthetic_tasks import recall
 
     rows = []
     for arch in args.archs:
@@ -74,7 +74,7 @@ def main() -> None:
                 row["hidden"] = score(model, data, "hidden-attention")
             rows.append(row)
             print(json.dumps(row), flush=True)
-    from lrp_llm.attribution import write_atomic
+    from lrp_llm.results.attribution import write_atomic
 
     old = json.loads(ROWS.read_text()) if ROWS.is_file() else []
     merged = {(r["arch"], r["distance"]): r for r in old} | {(r["arch"], r["distance"]): r for r in rows}
@@ -84,7 +84,7 @@ def main() -> None:
 
 
 def write_table(rows, args) -> None:
-    from lrp_llm.attribution import write_atomic
+    from lrp_llm.results.attribution import write_atomic
 
     lines = [
         "# Long-range recall: ground-truth localisation",

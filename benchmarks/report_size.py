@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import write_table  # noqa: E402
-from lrp_llm.attribution import Attribution, TargetRelevance  # noqa: E402
 from lrp_llm.export.html import attribution_html  # noqa: E402
+from lrp_llm.results.attribution import Attribution, TargetRelevance  # noqa: E402
 
 SIZES = [(200, 20), (1000, 50), (4000, 100), (8000, 200)]
 

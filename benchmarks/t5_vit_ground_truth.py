@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrp_llm.loading import load_model
-from lrp_llm.seq2seq import seq2seq_relevance
-from lrp_llm.tasks import coloured_object, copy_reverse
-from lrp_llm.vision import image_relevance
+from lrp_llm.checkpoints.loading import load_model
+from lrp_llm.engines.seq2seq import seq2seq_relevance
+from lrp_llm.engines.vision import image_relevance
+from synthetic_tasks import coloured_object, copy_reverse
 
 ROOT = Path(__file__).resolve().parent.parent
 T5_DIR = ROOT / "models" / "synthetic" / "t5-copy-reverse"

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from lrp_llm.errors import InputError, UnsupportedModelError
-from lrp_llm.patch import ModelPatch
+from lrp_llm.mechanism.patch import ModelPatch
 
 from .sites import SiteMap, site_map
 

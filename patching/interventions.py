@@ -1,7 +1,7 @@
 """Interventions on named sites, and ``run_with_cache``.
 
 An intervention changes one site's tensor during a forward pass; all of them work as a
-``with`` block on one model instance (built on :class:`lrp_llm.patch.ModelPatch`), and
+``with`` block on one model instance (built on :class:`lrp_llm.mechanism.patch.ModelPatch`), and
 leaving the block removes every hook, also when an exception is raised inside::
 
     logits, cache = run_with_cache(model, clean_ids, ["layer.*.resid"])
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from lrp_llm.errors import InputError
-from lrp_llm.patch import ModelPatch
+from lrp_llm.mechanism.patch import ModelPatch
 
 from .sites import Location, Site, SiteMap, normalise_positions, site_map
 
@@ -336,7 +336,7 @@ def run_with_cache(
 
 
 def _ids_tensor(model: nn.Module, input_ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
-    from lrp_llm.explanation import input_device
+    from lrp_llm.engines.causal_lm import input_device
 
     ids = torch.as_tensor(input_ids, dtype=torch.long)
     if ids.dim() == 1:

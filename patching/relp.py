@@ -6,7 +6,7 @@ run, patching changes the metric by about ``(a_source - a_base) . g`` where ``g`
 the gradient of the metric at the site in the base run. Plain attribution patching
 (AtP) uses the ordinary gradient; RelP (Rezaei Jafari et al. 2025, "RelP: faithful and
 efficient circuit discovery via relevance patching") uses LRP propagation coefficients
-instead: the gradient of the base run under LRP rules (:func:`lrp_llm.context.lrp_rules`).
+instead: the gradient of the base run under LRP rules (:func:`lrp_llm.mechanism.context.lrp_rules`).
 The rule set ``"relp"`` follows the paper: norms with a constant scale (LN-rule), the
 identity rule on activations and the half rule on the gated product (as in AttnLRP),
 and the attention pattern held constant (AH-rule, relevance through the values only).
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from lrp_llm.errors import InputError
-from lrp_llm.patch import ModelPatch, freeze_parameters
+from lrp_llm.mechanism.patch import ModelPatch, freeze_parameters
 
 from .interventions import _first
 from .metrics import Reference
@@ -81,8 +81,8 @@ def _record(patch: ModelPatch, targets, store: dict) -> None:
 @contextmanager
 def backward_rules(model: nn.Module, rules: str | None) -> Iterator[ModelPatch]:
     """The rule set of the backward pass: "relp", "attnlrp", "cp-lrp" or None (plain gradient)."""
-    from lrp_llm.context import lrp_rules
-    from lrp_llm.rules import scale_grad
+    from lrp_llm.mechanism.context import lrp_rules
+    from lrp_llm.mechanism.primitives import scale_grad
 
     if rules not in RULES:
         raise InputError(f"unknown rule set '{rules}'; choose from relp, attnlrp, cp-lrp or none")

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from lrp_llm.attribution import write_atomic
 from lrp_llm.errors import InputError
+from lrp_llm.results.attribution import write_atomic
 
 SCHEMA = "xai-tui/patching/1"
 DIRECTIONS = ("denoise", "noise")

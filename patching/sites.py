@@ -92,7 +92,7 @@ class SiteMap:
     """The sites of one model, per architecture family."""
 
     def __init__(self, model: nn.Module) -> None:
-        from lrp_llm.context import decoder_layers
+        from lrp_llm.mechanism.context import decoder_layers
 
         self.model = model
         layers = decoder_layers(model)

@@ -18,9 +18,9 @@ from lrp_llm.archs.bert import (
     scaled_jacobian,
     token_input_norm,
 )
-from lrp_llm.context import lrp_rules
 from lrp_llm.errors import UnsupportedModelError
-from lrp_llm.rules import layer_norm_detached
+from lrp_llm.mechanism.context import lrp_rules
+from lrp_llm.mechanism.primitives import layer_norm_detached
 from tests.encoders import ENCODER_TYPES, encoder_ids, tiny_encoder, torch_threads
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrp_llm.bilrp import (
+from lrp_llm.analyses.bilrp import (
     SimilarityExplainer,
     SimilarityExplanation,
     TokenMap,
@@ -15,7 +15,7 @@ from lrp_llm.bilrp import (
     pair_interactions,
 )
 from lrp_llm.errors import Cancelled, InputError
-from lrp_llm.tasks.shared_nouns import make_tokenizer
+from synthetic_tasks.shared_nouns import make_tokenizer
 from tests.encoders import ENCODER_TYPES, encoder_ids, tiny_encoder, torch_threads
 from tests.models import random_ids, tiny_causal_lm
 
@@ -108,7 +108,7 @@ def test_batched_equals_per_dimension_loop(biased32, method, rules, strategies):
 
 
 def test_auto_strategy_picks_replay_for_cp_lrp_and_forward_otherwise(biased32, monkeypatch):
-    import lrp_llm.bilrp as bilrp
+    import lrp_llm.analyses.bilrp as bilrp
 
     used = []
     for name in ("_replay_mode", "_forward_mode", "_reverse_mode"):
@@ -126,7 +126,7 @@ def test_auto_strategy_picks_replay_for_cp_lrp_and_forward_otherwise(biased32, m
 
 
 def test_auto_falls_back_to_forward_mode_where_the_replay_does_not_apply(monkeypatch):
-    import lrp_llm.bilrp as bilrp
+    import lrp_llm.analyses.bilrp as bilrp
 
     model = tiny_encoder(dtype=torch.float32, seed=5)
     model.encoder.layer[1].chunk_size_feed_forward = 3  # a layout the replay does not compute

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lrp_llm.bilrp import SimilarityExplainer, first_order_map
-from lrp_llm.loading import load_encoder
+from lrp_llm.analyses.bilrp import SimilarityExplainer, first_order_map
+from lrp_llm.checkpoints.loading import load_encoder
 from tui.cli import main
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import lrp_llm.evaluate as evaluate_module
+import lrp_llm.analyses.evaluate as evaluate_module
 from tests.models import save_tiny_checkpoint
 from tui.cli import main
 

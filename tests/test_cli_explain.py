@@ -134,7 +134,7 @@ def test_the_installed_command_reports_errors_without_traceback(tmp_path):
 
 
 def test_an_embedding_model_is_pointed_to_the_similarity_command(tmp_path, capsys):
-    from lrp_llm.loading import demo_embedding_path
+    from lrp_llm.checkpoints.loading import demo_embedding_path
 
     code = main(
         ["explain", "--model", str(demo_embedding_path()), "--prompt", "hi", "--json", str(tmp_path / "o.json")]

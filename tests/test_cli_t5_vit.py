@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lrp_llm.tasks import copy_reverse
+from synthetic_tasks import copy_reverse
 from tests.tiny_t5_vit import tiny_t5, tiny_vit
 from tui.cli import main
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lrp_llm.context import lrp_rules
-from lrp_llm.explanation import relevance
+from lrp_llm.engines.causal_lm import relevance
+from lrp_llm.mechanism.context import lrp_rules
 from tests.models import BIAS_FREE, FAMILIES, random_ids, tiny_causal_lm
 
 

@@ -1,4 +1,4 @@
-"""lrp_llm.evaluate: perturbation curves against a naive one-input-at-a-time loop,
+"""lrp_llm.analyses.evaluate: perturbation curves against a naive one-input-at-a-time loop,
 ABPC, localisation, statistics, data validation and the end-to-end evaluation."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrp_llm.errors import Cancelled, InputError
-from lrp_llm.evaluate import (
+from lrp_llm.analyses.evaluate import (
     Curves,
     EvalItem,
     auc,
@@ -28,7 +27,8 @@ from lrp_llm.evaluate import (
     removal_order,
     t_quantile_975,
 )
-from lrp_llm.explanation import generate_greedy, relevance
+from lrp_llm.engines.causal_lm import generate_greedy, relevance
+from lrp_llm.errors import Cancelled, InputError
 from tests.models import cancel_after, random_ids, tiny_causal_lm, tiny_tokenizer
 
 
@@ -154,13 +154,17 @@ def test_batched_curves_match_one_forward_per_input(model, strategy):
     assert curves.lerf_logit[0] == curves.morf_logit[0] and curves.lerf_logit[-1] == curves.morf_logit[-1]
 
 
-def test_abpc_is_antisymmetric_in_the_ordering(model):
+def test_abpc_is_antisymmetric_in_the_ordering(tok):
+    # float64: the two orderings run their inputs in differently composed batches, whose
+    # float32 results may differ in the last bits on some CPUs (3.6e-7 seen); in float64
+    # that difference is ~1e-15, far inside the 1e-9 the antisymmetry is checked to.
+    model = tiny_causal_lm("llama", vocab=len(tok), dtype=torch.float64)
     ids = random_ids(12, seed=5)
     rel = np.random.default_rng(1).normal(size=11)
     a = perturbation_curves(model, ids, 11, rel, steps=11)
     b = perturbation_curves(model, ids, 11, -rel, steps=11)
     assert b.abpc == pytest.approx(-a.abpc, abs=1e-9)
-    assert np.allclose(a.morf_logit, b.lerf_logit)
+    assert np.allclose(a.morf_logit, b.lerf_logit, rtol=0, atol=1e-9)
 
 
 def test_occlusion_ordering_beats_its_reverse(model):
@@ -346,7 +350,7 @@ def test_evaluate_cancels(model, tok):
 
 
 def test_answer_must_match_whole_words(tok):
-    from lrp_llm.evaluate import _answer_token_index
+    from lrp_llm.analyses.evaluate import _answer_token_index
 
     ids = tok("one two three")["input_ids"]
     assert _answer_token_index(tok, ids, "two") == 1
@@ -357,7 +361,7 @@ def test_answer_must_match_whole_words(tok):
 
 @pytest.mark.parametrize("strategy", ["zero", "delete"])
 def test_mamba_curves_match_the_naive_loop_and_methods_are_checked(tok, strategy):
-    from lrp_llm.evaluate import check_methods
+    from lrp_llm.analyses.evaluate import check_methods
     from tests.tiny_mamba import tiny_mamba
 
     mamba = tiny_mamba("mamba", vocab=len(tok))

@@ -5,9 +5,9 @@ import tempfile
 import pytest
 import torch
 
-from lrp_llm.context import lrp_rules
-from lrp_llm.explanation import relevance
-from lrp_llm.loading import load_model
+from lrp_llm.checkpoints.loading import load_model
+from lrp_llm.engines.causal_lm import relevance
+from lrp_llm.mechanism.context import lrp_rules
 from tests.models import FAMILIES, cancel_after, random_ids, save_tiny_checkpoint, tiny_causal_lm
 
 

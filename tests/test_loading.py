@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
+from lrp_llm.checkpoints.loading import inspect_checkpoint, load_model
 from lrp_llm.errors import CheckpointError, UnsupportedModelError
-from lrp_llm.loading import inspect_checkpoint, load_model
 from tests.models import save_tiny_checkpoint, tiny_causal_lm
 
 

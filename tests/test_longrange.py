@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lrp_llm.attribution import Attribution, TargetRelevance
-from lrp_llm.longrange import (
+from lrp_llm.analyses.longrange import (
     distances,
     far_tokens,
     farthest_relevant,
@@ -15,6 +14,7 @@ from lrp_llm.longrange import (
     share_beyond,
     summarize,
 )
+from lrp_llm.results.attribution import Attribution, TargetRelevance
 
 
 def test_distances_and_edges():

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from lrp_llm.checkpoints.loading import inspect_checkpoint, load_model
+from lrp_llm.checkpoints.mamba import hf_config
 from lrp_llm.errors import CheckpointError, UnsupportedModelError
-from lrp_llm.loading import inspect_checkpoint, load_model
-from lrp_llm.mamba_checkpoint import hf_config
 from tests.models import random_ids, tiny_tokenizer
 from tests.tiny_mamba import MAMBA_FAMILIES, tiny_mamba
 

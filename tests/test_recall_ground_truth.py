@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from lrp_llm.context import lrp_rules
-from lrp_llm.loading import load_model
-from lrp_llm.tasks import recall
+from lrp_llm.checkpoints.loading import load_model
+from lrp_llm.mechanism.context import lrp_rules
+from synthetic_tasks import recall
 from tui.cli import main
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "synthetic"
@@ -75,7 +75,7 @@ def test_the_mamba_models_recall_and_are_explained_at_distance_2048(arch):
 
 def test_batched_relevance_equals_explain(trained):
     """The batched helper used above gives exactly what ``relevance()`` gives one sequence at a time."""
-    from lrp_llm.explanation import relevance
+    from lrp_llm.engines.causal_lm import relevance
 
     arch, model, _ = trained
     data = recall.held_out(2, 60, seed=5)

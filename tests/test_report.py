@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lrp_llm.attribution import Attribution, TargetRelevance
+from lrp_llm.analyses.words import aggregate, word_spans
 from lrp_llm.export import longrange_section, token_section
 from lrp_llm.export.common import LEVELS, clean_text, esc, level, level_class
 from lrp_llm.export.html import attribution_html
 from lrp_llm.export.report import patching_report, similarity_report, write_report
-from lrp_llm.words import aggregate, word_spans
+from lrp_llm.results.attribution import Attribution, TargetRelevance
 
 NASTY = [
     "<script>alert(1)</script>",
@@ -230,7 +230,7 @@ def test_random_unicode_gives_well_formed_html_with_no_element_from_the_input(to
 @settings(max_examples=25, deadline=None)
 @given(text=st.lists(st.one_of(st.sampled_from(NASTY), st.text(max_size=5)), min_size=2, max_size=6))
 def test_similarity_and_patching_reports_escape_everything(text):
-    from lrp_llm.bilrp import SimilarityExplanation
+    from lrp_llm.analyses.bilrp import SimilarityExplanation
     from patching.result import Grid, PatchingResult
 
     rng = np.random.default_rng(1)
@@ -348,7 +348,7 @@ def test_longrange_profile_by_hand():
     assert d["positive"] == [5.0, 0, 0, 0.5, 0, 2.0] and d["negative"] == [0, 0, 0, 0, 0, 1.0]
     assert d["far_share"] == pytest.approx(3.0 / 8.5)
     assert [(f["index"], f["distance"], f["value"]) for f in d["far_tokens"]] == [(0, 38, 2.0), (5, 33, -1.0)]
-    # per answer token, through lrp_llm.longrange.summarize
+    # per answer token, through lrp_llm.analyses.longrange.summarize
     one = longrange_section.per_target(a, far=32)[0]
     assert one["far_share"] == pytest.approx(3.0 / 7.5) and one["positive"] == [4.0, 0, 0, 0.5, 0, 2.0]
     assert one["farthest"] == {"index": 0, "distance": 38, "token": "t0", "fraction": 0.1}
@@ -369,7 +369,7 @@ def test_longrange_profile_by_hand():
 
 
 def test_longrange_result_objects_render():
-    from lrp_llm.longrange import summarize
+    from lrp_llm.analyses.longrange import summarize
 
     rng = np.random.default_rng(0)
     tokens = [f"<{i}>" for i in range(300)]
@@ -382,8 +382,8 @@ def test_longrange_result_objects_render():
 
 # ----------------------------------------------------------- image, files, CLI
 def test_image_report_has_three_images_and_a_patch_grid():
+    from lrp_llm.engines.vision import ImageAttribution
     from lrp_llm.export.report import image_report
-    from lrp_llm.vision import ImageAttribution
 
     rng = np.random.default_rng(0)
     a = ImageAttribution(

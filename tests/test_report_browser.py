@@ -120,8 +120,8 @@ def test_without_script_every_answer_token_is_still_shown(browser, report):
 
 
 def test_other_reports_open_cleanly(browser, tmp_path):
-    from lrp_llm.bilrp import SimilarityExplanation
-    from lrp_llm.vision import ImageAttribution
+    from lrp_llm.analyses.bilrp import SimilarityExplanation
+    from lrp_llm.engines.vision import ImageAttribution
     from patching.result import Grid, PatchingResult
 
     rng = np.random.default_rng(0)

@@ -2,7 +2,7 @@
 
 import torch
 
-from lrp_llm.rules import identity_rule, layer_norm_detached, rms_norm_detached, scale_grad
+from lrp_llm.mechanism.primitives import identity_rule, layer_norm_detached, rms_norm_detached, scale_grad
 
 torch.manual_seed(0)
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from lrp_llm.archs.t5 import t5_parts
-from lrp_llm.attribution import Attribution
-from lrp_llm.context import lrp_rules
-from lrp_llm.explanation import explain
-from lrp_llm.seq2seq import explain_seq2seq, generate_seq2seq, seq2seq_relevance
-from lrp_llm.tasks import copy_reverse
+from lrp_llm.engines.causal_lm import explain
+from lrp_llm.engines.seq2seq import explain_seq2seq, generate_seq2seq, seq2seq_relevance
+from lrp_llm.mechanism.context import lrp_rules
+from lrp_llm.results.attribution import Attribution
+from synthetic_tasks import copy_reverse
 from tests.tiny_t5_vit import Tap, tiny_t5
 
 VERSIONS = ("v1.0", "v1.1")
@@ -200,7 +200,7 @@ def test_baselines_run_on_t5(method):
 
 @pytest.mark.parametrize("method", ["attnlrp", "cp-lrp", "grad-x-input"])
 def test_batched_relevance_equals_one_example_at_a_time(method):
-    from lrp_llm.seq2seq import batch_seq2seq_relevance
+    from lrp_llm.engines.seq2seq import batch_seq2seq_relevance
 
     model = tiny_t5("v1.1", dtype=torch.float64)
     sources = [SRC, [6, 8, 1], [9, 4, 4, 7, 1]]

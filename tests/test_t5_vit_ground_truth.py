@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lrp_llm.archs import get_arch
-from lrp_llm.loading import load_model
-from lrp_llm.tasks import coloured_object, copy_reverse
+from lrp_llm.checkpoints.loading import load_model
+from synthetic_tasks import coloured_object, copy_reverse
 
 MODELS = Path(__file__).resolve().parent.parent / "models" / "synthetic"
 

@@ -6,9 +6,8 @@ import threading
 
 import numpy as np
 import pytest
-from textual.worker import WorkerFailed
 
-from tests.tui_support import CONTEXT, QUESTION, tui_backend
+from tests.tui_support import CONTEXT, QUESTION, settle, tui_backend, wait_for
 from tui.app import XaiApp
 from tui.backend import AskRequest, LoadOptions, ModelBackend
 from tui.rows import relevance_row
@@ -43,7 +42,7 @@ def backend():
 @pytest.fixture(scope="module")
 def reference(backend):
     """The library's own explanation of the question the tests ask."""
-    from lrp_llm.explanation import explain
+    from lrp_llm.engines.causal_lm import explain
 
     return explain(backend.model, backend.tokenizer, QUESTION, context=CONTEXT, generate=20, method="attnlrp")
 
@@ -57,8 +56,7 @@ async def ask(app: XaiApp, pilot, question: str = QUESTION, context: str = CONTE
     else:
         app.screen.query_one("#question").insert_text_at_cursor(question)
     await pilot.press("enter")
-    await app.workers.wait_for_complete()
-    await pilot.pause()
+    await settle(app, pilot)
 
 
 async def test_ask_streams_answer_and_shows_the_library_relevance(backend, reference):
@@ -111,15 +109,14 @@ async def test_mouse_over_the_answer_selects_a_token(backend, reference):
 
 
 async def test_method_switch_recomputes_in_a_worker(backend, reference):
-    from lrp_llm.explanation import explain
+    from lrp_llm.engines.causal_lm import explain
 
     app = XaiApp(backend)
     async with app.run_test(size=SIZE) as pilot:
         await ask(app, pilot)
         await pilot.press("right")
         await pilot.press("ctrl+t")  # next method: CP-LRP
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(app, pilot)
         assert app.method == "cp-lrp" and app.attribution.method == "cp-lrp"
         assert app.attribution.input_ids == reference.input_ids  # same answer, not regenerated
         n = reference.prompt_length
@@ -192,16 +189,8 @@ async def test_bad_checkpoint_shows_a_message_in_the_app(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')  # no weights
     app = XaiApp(ModelBackend(LoadOptions(path=str(tmp_path))))
     async with app.run_test(size=SIZE) as pilot:
-        # the load worker starts after the first frame and fails; waiting on a failed
-        # worker re-raises its error, which the app itself has already handled
-        for _ in range(200):
-            try:
-                await app.workers.wait_for_complete()
-            except WorkerFailed:
-                pass
-            await pilot.pause()
-            if app.model_state == "failed":
-                break
+        # the load worker starts after the first frame and fails
+        await wait_for(pilot, lambda: app.model_state == "failed", what="the failed load")
         assert app.model_state == "failed"
         text, kind = app.status
         assert kind == "error" and "no weights" in text
@@ -249,8 +238,7 @@ async def test_escape_cancels_the_running_job():
         assert (bar.progress, bar.total) == (1, 5)
         assert app.stream_answer == (" there",)
         await pilot.press("escape")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(app, pilot)
         assert backend.saw_cancel.is_set()
         assert app.progress is None and app.status == ("cancelled", "info")
         assert app.attribution is None
@@ -261,8 +249,7 @@ async def test_open_json_shows_a_saved_result_without_a_model(tmp_path, referenc
     reference.save(path)
     app = XaiApp(None, result_path=str(path))
     async with app.run_test(size=SIZE) as pilot:
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(app, pilot)
         a = app.attribution
         assert a.tokens == reference.tokens and a.method == reference.method
         assert app.screen.query_one("#question").disabled
@@ -279,14 +266,13 @@ async def test_bad_json_shows_a_message(tmp_path):
     path.write_text("{not json")
     app = XaiApp(None, result_path=str(path))
     async with app.run_test(size=SIZE) as pilot:
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert app.status[1] == "error" and "is not an xai-tui result" in app.status[0]
+        await wait_for(pilot, lambda: app.status[1] == "error", what="the error message")
+        assert "is not an xai-tui result" in app.status[0]
 
 
 @pytest.mark.parametrize("fmt", ["html", "json"])
 async def test_export_writes_html_and_json(tmp_path, backend, reference, fmt):
-    from lrp_llm.attribution import Attribution
+    from lrp_llm.results.attribution import Attribution
 
     app = XaiApp(backend)
     async with app.run_test(size=SIZE) as pilot:
@@ -297,8 +283,7 @@ async def test_export_writes_html_and_json(tmp_path, backend, reference, fmt):
         field = dialog.query_one("#dialog-path")
         field.value = str(tmp_path / f"out.{fmt}")
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(app, pilot)
         out = tmp_path / f"out.{fmt}"
         assert out.is_file(), app.status
         if fmt == "json":
@@ -313,13 +298,12 @@ async def test_export_writes_html_and_json(tmp_path, backend, reference, fmt):
         await pilot.press("ctrl+s")
         app.screen.query_one("#dialog-path").value = str(tmp_path / "missing" / f"x.{fmt}")
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(app, pilot)
         assert app.status[1] == "error" and "does not exist" in app.status[0]
 
 
 async def test_long_range_view_bins_the_selected_token(backend, reference):
-    from lrp_llm.longrange import relevance_by_distance, share_beyond
+    from lrp_llm.analyses.longrange import relevance_by_distance, share_beyond
     from tui.widgets.histogram import DistanceHistogram
 
     app = XaiApp(backend)
@@ -414,12 +398,11 @@ async def compare(app: XaiApp, pilot) -> None:
     screen.query_one("#sim-b").focus()
     screen.query_one("#sim-b").insert_text_at_cursor(SENTENCE_B)
     await pilot.press("enter")
-    await app.workers.wait_for_complete()
-    await pilot.pause()
+    await settle(app, pilot)
 
 
 async def test_similarity_view_shows_the_bilrp_matrix_and_partners(backend, encoder):
-    from lrp_llm.bilrp import SimilarityExplainer
+    from lrp_llm.analyses.bilrp import SimilarityExplainer
     from tui.widgets.heatgrid import HeatGrid
 
     expected = SimilarityExplainer(encoder.model, encoder.tokenizer).explain(SENTENCE_A, SENTENCE_B)
@@ -456,15 +439,14 @@ async def test_patching_view_runs_a_sweep_next_to_relp(backend, tmp_path):
     expected = run_patching(backend.model, backend.tokenizer, clean, corrupted, answer, wrong, sites=("resid",))
     app = XaiApp(backend)
     async with app.run_test(size=SIZE) as pilot:
-        await app.workers.wait_for_complete()
+        await settle(app, pilot)
         await pilot.press("f5")
         screen = app.screen
         for field, text in (("clean", clean), ("corrupted", corrupted), ("answer", answer), ("wrong", wrong)):
             screen.query_one(f"#patch-{field}").insert_text_at_cursor(text)
         screen.query_one("#patch-wrong").focus()
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(app, pilot)
         sweep = screen.query_one("#patch-sweep", HeatGrid)
         relp = screen.query_one("#patch-relp", HeatGrid)
         np.testing.assert_allclose(
@@ -483,11 +465,10 @@ async def test_patching_view_runs_a_sweep_next_to_relp(backend, tmp_path):
         await pilot.press("ctrl+s")
         app.screen.query_one("#dialog-path").value = str(tmp_path / "patch.json")
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
+        await settle(app, pilot)
     reopened = XaiApp(None, result_path=str(tmp_path / "patch.json"))
     async with reopened.run_test(size=SIZE) as pilot:
-        await reopened.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(reopened, pilot)
         assert reopened.current_mode == "patching"
         np.testing.assert_allclose(
             reopened.screen.query_one("#patch-sweep", HeatGrid).values, sweep.values, rtol=1e-6, equal_nan=True
@@ -497,7 +478,7 @@ async def test_patching_view_runs_a_sweep_next_to_relp(backend, tmp_path):
 async def test_patching_errors_are_shown(backend):
     app = XaiApp(backend)
     async with app.run_test(size=SIZE) as pilot:
-        await app.workers.wait_for_complete()
+        await settle(app, pilot)
         await pilot.press("f5")
         screen = app.screen
         for field, text in (("clean", "The capital of France is"), ("corrupted", "Paris is in the north of")):
@@ -508,8 +489,7 @@ async def test_patching_errors_are_shown(backend):
         assert app.status[1] == "error" and "wrong field is empty" in app.status[0]
         screen.query_one("#patch-wrong").insert_text_at_cursor(" Italy")
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(app, pilot)
         assert app.status[1] == "error" and "same number of tokens" in app.status[0]
 
 
@@ -526,7 +506,7 @@ class LateBackend(ModelBackend):
 
 
 async def test_question_from_the_command_line_is_asked_once_loaded(reference):
-    from lrp_llm.explanation import explain
+    from lrp_llm.engines.causal_lm import explain
 
     loaded = tui_backend()
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -534,8 +514,7 @@ async def test_question_from_the_command_line_is_asked_once_loaded(reference):
     app = XaiApp(backend, question=QUESTION, context=CONTEXT, max_new_tokens=3)
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(100):
-            await app.workers.wait_for_complete()
-            await pilot.pause()
+            await settle(app, pilot)
             if app.attribution is not None:
                 break
         assert app.model_state == "ready"

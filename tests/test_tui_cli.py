@@ -91,7 +91,7 @@ def test_app_and_open_report_bad_paths_in_one_line(tmp_path, capsys):
 
 def test_open_runs_the_app_on_a_saved_result(tmp_path, monkeypatch):
     """`xai-tui open FILE` builds the app in JSON mode (no model) and runs it."""
-    from lrp_llm.attribution import Attribution, TargetRelevance
+    from lrp_llm.results.attribution import Attribution, TargetRelevance
 
     a = Attribution(
         model="m",
@@ -151,8 +151,8 @@ def test_first_screen_paints_before_torch_is_imported():
 
 
 def test_the_cli_offers_exactly_the_library_methods():
-    """tui.methods (torch-free, for --help) lists the same methods as lrp_llm.explanation, in the same order."""
-    from lrp_llm.explanation import METHODS as LIBRARY
+    """tui.methods (torch-free, for --help) lists the same methods as lrp_llm.engines.causal_lm, in the same order."""
+    from lrp_llm.engines.causal_lm import METHODS as LIBRARY
     from tui.methods import METHOD_LABELS, METHODS
 
     assert METHODS == LIBRARY and set(METHOD_LABELS) == set(LIBRARY)

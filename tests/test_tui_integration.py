@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.tui_support import settle
+
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 CONTEXT = "The Normans gave their name to Normandy, a region in France."
@@ -26,7 +28,7 @@ def anyio_backend():
 
 @pytest.mark.slow
 async def test_app_on_smollm2_shows_the_library_relevance():
-    from lrp_llm.explanation import explain
+    from lrp_llm.engines.causal_lm import explain
     from tui.app import XaiApp
     from tui.backend import ModelBackend
     from tui.widgets.tokenflow import TokenFlow
@@ -37,8 +39,7 @@ async def test_app_on_smollm2_shows_the_library_relevance():
         while app.attribution is None and app.status[1] != "error":
             await pilot.pause(0.2)
         assert app.status[1] != "error", app.status
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(app, pilot)
         await pilot.press("right")
         expected = explain(backend.model, backend.tokenizer, QUESTION, context=CONTEXT, generate=4)
         assert app.attribution.tokens == expected.tokens

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tui_support import CONTEXT, QUESTION, tui_backend
+from tests.tui_support import CONTEXT, QUESTION, settle, tui_backend
 from tui.app import XaiApp
 
 SIZE = (100, 30)
@@ -38,8 +38,7 @@ def asked(*keys: str):
         app.screen.query_one("#question").focus()
         app.screen.query_one("#question").insert_text_at_cursor(QUESTION)
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(app, pilot)
         await pilot.press(*keys)
         await pilot.pause()
 
@@ -80,8 +79,7 @@ def test_similarity_view(snap_compare, backend):
         app.screen.query_one("#sim-b").focus()
         app.screen.query_one("#sim-b").insert_text_at_cursor("a kitten sleeps on the rug")
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(app, pilot)
         await pilot.press("j", "j")
         await pilot.pause()
 
@@ -91,15 +89,14 @@ def test_similarity_view(snap_compare, backend):
 def test_patching_view(snap_compare, backend):
     async def run(pilot) -> None:
         app = pilot.app
-        await app.workers.wait_for_complete()
+        await settle(app, pilot)
         await pilot.press("f5")
         fields = ("The capital of France is", "The capital of Italy is", " Paris", " Italy")
         for name, text in zip(("clean", "corrupted", "answer", "wrong"), fields):
             app.screen.query_one(f"#patch-{name}").insert_text_at_cursor(text)
         app.screen.query_one("#patch-wrong").focus()
         await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await settle(app, pilot)
         await pilot.press("left")
         await pilot.pause()
 

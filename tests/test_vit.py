@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from lrp_llm.context import lrp_rules
+from lrp_llm.engines.vision import ImageAttribution, explain_image, image_relevance, patch_sums
 from lrp_llm.errors import InputError
-from lrp_llm.vision import ImageAttribution, explain_image, image_relevance, patch_sums
+from lrp_llm.mechanism.context import lrp_rules
 from tests.tiny_t5_vit import Tap, random_pixels, tiny_vit
 
 
@@ -162,7 +162,7 @@ def test_baselines_run_on_vit(method):
 
 @pytest.mark.parametrize("method", ["attnlrp", "cp-lrp", "grad-x-input", "saliency"])
 def test_batched_relevance_equals_one_image_at_a_time(method):
-    from lrp_llm.vision import batch_image_relevance
+    from lrp_llm.engines.vision import batch_image_relevance
 
     model = tiny_vit(dtype=torch.float64)
     x = torch.cat([random_pixels(seed=s, dtype=torch.float64) for s in range(3)])

@@ -1,11 +1,11 @@
-"""Word-level aggregation (lrp_llm.words): spans, texts, pooling."""
+"""Word-level aggregation (lrp_llm.analyses.words): spans, texts, pooling."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lrp_llm.words import aggregate, is_special, word_of, word_spans, word_texts
+from lrp_llm.analyses.words import aggregate, is_special, word_of, word_spans, word_texts
 
 
 def test_subword_tokens_merge_into_words():

@@ -78,3 +78,33 @@ def tui_encoder(seed: int = 0):
 
     tok = tui_encoder_tokenizer()
     return EncoderBackend.from_model(tiny_encoder("bert", vocab=len(tok), seed=seed), tok, "tiny-bert")
+
+
+async def settle(app, pilot, timeout: float = 120.0) -> None:
+    """Wait until no worker of ``app`` is pending or running, then let the app handle their messages.
+
+    Unlike ``app.workers.wait_for_complete()`` this never re-raises a worker's error: the
+    app must show that error itself (``on_worker_state_changed``), which is what tests check.
+    """
+    import asyncio
+    import time
+
+    from textual.worker import WorkerState
+
+    deadline = time.monotonic() + timeout
+    while any(w.state in (WorkerState.PENDING, WorkerState.RUNNING) for w in app.workers):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"workers still running after {timeout} s")
+        await asyncio.sleep(0.01)
+    await pilot.pause()
+
+
+async def wait_for(pilot, predicate, timeout: float = 120.0, what: str = "the condition") -> None:
+    """Let the app run until ``predicate()`` holds (app tests wait for what they check, never sleep blindly)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not hold within {timeout} s")
+        await pilot.pause(0.01)

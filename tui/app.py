@@ -30,7 +30,7 @@ from .methods import METHOD_LABELS, METHODS
 from .views import VIEWS, available_views, view
 
 if TYPE_CHECKING:
-    from lrp_llm.attribution import Attribution
+    from lrp_llm.results.attribution import Attribution
 
     from .exporting import Exportable
 
@@ -84,7 +84,7 @@ class XaiApp(App[None]):
     status: reactive[tuple[str, str]] = reactive(("", "info"))
     """(text, kind) of the status line; kind "info", "busy" or "error"."""
     similarity: reactive[Any] = reactive(None, always_update=True)
-    """The similarity view's result (``lrp_llm.bilrp.SimilarityExplanation``), or None."""
+    """The similarity view's result (``lrp_llm.analyses.bilrp.SimilarityExplanation``), or None."""
     patching: reactive[Any] = reactive(None, always_update=True)
     """The patching view's result (``patching.result.PatchingResult``), or None."""
 
@@ -269,8 +269,8 @@ class XaiApp(App[None]):
 
     @work(thread=True, exclusive=True, group="explain", exit_on_error=False)
     def _open_result_worker(self, job: int, path: str) -> None:
-        from lrp_llm.attribution import Attribution
         from lrp_llm.errors import InputError
+        from lrp_llm.results.attribution import Attribution
 
         p = Path(path).expanduser()
         if not p.is_file():
@@ -279,7 +279,7 @@ class XaiApp(App[None]):
             text = p.read_text(encoding="utf-8")
             schema = str(json.loads(text).get("schema", ""))
             if schema.startswith("xai-tui/similarity/"):
-                from lrp_llm.bilrp import SimilarityExplanation
+                from lrp_llm.analyses.bilrp import SimilarityExplanation
 
                 self.post_message(ResultReady(job, "similarity", SimilarityExplanation.from_json(text), str(p)))
                 return

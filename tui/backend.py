@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lrp_llm.attribution import Attribution
+    from lrp_llm.results.attribution import Attribution
 
 Progress = Callable[[int, int], None]
 ShouldCancel = Callable[[], bool]
@@ -75,7 +75,7 @@ class ModelBackend:
         """Load the model (a no-op when loaded); returns a one-line summary."""
         with self.lock:
             if self.model is None:
-                from lrp_llm.loading import load_model
+                from lrp_llm.checkpoints.loading import load_model
 
                 o = self.options
                 self.model, self.tokenizer = load_model(
@@ -90,7 +90,7 @@ class ModelBackend:
 
     def methods(self) -> tuple[str, ...]:
         """Methods the loaded model's family offers, the family's default first."""
-        from lrp_llm.explanation import methods_for
+        from lrp_llm.engines.causal_lm import methods_for
 
         return methods_for(self.model)
 
@@ -111,8 +111,8 @@ class ModelBackend:
         should_cancel: ShouldCancel | None = None,
     ) -> Attribution:
         """Generate the answer (streamed through ``on_token``) and explain every token of it."""
+        from lrp_llm.engines.causal_lm import build_prompt_ids, explain, token_strings
         from lrp_llm.errors import InputError
-        from lrp_llm.explanation import build_prompt_ids, explain, token_strings
 
         if not request.question.strip():
             raise InputError("the question is empty; type a question (or a prompt) first")
@@ -148,7 +148,7 @@ class ModelBackend:
         should_cancel: ShouldCancel | None = None,
     ) -> Attribution:
         """The same prompt and answer explained with another ``method`` (no new generation)."""
-        from lrp_llm.explanation import explain
+        from lrp_llm.engines.causal_lm import explain
 
         with self.lock:
             self._check_loaded()
@@ -244,7 +244,7 @@ class EncoderBackend:
     def load(self) -> None:
         with self.lock:
             if self.model is None:
-                from lrp_llm.loading import load_encoder
+                from lrp_llm.checkpoints.loading import load_encoder
 
                 o = self.options
                 self.model, self.tokenizer = load_encoder(
@@ -252,8 +252,8 @@ class EncoderBackend:
                 )
 
     def compare(self, a: str, b: str, method: str = "bilrp", *, should_cancel: ShouldCancel | None = None):
-        """Why ``a`` and ``b`` are similar: a ``lrp_llm.bilrp.SimilarityExplanation``."""
-        from lrp_llm.bilrp import SimilarityExplainer
+        """Why ``a`` and ``b`` are similar: a ``lrp_llm.analyses.bilrp.SimilarityExplanation``."""
+        from lrp_llm.analyses.bilrp import SimilarityExplainer
 
         with self.lock:
             if self.model is None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from lrp_llm.attribution import Attribution
+    from lrp_llm.results.attribution import Attribution
 
 
 class Exportable(Protocol):
@@ -32,8 +32,8 @@ class AttributionExport:
         return f"xai-{self.attribution.method}-{stamp}"
 
     def write_html(self, path: str) -> None:
-        from lrp_llm.attribution import write_atomic
         from lrp_llm.export.html import attribution_html
+        from lrp_llm.results.attribution import write_atomic
 
         write_atomic(path, attribution_html(self.attribution))
 
@@ -63,8 +63,8 @@ class SimilarityExport:
         return f"xai-similarity-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
     def write_html(self, path: str) -> None:
-        from lrp_llm.attribution import write_atomic
         from lrp_llm.export.report import similarity_report
+        from lrp_llm.results.attribution import write_atomic
 
         write_atomic(path, similarity_report([self.explanation]))
 
@@ -83,8 +83,8 @@ class PatchingExport:
         return f"xai-patching-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
     def write_html(self, path: str) -> None:
-        from lrp_llm.attribution import write_atomic
         from lrp_llm.export.report import patching_report
+        from lrp_llm.results.attribution import write_atomic
 
         write_atomic(path, patching_report(self.result))
 

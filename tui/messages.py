@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from lrp_llm.attribution import Attribution
+    from lrp_llm.results.attribution import Attribution
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lrp_llm.attribution import Attribution, TargetRelevance
+    from lrp_llm.results.attribution import Attribution, TargetRelevance
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def relevance_row(a: Attribution, t: int, words: bool = False) -> RelevanceRow:
     if not words:
         spans = [(i, i + 1) for i in range(len(a.tokens))]
         return RelevanceRow(list(a.tokens), [float(v) for v in tr.relevance], p, spans, tr)
-    from lrp_llm.words import aggregate, word_of, word_spans, word_texts
+    from lrp_llm.analyses.words import aggregate, word_of, word_spans, word_texts
 
     spans = word_spans(a.tokens, breaks=[a.prompt_length, p, p + 1])
     target = word_of(spans, p)

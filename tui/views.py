@@ -35,7 +35,7 @@ class View:
 VIEWS: tuple[View, ...] = (
     View("ask", "Ask & explain", "f2", "tui.screens.ask", "AskScreen"),
     View("longrange", "Long range", "f3", "tui.screens.longrange", "LongRangeScreen"),
-    View("similarity", "Similarity", "f4", "tui.screens.similarity", "SimilarityScreen", ("lrp_llm.bilrp",)),
+    View("similarity", "Similarity", "f4", "tui.screens.similarity", "SimilarityScreen", ("lrp_llm.analyses.bilrp",)),
     View("patching", "Patching", "f5", "tui.screens.patching", "PatchingScreen", ("patching",)),
 )
 

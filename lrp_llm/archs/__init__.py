@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..errors import UnsupportedModelError
-from ..patch import ModelPatch
+from lrp_llm.errors import UnsupportedModelError
+from lrp_llm.mechanism.patch import ModelPatch
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def find_arch(model: nn.Module) -> ArchSpec | None:
 
 def _load_families() -> None:
     # Imported lazily so that registering needs no import order.
-    from . import (
+    from lrp_llm.archs import (
         bert,  # noqa: F401
         llama,  # noqa: F401
         mamba,  # noqa: F401

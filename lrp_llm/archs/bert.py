@@ -21,7 +21,7 @@ attention kernel (SDPA) is never touched: only the projections around it are.
 The rules here are written as *detach forms* (``x.detach() + f * (x - x.detach())``)
 rather than custom autograd Functions: the value is unchanged and the local Jacobian is
 the rule's, in reverse mode (``backward``) and in forward mode (``torch.func.jvp``,
-``vmap``) alike. Forward mode is what makes BiLRP fast (:mod:`lrp_llm.bilrp`: one
+``vmap``) alike. Forward mode is what makes BiLRP fast (:mod:`lrp_llm.analyses.bilrp`: one
 tangent per token instead of one backward pass per embedding dimension); for CP-LRP,
 :func:`cp_lrp_replay` computes the same columns as an explicit linear map, without
 autograd.
@@ -39,10 +39,10 @@ import weakref
 import torch
 from torch import nn
 
-from ..errors import ShouldCancel, UnsupportedModelError, check_cancel
-from ..patch import ModelPatch
-from ..rules import _safe_ratio, layer_norm_detached
-from . import ArchSpec, register
+from lrp_llm.archs import ArchSpec, register
+from lrp_llm.errors import ShouldCancel, UnsupportedModelError, check_cancel
+from lrp_llm.mechanism.patch import ModelPatch
+from lrp_llm.mechanism.primitives import _safe_ratio, layer_norm_detached
 
 BERT_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "data2vec-text")
 
@@ -180,7 +180,7 @@ def apply_bert_rules(patch: ModelPatch, model: nn.Module, rules: str) -> None:
 # the actual input (it sets the coefficients and takes every bias) and row 1 + j holds
 # token j's input vector alone. Row 1 + j at the output is token j's contribution: the
 # forward-mode product (jvp) under :func:`apply_bert_rules` with tangent x_j, for the
-# cost of one batched forward pass. BiLRP (:mod:`lrp_llm.bilrp`) needs one such column
+# cost of one batched forward pass. BiLRP (:mod:`lrp_llm.analyses.bilrp`) needs one such column
 # per token, not one backward pass per embedding dimension.
 
 

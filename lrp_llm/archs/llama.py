@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import UnsupportedModelError
-from ..patch import ModelPatch, output_tensor
-from ..rules import identity_rule, rms_norm_detached, scale_grad, silu_ratio
-from . import ArchSpec, register
+from lrp_llm.archs import ArchSpec, register
+from lrp_llm.errors import UnsupportedModelError
+from lrp_llm.mechanism.patch import ModelPatch, output_tensor
+from lrp_llm.mechanism.primitives import identity_rule, rms_norm_detached, scale_grad, silu_ratio
 
 
 def _norm_forward(module: nn.Module):

@@ -15,7 +15,7 @@ in_proj, conv1d, out_proj   linear: unchanged
 ==========================  ==================================================
 
 The mixer's forward is replaced on the instance by :func:`mixer_forward`, which runs
-the selective scan of :mod:`lrp_llm.ssm_scan` (chunked, one autograd node per layer)
+the selective scan of :mod:`lrp_llm.mechanism.ssm_scan` (chunked, one autograd node per layer)
 instead of transformers' step-by-step torch path. The same forward without the rules
 is installed for the plain-gradient methods (``plain``), so gradient x input and
 MambaLRP run on the same fast path. With a KV cache (generation) the original forward
@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UnsupportedModelError
-from ..patch import ModelPatch
-from ..rules import identity_rule, rms_norm_detached, scale_grad, silu_ratio
-from ..ssm_scan import selective_scan
-from . import ArchSpec, register
+from lrp_llm.archs import ArchSpec, register
+from lrp_llm.errors import UnsupportedModelError
+from lrp_llm.mechanism.patch import ModelPatch
+from lrp_llm.mechanism.primitives import identity_rule, rms_norm_detached, scale_grad, silu_ratio
+from lrp_llm.mechanism.ssm_scan import selective_scan
 
 
 def _f32(x: torch.Tensor) -> torch.Tensor:

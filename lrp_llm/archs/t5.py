@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import UnsupportedModelError
-from ..patch import ModelPatch
-from ..rules import rms_norm_detached
-from . import ArchSpec, register
-from .llama import _detach_output, _identity_output, _scale_output
+from lrp_llm.archs import ArchSpec, register
+from lrp_llm.archs.llama import _detach_output, _identity_output, _scale_output
+from lrp_llm.errors import UnsupportedModelError
+from lrp_llm.mechanism.patch import ModelPatch
+from lrp_llm.mechanism.primitives import rms_norm_detached
 
 
 def _norm_forward(module: nn.Module):

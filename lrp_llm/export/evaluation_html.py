@@ -1,4 +1,4 @@
-"""One self-contained HTML file for an :class:`~lrp_llm.evaluate.Evaluation`: the summary
+"""One self-contained HTML file for an :class:`~lrp_llm.analyses.evaluate.Evaluation`: the summary
 table, the mean MoRF / LeRF curves of each method as inline SVG, and the per-item
 scores. No script, no external resource."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import math
 
-from ..evaluate import Evaluation
+from lrp_llm.analyses.evaluate import Evaluation
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}

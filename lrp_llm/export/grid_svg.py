@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .common import esc, level, level_class
+from lrp_llm.export.common import esc, level, level_class
 
 CHAR_W = 6.8  # px per character of the 11px monospace labels
 

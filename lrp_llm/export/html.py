@@ -1,11 +1,11 @@
-"""The HTML report of an :class:`~lrp_llm.attribution.Attribution` (the entry point other
+"""The HTML report of an :class:`~lrp_llm.results.attribution.Attribution` (the entry point other
 code calls; the report itself is built in :mod:`lrp_llm.export.report`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..attribution import Attribution
+from lrp_llm.results.attribution import Attribution
 
 
 def attribution_html(a: Attribution, title: str | None = None, **options: Any) -> str:
@@ -13,7 +13,7 @@ def attribution_html(a: Attribution, title: str | None = None, **options: Any) -
     inline script recolours the prompt; without script every token's heatmap is still
     shown), word view, long-range section for long inputs. ``options`` go to
     :func:`~lrp_llm.export.report.explanation_report`."""
-    from .report import explanation_report
+    from lrp_llm.export.report import explanation_report
 
     return explanation_report(a, title=title, **options)
 

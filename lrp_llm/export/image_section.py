@@ -2,7 +2,7 @@
 over the image (PNG data URIs), the per-patch relevance as an SVG grid with values on
 hover, and the top classes.
 
-Input: a :class:`~lrp_llm.vision.ImageAttribution` (``image`` (H, W, 3) uint8,
+Input: a :class:`~lrp_llm.engines.vision.ImageAttribution` (``image`` (H, W, 3) uint8,
 ``pixel_relevance`` (H, W), ``patch_relevance`` (rows, cols), ``patch_size``,
 ``top_labels``, ``label``, ``label_id``, ``logit``, ``probability``, ``conservation``).
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .common import esc, fmt, legend
-from .grid_svg import grid_svg
+from lrp_llm.export.common import esc, fmt, legend
+from lrp_llm.export.grid_svg import grid_svg
 
 CSS = (
     "img.px{image-rendering:pixelated;border:1px solid #ccc}figure{display:inline-block;margin:0 1em 1em 0;"
@@ -23,7 +23,7 @@ CSS = (
 
 
 def _img(rgb: np.ndarray, alt: str, width: int) -> str:
-    from ..vision import png_base64
+    from lrp_llm.engines.vision import png_base64
 
     return (
         f"<figure><img class='px' alt='{esc(alt)}' width='{width}' src='data:image/png;base64,{png_base64(rgb)}'>"
@@ -32,7 +32,7 @@ def _img(rgb: np.ndarray, alt: str, width: int) -> str:
 
 
 def render(a: Any) -> str:
-    from .image_html import _QUANTILE, heatmap_rgb, overlay_rgb
+    from lrp_llm.export.image_html import _QUANTILE, heatmap_rgb, overlay_rgb
 
     h, w = a.pixel_relevance.shape
     width = max(256, w)  # small inputs are shown enlarged, pixel by pixel

@@ -1,8 +1,8 @@
 """Long-range section: relevance by token distance (inline SVG histogram) and the far tokens.
 
 Rendered from a plain dict of this form (:func:`from_longrange` makes one from the
-library's :class:`~lrp_llm.longrange.LongRange`, :func:`profile` one pooled over every
-answer token of an :class:`~lrp_llm.attribution.Attribution`):
+library's :class:`~lrp_llm.analyses.longrange.LongRange`, :func:`profile` one pooled over every
+answer token of an :class:`~lrp_llm.results.attribution.Attribution`):
 
 ``edges``
     bin boundaries in tokens, one more than the bins: bin ``k`` holds distances
@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import longrange
-from ..attribution import Attribution
-from .common import as_dict, esc, fmt
+from lrp_llm import longrange
+from lrp_llm.export.common import as_dict, esc, fmt
+from lrp_llm.results.attribution import Attribution
 
 CSS = (
     "svg .pos{fill:#d43d3d}svg .neg{fill:#3d6fd4}svg .far{stroke:#a40;stroke-dasharray:4 3;stroke-width:1.5}"
@@ -54,7 +54,7 @@ def _pad(values: np.ndarray, n: int) -> np.ndarray:
 
 def profile(a: Attribution, far: int = DEFAULT_FAR, k: int = TOP_K) -> dict[str, Any]:
     """Relevance by log2 distance pooled over every explained token of ``a`` (decoder side),
-    built from :mod:`lrp_llm.longrange` per target. Distance of input token ``j`` for a
+    built from :mod:`lrp_llm.analyses.longrange` per target. Distance of input token ``j`` for a
     target at position ``p`` is ``p - j``; "far" means more than ``far`` tokens back."""
     max_p = max((len(t.relevance) for t in a.targets), default=0)
     edges = longrange.log_edges(max(max_p, 1))
@@ -92,7 +92,7 @@ def profile(a: Attribution, far: int = DEFAULT_FAR, k: int = TOP_K) -> dict[str,
 
 
 def from_longrange(lr: Any, tokens: list[str] | None = None) -> dict[str, Any]:
-    """The section's dict from a :class:`~lrp_llm.longrange.LongRange` (one target)."""
+    """The section's dict from a :class:`~lrp_llm.analyses.longrange.LongRange` (one target)."""
     b = lr.bins
     absolute, signed = np.asarray(b.absolute, dtype=np.float64), np.asarray(b.signed, dtype=np.float64)
     far = int(lr.far_distance)
@@ -127,7 +127,7 @@ def from_longrange(lr: Any, tokens: list[str] | None = None) -> dict[str, Any]:
 
 
 def per_target(a: Attribution, far: int = DEFAULT_FAR, k: int = TOP_K) -> list[dict[str, Any]]:
-    """One section dict per answer token of ``a`` (via :func:`lrp_llm.longrange.summarize`)."""
+    """One section dict per answer token of ``a`` (via :func:`lrp_llm.analyses.longrange.summarize`)."""
     out = []
     for t in a.targets:
         tokens = a.tokens[: t.position]
@@ -204,7 +204,7 @@ def histogram_svg(d: dict[str, Any], width: int = 640, height: int = 200) -> str
 
 
 def as_section_dict(result: Any) -> dict[str, Any]:
-    """A :class:`~lrp_llm.longrange.LongRange`, this module's dict, or an object whose
+    """A :class:`~lrp_llm.analyses.longrange.LongRange`, this module's dict, or an object whose
     ``to_dict()`` gives that dict."""
     if hasattr(result, "bins") and hasattr(result, "far_tokens") and hasattr(result, "share_beyond"):
         return from_longrange(result)
@@ -269,7 +269,7 @@ def render(result: Any) -> str:
 def attribution_section(a: Attribution, far: int = DEFAULT_FAR, k: int = TOP_K, max_targets: int = 256) -> str:
     """The section of an explanation: the pooled view (``lr-sum``) and one block per answer
     token (``lr-tN``, hidden until the token heatmap's script selects it)."""
-    from .token_section import target_title
+    from lrp_llm.export.token_section import target_title
 
     n_t = len(a.targets)
     blocks = []

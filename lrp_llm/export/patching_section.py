@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .common import as_dict, esc, fmt, legend
-from .grid_svg import grid_svg
+from lrp_llm.export.common import as_dict, esc, fmt, legend
+from lrp_llm.export.grid_svg import grid_svg
 
 METHOD_NAMES = {
     "sweep": "patching sweep (measured)",

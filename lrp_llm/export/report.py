@@ -3,7 +3,7 @@
 Entry points (each returns the whole document as a string; :func:`write_report` writes it
 atomically):
 
-- :func:`explanation_report` (an :class:`~lrp_llm.attribution.Attribution`): header,
+- :func:`explanation_report` (an :class:`~lrp_llm.results.attribution.Attribution`): header,
   token heatmap per answer token (script-free fallback included), long-range section
   when the input is long enough, a table of every answer token;
 - :func:`similarity_report` (one or a ranked list of BiLRP ``SimilarityExplanation``);
@@ -24,9 +24,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..attribution import Attribution, write_atomic
-from . import image_section, longrange_section, patching_section, similarity_section, token_section
-from .common import as_dict, esc, fmt, info_table, page, timings_text
+from lrp_llm.export import image_section, longrange_section, patching_section, similarity_section, token_section
+from lrp_llm.export.common import as_dict, esc, fmt, info_table, page, timings_text
+from lrp_llm.results.attribution import Attribution, write_atomic
 
 SECTION_CSS = token_section.CSS + longrange_section.CSS + similarity_section.CSS + image_section.CSS
 
@@ -59,7 +59,7 @@ def explanation_report(
     ``longrange``: ``"auto"`` adds the long-range section (pooled over every answer
     token, and per answer token following the selection) when some input token lies more
     than ``far`` tokens before its target; ``None`` leaves it out; a dict or a
-    :class:`~lrp_llm.longrange.LongRange` (see ``longrange_section``) is shown as given.
+    :class:`~lrp_llm.analyses.longrange.LongRange` (see ``longrange_section``) is shown as given.
     """
     title = title or f"{a.method} explanation \u2014 {a.model}"
     rules = a.meta.get("rules")

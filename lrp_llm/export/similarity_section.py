@@ -1,7 +1,7 @@
 """BiLRP section: the token-pair interaction matrix (SVG heatmap) and a two-column token
 view with lines between the strongest pairs (SVG).
 
-Input: a :class:`~lrp_llm.bilrp.SimilarityExplanation` or its ``to_dict()``: ``tokens_a``,
+Input: a :class:`~lrp_llm.analyses.bilrp.SimilarityExplanation` or its ``to_dict()``: ``tokens_a``,
 ``tokens_b``, ``interactions`` (rows = tokens of a, columns = tokens of b),
 ``special_a``/``special_b``, ``similarity``, ``dot``, ``interaction_sum``, ``mode``,
 ``text_a``, ``text_b``, ``method``, ``rules``, ``pooling``, ``meta`` (``rank`` when ranked).
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .common import as_dict, esc, fmt, info_table, legend
-from .grid_svg import CHAR_W, grid_svg, short
+from lrp_llm.export.common import as_dict, esc, fmt, info_table, legend
+from lrp_llm.export.grid_svg import CHAR_W, grid_svg, short
 
 CSS = (
     "svg .lpos{stroke:#d43d3d}svg .lneg{stroke:#3d6fd4;"

@@ -26,9 +26,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..attribution import Attribution
-from ..words import word_spans, word_texts
-from .common import esc, fmt, json_for_script, legend, level, level_class
+from lrp_llm.analyses.words import word_spans, word_texts
+from lrp_llm.export.common import esc, fmt, json_for_script, legend, level, level_class
+from lrp_llm.results.attribution import Attribution
 
 NOSCRIPT_BUDGET = 30_000  # token spans in the no-script fallback blocks, all blocks together
 

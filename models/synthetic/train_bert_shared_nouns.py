@@ -1,6 +1,6 @@
 """Train the tiny BERT sentence encoder of ``models/synthetic/bert-shared-nouns``.
 
-Task (:mod:`lrp_llm.tasks.shared_nouns`): the cosine of two mean-pooled embeddings must
+Task (:mod:`synthetic_tasks.shared_nouns`): the cosine of two mean-pooled embeddings must
 equal the cosine of the two sentences' sets of counted (not negated) nouns. Seeded and
 CPU-only; a few minutes on two cores. Never run in CI: the checkpoint is committed, and
 ``tests/test_bilrp_ground_truth.py`` scores BiLRP's interactions against the known
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertModel
 
-from lrp_llm.tasks import shared_nouns as task
+from synthetic_tasks import shared_nouns as task
 
 TRAIN_SEED = 1234  # held-out pairs in the tests and benchmarks use other seeds
 HELD_OUT_SEED = 99

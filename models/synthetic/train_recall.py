@@ -1,12 +1,12 @@
 """Train the tiny recall models of ``models/synthetic/recall-{mamba,mamba2,llama}``.
 
-Task: :mod:`lrp_llm.tasks.recall` (a key and its value once, far back; the key again
+Task: :mod:`synthetic_tasks.recall` (a key and its value once, far back; the key again
 at the end; answer: the value). Loss on the answer only. Curriculum over the sequence
 length: the length doubles whenever held-out accuracy at the current length reaches
 ``--advance`` (default 0.97), up to ``--max-length``; training stops at the time
 budget or when the longest length passes. Seeded, CPU-only, never run in CI: the
 checkpoints are committed and ``tests/test_recall_ground_truth.py`` loads them.
-The Mamba models train on the fast scan of :mod:`lrp_llm.ssm_scan`.
+The Mamba models train on the fast scan of :mod:`lrp_llm.mechanism.ssm_scan`.
 
     nice -n 10 .venv/bin/python models/synthetic/train_recall.py --arch mamba --minutes 20
     # continue from the committed checkpoint towards longer distances:
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lrp_llm.tasks import recall as task
+from synthetic_tasks import recall as task
 
 HERE = Path(__file__).parent
 TRAIN_SEED = 2024  # held-out sequences in the tests use other seeds
@@ -130,7 +130,7 @@ def main() -> None:
     done = False
 
     # the Mamba mixers run on the fast scan (transformers' torch path is quadratic in backward)
-    from lrp_llm.context import lrp_rules
+    from lrp_llm.mechanism.context import lrp_rules
 
     with lrp_rules(model, None):
         model.train()

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from lrp_llm.tasks import copy_reverse as task
+from synthetic_tasks import copy_reverse as task
 
 TRAIN_SEED = 1234  # held-out examples in the tests use other seeds
 

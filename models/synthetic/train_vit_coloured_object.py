@@ -1,6 +1,6 @@
 """Train the tiny ViT of ``models/synthetic/vit-coloured-object``.
 
-The class is the colour of one small square on grey noise (``lrp_llm.tasks.coloured_object``),
+The class is the colour of one small square on grey noise (``synthetic_tasks.coloured_object``),
 so the evidence sits in one known patch. Seeded and CPU-only; a few minutes on two cores.
 Never run in CI: the checkpoint is committed, and ``tests/test_vit.py`` scores its
 explanations against the object's patch.
@@ -19,7 +19,7 @@ import torch
 from transformers import ViTConfig, ViTForImageClassification
 from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
-from lrp_llm.tasks import coloured_object as task
+from synthetic_tasks import coloured_object as task
 
 TRAIN_SEED = 4321  # held-out images in the tests use other seeds
 

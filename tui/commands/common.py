@@ -58,7 +58,7 @@ def check_output_paths(*paths: str | None) -> None:
 
 def load_model_from_args(args: argparse.Namespace, console=None):
     """Load (model, tokenizer) with a status line on stderr."""
-    from lrp_llm.loading import demo_model_path, load_model
+    from lrp_llm.checkpoints.loading import demo_model_path, load_model
 
     name = args.model or str(demo_model_path())
     status = None

@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if args.image is not None or is_image_classifier(model):
         return run_image(args, model, tokenizer, out)
 
-    from lrp_llm.attribution import write_atomic
-    from lrp_llm.explanation import explain
+    from lrp_llm.engines.causal_lm import explain
+    from lrp_llm.results.attribution import write_atomic
 
     from ..render import progress_bar, render_attribution
 

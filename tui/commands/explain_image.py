@@ -11,8 +11,8 @@ import argparse
 
 def check_image_args(args: argparse.Namespace) -> None:
     """Fail before the model is loaded: options that make no sense for images, unreadable images."""
+    from lrp_llm.engines.vision import load_image
     from lrp_llm.errors import InputError
-    from lrp_llm.vision import load_image
 
     for flag, value in (("--context", args.context), ("--generate", args.generate), ("--system", args.system)):
         if value is not None:
@@ -32,9 +32,9 @@ def is_image_classifier(model) -> bool:
 
 def run_image(args: argparse.Namespace, model, processor, out) -> int:
     from lrp_llm.archs import get_arch
-    from lrp_llm.attribution import write_atomic
+    from lrp_llm.engines.vision import explain_image
     from lrp_llm.errors import InputError
-    from lrp_llm.vision import explain_image
+    from lrp_llm.results.attribution import write_atomic
 
     if not is_image_classifier(model):
         raise InputError(f"--image needs an image classifier such as ViT; this is a {get_arch(model).kind} model")

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     out = Console()
     model, tokenizer = load_model_from_args(args, err)
 
-    from lrp_llm.explanation import explain
+    from lrp_llm.engines.causal_lm import explain
 
     from ..render import progress_bar
 
@@ -103,7 +103,7 @@ def render_longrange(console, attribution, *, far: int = 100, top: int = 5, frac
     from rich.table import Table
     from rich.text import Text
 
-    from lrp_llm.longrange import summarize
+    from lrp_llm.analyses.longrange import summarize
 
     from ..render import compact
 

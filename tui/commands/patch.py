@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     out = Console()
     model, tokenizer = load_model_from_args(args, err)
 
-    from lrp_llm.attribution import write_atomic
+    from lrp_llm.results.attribution import write_atomic
     from patching.experiment import run_patching
 
     from ..render import progress_bar

@@ -84,15 +84,15 @@ def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     out = Console()
 
-    from lrp_llm.loading import demo_embedding_path
+    from lrp_llm.checkpoints.loading import demo_embedding_path
 
     name = args.model or "all-MiniLM-L6-v2 (bundled)"
     if args.model is None:
         args.model = str(demo_embedding_path())
     model, tokenizer = load_model_from_args(args, err)
 
-    from lrp_llm.attribution import write_atomic
-    from lrp_llm.bilrp import SimilarityExplainer
+    from lrp_llm.analyses.bilrp import SimilarityExplainer
+    from lrp_llm.results.attribution import write_atomic
 
     from ..render import progress_bar
     from ..render_similarity import ranking_table, render_similarity

@@ -75,7 +75,7 @@ class LongRangeScreen(ViewScreen):
         self._show_target()
 
     def _show_target(self) -> None:
-        from lrp_llm.longrange import far_tokens, relevance_by_distance, share_beyond
+        from lrp_llm.analyses.longrange import far_tokens, relevance_by_distance, share_beyond
 
         a = self.xai.attribution
         if a is None or not a.targets:

@@ -32,7 +32,7 @@ class DistanceHistogram(Widget):
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self.profile = None  # lrp_llm.longrange.DistanceBins
+        self.profile = None  # lrp_llm.analyses.longrange.DistanceBins
         self.far = 0
 
     def show(self, profile, far: int) -> None:

@@ -69,7 +69,7 @@ def alignment_hits(model, tokenizer, items: list[Example], method: str = "attnlr
     The answer is forced to the correct target (so a wrong prediction does not change the
     question asked of the explanation); ``</s>`` is not scored.
     """
-    from ..seq2seq import batch_seq2seq_relevance, seq2seq_relevance
+    from lrp_llm.engines.seq2seq import batch_seq2seq_relevance, seq2seq_relevance
 
     hits = []
     for start in range(0, len(items), batch):

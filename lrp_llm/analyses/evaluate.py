@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import Cancelled, InputError, ShouldCancel
+from lrp_llm.errors import Cancelled, InputError, ShouldCancel
 
 STRATEGIES: tuple[str, ...] = ("zero", "neutral", "delete")
 SCHEMA = "xai-tui/evaluation/1"
@@ -188,7 +188,7 @@ class PreparedItem:
 
 def prepare_item(model, tokenizer, item: EvalItem, *, max_new_tokens: int = 32) -> PreparedItem:
     """Token ids, explained position, answered flag and evidence positions of ``item``."""
-    from .explanation import build_prompt_ids, context_length, generate_greedy, stop_ids, token_strings
+    from lrp_llm.engines.causal_lm import build_prompt_ids, context_length, generate_greedy, stop_ids, token_strings
 
     if item.kind == "qa":
         prompt = build_prompt_ids(tokenizer, item.question, item.context or None, chat=True)
@@ -416,7 +416,7 @@ def _perturbed_scores(
     """Logit and probability of ``target`` after ``prefix`` with each set of positions removed."""
     import torch
 
-    from .explanation import input_device
+    from lrp_llm.engines.causal_lm import input_device
 
     device = input_device(model)
     embed = model.get_input_embeddings()
@@ -540,7 +540,7 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float]:
 # -------------------------------------------------------------------- evaluation
 def parse_method(spec: str) -> tuple[str, int | None]:
     """``"integrated-gradients:64"`` -> ("integrated-gradients", 64); ``"attnlrp"`` -> ("attnlrp", None)."""
-    from .explanation import METHODS
+    from lrp_llm.engines.causal_lm import METHODS
 
     name, _, steps = spec.strip().partition(":")
     name = {"ig": "integrated-gradients", "gxi": "grad-x-input"}.get(name, name)
@@ -560,8 +560,8 @@ def parse_method(spec: str) -> tuple[str, int | None]:
 def check_methods(model, methods: Sequence[str]) -> list[tuple[str, str, int | None]]:
     """``(label, method, ig_steps)`` per method spec; a one-line error for a name the model's
     family has no rules for (e.g. attnlrp on Mamba) before any work is done."""
-    from .archs import get_arch
-    from .explanation import _RULES
+    from lrp_llm.archs import get_arch
+    from lrp_llm.engines.causal_lm import _RULES
 
     parsed = [(m.strip(), *parse_method(m)) for m in methods]
     if not parsed:
@@ -696,7 +696,7 @@ def explain_prepared(
     model, prepared: PreparedItem, method: str, *, ig_steps: int = 32, seed: int = 0, should_cancel=None
 ) -> tuple[np.ndarray, float]:
     """Relevance (position,) of the earlier tokens for the explained token, and the seconds it took."""
-    from .explanation import relevance
+    from lrp_llm.engines.causal_lm import relevance
 
     t0 = time.perf_counter()
     out = relevance(
@@ -732,7 +732,7 @@ def evaluate(
 ) -> Evaluation:
     """Explain every item with every method and score each explanation's perturbation curves.
 
-    ``methods``: names from :data:`lrp_llm.explanation.METHODS`, integrated gradients with
+    ``methods``: names from :data:`lrp_llm.engines.causal_lm.METHODS`, integrated gradients with
     its step count as ``"integrated-gradients:N"`` (else ``ig_steps``). With
     ``only_answered`` the items the model does not answer are left out.
     """

@@ -176,5 +176,5 @@ def summarize(
 
 
 def summarize_attribution(attribution, **kwargs) -> list[LongRange]:
-    """:func:`summarize` for every target of an :class:`~lrp_llm.attribution.Attribution`."""
+    """:func:`summarize` for every target of an :class:`~lrp_llm.results.attribution.Attribution`."""
     return [summarize(t.relevance, attribution.tokens[: t.position], **kwargs) for t in attribution.targets]

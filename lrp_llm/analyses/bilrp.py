@@ -55,11 +55,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .archs import get_arch
-from .attribution import write_atomic
-from .context import lrp_rules
-from .errors import InputError, ShouldCancel, check_cancel
-from .patch import ModelPatch, freeze_parameters
+from lrp_llm.archs import get_arch
+from lrp_llm.errors import InputError, ShouldCancel, check_cancel
+from lrp_llm.mechanism.context import lrp_rules
+from lrp_llm.mechanism.patch import ModelPatch, freeze_parameters
+from lrp_llm.results.attribution import write_atomic
 
 SCHEMA = "xai-tui/similarity/1"
 METHODS: tuple[str, ...] = ("bilrp", "grad-x-input-products", "embedding-dot")
@@ -262,7 +262,7 @@ def _pool(hidden: torch.Tensor, pooling: str) -> torch.Tensor:
 
 
 def _pool_weights(n: int, pooling: str) -> np.ndarray:
-    from .archs.bert import pool_weights
+    from lrp_llm.archs.bert import pool_weights
 
     return pool_weights(n, pooling, torch.float64, torch.device("cpu"))[:, 0].numpy()
 
@@ -284,7 +284,7 @@ class _Embedder:
         self._x: torch.Tensor | None = None
         captured: list[torch.Tensor] = []
         if self.encoder:
-            from .archs.bert import token_input_norm
+            from lrp_llm.archs.bert import token_input_norm
 
             def substitute(_module, args):
                 if self._x is None:
@@ -345,7 +345,7 @@ def _forward_mode(f: _Embedder, chunk: int, should_cancel: ShouldCancel | None) 
 
 def _replay_mode(f: _Embedder, chunk: int, should_cancel: ShouldCancel | None) -> tuple[torch.Tensor, torch.Tensor]:
     """CP-LRP by the explicit replay (:func:`lrp_llm.archs.bert.cp_lrp_replay`): one batch of one-token rows."""
-    from .archs.bert import cp_lrp_replay
+    from lrp_llm.archs.bert import cp_lrp_replay
 
     phi, contributions = cp_lrp_replay(f.model, f.x0[0], f.pooling, chunk=chunk, should_cancel=should_cancel)
     return phi, contributions.T
@@ -413,7 +413,7 @@ def first_order_map(
         raise InputError("nothing to explain: the text has no tokens")
     active_rules = rules if method == "bilrp" else None
     encoder = is_encoder(model)
-    from .archs.bert import replay_layers
+    from lrp_llm.archs.bert import replay_layers
 
     replayable = method == "bilrp" and active_rules == "cp-lrp" and encoder and replay_layers(model) is not None
     if strategy == "auto":

@@ -112,7 +112,7 @@ def sharing_pairs(n: int, seed: int) -> list[tuple[Sentence, Sentence]]:
 
 
 def score(explainer, sentence_pairs: list[tuple[Sentence, Sentence]]) -> dict[str, float]:
-    """Agreement of ``explainer``'s interactions (a :class:`lrp_llm.bilrp.SimilarityExplainer`) with the truth.
+    """Agreement of ``explainer``'s interactions (a :class:`lrp_llm.analyses.bilrp.SimilarityExplainer`) with the truth.
 
     ``cosine``: mean over pairs of the cosine similarity between the explained and the
     true matrix (flattened, special tokens included); ``cosine_p10`` its 10th percentile;
@@ -122,7 +122,7 @@ def score(explainer, sentence_pairs: list[tuple[Sentence, Sentence]]) -> dict[st
     """
     import numpy as np
 
-    from ..bilrp import matrix_cosine
+    from lrp_llm.analyses.bilrp import matrix_cosine
 
     scores, negated, conservation, error = [], [], [], []
     for a, b in sentence_pairs:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .errors import check_cancel
+from lrp_llm.errors import check_cancel
 
 # elements of one (positions x channels x d_state) block
 _BLOCK = 1 << 22
@@ -62,8 +62,8 @@ def hidden_attention(
 
     ``ids`` (1, seq): one sequence; ``keep``: the positions whose next token is explained.
     """
-    from .archs.mamba import mixers, scan_inputs
-    from .context import lrp_rules
+    from lrp_llm.archs.mamba import mixers, scan_inputs
+    from lrp_llm.mechanism.context import lrp_rules
 
     layers = mixers(model)
     inputs: list[torch.Tensor] = []

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .archs import get_arch
-from .attribution import Attribution, TargetRelevance
-from .context import lrp_rules
-from .errors import Cancelled, InputError
-from .explanation import input_device
-from .input_relevance import RULES, Progress, ShouldCancel, check_method, input_relevance
-from .patch import freeze_parameters
+from lrp_llm.archs import get_arch
+from lrp_llm.engines.causal_lm import input_device
+from lrp_llm.errors import Cancelled, InputError
+from lrp_llm.mechanism.context import lrp_rules
+from lrp_llm.mechanism.gradients import RULES, Progress, ShouldCancel, check_method, input_relevance
+from lrp_llm.mechanism.patch import freeze_parameters
+from lrp_llm.results.attribution import Attribution, TargetRelevance
 
 
 def source_ids(tokenizer, prompt: str, context: str | None = None) -> list[int]:
@@ -234,7 +234,7 @@ def explain_seq2seq(
     the answer; ``prompt_length`` is 1), and each target carries ``source_relevance``
     beside ``relevance`` (decoder side); ``relevance_sum`` adds both.
     """
-    from .explanation import stop_ids, token_strings
+    from lrp_llm.engines.causal_lm import stop_ids, token_strings
 
     start = time.perf_counter()
     method = method or get_arch(model).default_method

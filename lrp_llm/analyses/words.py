@@ -1,7 +1,7 @@
 """Word-level aggregation: merge sub-word tokens into words and pool their relevance.
 
 Pure Python and numpy (no torch), so the TUI, the exporters and scripts can use it on a
-loaded :class:`~lrp_llm.attribution.Attribution`. Tokens are the decoded strings the
+loaded :class:`~lrp_llm.results.attribution.Attribution`. Tokens are the decoded strings the
 tokenizer gives one by one (``" Norm"``, ``"andy"``). A token continues the previous word
 when both meet on letters or digits with no space in between; spaces, punctuation and
 special tokens (``<s>``, ``<|im_start|>``) start a new word. Summing is the default

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from lrp_llm.errors import InputError
 
 SCHEMA = "xai-tui/image-attribution/1"
 # Pillow refuses images above this many pixels (decompression bombs); an explained
@@ -125,7 +125,7 @@ class ImageAttribution:
         return cls.from_dict(json.loads(text))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        from .attribution import write_atomic
+        from lrp_llm.results.attribution import write_atomic
 
         write_atomic(path, self.to_json())
 
@@ -270,10 +270,10 @@ def image_relevance(
     """Pixel relevance (H, W) of class ``target`` for ``pixel_values`` (1, C, H, W), and the logits (n_classes,)."""
     import torch
 
-    from .archs import get_arch
-    from .context import lrp_rules
-    from .input_relevance import RULES, check_method, input_relevance
-    from .patch import freeze_parameters
+    from lrp_llm.archs import get_arch
+    from lrp_llm.mechanism.context import lrp_rules
+    from lrp_llm.mechanism.gradients import RULES, check_method, input_relevance
+    from lrp_llm.mechanism.patch import freeze_parameters
 
     spec = get_arch(model)
     method = method or spec.default_method
@@ -314,10 +314,10 @@ def batch_image_relevance(model, pixel_values, targets: Sequence[int], *, method
     """
     import torch
 
-    from .archs import get_arch
-    from .context import lrp_rules
-    from .input_relevance import RULES, check_method
-    from .patch import freeze_parameters
+    from lrp_llm.archs import get_arch
+    from lrp_llm.mechanism.context import lrp_rules
+    from lrp_llm.mechanism.gradients import RULES, check_method
+    from lrp_llm.mechanism.patch import freeze_parameters
 
     method = method or get_arch(model).default_method
     check_method(method)

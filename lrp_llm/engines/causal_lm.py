@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .archs import family_methods, find_arch, get_arch
-from .attribution import Attribution, TargetRelevance
-from .context import lrp_rules
-from .errors import Cancelled, InputError, ShouldCancel, check_cancel
-from .patch import freeze_parameters
+from lrp_llm.archs import family_methods, find_arch, get_arch
+from lrp_llm.errors import Cancelled, InputError, ShouldCancel, check_cancel
+from lrp_llm.mechanism.context import lrp_rules
+from lrp_llm.mechanism.patch import freeze_parameters
+from lrp_llm.results.attribution import Attribution, TargetRelevance
 
 METHODS: tuple[str, ...] = (
     "attnlrp",
@@ -201,7 +201,7 @@ def relevance(
     # float64 models keep float64 relevance (exact conservation checks); others float32.
     acc = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
     if method == "hidden-attention":
-        from .hidden_attention import hidden_attention
+        from lrp_llm.engines.hidden_attention import hidden_attention
 
         t0 = time.perf_counter()
         all_logits, rel = hidden_attention(model, ids, keep, progress=progress, should_cancel=should_cancel)
@@ -363,11 +363,11 @@ def explain(
 
     The answer is ``answer_ids`` if given, else the tokens of ``target`` (a forced
     continuation), else a greedy generation of up to ``generate`` tokens (default 20).
-    Encoder-decoders (T5) are explained by :func:`lrp_llm.seq2seq.explain_seq2seq`.
+    Encoder-decoders (T5) are explained by :func:`lrp_llm.engines.seq2seq.explain_seq2seq`.
     """
     kind = _model_kind(model)
     if kind == "seq2seq":
-        from .seq2seq import explain_seq2seq
+        from lrp_llm.engines.seq2seq import explain_seq2seq
 
         return explain_seq2seq(
             model,
@@ -391,7 +391,7 @@ def explain(
     if kind == "encoder":
         raise InputError(
             "this is an embedding (encoder) model without a language-model head; "
-            "explain a similarity with `xai-tui similarity` or lrp_llm.bilrp"
+            "explain a similarity with `xai-tui similarity` or lrp_llm.analyses.bilrp"
         )
     start = time.perf_counter()
     method = default_method(model) if method is None else method

@@ -60,7 +60,7 @@ def scores(model, items: list[Sample], method: str = "cp-lrp", batch: int = 100)
     """
     import torch
 
-    from ..vision import batch_image_relevance, patch_sums
+    from lrp_llm.engines.vision import batch_image_relevance, patch_sums
 
     x = torch.from_numpy(pixel_values(np.stack([s.image for s in items])))
     hits, mass = [], []

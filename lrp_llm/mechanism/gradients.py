@@ -1,7 +1,7 @@
 """Relevance of several input tensors at once, for every method, given a scoring function.
 
 The encoder-decoder (source and decoder embeddings) and image (pixels) explanations
-share this: the caller installs the rules (:func:`lrp_llm.context.lrp_rules`) and
+share this: the caller installs the rules (:func:`lrp_llm.mechanism.context.lrp_rules`) and
 passes ``score(inputs) -> (batch, n_targets)``; here the inputs get gradients, one
 backward pass runs per target through one forward graph, and each input's relevance
 is ``x * grad`` summed over its feature axis.
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .errors import InputError, ShouldCancel, check_cancel
+from lrp_llm.errors import InputError, ShouldCancel, check_cancel
 
 METHODS: tuple[str, ...] = ("attnlrp", "cp-lrp", "grad-x-input", "saliency", "integrated-gradients", "random")
 RULES: dict[str, str | None] = {

@@ -119,10 +119,10 @@ def batch_relevance(model, ids: np.ndarray, answers: np.ndarray, method: str = "
     """
     import torch
 
-    from ..context import lrp_rules
+    from lrp_llm.mechanism.context import lrp_rules
 
     if method == "hidden-attention":
-        from ..hidden_attention import hidden_attention
+        from lrp_llm.engines.hidden_attention import hidden_attention
 
         rel = [
             hidden_attention(model, torch.from_numpy(row[None]), torch.tensor([row.shape[0] - 1]))[1][0].numpy()

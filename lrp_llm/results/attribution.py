@@ -124,8 +124,8 @@ class Attribution:
             "meta": dict(self.meta),
             "targets": [t.to_dict() for t in self.targets],
         }
-        if self.source_tokens is None:  # causal LMs: long-range statistics per target (lrp_llm.longrange)
-            from .longrange import summarize
+        if self.source_tokens is None:  # causal LMs: long-range statistics per target (lrp_llm.analyses.longrange)
+            from lrp_llm.analyses.longrange import summarize
 
             for t, td in zip(self.targets, d["targets"]):
                 td["longrange"] = summarize(t.relevance, self.tokens[: t.position]).to_dict()

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from .archs import find_arch, get_arch
-from .patch import ModelPatch
+from lrp_llm.archs import find_arch, get_arch
+from lrp_llm.mechanism.patch import ModelPatch
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList | None:

@@ -1,6 +1,6 @@
 """The few autograd primitives every LRP rule here is made of.
 
-All rules are written in gradient x input form (see DESIGN.md): after one ordinary
+All rules are written in gradient x input form (see docs/design.md): after one ordinary
 backward pass the relevance of a tensor ``h`` is ``h * h.grad``. Linear maps need
 nothing; only the non-linear places get a modified local gradient:
 
