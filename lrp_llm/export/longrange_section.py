@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from lrp_llm import longrange
+from lrp_llm.analyses import longrange
 from lrp_llm.export.common import as_dict, esc, fmt
 from lrp_llm.results.attribution import Attribution
 
