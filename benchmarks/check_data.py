@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from lrp_llm.analyses.evaluate import load_items, prepare_item
     from lrp_llm.checkpoints.loading import load_model
-    from lrp_llm.results.attribution import write_atomic
+    from lrp_llm.results.base import write_atomic
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     from lrp_llm.analyses.evaluate import evaluate, load_items
     from lrp_llm.checkpoints.loading import demo_model_path, load_model
-    from lrp_llm.results.attribution import write_atomic
+    from lrp_llm.results.base import write_atomic
 
     if args.threads:
         torch.set_num_threads(args.threads)

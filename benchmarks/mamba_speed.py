@@ -151,14 +151,14 @@ def main() -> None:
     old = json.loads(ROWS.read_text()) if ROWS.is_file() else []
     merged = {r["tokens"]: r for r in old} | {r["tokens"]: r for r in rows}
     rows = [merged[k] for k in sorted(merged)]
-    from lrp_llm.results.attribution import write_atomic
+    from lrp_llm.results.base import write_atomic
 
     write_atomic(ROWS, json.dumps(rows, indent=1))
     write_table(rows, args)
 
 
 def write_table(rows, args) -> None:
-    from lrp_llm.results.attribution import write_atomic
+    from lrp_llm.results.base import write_atomic
 
     def f(row, key, fmt):
         return fmt.format(row[key]) if key in row else "not run"

@@ -74,7 +74,7 @@ def main() -> None:
                 row["hidden"] = score(model, data, "hidden-attention")
             rows.append(row)
             print(json.dumps(row), flush=True)
-    from lrp_llm.results.attribution import write_atomic
+    from lrp_llm.results.base import write_atomic
 
     old = json.loads(ROWS.read_text()) if ROWS.is_file() else []
     merged = {(r["arch"], r["distance"]): r for r in old} | {(r["arch"], r["distance"]): r for r in rows}
@@ -84,7 +84,7 @@ def main() -> None:
 
 
 def write_table(rows, args) -> None:
-    from lrp_llm.results.attribution import write_atomic
+    from lrp_llm.results.base import write_atomic
 
     lines = [
         "# Long-range recall: ground-truth localisation",

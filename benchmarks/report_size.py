@@ -5,7 +5,7 @@
 Synthetic explanations (random relevance, N prompt tokens, T explained answer tokens,
 each over every token before it). Side by side in the same process:
 
-- **report**: ``lrp_llm.export.html.attribution_html`` (compact float32 data + classes,
+- **report**: ``lrp_llm.export.report.explanation_report`` (compact float32 data + classes,
   summed static view, script recolours; bounded no-script fallback);
 - **naive**: what a straightforward exporter writes: one block per answer token, every
   token a ``<span>`` with an inline ``style`` colour and a ``title`` (the layout the
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import write_table  # noqa: E402
-from lrp_llm.export.html import attribution_html  # noqa: E402
+from lrp_llm.export.report import explanation_report  # noqa: E402
 from lrp_llm.results.attribution import Attribution, TargetRelevance  # noqa: E402
 
 SIZES = [(200, 20), (1000, 50), (4000, 100), (8000, 200)]
@@ -85,7 +85,7 @@ def main() -> None:
         for n, t in SIZES:
             a = synthetic(n, t)
             t0 = time.perf_counter()
-            report = attribution_html(a)
+            report = explanation_report(a)
             t_report = time.perf_counter() - t0
             t0 = time.perf_counter()
             naive = naive_html(a)
@@ -140,7 +140,7 @@ def main() -> None:
         rows,
         [
             "synthetic explanations (random relevance); every answer token explained over every token before it",
-            "report: lrp_llm.export.html.attribution_html; naive: one block per answer token, inline style per "
+            "report: lrp_llm.export.report.explanation_report; naive: one block per answer token, inline style per "
             "token (built in benchmarks/report_size.py); JSON: Attribution.to_json(); all in the same process",
             "Chromium: headless, DevTools over a pipe, navigation to load event; recolour: time of the click "
             "handler measured in the page",

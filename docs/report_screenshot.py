@@ -24,14 +24,13 @@ QUESTION = "In what country is Normandy located? Answer briefly."
 def main() -> None:
     from lrp_llm.checkpoints.loading import load_model
     from lrp_llm.engines.causal_lm import explain
-    from lrp_llm.export.html import attribution_html
-    from lrp_llm.export.report import write_report
+    from lrp_llm.export.report import explanation_report, write_report
     from tests.browser import Browser
 
     model, tokenizer = load_model(None)
     a = explain(model, tokenizer, QUESTION, context=CONTEXT, generate=12, model_name="SmolLM2-135M-Instruct (bundled)")
     html_path = ROOT / "docs" / "report-example.html"
-    write_report(html_path, attribution_html(a))
+    write_report(html_path, explanation_report(a))
     answer = [t.token for t in a.targets]
     # the answer token "France" (the README's example), else the first that is a word
     pick = next((i for i, t in enumerate(answer) if t.strip() == "France"), None)

@@ -22,22 +22,24 @@ _LAZY = {
     "XaiError": "lrp_llm.errors",
     "explain_seq2seq": "lrp_llm.engines.seq2seq",
     "explain_image": "lrp_llm.engines.vision",
-    "ImageAttribution": "lrp_llm.engines.vision",
+    "ImageAttribution": "lrp_llm.results.image",
     "load_encoder": "lrp_llm.checkpoints.loading",
     "explain_similarity": "lrp_llm.analyses.bilrp",
     "SimilarityExplainer": "lrp_llm.analyses.bilrp",
-    "SimilarityExplanation": "lrp_llm.analyses.bilrp",
+    "SimilarityExplanation": "lrp_llm.results.similarity",
 }
 
 if TYPE_CHECKING:  # names for type checkers and IDEs; loaded lazily below
-    from lrp_llm.analyses.bilrp import SimilarityExplainer, SimilarityExplanation, explain_similarity  # noqa: F401
+    from lrp_llm.analyses.bilrp import SimilarityExplainer, explain_similarity  # noqa: F401
     from lrp_llm.checkpoints.loading import load_encoder, load_model  # noqa: F401
     from lrp_llm.engines.causal_lm import METHODS, build_prompt_ids, explain, relevance  # noqa: F401
     from lrp_llm.engines.seq2seq import explain_seq2seq  # noqa: F401
-    from lrp_llm.engines.vision import ImageAttribution, explain_image  # noqa: F401
+    from lrp_llm.engines.vision import explain_image  # noqa: F401
     from lrp_llm.errors import XaiError  # noqa: F401
     from lrp_llm.mechanism.context import lrp_rules  # noqa: F401
     from lrp_llm.results.attribution import Attribution, TargetRelevance  # noqa: F401
+    from lrp_llm.results.image import ImageAttribution  # noqa: F401
+    from lrp_llm.results.similarity import SimilarityExplanation  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -34,7 +34,6 @@ _LAZY = {
     "run_patching": "patching.experiment",
     "Grid": "patching.result",
     "PatchingResult": "patching.result",
-    "result_html": "patching.report",
     "attention_knockout": "patching.recipes",
     "patch_last_token": "patching.recipes",
     "overwrite_attribute": "patching.recipes",
@@ -57,7 +56,6 @@ if TYPE_CHECKING:  # names for type checkers and IDEs; loaded lazily below
     )
     from .recipes import attention_knockout, overwrite_attribute, patch_last_token  # noqa: F401
     from .relp import attribution_patching, pearson  # noqa: F401
-    from .report import result_html  # noqa: F401
     from .result import Grid, PatchingResult  # noqa: F401
     from .sites import Site, SiteMap, site_map  # noqa: F401
     from .sweeps import sweep  # noqa: F401

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 
 import torch
 from torch import nn
 
 from lrp_llm.errors import InputError
+from lrp_llm.results.base import run_meta
 
 from .metrics import Reference, check_metrics
 from .relp import attribution_patching, pearson
@@ -176,9 +176,8 @@ def run_patching(
                         )
     result.seconds = time.perf_counter() - t0
     result.meta = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **run_meta("patching", method=method, dtype=next(model.parameters()).dtype, device=device),
         "sites": list(kinds),
-        "method": method,
         "directions": list(directions),
         "metrics": list(metrics),
         "engine": engines,

@@ -1,20 +1,16 @@
 """Result dataclasses of a patching experiment: plain data read by the CLI, the TUI,
-the HTML report and the tests alike (``to_json``/``from_json``)."""
+the HTML report and the tests alike (JSON through :class:`~lrp_llm.results.base.JsonResult`)."""
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lrp_llm.errors import InputError
-from lrp_llm.results.attribution import write_atomic
+from lrp_llm.results.base import JsonResult, as_float, float_array, json_ready
 
-SCHEMA = "xai-tui/patching/1"
 DIRECTIONS = ("denoise", "noise")
 DIRECTION_HELP = {
     "denoise": "clean -> corrupted: the corrupted run with one clean activation patched in",
@@ -74,15 +70,13 @@ class Grid:
             "axes": ["layer", self.axis],
             "rows": list(self.rows),
             "columns": list(self.columns),
-            "values": [[_num(v) for v in row] for row in self.values],
+            "values": json_ready(self.values),
             "positions": None if self.positions is None else [int(p) for p in self.positions],
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Grid:
-        values = np.asarray(
-            [[float("nan") if v is None else float(v) for v in row] for row in d["values"]], dtype=np.float32
-        ).reshape(len(d["rows"]), len(d["columns"]))
+        values = float_array(d["values"]).reshape(len(d["rows"]), len(d["columns"]))
         return cls(
             kind=str(d["kind"]),
             method=str(d["method"]),
@@ -95,13 +89,8 @@ class Grid:
         )
 
 
-def _num(v: float) -> float | None:
-    v = float(v)
-    return None if v != v else v  # NaN -> null: valid JSON everywhere
-
-
 @dataclass
-class PatchingResult:
+class PatchingResult(JsonResult):
     """Clean and corrupted prompts, the answer pair, their baseline metrics, the grids."""
 
     model: str
@@ -120,6 +109,8 @@ class PatchingResult:
     timings: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
+    SCHEMA = "xai-tui/patching/1"
+
     def grid(self, kind: str, *, method: str = "sweep", direction: str = "denoise", metric: str = "recovery") -> Grid:
         for g in self.grids:
             if (g.kind, g.method, g.direction, g.metric) == (kind, method, direction, metric):
@@ -136,9 +127,8 @@ class PatchingResult:
             return 0.0 if grid.direction == "denoise" else 1.0
         return float(self.baseline[base].get("kl", float("nan")))
 
-    def to_dict(self) -> dict[str, Any]:
+    def _fields(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA,
             "model": self.model,
             "clean_tokens": list(self.clean_tokens),
             "corrupted_tokens": list(self.corrupted_tokens),
@@ -148,28 +138,20 @@ class PatchingResult:
             "wrong": self.wrong,
             "answer_id": int(self.answer_id),
             "wrong_id": int(self.wrong_id),
-            "baseline": {k: {m: _num(v) for m, v in d.items()} for k, d in self.baseline.items()},
+            "baseline": self.baseline,
             "directions": {d: DIRECTION_HELP[d] for d in sorted({g.direction for g in self.grids})},
             "grids": [g.to_dict() for g in self.grids],
-            "correlations": [
-                {k: (_num(v) if isinstance(v, float) else v) for k, v in c.items()} for c in self.correlations
-            ],
+            "correlations": self.correlations,
             "seconds": self.seconds,
             "timings": dict(self.timings),
             "meta": dict(self.meta),
         }
 
-    def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PatchingResult:
-        if d.get("schema") != SCHEMA:
-            raise InputError(f"not a patching result (schema {d.get('schema')!r}, expected {SCHEMA!r})")
-
-        def fl(v: Any) -> float:
-            return float("nan") if v is None else float(v)
-
+    def _from_fields(cls, d: dict[str, Any]) -> PatchingResult:
+        meta = dict(d.get("meta", {}))
+        if "created" in meta:  # files written before run_meta named the date "created"
+            meta.setdefault("date", meta.pop("created"))
         return cls(
             model=str(d["model"]),
             clean_tokens=[str(t) for t in d["clean_tokens"]],
@@ -180,23 +162,12 @@ class PatchingResult:
             wrong=str(d["wrong"]),
             answer_id=int(d["answer_id"]),
             wrong_id=int(d["wrong_id"]),
-            baseline={k: {m: fl(v) for m, v in v2.items()} for k, v2 in d["baseline"].items()},
+            baseline={k: {m: as_float(v) for m, v in v2.items()} for k, v2 in d["baseline"].items()},
             grids=[Grid.from_dict(g) for g in d.get("grids", [])],
             correlations=[
-                {k: (fl(v) if k == "pearson_r" else v) for k, v in c.items()} for c in d.get("correlations", [])
+                {k: (as_float(v) if k == "pearson_r" else v) for k, v in c.items()} for c in d.get("correlations", [])
             ],
             seconds=float(d.get("seconds", 0.0)),
             timings={k: float(v) for k, v in d.get("timings", {}).items()},
-            meta=dict(d.get("meta", {})),
+            meta=meta,
         )
-
-    @classmethod
-    def from_json(cls, text: str) -> PatchingResult:
-        return cls.from_dict(json.loads(text))
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        write_atomic(path, self.to_json(indent=1))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PatchingResult:
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))

@@ -9,12 +9,12 @@ import torch
 
 from lrp_llm.analyses.bilrp import (
     SimilarityExplainer,
-    SimilarityExplanation,
     TokenMap,
     first_order_map,
     pair_interactions,
 )
 from lrp_llm.errors import Cancelled, InputError
+from lrp_llm.results.similarity import SimilarityExplanation
 from synthetic_tasks.shared_nouns import make_tokenizer
 from tests.encoders import ENCODER_TYPES, encoder_ids, tiny_encoder, torch_threads
 from tests.models import random_ids, tiny_causal_lm

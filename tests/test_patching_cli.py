@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from patching.report import result_html
+from lrp_llm.export.report import patching_report
 from patching.result import Grid, PatchingResult
 from tui.cli import main
 
@@ -136,6 +136,6 @@ def test_result_json_round_trip_and_nan():
 
 
 def test_html_escapes_everything():
-    html = result_html(_result())
+    html = patching_report(_result())
     assert "<script" not in html and "m&lt;script&gt;" in html
     assert "a&lt;b&gt;" in html and "&amp;c" in html

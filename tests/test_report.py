@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from lrp_llm.analyses.words import aggregate, word_spans
 from lrp_llm.export import longrange_section, token_section
-from lrp_llm.export.common import LEVELS, clean_text, esc, level, level_class
-from lrp_llm.export.html import attribution_html
-from lrp_llm.export.report import patching_report, similarity_report, write_report
+from lrp_llm.export.common import clean_text, esc, level_class
+from lrp_llm.export.levels import colour_level
+from lrp_llm.export.report import explanation_report, patching_report, similarity_report, write_report
 from lrp_llm.results.attribution import Attribution, TargetRelevance
 
 NASTY = [
@@ -181,7 +181,7 @@ def token_spans(tree: StrictTree, ident: str) -> list[int]:
 # ------------------------------------------------------------------- escaping
 def check_report(tokens: list[str], prompt_length: int, model: str) -> None:
     a = make_attribution(tokens, prompt_length, model=model)
-    doc = attribution_html(a)
+    doc = explanation_report(a)
     tree = parse_tree(doc)
     tags = [t for t, _ in tree.elements]
     assert tags.count("script") == 2  # the data and the page's own script, nothing from the input
@@ -230,7 +230,7 @@ def test_random_unicode_gives_well_formed_html_with_no_element_from_the_input(to
 @settings(max_examples=25, deadline=None)
 @given(text=st.lists(st.one_of(st.sampled_from(NASTY), st.text(max_size=5)), min_size=2, max_size=6))
 def test_similarity_and_patching_reports_escape_everything(text):
-    from lrp_llm.analyses.bilrp import SimilarityExplanation
+    from lrp_llm.results.similarity import SimilarityExplanation
     from patching.result import Grid, PatchingResult
 
     rng = np.random.default_rng(1)
@@ -258,17 +258,14 @@ def test_similarity_and_patching_reports_escape_everything(text):
 
 
 # -------------------------------------------------------------- colours and data
-def test_levels_are_round_half_up_on_a_symmetric_scale():
-    assert level(0.25, 1.0) == 3 and level(-0.25, 1.0) == -2  # like Math.round: half up
-    assert level(1.0, 1.0) == LEVELS and level(-1.0, 1.0) == -LEVELS and level(5.0, 1.0) == LEVELS
-    assert level(0.3, 0.0) == 0 and level(float("nan"), 1.0) == 0
+def test_level_classes():
     assert level_class(3) == "p3" and level_class(-4) == "n4" and level_class(0) == "p0"
 
 
 def test_static_view_and_encoded_data_match_hand_computation():
     tokens = ["<s>", "The", " Norm", "ans", " lived", " in", " France", ".", " Paris", " is"]
     a = make_attribution(tokens, 8)
-    doc = attribution_html(a)
+    doc = explanation_report(a)
     tree = parse_tree(doc)
     data = data_of(doc)
     assert data["pl"] == 8 and data["def"] == -1 and len(data["sel"]) == 2
@@ -296,13 +293,13 @@ def test_static_view_and_encoded_data_match_hand_computation():
     wscale = np.abs(words[: len(spans_w) - 1]).max()
     wclasses = [tree.elements[i][1]["class"].split()[0] for i in token_spans(tree, "wv0")]
     assert len(wclasses) == len(spans_w)
-    assert wclasses[2] == level_class(level(words[2], wscale))  # " Normans": two tokens summed
+    assert wclasses[2] == level_class(colour_level(words[2], wscale))  # " Normans": two tokens summed
     assert tree.text_of(token_spans(tree, "wv0")[2]) == " Normans"
 
 
 def test_one_target_is_shown_directly_and_encoder_decoder_has_two_boxes():
     a = make_attribution(["<pad>", "▁Haus", "▁ist"], 1, targets=[2], source=["▁Das", "▁Haus", "</s>"])
-    doc = attribution_html(a)
+    doc = explanation_report(a)
     tree = parse_tree(doc)
     data = data_of(doc)
     assert data["def"] == 0 and len(data["sel"][0]["v"]) == 2
@@ -314,7 +311,7 @@ def test_one_target_is_shown_directly_and_encoder_decoder_has_two_boxes():
 
 def test_no_target_and_no_answer_still_render():
     a = make_attribution(["a", "b"], 2, targets=[])
-    tree = parse_tree(attribution_html(a))
+    tree = parse_tree(explanation_report(a))
     assert any(t == "section" and at.get("id") == "tokens" for t, at in tree.elements)
 
 
@@ -323,7 +320,7 @@ def test_large_input_stays_compact():
     n, t = 4000, 100
     tokens = [f" w{i % 97}" for i in range(n)]
     a = make_attribution(tokens, n - t)
-    doc = attribution_html(a)
+    doc = explanation_report(a)
     values = sum(len(x.relevance) for x in a.targets)
     assert len(doc) < 4 * values * 4 / 3 + 2_500_000  # data + two views + the fallback
     assert "style=" not in doc.split("<body>")[1]
@@ -353,7 +350,7 @@ def test_longrange_profile_by_hand():
     assert one["far_share"] == pytest.approx(3.0 / 7.5) and one["positive"] == [4.0, 0, 0, 0.5, 0, 2.0]
     assert one["farthest"] == {"index": 0, "distance": 38, "token": "t0", "fraction": 0.1}
     assert one["share_beyond"] == {100: 0.0, 1000: 0.0}
-    doc = attribution_html(a)
+    doc = explanation_report(a)
     tree = parse_tree(doc)
     blocks = {at["id"]: "hidden" in at for t, at in tree.elements if t == "div" and at.get("class") == "lr"}
     assert blocks == {"lr-sum": False, "lr-t0": True, "lr-t1": True}  # the script shows the selected one
@@ -361,9 +358,9 @@ def test_longrange_profile_by_hand():
     svg_rects = [at for t, at in tree.elements if t == "rect" and at.get("class") in ("pos", "neg")]
     assert len(svg_rects) == 3 * 2 * 6
     # short inputs have no long-range section; a given dict (absolute/signed form) is shown as is
-    assert "id='longrange'" not in attribution_html(make_attribution(tokens[:6], 4))
+    assert "id='longrange'" not in explanation_report(make_attribution(tokens[:6], 4))
     given_d = {"edges": [1, 2, 4], "absolute": [1.0, 3.0], "signed": [1.0, -1.0], "far": 2, "far_share": 0.75}
-    doc = attribution_html(make_attribution(tokens[:6], 4), longrange=given_d)
+    doc = explanation_report(make_attribution(tokens[:6], 4), longrange=given_d)
     assert "75.0% of all |relevance|" in doc and "No relevant token lies that far back" in doc
     parse_tree(doc)
 
@@ -382,8 +379,8 @@ def test_longrange_result_objects_render():
 
 # ----------------------------------------------------------- image, files, CLI
 def test_image_report_has_three_images_and_a_patch_grid():
-    from lrp_llm.engines.vision import ImageAttribution
     from lrp_llm.export.report import image_report
+    from lrp_llm.results.image import ImageAttribution
 
     rng = np.random.default_rng(0)
     a = ImageAttribution(
@@ -469,7 +466,7 @@ def test_patching_grid_colours_the_change_from_the_unpatched_run():
         # logit_diff, denoise: change from -1.0 is [1.5, 0], [3, nan] -> scale 3
         assert cells[:4] == ["p5", "p0", "p10", "nan"]
         # kl, noise: change from 0, negated (a drop of KL is toward the clean run): [-0.5, 1], [-2, nan]
-        assert cells[4:8] == ["n2", "p5", "n10", "nan"]  # -2.5 rounds half up to -2
+        assert cells[4:8] == ["n3", "p5", "n10", "nan"]  # -2.5: half-steps round away from zero, to -3
         titles = [tree.text_of(i) for i, (t, _) in enumerate(tree.elements) if t == "title"]
         assert "layer.1.resid @ position 0 'a': logit_diff = 2 (unpatched -1)" in titles
 

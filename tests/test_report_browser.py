@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from lrp_llm.export import token_section
-from lrp_llm.export.common import level, level_class
-from lrp_llm.export.html import attribution_html
-from lrp_llm.export.report import image_report, patching_report, similarity_report, write_report
+from lrp_llm.export.common import level_class
+from lrp_llm.export.levels import colour_level
+from lrp_llm.export.report import explanation_report, image_report, patching_report, similarity_report, write_report
 from tests.browser import Browser, find_chromium
 from tests.test_report import NASTY, make_attribution
 
@@ -41,7 +41,7 @@ def browser():
 def report(tmp_path_factory):
     a = make_attribution(TOKENS, PROMPT, model="tiny </title><b>model", seed=3)
     path = tmp_path_factory.mktemp("browser") / "report.html"
-    write_report(path, attribution_html(a))
+    write_report(path, explanation_report(a))
     return a, path
 
 
@@ -55,7 +55,7 @@ def expected_classes(a, selection: int, words: bool) -> list[str]:
     (cells,), scale = token_section.view_cells([seg], values, marks, a.prompt_length, words)
     out = []
     for c in cells:
-        cls = level_class(level(c.value, scale)) if c.live else "x"
+        cls = level_class(colour_level(c.value, scale)) if c.live else "x"
         out.append(cls + (" tg" if c.mark else "") + (" a" if c.answer else ""))
     return out
 
@@ -120,8 +120,8 @@ def test_without_script_every_answer_token_is_still_shown(browser, report):
 
 
 def test_other_reports_open_cleanly(browser, tmp_path):
-    from lrp_llm.analyses.bilrp import SimilarityExplanation
-    from lrp_llm.engines.vision import ImageAttribution
+    from lrp_llm.results.image import ImageAttribution
+    from lrp_llm.results.similarity import SimilarityExplanation
     from patching.result import Grid, PatchingResult
 
     rng = np.random.default_rng(0)
@@ -160,7 +160,7 @@ def test_other_reports_open_cleanly(browser, tmp_path):
 def test_nasty_prompt_report_has_no_console_error(browser, tmp_path):
     tokens = ["<s>", *NASTY, " end"]
     path = tmp_path / "nasty.html"
-    write_report(path, attribution_html(make_attribution(tokens, len(tokens) - 3)))
+    write_report(path, explanation_report(make_attribution(tokens, len(tokens) - 3)))
     browser.open(path, "#t1")
     assert browser.eval("document.querySelectorAll('script').length") == 2
     texts = browser.eval("Array.from(document.getElementById('tv0').children).map(e => e.textContent)")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lrp_llm.analyses.bilrp import SimilarityExplanation
+from lrp_llm.results.similarity import SimilarityExplanation
 from synthetic_tasks.shared_nouns import VOCAB, make_tokenizer
 from tests.encoders import tiny_encoder, torch_threads
 from tui.cli import main

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from lrp_llm.engines.vision import ImageAttribution, explain_image, image_relevance, patch_sums
+from lrp_llm.engines.vision import explain_image, image_relevance, patch_sums
 from lrp_llm.errors import InputError
 from lrp_llm.mechanism.context import lrp_rules
+from lrp_llm.results.image import ImageAttribution
 from tests.tiny_t5_vit import Tap, random_pixels, tiny_vit
 
 

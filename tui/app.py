@@ -84,7 +84,7 @@ class XaiApp(App[None]):
     status: reactive[tuple[str, str]] = reactive(("", "info"))
     """(text, kind) of the status line; kind "info", "busy" or "error"."""
     similarity: reactive[Any] = reactive(None, always_update=True)
-    """The similarity view's result (``lrp_llm.analyses.bilrp.SimilarityExplanation``), or None."""
+    """The similarity view's result (``lrp_llm.results.similarity.SimilarityExplanation``), or None."""
     patching: reactive[Any] = reactive(None, always_update=True)
     """The patching view's result (``patching.result.PatchingResult``), or None."""
 
@@ -279,7 +279,7 @@ class XaiApp(App[None]):
             text = p.read_text(encoding="utf-8")
             schema = str(json.loads(text).get("schema", ""))
             if schema.startswith("xai-tui/similarity/"):
-                from lrp_llm.analyses.bilrp import SimilarityExplanation
+                from lrp_llm.results.similarity import SimilarityExplanation
 
                 self.post_message(ResultReady(job, "similarity", SimilarityExplanation.from_json(text), str(p)))
                 return

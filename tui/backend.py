@@ -252,7 +252,7 @@ class EncoderBackend:
                 )
 
     def compare(self, a: str, b: str, method: str = "bilrp", *, should_cancel: ShouldCancel | None = None):
-        """Why ``a`` and ``b`` are similar: a ``lrp_llm.analyses.bilrp.SimilarityExplanation``."""
+        """Why ``a`` and ``b`` are similar: a ``lrp_llm.results.similarity.SimilarityExplanation``."""
         from lrp_llm.analyses.bilrp import SimilarityExplainer
 
         with self.lock:

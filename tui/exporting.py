@@ -22,7 +22,7 @@ class Exportable(Protocol):
 
 @dataclass
 class AttributionExport:
-    """An :class:`Attribution` through ``attribution_html`` and ``Attribution.save``."""
+    """An :class:`Attribution` through ``explanation_report`` and ``Attribution.save``."""
 
     attribution: Attribution
 
@@ -32,10 +32,9 @@ class AttributionExport:
         return f"xai-{self.attribution.method}-{stamp}"
 
     def write_html(self, path: str) -> None:
-        from lrp_llm.export.html import attribution_html
-        from lrp_llm.results.attribution import write_atomic
+        from lrp_llm.export.report import explanation_report, write_report
 
-        write_atomic(path, attribution_html(self.attribution))
+        write_report(path, explanation_report(self.attribution))
 
     def write_json(self, path: str) -> None:
         self.attribution.save(path)
@@ -63,10 +62,9 @@ class SimilarityExport:
         return f"xai-similarity-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
     def write_html(self, path: str) -> None:
-        from lrp_llm.export.report import similarity_report
-        from lrp_llm.results.attribution import write_atomic
+        from lrp_llm.export.report import similarity_report, write_report
 
-        write_atomic(path, similarity_report([self.explanation]))
+        write_report(path, similarity_report([self.explanation]))
 
     def write_json(self, path: str) -> None:
         self.explanation.save(path)  # type: ignore[attr-defined]
@@ -83,10 +81,9 @@ class PatchingExport:
         return f"xai-patching-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
     def write_html(self, path: str) -> None:
-        from lrp_llm.export.report import patching_report
-        from lrp_llm.results.attribution import write_atomic
+        from lrp_llm.export.report import patching_report, write_report
 
-        write_atomic(path, patching_report(self.result))
+        write_report(path, patching_report(self.result))
 
     def write_json(self, path: str) -> None:
         self.result.save(path)  # type: ignore[attr-defined]

@@ -1,7 +1,8 @@
 """Rich renderings for the terminal: token heatmaps, target tables, progress bars.
 
 Colour scale: red = positive relevance, blue = negative, white = none; symmetric
-around zero and normalised by the largest |relevance| of the row shown.
+around zero and normalised by the largest |relevance| of the row shown, in the HTML
+report's ten colour levels per side (:mod:`lrp_llm.export.levels`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+
+from lrp_llm.export.levels import LEVELS, colour_level
 
 
 def progress_bar(console: Console, *, disabled: bool = False) -> Progress:
@@ -28,12 +31,11 @@ def progress_bar(console: Console, *, disabled: bool = False) -> Progress:
 
 
 def relevance_rgb(value: float, scale: float) -> tuple[int, int, int]:
-    """Background colour of a token with relevance ``value`` on a symmetric ``scale``."""
-    if scale <= 0:
-        return (255, 255, 255)
-    v = max(-1.0, min(1.0, value / scale))
-    fade = int(round(255 * (1 - abs(v))))
-    return (255, fade, fade) if v >= 0 else (fade, fade, 255)
+    """Background colour of a token with relevance ``value`` on a symmetric ``scale``, in the
+    report's colour levels (:func:`~lrp_llm.export.levels.colour_level`)."""
+    k = colour_level(value, scale)
+    fade = int(round(255 * (1 - abs(k) / LEVELS)))
+    return (255, fade, fade) if k >= 0 else (fade, fade, 255)
 
 
 def show_token(token: str) -> str:

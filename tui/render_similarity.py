@@ -1,4 +1,4 @@
-"""Rich renderings of a :class:`~lrp_llm.analyses.bilrp.SimilarityExplanation`: top pairs and a compact matrix.
+"""Rich renderings of a :class:`~lrp_llm.results.similarity.SimilarityExplanation`: top pairs and a compact matrix.
 
 Colours as in :mod:`tui.render`: red = the pair adds to the similarity, blue = it takes
 away, normalised by the largest |interaction| shown.

@@ -44,10 +44,9 @@ Methods (same pairing, different first-order maps):
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +58,9 @@ from lrp_llm.archs import get_arch
 from lrp_llm.errors import InputError, ShouldCancel, check_cancel
 from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.mechanism.patch import ModelPatch, freeze_parameters
-from lrp_llm.results.attribution import write_atomic
+from lrp_llm.results.base import run_meta
+from lrp_llm.results.similarity import SimilarityExplanation
 
-SCHEMA = "xai-tui/similarity/1"
 METHODS: tuple[str, ...] = ("bilrp", "grad-x-input-products", "embedding-dot")
 RULES: tuple[str, ...] = ("cp-lrp", "attnlrp")
 POOLINGS: tuple[str, ...] = ("mean", "cls", "last")
@@ -96,127 +95,6 @@ class TokenMap:
         phi = self.embedding
         denom = float(phi @ phi)
         return float(phi @ self.contributions.sum(1)) / denom if denom else float("nan")
-
-
-@dataclass
-class SimilarityExplanation:
-    """Why two texts are similar: token-pair interactions (rows = tokens of a, columns = tokens of b).
-
-    ``interactions`` sum to ``interaction_sum``, which approximates the explained score:
-    ``similarity`` (cosine) in mode "cosine", ``dot`` in mode "dot".
-    """
-
-    model: str
-    method: str
-    rules: str | None
-    pooling: str
-    mode: str
-    text_a: str
-    text_b: str
-    tokens_a: list[str]
-    tokens_b: list[str]
-    interactions: np.ndarray
-    similarity: float
-    dot: float
-    interaction_sum: float
-    seconds: float
-    special_a: list[bool] = field(default_factory=list)
-    special_b: list[bool] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.interactions = np.asarray(self.interactions, dtype=np.float64)
-        if not self.special_a:
-            self.special_a = [False] * len(self.tokens_a)
-        if not self.special_b:
-            self.special_b = [False] * len(self.tokens_b)
-
-    @property
-    def explained(self) -> float:
-        """The score the interactions decompose."""
-        return self.similarity if self.mode == "cosine" else self.dot
-
-    @property
-    def conservation(self) -> float:
-        """Sum of interactions / explained score (1.0 = fully conserved)."""
-        return self.interaction_sum / self.explained if self.explained else float("nan")
-
-    def top_pairs(self, k: int = 10, *, skip_special: bool = True, sign: int = 1) -> list[tuple[int, int, float]]:
-        """The ``k`` largest (``sign=1``) or most negative (``sign=-1``) interactions as ``(i, j, value)``."""
-        m = self.interactions * sign
-        keep = np.ones_like(m, dtype=bool)
-        if skip_special:
-            keep &= ~np.asarray(self.special_a, dtype=bool)[:, None]
-            keep &= ~np.asarray(self.special_b, dtype=bool)[None, :]
-        flat = np.where(keep, m, -np.inf).ravel()
-        order = np.argsort(-flat, kind="stable")[: max(0, k)]
-        n_b = m.shape[1]
-        return [(int(f // n_b), int(f % n_b), float(self.interactions.flat[f])) for f in order if np.isfinite(flat[f])]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA,
-            "model": self.model,
-            "method": self.method,
-            "rules": self.rules,
-            "pooling": self.pooling,
-            "mode": self.mode,
-            "text_a": self.text_a,
-            "text_b": self.text_b,
-            "tokens_a": list(self.tokens_a),
-            "tokens_b": list(self.tokens_b),
-            "special_a": [bool(s) for s in self.special_a],
-            "special_b": [bool(s) for s in self.special_b],
-            "interactions": [[float(v) for v in row] for row in self.interactions],
-            "similarity": self.similarity,
-            "dot": self.dot,
-            "interaction_sum": self.interaction_sum,
-            "conservation": self.conservation,
-            "seconds": self.seconds,
-            "timings": dict(self.timings),
-            "meta": dict(self.meta),
-        }
-
-    def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SimilarityExplanation:
-        tokens_a = [str(t) for t in d["tokens_a"]]
-        tokens_b = [str(t) for t in d["tokens_b"]]
-        matrix = np.asarray(d["interactions"], dtype=np.float64).reshape(len(tokens_a), len(tokens_b))
-        return cls(
-            model=str(d.get("model", "")),
-            method=str(d.get("method", "bilrp")),
-            rules=d.get("rules"),
-            pooling=str(d.get("pooling", "mean")),
-            mode=str(d.get("mode", "cosine")),
-            text_a=str(d.get("text_a", "")),
-            text_b=str(d.get("text_b", "")),
-            tokens_a=tokens_a,
-            tokens_b=tokens_b,
-            interactions=matrix,
-            similarity=float(d["similarity"]),
-            dot=float(d["dot"]),
-            interaction_sum=float(d.get("interaction_sum", matrix.sum())),
-            seconds=float(d.get("seconds", 0.0)),
-            special_a=[bool(s) for s in d.get("special_a", [])],
-            special_b=[bool(s) for s in d.get("special_b", [])],
-            timings={k: float(v) for k, v in d.get("timings", {}).items()},
-            meta=dict(d.get("meta", {})),
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> SimilarityExplanation:
-        return cls.from_dict(json.loads(text))
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        write_atomic(path, self.to_json(indent=1))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> SimilarityExplanation:
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
 
 # ------------------------------------------------------------------ the embedding
@@ -606,6 +484,13 @@ class SimilarityExplainer:
             special_b=list(map_b.special),
             timings={"map_a": map_a.seconds, "map_b": map_b.seconds, "pairing": pairing},
             meta={
+                **run_meta(
+                    "similarity",
+                    method=self.method,
+                    rules=self.rules,
+                    dtype=next(self.model.parameters()).dtype,
+                    device=next(self.model.parameters()).device,
+                ),
                 "conservation_a": map_a.conservation,
                 "conservation_b": map_b.conservation,
                 "dimensions": int(phi_a.shape[0]),

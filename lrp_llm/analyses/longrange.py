@@ -173,8 +173,3 @@ def summarize(
         far_tokens=far_tokens(r, tokens, min_distance=far, k=k),
         far_distance=far,
     )
-
-
-def summarize_attribution(attribution, **kwargs) -> list[LongRange]:
-    """:func:`summarize` for every target of an :class:`~lrp_llm.results.attribution.Attribution`."""
-    return [summarize(t.relevance, attribution.tokens[: t.position], **kwargs) for t in attribution.targets]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 
 import numpy as np
 import torch
@@ -22,6 +21,7 @@ from lrp_llm.errors import Cancelled, InputError, ShouldCancel, check_cancel
 from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.mechanism.patch import freeze_parameters
 from lrp_llm.results.attribution import Attribution, TargetRelevance
+from lrp_llm.results.base import run_meta
 
 METHODS: tuple[str, ...] = (
     "attnlrp",
@@ -455,14 +455,14 @@ def explain(
                 relevance_sum=float(rel[i, :p].double().sum()),
             )
         )
-    meta = {
-        "rules": _RULES[method],
-        "steps": steps if method == "integrated-gradients" else None,
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-        "device": str(input_device(model)),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-    }
+    meta = run_meta(
+        "causal-lm",
+        method=method,
+        rules=_RULES[method],
+        steps=steps if method == "integrated-gradients" else None,
+        dtype=next(model.parameters()).dtype,
+        device=input_device(model),
+    )
     return Attribution(
         model=model_name or _model_name(model),
         method=method,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 
 import numpy as np
 import torch
@@ -25,6 +24,7 @@ from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.mechanism.gradients import RULES, Progress, ShouldCancel, check_method, input_relevance
 from lrp_llm.mechanism.patch import freeze_parameters
 from lrp_llm.results.attribution import Attribution, TargetRelevance
+from lrp_llm.results.base import run_meta
 
 
 def source_ids(tokenizer, prompt: str, context: str | None = None) -> list[int]:
@@ -287,15 +287,14 @@ def explain_seq2seq(
                 source_relevance=r_src[i].numpy().astype(np.float32),
             )
         )
-    meta = {
-        "rules": RULES[method],
-        "steps": steps if method == "integrated-gradients" else None,
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-        "device": str(input_device(model)),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "kind": "seq2seq",
-    }
+    meta = run_meta(
+        "seq2seq",
+        method=method,
+        rules=RULES[method],
+        steps=steps if method == "integrated-gradients" else None,
+        dtype=next(model.parameters()).dtype,
+        device=input_device(model),
+    )
     name = model_name or str(getattr(model, "name_or_path", "") or type(model).__name__)
     return Attribution(
         model=name,

@@ -9,146 +9,20 @@ the CLS token, the position embeddings and the biases keep the rest.
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from lrp_llm.errors import InputError
+from lrp_llm.results.base import run_meta
+from lrp_llm.results.image import ImageAttribution
 
-SCHEMA = "xai-tui/image-attribution/1"
 # Pillow refuses images above this many pixels (decompression bombs); an explained
 # image is resized to the model's input size anyway.
 MAX_PIXELS = 64_000_000
-
-
-@dataclass
-class ImageAttribution:
-    """The explanation of one class score of one image.
-
-    ``image``: (H, W, 3) uint8, the picture as the model saw it (after resizing);
-    ``pixel_relevance``: (H, W); ``patch_relevance``: (H / patch_h, W / patch_w), row-major
-    like the model's patch tokens.
-    """
-
-    model: str
-    method: str
-    label: str
-    label_id: int
-    logit: float
-    probability: float
-    image: np.ndarray
-    pixel_relevance: np.ndarray
-    patch_relevance: np.ndarray
-    patch_size: tuple[int, int]
-    top_labels: list[tuple[str, float]] = field(default_factory=list)
-    relevance_sum: float = float("nan")
-    source: str | None = None
-    seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.image = np.asarray(self.image, dtype=np.uint8)
-        self.pixel_relevance = np.asarray(self.pixel_relevance, dtype=np.float32)
-        self.patch_relevance = np.asarray(self.patch_relevance, dtype=np.float32)
-        self.patch_size = (int(self.patch_size[0]), int(self.patch_size[1]))
-        if self.relevance_sum != self.relevance_sum:
-            self.relevance_sum = float(self.pixel_relevance.astype(np.float64).sum())
-
-    @property
-    def conservation(self) -> float:
-        """Sum of pixel relevance / explained logit."""
-        return self.relevance_sum / self.logit if self.logit else float("nan")
-
-    def top_patches(self, k: int = 5) -> list[int]:
-        """Row-major indices of the ``k`` most relevant patches."""
-        order = np.argsort(-self.patch_relevance.ravel(), kind="stable")
-        return [int(i) for i in order[:k]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA,
-            "model": self.model,
-            "method": self.method,
-            "label": self.label,
-            "label_id": self.label_id,
-            "logit": self.logit,
-            "probability": self.probability,
-            "relevance_sum": self.relevance_sum,
-            "conservation": self.conservation,
-            "top_labels": [[name, float(p)] for name, p in self.top_labels],
-            "patch_size": list(self.patch_size),
-            "patch_relevance": self.patch_relevance.tolist(),
-            "pixel_relevance": self.pixel_relevance.tolist(),
-            "image_png": png_base64(self.image),
-            "source": self.source,
-            "seconds": self.seconds,
-            "timings": dict(self.timings),
-            "meta": dict(self.meta),
-        }
-
-    def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ImageAttribution:
-        return cls(
-            model=str(d["model"]),
-            method=str(d["method"]),
-            label=str(d["label"]),
-            label_id=int(d["label_id"]),
-            logit=float(d["logit"]),
-            probability=float(d.get("probability", float("nan"))),
-            image=decode_png(d["image_png"]),
-            pixel_relevance=np.asarray(d["pixel_relevance"], dtype=np.float32),
-            patch_relevance=np.asarray(d["patch_relevance"], dtype=np.float32),
-            patch_size=tuple(d["patch_size"]),
-            top_labels=[(str(n), float(p)) for n, p in d.get("top_labels", [])],
-            relevance_sum=float(d.get("relevance_sum", float("nan"))),
-            source=d.get("source"),
-            seconds=float(d.get("seconds", 0.0)),
-            timings={k: float(v) for k, v in d.get("timings", {}).items()},
-            meta=dict(d.get("meta", {})),
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> ImageAttribution:
-        return cls.from_dict(json.loads(text))
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        from lrp_llm.results.attribution import write_atomic
-
-        write_atomic(path, self.to_json())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ImageAttribution:
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
-
-
-# ---------------------------------------------------------------------------- images
-def png_base64(image: np.ndarray) -> str:
-    """(H, W, 3) or (H, W) uint8 -> base64 PNG text."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def decode_png(text: str) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(base64.b64decode(text))) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def load_image(path: str | os.PathLike[str]):
@@ -394,16 +268,15 @@ def explain_image(
         source=source,
         seconds=time.perf_counter() - start,
         timings={"explain": float(result["seconds"])},  # type: ignore[arg-type]
-        meta={
-            "kind": "image-classification",
-            "rules": {"attnlrp": "attnlrp", "cp-lrp": "cp-lrp"}.get(str(result["method"])),
-            "steps": steps if result["method"] == "integrated-gradients" else None,
-            "dtype": str(weight.dtype).replace("torch.", ""),
-            "device": str(weight.device),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__,
-        },
+        meta=run_meta(
+            "image-classification",
+            method=str(result["method"]),
+            rules={"attnlrp": "attnlrp", "cp-lrp": "cp-lrp"}.get(str(result["method"])),
+            steps=steps if result["method"] == "integrated-gradients" else None,
+            dtype=weight.dtype,
+            device=weight.device,
+        ),
     )
 
 
-__all__ = ["ImageAttribution", "batch_image_relevance", "explain_image", "image_relevance", "load_image", "patch_sums"]
+__all__ = ["batch_image_relevance", "explain_image", "image_relevance", "load_image", "patch_sums"]

@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-LEVELS = 10  # colour steps on each side of 0
+from lrp_llm.export.levels import LEVELS
 
 # Only inline styles and scripts and data: images; no fetch, font, frame or form target.
 CSP = (
@@ -48,23 +48,6 @@ def clean_text(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
-
-
-def token_text(token: str) -> str:
-    """How a token is shown: as it is, but an empty token gets a visible placeholder."""
-    return token if token else "\u2205"
-
-
-def level(value: float, scale: float) -> int:
-    """Colour level in [-LEVELS, LEVELS] of ``value`` on a symmetric scale of ``scale``.
-
-    Rounds half up (``floor(x + 0.5)``) like JavaScript's ``Math.round``, so the report's
-    script and the static markup agree on every value.
-    """
-    if not scale > 0 or not math.isfinite(value):
-        return 0
-    x = max(-1.0, min(1.0, value / scale)) * LEVELS
-    return int(math.floor(x + 0.5))
 
 
 def level_class(k: int) -> str:

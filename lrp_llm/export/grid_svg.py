@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from lrp_llm.export.common import esc, level, level_class
+from lrp_llm.export.common import esc, level_class
+from lrp_llm.export.levels import colour_level
 
 CHAR_W = 6.8  # px per character of the 11px monospace labels
 
@@ -61,7 +62,7 @@ def grid_svg(
     for r in range(n_r):
         for c in range(n_c):
             val = float(v[r, c])
-            cls = level_class(level(val, scale)) if math.isfinite(val) else "nan"
+            cls = level_class(colour_level(val, scale)) if math.isfinite(val) else "nan"
             parts.append(
                 f'<rect class="{cls}" x="{left + cell * c:.1f}" y="{top + cell * r:.1f}" width="{cell:.1f}" '
                 f'height="{cell:.1f}"><title>{esc(tip(r, c, val))}</title></rect>'

@@ -8,11 +8,14 @@ atomically):
   when the input is long enough, a table of every answer token;
 - :func:`similarity_report` (one or a ranked list of BiLRP ``SimilarityExplanation``);
 - :func:`patching_report` (a ``PatchingResult``);
-- :func:`image_report` (an ``ImageAttribution``, ViT).
+- :func:`image_report` (an ``ImageAttribution``, ViT);
+- :func:`evaluation_report` (an ``Evaluation``: faithfulness of several methods).
 
 Sections live in their own modules (``token_section``, ``longrange_section``,
-``similarity_section``, ``patching_section``, ``image_section``) and share
-``common`` (escaping, colour classes, page skeleton) and ``grid_svg``. No report makes a
+``similarity_section``, ``patching_section``, ``image_section``, ``evaluation_section``)
+and share ``common`` (escaping, colour classes, the one page builder :func:`~.common.page`),
+``levels`` (the colour level of a value) and ``grid_svg``. Every header shows the run's
+date (``meta["date"]``, :func:`lrp_llm.results.base.run_meta`). No report makes a
 network request: no external font, script, style or image, and a Content-Security-Policy
 that forbids them.
 """
@@ -24,11 +27,21 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from lrp_llm.export import image_section, longrange_section, patching_section, similarity_section, token_section
+from lrp_llm.export import (
+    evaluation_section,
+    image_section,
+    longrange_section,
+    patching_section,
+    similarity_section,
+    token_section,
+)
 from lrp_llm.export.common import as_dict, esc, fmt, info_table, page, timings_text
-from lrp_llm.results.attribution import Attribution, write_atomic
+from lrp_llm.results.attribution import Attribution
+from lrp_llm.results.base import write_atomic
 
-SECTION_CSS = token_section.CSS + longrange_section.CSS + similarity_section.CSS + image_section.CSS
+SECTION_CSS = (
+    token_section.CSS + longrange_section.CSS + similarity_section.CSS + image_section.CSS + evaluation_section.CSS
+)
 
 
 def _conservation_text(a: Attribution) -> str:
@@ -77,7 +90,7 @@ def explanation_report(
             ("explained", f"{len(a.targets)} answer tokens"),
             ("\u03a3 relevance / logit", _conservation_text(a)),
             ("timings", timings_text(a.seconds, a.timings)),
-            ("run", _meta_text(a.meta, ("rules", "date"))),
+            ("run", _meta_text(a.meta, ("method", "rules", "date"))),
         ]
     )
     tokens_html, script = token_section.render(a, noscript_budget=noscript_budget)
@@ -146,9 +159,30 @@ def image_report(a: Any, *, title: str | None = None) -> str:
     return page(title, [f"<h1>{esc(title)}</h1>", header, image_section.render(a)], css=SECTION_CSS)
 
 
+def evaluation_report(ev: Any, *, title: str | None = None) -> str:
+    """The faithfulness report of an :class:`~lrp_llm.analyses.evaluate.Evaluation`."""
+    title = title or f"Faithfulness of explanations: {ev.model}"
+    header = info_table(
+        [
+            ("model", ev.model),
+            ("items", f"{ev.n_items} items, {ev.n_answered} answered by the model"),
+            ("removal", f"{ev.strategy}, {ev.steps} steps"),
+            ("date", ev.meta.get("date") or "—"),
+        ]
+    )
+    return page(title, [f"<h1>{esc(title)}</h1>", header, evaluation_section.render(ev)], css=SECTION_CSS)
+
+
 def write_report(path: str | os.PathLike[str], text: str) -> None:
     """Write a report atomically (temporary file, then rename: never half a file)."""
     write_atomic(path, text)
 
 
-__all__ = ["explanation_report", "image_report", "patching_report", "similarity_report", "write_report"]
+__all__ = [
+    "evaluation_report",
+    "explanation_report",
+    "image_report",
+    "patching_report",
+    "similarity_report",
+    "write_report",
+]

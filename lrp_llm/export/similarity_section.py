@@ -1,7 +1,7 @@
 """BiLRP section: the token-pair interaction matrix (SVG heatmap) and a two-column token
 view with lines between the strongest pairs (SVG).
 
-Input: a :class:`~lrp_llm.analyses.bilrp.SimilarityExplanation` or its ``to_dict()``: ``tokens_a``,
+Input: a :class:`~lrp_llm.results.similarity.SimilarityExplanation` or its ``to_dict()``: ``tokens_a``,
 ``tokens_b``, ``interactions`` (rows = tokens of a, columns = tokens of b),
 ``special_a``/``special_b``, ``similarity``, ``dot``, ``interaction_sum``, ``mode``,
 ``text_a``, ``text_b``, ``method``, ``rules``, ``pooling``, ``meta`` (``rank`` when ranked).

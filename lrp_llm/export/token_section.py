@@ -14,8 +14,9 @@ Layout (one ``<section id="tokens">``):
   links jump to it), limited to ``NOSCRIPT_BUDGET`` token spans in all; larger reports
   say how many answer tokens were left to the script.
 
-Colours: a symmetric scale per selection, ``level = round_half_up(10 * v / max|v|)``
-(:func:`~lrp_llm.export.common.level`); the script computes the same levels.
+Colours: a symmetric scale per selection, ``level = colour_level(v, max|v|)``
+(:mod:`lrp_llm.export.levels`: 10 steps, half-steps away from zero); the script computes
+the same levels with the same rule (``LEVEL_JS``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from functools import lru_cache
 import numpy as np
 
 from lrp_llm.analyses.words import word_spans, word_texts
-from lrp_llm.export.common import esc, fmt, json_for_script, legend, level, level_class
+from lrp_llm.export.common import esc, fmt, json_for_script, legend, level_class
+from lrp_llm.export.levels import LEVEL_JS, colour_level
 from lrp_llm.results.attribution import Attribution
 
 NOSCRIPT_BUDGET = 30_000  # token spans in the no-script fallback blocks, all blocks together
@@ -49,7 +51,7 @@ CSS = (
     ".block{margin:1em 0;padding:.6em;border:1px solid #ddd;border-radius:6px}"
 )
 
-# Decodes the selection's float32 arrays, computes the same levels as common.level,
+# Decodes the selection's float32 arrays, computes the same levels as levels.colour_level (LEVEL_JS),
 # and sets class and title of every token span; the spans are the children of each
 # segment's container, in token order.
 SCRIPT = r"""
@@ -63,10 +65,7 @@ SCRIPT = r"""
     for (i = 0; i < n; i++) out[i] = dv.getFloat32(4 * i, true);
     return out;
   }
-  function lvl(v, s) {
-    if (!(s > 0) || !isFinite(v)) return 0;
-    return Math.floor(Math.max(-1, Math.min(1, v / s)) * 10 + 0.5);
-  }
+  LEVEL_FUNCTION
   function cls(k) { return k >= 0 ? "p" + k : "n" + (-k); }
   function num(v) { return String(parseFloat(v.toPrecision(4))); }
   function selection(t) {
@@ -148,7 +147,7 @@ SCRIPT = r"""
   select(fromHash());
   document.documentElement.setAttribute("data-ready", "1");
 })();
-"""
+""".replace("LEVEL_FUNCTION", LEVEL_JS)
 
 
 @dataclass
@@ -250,7 +249,7 @@ def view_cells(
 def _spans(cells: list[_Cell], texts: list[str], scale: float) -> str:
     out = []
     for c, text in zip(cells, texts):
-        cls = level_class(level(c.value, scale)) if c.live else "x"
+        cls = level_class(colour_level(c.value, scale)) if c.live else "x"
         if c.mark:
             cls += " tg"
         if c.answer:

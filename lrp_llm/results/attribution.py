@@ -3,16 +3,12 @@ the TUI, the exporters and the tests alike."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-SCHEMA = "xai-tui/attribution/1"
+from lrp_llm.results.base import JsonResult, as_float, float_array
 
 
 @dataclass
@@ -71,17 +67,19 @@ class TargetRelevance:
             position=int(d["position"]),
             token=str(d["token"]),
             id=int(d["id"]),
-            logit=float(d["logit"]),
-            probability=float(d.get("probability", float("nan"))),
-            relevance=np.asarray(d["relevance"], dtype=np.float32),
-            relevance_sum=float(d.get("relevance_sum", float("nan"))),
-            source_relevance=np.asarray(d["source_relevance"], dtype=np.float32) if "source_relevance" in d else None,
+            logit=as_float(d["logit"]),
+            probability=as_float(d.get("probability")),
+            relevance=float_array(d["relevance"]),
+            relevance_sum=as_float(d.get("relevance_sum")),
+            source_relevance=float_array(d["source_relevance"]) if "source_relevance" in d else None,
         )
 
 
 @dataclass
-class Attribution:
+class Attribution(JsonResult):
     """Explanations of one or more tokens of one sequence (prompt + answer)."""
+
+    SCHEMA = "xai-tui/attribution/1"
 
     model: str
     method: str
@@ -111,9 +109,8 @@ class Attribution:
             out[i, : t.position] = t.relevance
         return out
 
-    def to_dict(self) -> dict[str, Any]:
+    def _fields(self) -> dict[str, Any]:
         d = {
-            "schema": SCHEMA,
             "model": self.model,
             "method": self.method,
             "tokens": list(self.tokens),
@@ -134,11 +131,8 @@ class Attribution:
             d["source_ids"] = [int(i) for i in self.source_ids or []]
         return d
 
-    def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Attribution:
+    def _from_fields(cls, d: dict[str, Any]) -> Attribution:
         return cls(
             model=str(d["model"]),
             method=str(d["method"]),
@@ -152,33 +146,3 @@ class Attribution:
             source_tokens=[str(t) for t in d["source_tokens"]] if "source_tokens" in d else None,
             source_ids=[int(i) for i in d["source_ids"]] if "source_ids" in d else None,
         )
-
-    @classmethod
-    def from_json(cls, text: str) -> Attribution:
-        return cls.from_dict(json.loads(text))
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        write_atomic(path, self.to_json(indent=1))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Attribution:
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
-
-
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename: never half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        # mkstemp makes the file private (0600); give it the permissions open() would (0666 - umask),
-        # so a report meant for sharing is readable like any other file the user writes.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_from_args(args, err)
     from lrp_llm.analyses.evaluate import check_methods, evaluate
     from lrp_llm.engines.causal_lm import default_method
-    from lrp_llm.results.attribution import write_atomic
+    from lrp_llm.results.base import write_atomic
 
     if methods is None:
         methods = [default_method(model), "grad-x-input", "random"]
@@ -106,9 +106,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_atomic(args.json, evaluation.to_json())
     if args.html:
-        from lrp_llm.export.evaluation_html import evaluation_html
+        from lrp_llm.export.report import evaluation_report, write_report
 
-        write_atomic(args.html, evaluation_html(evaluation))
+        write_report(args.html, evaluation_report(evaluation))
     return 0
 
 

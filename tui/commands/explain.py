@@ -77,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
         return run_image(args, model, tokenizer, out)
 
     from lrp_llm.engines.causal_lm import explain
-    from lrp_llm.results.attribution import write_atomic
 
     from ..render import progress_bar, render_attribution
 
@@ -119,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         attribution.save(args.json)
     if args.html:
-        from lrp_llm.export.html import attribution_html
+        from lrp_llm.export.report import explanation_report, write_report
 
-        write_atomic(args.html, attribution_html(attribution))
+        write_report(args.html, explanation_report(attribution))
     return 0

@@ -34,7 +34,6 @@ def run_image(args: argparse.Namespace, model, processor, out) -> int:
     from lrp_llm.archs import get_arch
     from lrp_llm.engines.vision import explain_image
     from lrp_llm.errors import InputError
-    from lrp_llm.results.attribution import write_atomic
 
     if not is_image_classifier(model):
         raise InputError(f"--image needs an image classifier such as ViT; this is a {get_arch(model).kind} model")
@@ -54,9 +53,9 @@ def run_image(args: argparse.Namespace, model, processor, out) -> int:
     if args.json:
         attribution.save(args.json)
     if args.html:
-        from lrp_llm.export.report import image_report
+        from lrp_llm.export.report import image_report, write_report
 
-        write_atomic(args.html, image_report(attribution))
+        write_report(args.html, image_report(attribution))
     return 0
 
 

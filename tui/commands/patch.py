@@ -73,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
     out = Console()
     model, tokenizer = load_model_from_args(args, err)
 
-    from lrp_llm.results.attribution import write_atomic
     from patching.experiment import run_patching
 
     from ..render import progress_bar
@@ -106,9 +105,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         result.save(args.json)
     if args.html:
-        from lrp_llm.export.report import patching_report
+        from lrp_llm.export.report import patching_report, write_report
 
-        write_atomic(args.html, patching_report(result))
+        write_report(args.html, patching_report(result))
     return 0
 
 

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_from_args(args, err)
 
     from lrp_llm.analyses.bilrp import SimilarityExplainer
-    from lrp_llm.results.attribution import write_atomic
+    from lrp_llm.results.base import write_atomic
 
     from ..render import progress_bar
     from ..render_similarity import ranking_table, render_similarity
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             doc = {"schema": "xai-tui/similarity-ranking/1", "a": args.a, "results": [e.to_dict() for e in results]}
             write_atomic(args.json, json.dumps(doc, indent=1))
     if args.html:
-        from lrp_llm.export.report import similarity_report
+        from lrp_llm.export.report import similarity_report, write_report
 
-        write_atomic(args.html, similarity_report(results))
+        write_report(args.html, similarity_report(results))
     return 0

@@ -7,8 +7,9 @@ a prompt of thousands of tokens costs only the visible lines per frame.
 ``AnswerTokens`` adds a cursor moved with the arrow keys or the mouse.
 
 Colours: red = positive relevance (the token supports the explained one), blue =
-negative; the strength is |value| / ``scale`` in ten steps, blended over the widget's
-background so it reads on dark and light themes alike.
+negative; the strength is |value| / ``scale`` in ten steps (the HTML report's levels,
+:mod:`lrp_llm.export.levels`), blended over the widget's background so it reads on dark
+and light themes alike.
 """
 
 from __future__ import annotations
@@ -30,17 +31,15 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from lrp_llm.export.levels import LEVELS, colour_level
+
 POSITIVE = Color(214, 39, 40)
 NEGATIVE = Color(31, 119, 220)
-LEVELS = 10
 
 
 def relevance_level(value: float, scale: float) -> float:
-    """Signed strength in [-1, 1], rounded to tenths (0 when ``scale`` is 0 or not finite)."""
-    if not scale or not math.isfinite(scale) or not math.isfinite(value):
-        return 0.0
-    v = max(-1.0, min(1.0, value / scale))
-    return round(v * LEVELS) / LEVELS
+    """Signed strength in [-1, 1] in tenths: the report's colour level (:func:`colour_level`) / LEVELS."""
+    return colour_level(value, scale) / LEVELS
 
 
 def relevance_color(value: float, scale: float, background: Color) -> Color:
