@@ -274,14 +274,14 @@ def test_static_view_and_encoded_data_match_hand_computation():
     total = a.targets[0].relevance.astype(np.float64).copy()
     total = np.pad(total, (0, 1)) + a.targets[1].relevance
     assert np.allclose(floats(data["sum"]["v"][0]), total, atol=1e-6)
-    # the static markup shows the summed view, coloured by hand: round half up of 10 v / max |v|
+    # the static markup shows the summed view, coloured by hand: 10 v / max |v| rounded, half-steps away from 0
     s = floats(data["sum"]["v"][0]).astype(np.float64)
     scale = np.abs(s).max()
     spans = token_spans(tree, "tv0")
     classes = [tree.elements[i][1]["class"] for i in spans]
     for j, c in enumerate(classes):
         if j < len(s):
-            k = int(math.floor(10 * s[j] / scale + 0.5))
+            k = int(math.copysign(math.floor(abs(s[j] / scale * 10) + 0.5), s[j]))
             assert c.split()[0] == (f"p{k}" if k >= 0 else f"n{-k}")
         else:
             assert c.split()[0] == "x"
