@@ -44,10 +44,9 @@ class ArchSpec:
 
     def apply(self, patch: ModelPatch, model: nn.Module, rules: str) -> None:
         """Install the rule set ``rules`` on ``model``, recorded in ``patch``."""
-        if rules not in self.rules:
-            raise ValueError(
-                f"unknown rule set {rules!r} for {self.family} models; choose from {', '.join(self.rules)}"
-            )
+        known = self.rules + self.patching_rules
+        if rules not in known:
+            raise ValueError(f"unknown rule set {rules!r} for {self.family} models; choose from {', '.join(known)}")
         if self.install is not None:
             self.install(patch, model, rules)
         else:
