@@ -104,13 +104,13 @@ def find_parts(model: nn.Module, parts: TransformerParts) -> dict[str, list[nn.M
 
 def check_counts(model: nn.Module, parts: TransformerParts, found: dict[str, list[nn.Module]]) -> None:
     """Refuse a checkpoint whose module counts differ from the family's layout (one-line error)."""
+    if parts.expected is None:
+        return
     got = {
         "attention": len(found["attentions"]),
         "mlp": len(found["mlps"]) + len(found["gated_mlps"]),
         "norm": len(found["norms"]),
     }
-    if parts.expected is None:
-        return
     want = parts.expected(model.config)
     if any(got[key] != n for key, n in want.items()):
         expected = ", ".join(f"{n} {key} modules" for key, n in want.items())
