@@ -243,7 +243,7 @@ def install_edge_edits(
 ) -> None:
     """Point the edited layers' attention at :func:`edge_attention_forward` until ``patch`` exits."""
     sm = sites or site_map(model)
-    if sm.family != "llama":
+    if "attn" not in sm.kinds:
         raise InputError(f"attention-edge edits need attention layers; a {sm.family}-family model has none")
     by_layer: dict[int, list[EdgeEdit]] = {}
     for e in edits:
@@ -255,7 +255,7 @@ def install_edge_edits(
     _acquire()
     patch.on_exit(_release)
     for layer, layer_edits in by_layer.items():
-        attn = sm.layers[layer].self_attn
+        attn = sm.module(layer, "attn")
         had = _EDITS.get(attn)
         _EDITS[attn] = [*(had or []), *layer_edits]
         own_config = attn.__dict__.get("config")

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from lrp_llm.errors import InputError
+from lrp_llm.errors import InputError, ShouldCancel, check_cancel
 from lrp_llm.results.base import run_meta
 
 from .metrics import Reference, check_metrics
 from .relp import attribution_patching, pearson
 from .result import DIRECTIONS, PatchingResult
-from .sites import site_map
-from .sweeps import ShouldCancel, _kinds, make_variants, sweep, sweep_grids
+from .sites import SiteMap, site_map
+from .sweeps import SweepOutput, check_same_length, sweep, sweep_grids, sweep_kinds
+from .variants import make_variants
 
 METHODS = ("sweep", "relp", "both")
 # progress(stage, done, total); stage is e.g. "sweep denoise" or "relp noise"
@@ -39,6 +41,30 @@ def prompt_ids(tokenizer, text: str, what: str, *, chat: bool = False) -> list[i
     if not text or not text.strip():
         raise InputError(f"the {what} prompt is empty; pass some text with --{what}")
     return build_prompt_ids(tokenizer, text, chat=chat)
+
+
+@dataclass(frozen=True)
+class _Experiment:
+    """One prompt pair, its answer tokens and the options every stage of :func:`run_patching` reads."""
+
+    model: nn.Module
+    sites: SiteMap
+    kinds: list[str]
+    clean_ids: list[int]
+    corrupted_ids: list[int]
+    answer_id: int
+    wrong_id: int
+    reference: Reference
+    metrics: tuple[str, ...]
+    positions: Sequence[int] | None
+    engine: str
+    labels: list[str]  # column labels: the base run's tokens, "a/b" where the prompts differ
+    progress: StageProgress | None
+    should_cancel: ShouldCancel | None
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
 
 
 def run_patching(
@@ -73,17 +99,13 @@ def run_patching(
             raise InputError(f"unknown direction '{d}'; choose denoise (clean -> corrupted) or noise")
     metrics = check_metrics(metrics)
     sm = site_map(model)
-    kinds = _kinds(sm, sites)
+    kinds = sweep_kinds(sm, sites)
     t0 = time.perf_counter()
     clean_ids = prompt_ids(tokenizer, clean, "clean", chat=chat) if isinstance(clean, str) else list(clean)
     corrupted_ids = (
         prompt_ids(tokenizer, corrupted, "corrupted", chat=chat) if isinstance(corrupted, str) else list(corrupted)
     )
-    if len(clean_ids) != len(corrupted_ids):
-        raise InputError(
-            f"the clean and corrupted prompts must have the same number of tokens to patch position by position "
-            f"(got {len(clean_ids)} and {len(corrupted_ids)}); rephrase one of them"
-        )
+    check_same_length(len(clean_ids), len(corrupted_ids))
     answer_id = answer if isinstance(answer, int) else answer_token(tokenizer, answer, "answer")
     wrong_id = wrong if isinstance(wrong, int) else answer_token(tokenizer, wrong, "wrong")
     if answer_id == wrong_id:
@@ -92,6 +114,52 @@ def run_patching(
         )
 
     from lrp_llm.engines.causal_lm import input_device, token_strings
+
+    reference, baseline = _baseline(model, clean_ids, corrupted_ids, answer_id, wrong_id)
+    result = PatchingResult(
+        model=model_name or str(getattr(model, "name_or_path", type(model).__name__)),
+        clean_tokens=token_strings(tokenizer, clean_ids),
+        corrupted_tokens=token_strings(tokenizer, corrupted_ids),
+        clean_ids=clean_ids,
+        corrupted_ids=corrupted_ids,
+        answer=tokenizer.decode([answer_id]),
+        wrong=tokenizer.decode([wrong_id]),
+        answer_id=answer_id,
+        wrong_id=wrong_id,
+        baseline=baseline,
+    )
+    labels = [a if a == b else f"{a}/{b}" for a, b in zip(result.clean_tokens, result.corrupted_tokens)]
+    exp = _Experiment(
+        model, sm, kinds, clean_ids, corrupted_ids, answer_id, wrong_id, reference, metrics, positions, engine,
+        labels, progress, should_cancel,
+    )  # fmt: skip
+    engines: dict[str, str] = {}
+    for direction in directions:
+        sweep_out = None
+        if method in ("sweep", "both"):
+            sweep_out = _sweep_stage(exp, direction, result)
+            engines[direction] = sweep_out.engine
+        if method in ("relp", "both"):
+            for estimator in ("relp", "atp"):
+                _estimate_stage(exp, direction, estimator, sweep_out, result)
+    result.seconds = time.perf_counter() - t0
+    result.meta = {
+        **run_meta("patching", method=method, dtype=next(model.parameters()).dtype, device=input_device(model)),
+        "sites": list(kinds),
+        "directions": list(directions),
+        "metrics": list(metrics),
+        "engine": engines,
+        "family": sm.family,
+        "positions": None if positions is None else [int(p) for p in positions],
+    }
+    return result
+
+
+def _baseline(
+    model: nn.Module, clean_ids: list[int], corrupted_ids: list[int], answer_id: int, wrong_id: int
+) -> tuple[Reference, dict[str, dict[str, float]]]:
+    """The reference of the recovery metric and each prompt's unpatched logit difference, probabilities and KL."""
+    from lrp_llm.engines.causal_lm import input_device
 
     device = input_device(model)
     with torch.no_grad():
@@ -109,79 +177,44 @@ def run_patching(
             "p_wrong": float(p[wrong_id]),
             "kl": float(reference.kl(lg[None])[0]),  # from the clean run
         }
-    result = PatchingResult(
-        model=model_name or str(getattr(model, "name_or_path", type(model).__name__)),
-        clean_tokens=token_strings(tokenizer, clean_ids),
-        corrupted_tokens=token_strings(tokenizer, corrupted_ids),
-        clean_ids=clean_ids,
-        corrupted_ids=corrupted_ids,
-        answer=tokenizer.decode([answer_id]),
-        wrong=tokenizer.decode([wrong_id]),
-        answer_id=answer_id,
-        wrong_id=wrong_id,
-        baseline=baseline,
-    )
-    # Column labels: the base run's tokens (equal where the prompts agree); "a/b" where they differ.
-    labels = [a if a == b else f"{a}/{b}" for a, b in zip(result.clean_tokens, result.corrupted_tokens)]
-    T = len(clean_ids)
-    n_variants = len(make_variants(sm, kinds, T, positions, None))
-    engines: dict[str, str] = {}
-    for direction in directions:
-        sweep_out = None
-        if method in ("sweep", "both"):
-            stage = f"sweep {direction}"
+    return reference, baseline
 
-            def on_progress(done: int, total: int, stage=stage) -> None:
-                if progress is not None:
-                    progress(stage, done, total)
 
-            on_progress(0, n_variants)
-            sweep_out = sweep(
-                model, clean_ids, corrupted_ids, answer_id, wrong_id, kinds=kinds, direction=direction,
-                positions=positions, metrics=metrics, engine=engine, reference=reference,
-                progress=on_progress, should_cancel=should_cancel,
-            )  # fmt: skip
-            engines[direction] = sweep_out.engine
-            result.timings[stage] = sweep_out.seconds
-            result.grids += sweep_grids(sweep_out, sm.n_layers, labels, "sweep")
-        if method in ("relp", "both"):
-            for est in ("relp", "atp"):
-                stage = f"{est} {direction}"
-                if progress is not None:
-                    progress(stage, 0, 1)
-                if should_cancel is not None and should_cancel():
-                    from lrp_llm.errors import Cancelled
+def _sweep_stage(exp: _Experiment, direction: str, result: PatchingResult) -> SweepOutput:
+    stage = f"sweep {direction}"
 
-                    raise Cancelled()
-                est_out = attribution_patching(
-                    model, clean_ids, corrupted_ids, answer_id, wrong_id, method=est, kinds=kinds,
-                    direction=direction, positions=positions, reference=reference,
-                )  # fmt: skip
-                result.timings[stage] = est_out.seconds
-                result.grids += sweep_grids(est_out, sm.n_layers, labels, est)
-                if progress is not None:
-                    progress(stage, 1, 1)
-                if sweep_out is not None:
-                    for kind in kinds:
-                        result.correlations.append(
-                            {
-                                "kind": kind,
-                                "direction": direction,
-                                "method": est,
-                                "metric": "logit_diff",
-                                "pearson_r": pearson(
-                                    est_out.values[(kind, "logit_diff")], sweep_out.values[(kind, "logit_diff")]
-                                ),
-                            }
-                        )
-    result.seconds = time.perf_counter() - t0
-    result.meta = {
-        **run_meta("patching", method=method, dtype=next(model.parameters()).dtype, device=device),
-        "sites": list(kinds),
-        "directions": list(directions),
-        "metrics": list(metrics),
-        "engine": engines,
-        "family": sm.family,
-        "positions": None if positions is None else [int(p) for p in positions],
-    }
-    return result
+    def on_progress(done: int, total: int) -> None:
+        exp.report(stage, done, total)
+
+    on_progress(0, len(make_variants(exp.sites, exp.kinds, len(exp.clean_ids), exp.positions, None)))
+    out = sweep(
+        exp.model, exp.clean_ids, exp.corrupted_ids, exp.answer_id, exp.wrong_id, kinds=exp.kinds,
+        direction=direction, positions=exp.positions, metrics=exp.metrics, engine=exp.engine,
+        reference=exp.reference, progress=on_progress, should_cancel=exp.should_cancel,
+    )  # fmt: skip
+    result.timings[stage] = out.seconds
+    result.grids += sweep_grids(out, exp.sites.n_layers, exp.labels, "sweep")
+    return out
+
+
+def _estimate_stage(
+    exp: _Experiment, direction: str, estimator: str, sweep_out: SweepOutput | None, result: PatchingResult
+) -> None:
+    """Attribution patching (``estimator``: relp or atp), and its correlation with the sweep when there is one."""
+    stage = f"{estimator} {direction}"
+    exp.report(stage, 0, 1)
+    check_cancel(exp.should_cancel)
+    out = attribution_patching(
+        exp.model, exp.clean_ids, exp.corrupted_ids, exp.answer_id, exp.wrong_id, method=estimator,
+        kinds=exp.kinds, direction=direction, positions=exp.positions, reference=exp.reference,
+    )  # fmt: skip
+    result.timings[stage] = out.seconds
+    result.grids += sweep_grids(out, exp.sites.n_layers, exp.labels, estimator)
+    exp.report(stage, 1, 1)
+    if sweep_out is None:
+        return
+    for kind in exp.kinds:
+        r = pearson(out.values[(kind, "logit_diff")], sweep_out.values[(kind, "logit_diff")])
+        result.correlations.append(
+            {"kind": kind, "direction": direction, "method": estimator, "metric": "logit_diff", "pearson_r": r}
+        )

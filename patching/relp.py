@@ -9,7 +9,8 @@ efficient circuit discovery via relevance patching") uses LRP propagation coeffi
 instead: the gradient of the base run under LRP rules (:func:`lrp_llm.mechanism.context.lrp_rules`).
 The rule set ``"relp"`` follows the paper: norms with a constant scale (LN-rule), the
 identity rule on activations and the half rule on the gated product (as in AttnLRP),
-and the attention pattern held constant (AH-rule, relevance through the values only).
+and the attention pattern held constant (AH-rule, relevance through the values only);
+it is one of the family's rule sets (:mod:`lrp_llm.archs.blocks`).
 ``rules="attnlrp"`` (the softmax rule of AttnLRP) and ``"cp-lrp"`` are available for
 comparison; on SmolLM2 the paper's set tracks the real sweep best
 (``benchmarks/results/relp.md``). Mamba models use their own rules (MambaLRP).
@@ -22,8 +23,8 @@ outputs (summed over the hidden dimension per position) and heads (at the input 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from lrp_llm.mechanism.patch import ModelPatch, freeze_parameters
 from .interventions import _first
 from .metrics import Reference
 from .sites import SiteMap, normalise_positions, site_map
-from .sweeps import SweepOutput, _kinds, base_and_source
+from .sweeps import SweepOutput, base_and_source, sweep_kinds
 
 # method -> rule set of the backward pass
 METHODS = {"relp": "relp", "atp": None}
@@ -49,14 +50,10 @@ def _capture_modules(sm: SiteMap, kinds: Sequence[str]) -> list[tuple[str, int, 
         for i, layer in enumerate(sm.layers):
             if kind == "resid":
                 out.append((kind, i, layer, "output"))
-            elif kind == "attn":
-                out.append((kind, i, layer.self_attn, "output"))
-            elif kind == "mlp":
-                out.append((kind, i, layer.mlp, "output"))
-            elif kind == "mixer":
-                out.append((kind, i, layer.mixer, "output"))
-            elif kind == "head":  # all heads of a layer at once: the whole o_proj input
-                out.append((kind, i, layer.self_attn.o_proj, "input"))
+            elif kind == "head":  # all heads of a layer at once: the whole input of the output projection
+                out.append((kind, i, sm.module(i, kind), "input"))
+            else:
+                out.append((kind, i, sm.module(i, kind), "output"))
     return out
 
 
@@ -78,31 +75,16 @@ def _record(patch: ModelPatch, targets, store: dict) -> None:
             patch.on_exit(handle.remove)
 
 
-@contextmanager
-def backward_rules(model: nn.Module, rules: str | None) -> Iterator[ModelPatch]:
-    """The rule set of the backward pass: "relp", "attnlrp", "cp-lrp" or None (plain gradient)."""
+def backward_rules(model: nn.Module, rules: str | None) -> AbstractContextManager[ModelPatch]:
+    """The rule set of the backward pass: "relp", "attnlrp", "cp-lrp" or None (plain gradient).
+
+    "relp" is a rule set of the model's family (:mod:`lrp_llm.archs.blocks`; MambaLRP on Mamba).
+    """
     from lrp_llm.mechanism.context import lrp_rules
-    from lrp_llm.mechanism.primitives import scale_grad
 
     if rules not in RULES:
         raise InputError(f"unknown rule set '{rules}'; choose from relp, attnlrp, cp-lrp or none")
-    sm = site_map(model)
-    if rules == "relp" and sm.family != "llama":
-        from lrp_llm.archs import get_arch
-
-        rules_here = get_arch(model).default_method  # e.g. MambaLRP: no attention to hold constant
-    else:
-        rules_here = "attnlrp" if rules == "relp" else rules
-    with lrp_rules(model, rules_here) as patch:
-        if rules == "relp" and sm.family == "llama":
-            for layer in sm.layers:
-                attn = layer.self_attn
-                # AH-rule: the attention pattern is a constant; relevance flows through the values only
-                patch.hook_output(attn.q_proj, lambda _m, _a, out: _first(out).detach())
-                patch.hook_output(attn.k_proj, lambda _m, _a, out: _first(out).detach())
-                # ... which then take all of A*V's share instead of AttnLRP's half
-                patch.hook_output(attn.v_proj, lambda _m, _a, out: scale_grad(_first(out), 2.0))
-        yield patch
+    return lrp_rules(model, rules)
 
 
 def attribution_patching(
@@ -128,7 +110,7 @@ def attribution_patching(
         raise InputError(f"unknown attribution-patching method '{method}'; choose relp or atp")
     base, source = base_and_source(model, clean_ids, corrupted_ids, direction)
     sm = site_map(model)
-    kinds = _kinds(sm, kinds)
+    kinds = sweep_kinds(sm, kinds)
     T = base.shape[1]
     pos = normalise_positions(positions, T)
     hpos = normalise_positions(head_positions, T)

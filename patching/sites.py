@@ -15,9 +15,9 @@ Heads are taken where they are still separate: the input of the output projectio
 the concatenation of the heads' outputs, ``head_dim`` values each. Attention edges
 (layer, head, query, key) live in :mod:`patching.edges`.
 
-The map is per family, decided from the blocks' structure: Llama-style decoders
-(``self_attn.o_proj`` + ``mlp.down_proj``: Llama, Mistral, Qwen2/3, Gemma 1-3, OLMo-2,
-Granite) and Mamba-style blocks (``mixer``: Mamba, Mamba-2).
+Where each site lives comes from the family's description (``ArchSpec.blocks``, a
+:class:`lrp_llm.archs.description.BlockPaths`): a family offers the kinds whose parts it
+names (Llama family: attention, heads, MLP, neurons; Mamba: the mixer).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from lrp_llm.archs.description import BlockPaths, resolve
 from lrp_llm.errors import InputError, UnsupportedModelError
 
 # The kinds a layer x position sweep can patch, and the kinds with an index.
@@ -88,41 +89,67 @@ class Location:
     squeeze: bool = False  # neuron: the site tensor is (batch, pos), one column
 
 
+def _patchable(blocks: BlockPaths | None) -> bool:
+    return blocks is not None and (blocks.attention is not None or blocks.mixer is not None)
+
+
+def _unsupported(model: nn.Module) -> UnsupportedModelError:
+    from lrp_llm.archs import arch_for_model_type, supported_model_types
+
+    name = getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
+    supported = [t for t in supported_model_types() if _patchable(arch_for_model_type(t).blocks)]
+    return UnsupportedModelError(f"patching does not support '{name}'; supported: {', '.join(supported)}")
+
+
 class SiteMap:
-    """The sites of one model, per architecture family."""
+    """The sites of one model, read from its family's :class:`BlockPaths`."""
 
     def __init__(self, model: nn.Module) -> None:
-        from lrp_llm.mechanism.context import decoder_layers
+        from lrp_llm.archs import find_arch
 
-        self.model = model
-        layers = decoder_layers(model)
+        spec = find_arch(model)
+        if spec is None or not _patchable(spec.blocks):
+            raise _unsupported(model)
+        blocks = spec.blocks
+        layers = blocks.layer_list(model)
         if layers is None or len(layers) == 0:
             raise UnsupportedModelError(
-                f"{type(model).__name__}: no list of blocks found; patching supports Llama-family and Mamba models"
+                f"{type(model).__name__}: no blocks at '{blocks.layers}'; this checkpoint's layout is not supported"
             )
+        self.model = model
+        self.family = spec.family
+        self.blocks = blocks
         self.layers = layers
         self.n_layers = len(layers)
         first = layers[0]
-        attn = getattr(first, "self_attn", None)
-        mlp = getattr(first, "mlp", None)
-        if attn is not None and hasattr(attn, "o_proj") and mlp is not None and hasattr(mlp, "down_proj"):
-            self.family = "llama"
-            self.kinds: tuple[str, ...] = ("resid", "attn", "mlp", "head", "neuron")
+        paths = {
+            "attn": blocks.attention,
+            "mlp": blocks.mlp,
+            "mixer": blocks.mixer,
+            "head": blocks.heads,
+            "neuron": blocks.neurons,
+        }
+        missing = [p for p in paths.values() if p is not None and resolve(first, p) is None]
+        if missing:
+            raise UnsupportedModelError(
+                f"{type(model).__name__}: blocks of type {type(first).__name__} have no {', '.join(missing)}; "
+                "this checkpoint's layout is not supported for patching"
+            )
+        self._paths = {kind: p for kind, p in paths.items() if p is not None}
+        self.kinds: tuple[str, ...] = (
+            "resid",
+            *(k for k in ("attn", "mlp", "mixer", "head", "neuron") if k in self._paths),
+        )
+        self.n_heads = 0
+        self.head_dim = 0
+        self.n_neurons = 0
+        if "head" in self._paths:
             cfg = model.config
+            attn = resolve(first, blocks.attention)
             self.n_heads = int(cfg.num_attention_heads)
             self.head_dim = int(getattr(attn, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
-            self.n_neurons = int(mlp.down_proj.in_features)
-        elif hasattr(first, "mixer"):
-            self.family = "mamba"
-            self.kinds = ("resid", "mixer")
-            self.n_heads = 0
-            self.head_dim = 0
-            self.n_neurons = 0
-        else:
-            raise UnsupportedModelError(
-                f"{type(model).__name__}: blocks of type {type(first).__name__} are not supported for patching; "
-                "supported: Llama-family decoders (self_attn.o_proj + mlp.down_proj) and Mamba (mixer)"
-            )
+        if "neuron" in self._paths:
+            self.n_neurons = int(resolve(first, blocks.neurons).in_features)
 
     # -- names ---------------------------------------------------------------------
     @property
@@ -178,22 +205,22 @@ class SiteMap:
         return out
 
     # -- modules -------------------------------------------------------------------
+    def module(self, layer: int, kind: str) -> nn.Module:
+        """The module of ``kind`` (attn, mlp, mixer; head/neuron: the projection they enter) in block ``layer``."""
+        return resolve(self.layers[layer], self._paths[kind])
+
     def locate(self, site: str | Site) -> Location:
         s = self.check(site)
-        layer = self.layers[s.layer]
         if s.kind == "resid":
-            return Location(layer, "output")
-        if s.kind == "attn":
-            return Location(layer.self_attn, "output")
-        if s.kind == "mlp":
-            return Location(layer.mlp, "output")
-        if s.kind == "mixer":
-            return Location(layer.mixer, "output")
+            return Location(self.layers[s.layer], "output")
+        module = self.module(s.layer, s.kind)
         if s.kind == "head":
             start = int(s.index) * self.head_dim
-            return Location(layer.self_attn.o_proj, "input", start, start + self.head_dim)
-        start = int(s.index)
-        return Location(layer.mlp.down_proj, "input", start, start + 1, squeeze=True)
+            return Location(module, "input", start, start + self.head_dim)
+        if s.kind == "neuron":
+            start = int(s.index)
+            return Location(module, "input", start, start + 1, squeeze=True)
+        return Location(module, "output")
 
     def site(self, layer: int, kind: str, index: int | None = None) -> Site:
         return self.check(Site(layer, kind, index))

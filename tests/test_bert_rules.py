@@ -9,18 +9,11 @@ from torch import nn
 from torch.func import jvp
 
 from lrp_llm.archs import get_arch
-from lrp_llm.archs.bert import (
-    bert_parts,
-    cp_lrp_replay,
-    identity_jacobian,
-    layer_norm_jacobian,
-    replay_layers,
-    scaled_jacobian,
-    token_input_norm,
-)
+from lrp_llm.archs.bert import BERT_PARTS, cp_lrp_replay, replay_layers, token_input_norm
+from lrp_llm.archs.blocks import find_parts
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.context import lrp_rules
-from lrp_llm.mechanism.primitives import layer_norm_detached
+from lrp_llm.mechanism.primitives import identity_jacobian, layer_norm_detached, layer_norm_jacobian, scaled_jacobian
 from tests.encoders import ENCODER_TYPES, encoder_ids, tiny_encoder, torch_threads
 
 
@@ -117,7 +110,7 @@ def test_cp_lrp_gives_no_relevance_through_attention_scores(rules, expect_grad):
     model = tiny_encoder(dtype=torch.float64)
     for p in model.parameters():
         p.requires_grad_(False)
-    attn = bert_parts(model)["attentions"][0]
+    attn = find_parts(model, BERT_PARTS)["attentions"][0]
     seen = {}
 
     def grab(name):

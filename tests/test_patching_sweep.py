@@ -9,7 +9,7 @@ from lrp_llm.errors import InputError
 from patching import add, attribution_patching, intervene, run_with_cache, sweep
 from patching.metrics import Reference
 from patching.relp import backward_rules, pearson
-from patching.sweeps import LayerStepper, StepperUnsupported
+from patching.stepper import LayerStepper, StepperUnsupported
 from tests.models import random_ids, tiny_causal_lm
 
 T = 7

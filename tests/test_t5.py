@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lrp_llm.archs.t5 import t5_parts
+from lrp_llm.archs.blocks import find_parts
+from lrp_llm.archs.t5 import T5_FAMILY
 from lrp_llm.engines.causal_lm import explain
 from lrp_llm.engines.seq2seq import explain_seq2seq, generate_seq2seq, seq2seq_relevance
 from lrp_llm.mechanism.context import lrp_rules
@@ -79,7 +80,7 @@ def test_cp_lrp_conserves_the_logit_over_encoder_and_decoder_tokens(version):
 def test_attnlrp_is_exact_per_step(version):
     """Each norm and MLP conserves; the value path gets half the attention output; q and k get equal shares."""
     model = tiny_t5(version, dtype=torch.float64)
-    parts = t5_parts(model)
+    parts = find_parts(model, T5_FAMILY.parts)
     with lrp_rules(model, "attnlrp"):
         tap = Tap()
         for i, m in enumerate(parts["norms"]):
@@ -127,7 +128,7 @@ def _mlp_relevance(model, mlp, x, cotangent, rules):
 @pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp"])
 def test_gated_gelu_mlp_matches_the_hand_written_rule(rules):
     model = tiny_t5("v1.1", dtype=torch.float64)
-    mlp = t5_parts(model)["gated_mlps"][0]
+    mlp = find_parts(model, T5_FAMILY.parts)["gated_mlps"][0]
     g = torch.Generator().manual_seed(3)
     x = torch.randn(5, 32, generator=g, dtype=torch.float64)
     c = torch.randn(5, 32, generator=g, dtype=torch.float64)
@@ -146,7 +147,7 @@ def test_gated_gelu_mlp_matches_the_hand_written_rule(rules):
 
 def test_relu_mlp_matches_the_hand_written_rule():
     model = tiny_t5("v1.0", dtype=torch.float64)
-    mlp = t5_parts(model)["mlps"][0]
+    mlp = find_parts(model, T5_FAMILY.parts)["mlps"][0]
     g = torch.Generator().manual_seed(4)
     x = torch.randn(5, 32, generator=g, dtype=torch.float64)
     c = torch.randn(5, 32, generator=g, dtype=torch.float64)

@@ -1,16 +1,20 @@
-"""Registry: which architecture family gets which rules.
+"""Registry: one description per architecture family, read by every consumer.
 
 Each family module registers an :class:`ArchSpec` for the transformers ``model_type``
 values it knows. :func:`get_arch` answers an unknown model with the supported list.
+The rule installers, patching's site map, the layer stepper and activation
+checkpointing all read the same spec (``parts`` and ``blocks``, see
+:mod:`lrp_llm.archs.description` and ``docs/architectures.md``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
+from lrp_llm.archs.description import BlockPaths, TransformerParts
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.patch import ModelPatch
 
@@ -21,22 +25,42 @@ class ArchSpec:
     model_types: tuple[str, ...]
     # "causal-lm" for decoders; other families add their own kinds.
     kind: str
-    # apply(patch, model, rules) installs the rule set ``rules`` on ``model``.
-    apply: Callable[[ModelPatch, nn.Module, str], None]
+    # the rule sets explanations offer (lrp_rules(model, rules) installs them)
     rules: tuple[str, ...] = ("attnlrp", "cp-lrp")
     default_method: str = "attnlrp"
+    # where the shared installers (lrp_llm.archs.blocks) put the rules
+    parts: TransformerParts | None = None
+    # install(patch, model, rules): a family's own installer, only where the shared one does not fit
+    install: Callable[[ModelPatch, nn.Module, str], None] | None = None
     # plain(patch, model): a faster forward with unchanged gradients, installed for the
     # plain-gradient methods (grad-x-input, saliency, IG) when the family has one.
     plain: Callable[[ModelPatch, nn.Module], None] | None = None
     # methods only this family offers (besides its rule sets and the plain-gradient ones)
     extra_methods: tuple[str, ...] = ()
-    notes: dict[str, str] = field(default_factory=dict)
+    # rule sets only patching's backward pass uses ("relp"), installed the same way
+    patching_rules: tuple[str, ...] = ()
+    # the blocks and their parts (patching sites, layer stepper, checkpointing)
+    blocks: BlockPaths | None = None
+
+    def apply(self, patch: ModelPatch, model: nn.Module, rules: str) -> None:
+        """Install the rule set ``rules`` on ``model``, recorded in ``patch``."""
+        known = self.rules + self.patching_rules
+        if rules not in known:
+            raise ValueError(f"unknown rule set {rules!r} for {self.family} models; choose from {', '.join(known)}")
+        if self.install is not None:
+            self.install(patch, model, rules)
+        else:
+            from lrp_llm.archs.blocks import install_transformer_rules
+
+            install_transformer_rules(patch, model, self.parts, rules)
 
 
 _REGISTRY: dict[str, ArchSpec] = {}
 
 
 def register(spec: ArchSpec) -> ArchSpec:
+    if spec.parts is None and spec.install is None:
+        raise TypeError(f"family {spec.family!r} needs parts or an install function")
     for model_type in spec.model_types:
         _REGISTRY[model_type] = spec
     return spec
@@ -53,24 +77,26 @@ def family_methods() -> frozenset[str]:
     return frozenset(m for spec in _REGISTRY.values() for m in spec.extra_methods)
 
 
-def get_arch(model: nn.Module) -> ArchSpec:
-    """The spec for ``model`` (a transformers model), or a one-line error naming the supported types."""
+def arch_for_model_type(model_type: str | None) -> ArchSpec | None:
+    """The spec registered for a transformers ``model_type`` (e.g. from a checkpoint's config), or None."""
     _load_families()
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    spec = _REGISTRY.get(model_type or "")
-    if spec is None:
-        name = model_type or type(model).__name__
-        raise UnsupportedModelError(
-            f"unsupported architecture '{name}'; supported: {', '.join(supported_model_types())}"
-        )
-    return spec
+    return _REGISTRY.get(model_type or "")
 
 
 def find_arch(model: nn.Module) -> ArchSpec | None:
     """The spec for ``model``, or None when its type is not registered."""
-    _load_families()
-    return _REGISTRY.get(getattr(getattr(model, "config", None), "model_type", None) or "")
+    return arch_for_model_type(getattr(getattr(model, "config", None), "model_type", None))
+
+
+def get_arch(model: nn.Module) -> ArchSpec:
+    """The spec for ``model`` (a transformers model), or a one-line error naming the supported types."""
+    spec = find_arch(model)
+    if spec is None:
+        name = getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
+        raise UnsupportedModelError(
+            f"unsupported architecture '{name}'; supported: {', '.join(supported_model_types())}"
+        )
+    return spec
 
 
 def _load_families() -> None:

@@ -40,55 +40,13 @@ import torch
 from torch import nn
 
 from lrp_llm.archs import ArchSpec, register
+from lrp_llm.archs.blocks import find_parts, install_attention, install_norms
+from lrp_llm.archs.description import AttentionParts, BlockPaths, MLPParts, NormParts, TransformerParts
 from lrp_llm.errors import ShouldCancel, UnsupportedModelError, check_cancel
 from lrp_llm.mechanism.patch import ModelPatch
-from lrp_llm.mechanism.primitives import _safe_ratio, layer_norm_detached
+from lrp_llm.mechanism.primitives import _safe_ratio, identity_jacobian
 
 BERT_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "data2vec-text")
-
-
-def scaled_jacobian(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """``x`` in value; local Jacobian ``factor * I`` in both AD modes (detach form of ``scale_grad``)."""
-    if factor == 1.0:
-        return x
-    xd = x.detach()
-    return xd + factor * (x - xd)
-
-
-def identity_jacobian(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``y = f(x)`` in value; local Jacobian ``diag(f(x) / x)`` (detach form of ``identity_rule``)."""
-    xd, yd = x.detach(), y.detach()
-    ratio = _safe_ratio(yd, xd).to(y.dtype)
-    return yd + ratio * (x - xd)
-
-
-def layer_norm_jacobian(
-    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
-) -> torch.Tensor:
-    """LayerNorm with ``1 / std`` constant (``rules.layer_norm_detached``, same numbers).
-
-    The statistic is computed from ``x.detach()``, so in forward mode it is computed once
-    for the primal instead of being carried along with every tangent.
-    """
-    if x.dtype not in (torch.float32, torch.float64):
-        return layer_norm_detached(x, weight, bias, eps)
-    inv = torch.rsqrt(x.detach().var(-1, unbiased=False, keepdim=True) + eps)
-    out = (x - x.mean(-1, keepdim=True)) * inv
-    if weight is not None:
-        out = out * weight
-    if bias is not None:
-        out = out + bias
-    return out
-
-
-def _layer_norm_forward(module: nn.LayerNorm):
-    def make(_original):
-        def forward(hidden_states):
-            return layer_norm_jacobian(hidden_states, module.weight, module.bias, module.eps)
-
-        return forward
-
-    return make
 
 
 def _mlp_forward(module: nn.Module):
@@ -101,34 +59,6 @@ def _mlp_forward(module: nn.Module):
         return forward
 
     return make
-
-
-def _detached_input(_original):
-    def forward(hidden_states):
-        return _original(hidden_states.detach())
-
-    return forward
-
-
-def _scaled_output(factor: float):
-    def hook(_module, _args, output):
-        return scaled_jacobian(output, factor)
-
-    return hook
-
-
-def bert_parts(model: nn.Module) -> dict[str, list[nn.Module]]:
-    """Self-attentions (``query``/``key``/``value``), MLP activations (``intermediate_act_fn``) and LayerNorms."""
-    attentions = [
-        m for m in model.modules() if all(isinstance(getattr(m, a, None), nn.Linear) for a in ("query", "key", "value"))
-    ]
-    mlps = [
-        m
-        for m in model.modules()
-        if hasattr(m, "intermediate_act_fn") and isinstance(getattr(m, "dense", None), nn.Linear)
-    ]
-    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
-    return {"attentions": attentions, "mlps": mlps, "norms": norms}
 
 
 def token_input_norm(model: nn.Module) -> nn.Module:
@@ -151,22 +81,19 @@ def _check_layout(model: nn.Module, parts: dict[str, list[nn.Module]]) -> None:
         )
 
 
+BERT_PARTS = TransformerParts(
+    attention=AttentionParts(q="query", k="key", v="value"),
+    mlps=(MLPParts(up="dense", act="intermediate_act_fn"),),  # the down projection is in the sibling ``output``
+    norm=NormParts(kind="layer", class_suffix="LayerNorm"),
+)
+
+
 def apply_bert_rules(patch: ModelPatch, model: nn.Module, rules: str) -> None:
-    if rules not in ("attnlrp", "cp-lrp"):
-        raise ValueError(f"unknown rule set {rules!r}")
-    parts = bert_parts(model)
+    """The shared rules in their detach forms (forward mode); the MLP as one detach-form forward."""
+    parts = find_parts(model, BERT_PARTS)
     _check_layout(model, parts)
-    for norm in parts["norms"]:
-        patch.override_forward(norm, _layer_norm_forward(norm))
-    for attn in parts["attentions"]:
-        if rules == "attnlrp":
-            patch.hook_output(attn.query, _scaled_output(0.25))
-            patch.hook_output(attn.key, _scaled_output(0.25))
-            patch.hook_output(attn.value, _scaled_output(0.5))
-        else:
-            # Detaching the input (not the output) also spares forward mode the tangents of Q and K.
-            patch.override_forward(attn.query, _detached_input)
-            patch.override_forward(attn.key, _detached_input)
+    install_norms(patch, parts["norms"], BERT_PARTS.norm, forward_mode=True)
+    install_attention(patch, parts["attentions"], BERT_PARTS.attention, rules, forward_mode=True)
     for mlp in parts["mlps"]:
         patch.override_forward(mlp, _mlp_forward(mlp))
 
@@ -550,8 +477,9 @@ BERT_FAMILY = register(
         family="bert",
         model_types=BERT_MODEL_TYPES,
         kind="encoder",
-        apply=apply_bert_rules,
         default_method="cp-lrp",
-        notes={"input": "relevance at the embedding LayerNorm input (word + position + type embedding)"},
+        parts=BERT_PARTS,
+        install=apply_bert_rules,
+        blocks=BlockPaths(layers="encoder.layer"),
     )
 )

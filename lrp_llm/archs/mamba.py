@@ -31,9 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrp_llm.archs import ArchSpec, register
+from lrp_llm.archs.blocks import install_norms
+from lrp_llm.archs.description import BlockPaths, NormParts, resolve
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.patch import ModelPatch
-from lrp_llm.mechanism.primitives import identity_rule, rms_norm_detached, scale_grad, silu_ratio
+from lrp_llm.mechanism.primitives import identity_rule, scale_grad, silu_ratio
 from lrp_llm.mechanism.ssm_scan import selective_scan
 
 
@@ -182,28 +184,22 @@ def _mixer_override(mixer: nn.Module, forward, rules: bool):
     return make
 
 
-def _norm_override(module: nn.Module):
-    eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
-
-    def make(_original):
-        def forward(hidden_states, *args, **kwargs):
-            return rms_norm_detached(hidden_states, module.weight, eps)
-
-        return forward
-
-    return make
+MAMBA_BLOCKS = BlockPaths(layers="layers", mixer="mixer", final_norm="norm_f")
+# block norms and the final norm; the Mamba-2 gated norm (MambaRMSNormGated) is part of the mixer forward
+MAMBA_NORMS = NormParts(kind="rms", class_suffix="RMSNorm")
 
 
 def mixers(model: nn.Module) -> list[nn.Module]:
-    names = ("MambaMixer", "Mamba2Mixer")
-    mixers = [m for m in model.modules() if type(m).__name__ in names]
+    """The mixer of every block, in order."""
+    layers = MAMBA_BLOCKS.layer_list(model)
+    found = [] if layers is None else [resolve(layer, MAMBA_BLOCKS.mixer) for layer in layers]
     n_layers = model.config.num_hidden_layers
-    if len(mixers) != n_layers:
+    if len(found) != n_layers or any(type(m).__name__ not in ("MambaMixer", "Mamba2Mixer") for m in found):
         raise UnsupportedModelError(
-            f"{type(model).__name__}: expected {n_layers} Mamba mixers, found {len(mixers)}; "
+            f"{type(model).__name__}: expected {n_layers} Mamba mixers, found {len(found)}; "
             "this checkpoint's layout is not supported"
         )
-    return mixers
+    return found
 
 
 def _install(patch: ModelPatch, model: nn.Module, rules: bool) -> None:
@@ -211,15 +207,12 @@ def _install(patch: ModelPatch, model: nn.Module, rules: bool) -> None:
         forward = mamba2_mixer_forward if type(mixer).__name__ == "Mamba2Mixer" else mamba_mixer_forward
         patch.override_forward(mixer, _mixer_override(mixer, forward, rules))
     if rules:
-        for module in model.modules():
-            # block norms and the final norm; the Mamba-2 gated norm is part of the mixer forward
-            if type(module).__name__ in ("MambaRMSNorm", "Mamba2RMSNorm"):
-                patch.override_forward(module, _norm_override(module))
+        norms = [m for m in model.modules() if type(m).__name__.endswith(MAMBA_NORMS.class_suffix)]
+        install_norms(patch, norms, MAMBA_NORMS)
 
 
 def apply_mamba_rules(patch: ModelPatch, model: nn.Module, rules: str) -> None:
-    if rules != "mambalrp":
-        raise ValueError(f"unknown rule set {rules!r} for Mamba models")
+    """MambaLRP; RelP's backward pass on Mamba is MambaLRP too (no attention pattern to hold constant)."""
     _install(patch, model, rules=True)
 
 
@@ -233,10 +226,12 @@ MAMBA_FAMILY = register(
         family="mamba",
         model_types=("mamba", "mamba2"),
         kind="causal-lm",
-        apply=apply_mamba_rules,
+        install=apply_mamba_rules,
         rules=("mambalrp",),
+        patching_rules=("relp",),
         default_method="mambalrp",
         extra_methods=("hidden-attention",),
         plain=apply_mamba_plain,
+        blocks=MAMBA_BLOCKS,
     )
 )

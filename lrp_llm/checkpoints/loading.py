@@ -211,10 +211,9 @@ def load_model(
 
 
 def _kind(ckpt: Checkpoint) -> str:
-    from lrp_llm.archs import _REGISTRY, _load_families
+    from lrp_llm.archs import arch_for_model_type
 
-    _load_families()
-    spec = _REGISTRY.get(ckpt.model_type)
+    spec = arch_for_model_type(ckpt.model_type)
     return spec.kind if spec is not None else "causal-lm"
 
 

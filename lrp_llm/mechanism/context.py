@@ -13,8 +13,11 @@ from lrp_llm.mechanism.patch import ModelPatch
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList | None:
-    """The list of transformer blocks (the first ModuleList with one entry per layer)."""
-    n = getattr(model.config, "num_hidden_layers", None)
+    """The list of blocks: from the family's description, else the first ModuleList with one entry per layer."""
+    spec = find_arch(model)
+    if spec is not None and spec.blocks is not None:
+        return spec.blocks.layer_list(model)
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) == n:
             return module
@@ -30,7 +33,8 @@ def _checkpointed(original):
 
 @contextmanager
 def lrp_rules(model: nn.Module, rules: str | None = "attnlrp", *, checkpoint: bool = False) -> Iterator[ModelPatch]:
-    """Install ``rules`` ("attnlrp", "cp-lrp", or None for plain gradients) on ``model``.
+    """Install ``rules`` (a rule set of the family: "attnlrp", "cp-lrp", "relp", "mambalrp"; None for
+    plain gradients) on ``model``.
 
     Per instance and reversible: leaving the block restores every hook and forward,
     also on error. ``checkpoint=True`` recomputes each block's activations in the

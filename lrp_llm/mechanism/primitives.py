@@ -124,3 +124,43 @@ def layer_norm_detached(
     if bias is not None:
         out = out + bias.to(out.dtype)
     return out.to(dtype)
+
+
+# ------------------------------------------------------------------ detach forms
+# The same rules written as ``x.detach() + f * (x - x.detach())``: the value is unchanged and
+# the local Jacobian is the rule's in reverse mode and in forward mode (``torch.func.jvp``)
+# alike; BiLRP on encoders runs in forward mode (:mod:`lrp_llm.analyses.bilrp`).
+
+
+def scaled_jacobian(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` in value; local Jacobian ``factor * I`` in both AD modes (detach form of ``scale_grad``)."""
+    if factor == 1.0:
+        return x
+    xd = x.detach()
+    return xd + factor * (x - xd)
+
+
+def identity_jacobian(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y = f(x)`` in value; local Jacobian ``diag(f(x) / x)`` (detach form of ``identity_rule``)."""
+    xd, yd = x.detach(), y.detach()
+    ratio = _safe_ratio(yd, xd).to(y.dtype)
+    return yd + ratio * (x - xd)
+
+
+def layer_norm_jacobian(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+) -> torch.Tensor:
+    """LayerNorm with ``1 / std`` constant (:func:`layer_norm_detached`, same numbers).
+
+    The statistic is computed from ``x.detach()``, so in forward mode it is computed once
+    for the primal instead of being carried along with every tangent.
+    """
+    if x.dtype not in (torch.float32, torch.float64):
+        return layer_norm_detached(x, weight, bias, eps)
+    inv = torch.rsqrt(x.detach().var(-1, unbiased=False, keepdim=True) + eps)
+    out = (x - x.mean(-1, keepdim=True)) * inv
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out

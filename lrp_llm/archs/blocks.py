@@ -1,0 +1,201 @@
+"""The rule installers every attention family shares, driven by its :class:`TransformerParts`.
+
+==============  ==============================  ==========================  ==========================
+place           AttnLRP (Achtibat et al. 2024)  CP-LRP (Ali et al. 2022)    RelP (Rezaei Jafari 2025)
+==============  ==============================  ==========================  ==========================
+RMS/LayerNorm   1/sigma detached                1/sigma detached            1/sigma detached
+q, k            gradient x 1/4                  detached (A constant)       detached (AH-rule)
+v               gradient x 1/2                  unchanged                   unchanged
+act(gate)       identity rule, gradient x 1/2   detached (gate constant)    identity rule, x 1/2
+up (gated)      gradient x 1/2                  unchanged                   gradient x 1/2
+act (plain)     identity rule                   identity rule               identity rule
+==============  ==============================  ==========================  ==========================
+
+The rules touch only module outputs (and norm forwards), never the attention kernel,
+so fused kernels (SDPA) stay. ``forward_mode=True`` installs the detach forms of the
+same rules (:func:`lrp_llm.mechanism.primitives.scaled_jacobian`, ...), which also hold
+under ``torch.func.jvp``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lrp_llm.archs.description import AttentionParts, GatedMLPParts, MLPParts, NormParts, TransformerParts
+from lrp_llm.errors import UnsupportedModelError
+from lrp_llm.mechanism.patch import ModelPatch, output_tensor
+from lrp_llm.mechanism.primitives import (
+    identity_rule,
+    layer_norm_detached,
+    layer_norm_jacobian,
+    rms_norm_detached,
+    scale_grad,
+    scaled_jacobian,
+    silu_ratio,
+)
+
+# rule set -> what attention's Q K^T and A V products get, and what the gated product gets
+ATTENTION_RULE = {"attnlrp": "uniform", "cp-lrp": "detach", "relp": "detach"}
+GATE_RULE = {"attnlrp": "uniform", "cp-lrp": "detach", "relp": "uniform"}
+TRANSFORMER_RULE_SETS = tuple(ATTENTION_RULE)
+
+
+# ------------------------------------------------------------------- hooks
+def scale_output(factor: float, *, forward_mode: bool = False):
+    """Forward hook: the output unchanged, its gradient times ``factor``."""
+    scale = scaled_jacobian if forward_mode else scale_grad
+
+    def hook(_module, _args, output):
+        return scale(output_tensor(output), factor)
+
+    return hook
+
+
+def detach_output(_module, _args, output):
+    """Forward hook: the output as a constant."""
+    return output_tensor(output).detach()
+
+
+def _detached_input(original):
+    # Detaching the input (not the output) also spares forward mode the tangents of Q and K.
+    def forward(hidden_states):
+        return original(hidden_states.detach())
+
+    return forward
+
+
+def identity_output(factor: float):
+    """Forward hook on an activation module: the identity rule (times ``factor``)."""
+
+    def hook(module, args, output):
+        # SiLU (Llama, Mistral, Qwen, OLMo, Granite): the ratio silu(x)/x is sigmoid(x), one operation
+        is_silu = isinstance(module, nn.SiLU) or type(module).__name__ == "SiLUActivation"
+        return identity_rule(args[0], output_tensor(output), factor, silu_ratio(args[0]) if is_silu else None)
+
+    return hook
+
+
+# ------------------------------------------------------------------- finding the parts
+def _having(model: nn.Module, *attrs: str | None) -> list[nn.Module]:
+    names = [a for a in attrs if a is not None]
+    return [m for m in model.modules() if all(isinstance(getattr(m, a, None), nn.Module) for a in names)]
+
+
+def mlp_modules(model: nn.Module, names: MLPParts | GatedMLPParts) -> list[nn.Module]:
+    """The MLPs of ``model`` that have every part ``names`` names."""
+    if isinstance(names, GatedMLPParts):
+        return _having(model, names.gate, names.up, names.down, names.act)
+    return _having(model, names.up, names.down, names.act)
+
+
+def find_parts(model: nn.Module, parts: TransformerParts) -> dict[str, list[nn.Module]]:
+    """The attention modules, norms, plain MLPs and gated MLPs of ``model``, in module order."""
+    a = parts.attention
+    found: dict[str, list[nn.Module]] = {
+        "attentions": _having(model, a.q, a.k, a.v),
+        "norms": [m for m in model.modules() if type(m).__name__.endswith(parts.norm.class_suffix)],
+        "mlps": [],
+        "gated_mlps": [],
+    }
+    for names in parts.mlps:
+        found["gated_mlps" if isinstance(names, GatedMLPParts) else "mlps"] += mlp_modules(model, names)
+    return found
+
+
+def check_counts(model: nn.Module, parts: TransformerParts, found: dict[str, list[nn.Module]]) -> None:
+    """Refuse a checkpoint whose module counts differ from the family's layout (one-line error)."""
+    if parts.expected is None:
+        return
+    got = {
+        "attention": len(found["attentions"]),
+        "mlp": len(found["mlps"]) + len(found["gated_mlps"]),
+        "norm": len(found["norms"]),
+    }
+    want = parts.expected(model.config)
+    if any(got[key] != n for key, n in want.items()):
+        expected = ", ".join(f"{n} {key} modules" for key, n in want.items())
+        found_text = ", ".join(str(got[key]) for key in want)
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: expected {expected}, found {found_text}; this checkpoint's layout is not supported"
+        )
+
+
+# ------------------------------------------------------------------- installers
+def install_norms(patch: ModelPatch, norms: list[nn.Module], norm: NormParts, *, forward_mode: bool = False) -> None:
+    """RMSNorm / LayerNorm with the 1/sigma factor detached (Gemma's ``1 + weight`` included)."""
+    for module in norms:
+        if norm.kind == "rms":
+            patch.override_forward(module, _rms_norm_forward(module))
+        else:
+            patch.override_forward(module, _layer_norm_forward(module, forward_mode))
+
+
+def _rms_norm_forward(module: nn.Module):
+    eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+    offset = 1.0 if "Gemma" in type(module).__name__ else 0.0
+
+    def make(_original):
+        def forward(hidden_states, *args, **kwargs):
+            return rms_norm_detached(hidden_states, getattr(module, "weight", None), eps, offset=offset)
+
+        return forward
+
+    return make
+
+
+def _layer_norm_forward(module: nn.Module, forward_mode: bool):
+    layer_norm = layer_norm_jacobian if forward_mode else layer_norm_detached
+
+    def make(_original):
+        def forward(hidden_states, *args, **kwargs):
+            return layer_norm(hidden_states, module.weight, module.bias, module.eps)
+
+        return forward
+
+    return make
+
+
+def install_attention(
+    patch: ModelPatch, attentions: list[nn.Module], parts: AttentionParts, rules: str, *, forward_mode: bool = False
+) -> None:
+    """Q, K, V of every attention module."""
+    for attn in attentions:
+        q, k, v = getattr(attn, parts.q), getattr(attn, parts.k), getattr(attn, parts.v)
+        if ATTENTION_RULE[rules] == "uniform":
+            patch.hook_output(q, scale_output(0.25, forward_mode=forward_mode))
+            patch.hook_output(k, scale_output(0.25, forward_mode=forward_mode))
+            patch.hook_output(v, scale_output(0.5, forward_mode=forward_mode))
+        elif forward_mode:
+            patch.override_forward(q, _detached_input)
+            patch.override_forward(k, _detached_input)
+        else:
+            patch.hook_output(q, detach_output)
+            patch.hook_output(k, detach_output)
+
+
+def install_mlps(patch: ModelPatch, model: nn.Module, parts: TransformerParts, rules: str) -> None:
+    """The identity rule on plain MLP activations; the gated product split or the gate detached."""
+    seen: set[int] = set()  # one activation module may serve several MLPs
+    for names in parts.mlps:
+        gated = isinstance(names, GatedMLPParts)
+        for mlp in mlp_modules(model, names):
+            act = getattr(mlp, names.act)
+            if id(act) not in seen:
+                seen.add(id(act))
+                if not gated:
+                    patch.hook_output(act, identity_output(1.0))
+                elif GATE_RULE[rules] == "uniform":
+                    patch.hook_output(act, identity_output(0.5))
+                else:
+                    patch.hook_output(act, detach_output)
+            if gated and GATE_RULE[rules] == "uniform":
+                patch.hook_output(getattr(mlp, names.up), scale_output(0.5))
+
+
+def install_transformer_rules(patch: ModelPatch, model: nn.Module, parts: TransformerParts, rules: str) -> None:
+    """The rule set ``rules`` ("attnlrp", "cp-lrp", "relp") on every part ``parts`` names."""
+    found = find_parts(model, parts)
+    check_counts(model, parts, found)
+    install_norms(patch, found["norms"], parts.norm)
+    install_attention(patch, found["attentions"], parts.attention, rules)
+    install_mlps(patch, model, parts, rules)

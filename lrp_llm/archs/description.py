@@ -1,0 +1,109 @@
+"""What an architecture family looks like, as plain data that every consumer reads.
+
+Two descriptions per family, both made of attribute names (dotted paths), never of
+classes, so one entry covers every checkpoint with that layout:
+
+- :class:`TransformerParts`: the modules the LRP rules touch, found anywhere in the
+  model by the attributes they have (attention with q/k/v, MLPs with act/up/gate,
+  norms by class-name suffix). :mod:`lrp_llm.archs.blocks` installs the rules on them.
+- :class:`BlockPaths`: the list of blocks and where each block's parts are; patching
+  (:mod:`patching.sites`), the layer stepper and activation checkpointing read it.
+
+``docs/architectures.md`` shows the Llama entry and what a new family needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class AttentionParts:
+    """Attribute names of the projections inside one attention module (Q, K, V enter the kernel)."""
+
+    q: str
+    k: str
+    v: str
+
+
+@dataclass(frozen=True)
+class MLPParts:
+    """A plain MLP ``down(act(up(x)))``: only the activation gets a rule (identity rule)."""
+
+    up: str
+    act: str
+    down: str | None = None  # None where the down projection sits in a sibling module (BERT)
+
+
+@dataclass(frozen=True)
+class GatedMLPParts:
+    """A gated MLP ``down(act(gate(x)) * up(x))``: the product of ``act(gate)`` and ``up`` gets the uniform rule."""
+
+    gate: str
+    up: str
+    down: str
+    act: str
+
+
+@dataclass(frozen=True)
+class NormParts:
+    """The norms (by class-name suffix) and their kind; the 1/sigma factor is detached under every rule set."""
+
+    kind: str  # "rms" | "layer"
+    class_suffix: str
+
+
+@dataclass(frozen=True)
+class TransformerParts:
+    """Where the rules go in an attention family.
+
+    ``expected(config)`` gives the number of attention modules, MLPs and norms a
+    checkpoint of this layout has (keys "attention", "mlp", "norm"; a key left out is
+    not checked); a mismatch is refused instead of explaining half a model. None: the
+    family's own installer checks the layout.
+    """
+
+    attention: AttentionParts
+    mlps: tuple[MLPParts | GatedMLPParts, ...]
+    norm: NormParts
+    expected: Callable[[Any], dict[str, int]] | None = None
+
+
+@dataclass(frozen=True)
+class BlockPaths:
+    """The list of blocks and the paths of their parts.
+
+    ``layers`` and ``final_norm`` are paths from ``model.base_model``; the others are
+    paths inside one block. A part left as None does not exist in the family, and the
+    patching sites that need it are not offered.
+    """
+
+    layers: str
+    attention: str | None = None  # its output: the attention output (batch, pos, d_model)
+    heads: str | None = None  # its input: the heads side by side (batch, pos, n_heads * head_dim)
+    mlp: str | None = None  # its output: the MLP output
+    neurons: str | None = None  # its input: the MLP neurons (batch, pos, d_mlp)
+    mixer: str | None = None  # its output: the Mamba mixer output
+    final_norm: str | None = None
+    # The blocks read earlier positions only through ``past_key_values.update`` (keys and
+    # values), so the layer stepper can run blocks i..L-1 on a suffix of positions.
+    # Recurrent blocks (Mamba) keep a state instead.
+    steps_from_keys_values: bool = False
+
+    def layer_list(self, model: nn.Module) -> nn.ModuleList | None:
+        """The blocks of ``model``, or None when the path does not resolve."""
+        layers = resolve(getattr(model, "base_model", model), self.layers)
+        return layers if isinstance(layers, nn.ModuleList) else None
+
+
+def resolve(module: nn.Module, path: str) -> Any:
+    """``module.a.b`` for the path ``"a.b"``, or None where an attribute is missing."""
+    for name in path.split("."):
+        module = getattr(module, name, None)
+        if module is None:
+            return None
+    return module
