@@ -20,7 +20,8 @@ import torch
 
 from benchmarks.common import PeakRSS, load_note, machine, write_table
 from lrp_llm import load_model
-from lrp_llm.engines.causal_lm import build_prompt_ids, generate_greedy, relevance
+from lrp_llm.engines.causal_lm import relevance
+from lrp_llm.engines.generation import build_prompt_ids, generate_greedy
 from lrp_llm.mechanism.context import lrp_rules
 
 TEXT = (

@@ -23,7 +23,7 @@ QUESTION = "In what country is Normandy located? Answer briefly."
 
 def main() -> None:
     from lrp_llm.checkpoints.loading import load_model
-    from lrp_llm.engines.causal_lm import explain
+    from lrp_llm.engines.explain import explain
     from lrp_llm.export.report import explanation_report, write_report
     from tests.browser import Browser
 

@@ -13,10 +13,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "Attribution": "lrp_llm.results.attribution",
     "TargetRelevance": "lrp_llm.results.attribution",
-    "explain": "lrp_llm.engines.causal_lm",
+    "explain": "lrp_llm.engines.explain",
     "relevance": "lrp_llm.engines.causal_lm",
-    "METHODS": "lrp_llm.engines.causal_lm",
-    "build_prompt_ids": "lrp_llm.engines.causal_lm",
+    "METHODS": "lrp_llm.methods",
+    "methods_for": "lrp_llm.methods",
+    "build_prompt_ids": "lrp_llm.engines.generation",
     "load_model": "lrp_llm.checkpoints.loading",
     "lrp_rules": "lrp_llm.mechanism.context",
     "XaiError": "lrp_llm.errors",
@@ -32,11 +33,14 @@ _LAZY = {
 if TYPE_CHECKING:  # names for type checkers and IDEs; loaded lazily below
     from lrp_llm.analyses.bilrp import SimilarityExplainer, explain_similarity  # noqa: F401
     from lrp_llm.checkpoints.loading import load_encoder, load_model  # noqa: F401
-    from lrp_llm.engines.causal_lm import METHODS, build_prompt_ids, explain, relevance  # noqa: F401
+    from lrp_llm.engines.causal_lm import relevance  # noqa: F401
+    from lrp_llm.engines.explain import explain  # noqa: F401
+    from lrp_llm.engines.generation import build_prompt_ids  # noqa: F401
     from lrp_llm.engines.seq2seq import explain_seq2seq  # noqa: F401
     from lrp_llm.engines.vision import explain_image  # noqa: F401
     from lrp_llm.errors import XaiError  # noqa: F401
     from lrp_llm.mechanism.context import lrp_rules  # noqa: F401
+    from lrp_llm.methods import METHODS, methods_for  # noqa: F401
     from lrp_llm.results.attribution import Attribution, TargetRelevance  # noqa: F401
     from lrp_llm.results.image import ImageAttribution  # noqa: F401
     from lrp_llm.results.similarity import SimilarityExplanation  # noqa: F401

@@ -36,7 +36,7 @@ def answer_token(tokenizer, text: str, what: str) -> int:
 
 
 def prompt_ids(tokenizer, text: str, what: str, *, chat: bool = False) -> list[int]:
-    from lrp_llm.engines.causal_lm import build_prompt_ids
+    from lrp_llm.engines.generation import build_prompt_ids
 
     if not text or not text.strip():
         raise InputError(f"the {what} prompt is empty; pass some text with --{what}")
@@ -113,7 +113,7 @@ def run_patching(
             "--answer and --wrong start with the same token; pick two answers that differ in their first token"
         )
 
-    from lrp_llm.engines.causal_lm import input_device, token_strings
+    from lrp_llm.engines.generation import input_device, token_strings
 
     reference, baseline = _baseline(model, clean_ids, corrupted_ids, answer_id, wrong_id)
     result = PatchingResult(

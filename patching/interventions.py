@@ -336,7 +336,7 @@ def run_with_cache(
 
 
 def _ids_tensor(model: nn.Module, input_ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
-    from lrp_llm.engines.causal_lm import input_device
+    from lrp_llm.engines.generation import input_device
 
     ids = torch.as_tensor(input_ids, dtype=torch.long)
     if ids.dim() == 1:

@@ -36,7 +36,7 @@ def _answer_id(tokenizer, answer: str) -> int:
 
 @torch.no_grad()
 def _last_probs(model: nn.Module, ids: Sequence[int], edits: Sequence = ()) -> torch.Tensor:
-    from lrp_llm.engines.causal_lm import input_device
+    from lrp_llm.engines.generation import input_device
 
     with intervene(model, *edits):
         logits = model(input_ids=torch.tensor([list(ids)], device=input_device(model)), logits_to_keep=1).logits
@@ -83,7 +83,7 @@ def attention_knockout(
     renormalize: bool = True,
 ) -> KnockoutResult:
     """Cut every head's edges from the last token to ``subject``'s tokens (or ``positions``) in ``layers``."""
-    from lrp_llm.engines.causal_lm import token_strings
+    from lrp_llm.engines.generation import token_strings
 
     ids = _ids(tokenizer, prompt)
     span = list(positions) if positions is not None else find_span(tokenizer, prompt, subject)

@@ -74,8 +74,3 @@ def scores(model, items: list[Sample], method: str = "cp-lrp", batch: int = 100)
             top, left, bottom, right = s.box
             mass.append(float(pos[top:bottom, left:right].sum() / pos.sum()) if pos.sum() > 0 else 0.0)
     return {"top_patch": float(np.mean(hits)), "object_mass": float(np.mean(mass))}
-
-
-def localisation_accuracy(model, items: list[Sample], method: str = "cp-lrp") -> float:
-    """Share of images whose most relevant patch is the object's."""
-    return scores(model, items, method)["top_patch"]

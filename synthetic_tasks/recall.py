@@ -119,34 +119,31 @@ def batch_relevance(model, ids: np.ndarray, answers: np.ndarray, method: str = "
     """
     import torch
 
-    from lrp_llm.mechanism.context import lrp_rules
+    from lrp_llm.engines.hidden_attention import hidden_attention
+    from lrp_llm.mechanism.gradients import batch_relevance, method_rules
 
     if method == "hidden-attention":
-        from lrp_llm.engines.hidden_attention import hidden_attention
-
         rel = [
             hidden_attention(model, torch.from_numpy(row[None]), torch.tensor([row.shape[0] - 1]))[1][0].numpy()
             for row in ids
         ]
         return np.stack(rel)
 
-    rules = None if method == "grad-x-input" else method
     out = np.zeros(ids.shape, dtype=np.float64)
-    flags = [p.requires_grad for p in model.parameters()]
-    try:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        with lrp_rules(model, rules):
-            for i in range(0, len(ids), batch):
-                x = torch.from_numpy(ids[i : i + batch])
-                emb = model.get_input_embeddings()(x).detach().requires_grad_(True)
-                logits = model(inputs_embeds=emb, use_cache=False, logits_to_keep=1).logits[:, -1]
-                target = logits.gather(1, torch.from_numpy(answers[i : i + batch]).long()[:, None]).sum()
-                (grad,) = torch.autograd.grad(target, emb)
-                out[i : i + batch] = (emb.detach() * grad).sum(-1).double().numpy()
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
+
+    with method_rules(model, method):
+        for i in range(0, len(ids), batch):
+            x = torch.from_numpy(ids[i : i + batch])
+            answer = torch.from_numpy(answers[i : i + batch]).long()[:, None]
+
+            def score(xs, answer=answer):
+                logits = model(inputs_embeds=xs[0], use_cache=False, logits_to_keep=1).logits[:, -1]
+                return logits.gather(1, answer)  # (batch, 1)
+
+            with torch.no_grad():
+                emb = model.get_input_embeddings()(x)
+            (rel,) = batch_relevance(score, [emb], [-1], method=method)
+            out[i : i + batch] = rel[:, 0].double().numpy()
     return out
 
 

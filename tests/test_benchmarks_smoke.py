@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks import faithfulness, inseq_compare, lxt_compare, run_all
 from benchmarks.peers import PeerUnavailable, WorkerProcess, geometric_mean, pearson, venv_python
-from lrp_llm.engines.causal_lm import build_prompt_ids, generate_greedy
+from lrp_llm.engines.generation import build_prompt_ids, generate_greedy
 from tests.models import save_tiny_checkpoint, tiny_causal_lm, tiny_tokenizer
 
 

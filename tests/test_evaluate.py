@@ -20,15 +20,16 @@ from lrp_llm.analyses.evaluate import (
     localisation_scores,
     mean_ci,
     neutral_token_id,
-    parse_method,
     perturbation_curves,
     prepare_item,
     removal_counts,
     removal_order,
     t_quantile_975,
 )
-from lrp_llm.engines.causal_lm import generate_greedy, relevance
+from lrp_llm.engines.causal_lm import relevance
+from lrp_llm.engines.generation import generate_greedy
 from lrp_llm.errors import Cancelled, InputError
+from lrp_llm.methods import parse_method
 from tests.models import cancel_after, random_ids, tiny_causal_lm, tiny_tokenizer
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from lrp_llm import Attribution, explain, load_model
-from lrp_llm.engines.causal_lm import build_prompt_ids, relevance
+from lrp_llm.engines.causal_lm import relevance
+from lrp_llm.engines.generation import build_prompt_ids
 from lrp_llm.errors import InputError, UnsupportedModelError
 from tests.models import random_ids, save_tiny_checkpoint, tiny_causal_lm, tiny_tokenizer
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from lrp_llm.archs.mamba import mixers, scan_inputs
-from lrp_llm.engines.causal_lm import methods_for, relevance
+from lrp_llm.engines.causal_lm import relevance
 from lrp_llm.errors import Cancelled, InputError
 from lrp_llm.mechanism.ssm_scan import selective_scan
+from lrp_llm.methods import methods_for
 from tests.models import cancel_after, random_ids, tiny_causal_lm
 from tests.test_mamba import _kernel_matrix, _logits, _state
 from tests.tiny_mamba import MAMBA_FAMILIES, tiny_mamba

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from lrp_llm.archs import get_arch
 from lrp_llm.archs.mamba import _gate, mamba_mixer_forward
-from lrp_llm.engines.causal_lm import explain, relevance
+from lrp_llm.engines.causal_lm import relevance
+from lrp_llm.engines.explain import explain
 from lrp_llm.errors import Cancelled, InputError
 from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.mechanism.ssm_scan import selective_scan, selective_scan_reference
@@ -305,7 +306,7 @@ def test_explain_defaults_to_mambalrp():
 
 @pytest.mark.parametrize("family", MAMBA_FAMILIES)
 def test_greedy_generation_uses_the_state_cache_correctly(family):
-    from lrp_llm.engines.causal_lm import generate_greedy
+    from lrp_llm.engines.generation import generate_greedy
 
     model = tiny_mamba(family)
     ids = random_ids(10)

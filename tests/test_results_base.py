@@ -195,7 +195,7 @@ DATE_ROW = re.compile(r"<th>date</th><td>(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00)
 def real_results():
     """One result of every kind, each made by its engine on a tiny model (so each carries run_meta)."""
     from lrp_llm.analyses.bilrp import SimilarityExplainer
-    from lrp_llm.engines.causal_lm import explain
+    from lrp_llm.engines.explain import explain
     from lrp_llm.engines.seq2seq import explain_seq2seq
     from lrp_llm.engines.vision import explain_image
     from patching.experiment import run_patching

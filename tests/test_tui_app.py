@@ -42,7 +42,7 @@ def backend():
 @pytest.fixture(scope="module")
 def reference(backend):
     """The library's own explanation of the question the tests ask."""
-    from lrp_llm.engines.causal_lm import explain
+    from lrp_llm.engines.explain import explain
 
     return explain(backend.model, backend.tokenizer, QUESTION, context=CONTEXT, generate=20, method="attnlrp")
 
@@ -109,7 +109,7 @@ async def test_mouse_over_the_answer_selects_a_token(backend, reference):
 
 
 async def test_method_switch_recomputes_in_a_worker(backend, reference):
-    from lrp_llm.engines.causal_lm import explain
+    from lrp_llm.engines.explain import explain
 
     app = XaiApp(backend)
     async with app.run_test(size=SIZE) as pilot:
@@ -506,7 +506,7 @@ class LateBackend(ModelBackend):
 
 
 async def test_question_from_the_command_line_is_asked_once_loaded(reference):
-    from lrp_llm.engines.causal_lm import explain
+    from lrp_llm.engines.explain import explain
 
     loaded = tui_backend()
     model, tokenizer = loaded.model, loaded.tokenizer

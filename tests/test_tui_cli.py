@@ -151,8 +151,27 @@ def test_first_screen_paints_before_torch_is_imported():
 
 
 def test_the_cli_offers_exactly_the_library_methods():
-    """tui.methods (torch-free, for --help) lists the same methods as lrp_llm.engines.causal_lm, in the same order."""
-    from lrp_llm.engines.causal_lm import METHODS as LIBRARY
-    from tui.methods import METHOD_LABELS, METHODS
+    """`xai-tui explain --method` offers the library's causal-LM methods (lrp_llm.methods), in order, each labelled."""
+    import argparse
 
-    assert METHODS == LIBRARY and set(METHOD_LABELS) == set(LIBRARY)
+    from lrp_llm.methods import METHODS, label
+    from tui.cli import build_parser
+
+    parser, _ = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    choices = next(a.choices for a in commands["explain"]._actions if "--method" in a.option_strings)
+    assert (
+        tuple(choices)
+        == METHODS
+        == (
+            "attnlrp",
+            "cp-lrp",
+            "mambalrp",
+            "grad-x-input",
+            "saliency",
+            "integrated-gradients",
+            "hidden-attention",
+            "random",
+        )
+    )
+    assert all(label(m) != m for m in METHODS)

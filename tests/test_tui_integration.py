@@ -28,7 +28,7 @@ def anyio_backend():
 
 @pytest.mark.slow
 async def test_app_on_smollm2_shows_the_library_relevance():
-    from lrp_llm.engines.causal_lm import explain
+    from lrp_llm.engines.explain import explain
     from tui.app import XaiApp
     from tui.backend import ModelBackend
     from tui.widgets.tokenflow import TokenFlow

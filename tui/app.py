@@ -24,9 +24,10 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from lrp_llm.methods import METHODS, label
+
 from .backend import AskRequest, EncoderBackend, LoadOptions, ModelBackend, PatchRequest
 from .messages import AnswerToken, ExplanationReady, ExportDone, JobProgress, ModelLoaded, PromptTokens, ResultReady
-from .methods import METHOD_LABELS, METHODS
 from .views import VIEWS, available_views, view
 
 if TYPE_CHECKING:
@@ -240,13 +241,11 @@ class XaiApp(App[None]):
         if a is None or a.method == method:
             return
         if self.backend is None or not self.backend.loaded:
-            self.show_error(
-                f"switching to {METHOD_LABELS.get(method, method)} needs the model; press Ctrl+O to load it"
-            )
+            self.show_error(f"switching to {label(method)} needs the model; press Ctrl+O to load it")
             return
         job = self._new_job("explain")
         self.progress = ("explaining", 0, len(a.targets))
-        self.status = (f"explaining with {METHOD_LABELS.get(method, method)} … (Esc cancels)", "busy")
+        self.status = (f"explaining with {label(method)} … (Esc cancels)", "busy")
         self._reexplain_worker(job, self.backend, a, method)
 
     @work(thread=True, exclusive=True, group="explain", exit_on_error=False)
@@ -322,7 +321,7 @@ class XaiApp(App[None]):
         self.attribution = a
         where = f" from {message.source}" if message.source else ""
         self.status = (
-            f"{len(a.targets)} answer tokens explained with {METHOD_LABELS.get(a.method, a.method)}{where}; "
+            f"{len(a.targets)} answer tokens explained with {label(a.method)}{where}; "
             "←/→ or the mouse move over the answer",
             "info",
         )

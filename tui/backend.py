@@ -90,7 +90,7 @@ class ModelBackend:
 
     def methods(self) -> tuple[str, ...]:
         """Methods the loaded model's family offers, the family's default first."""
-        from lrp_llm.engines.causal_lm import methods_for
+        from lrp_llm.methods import methods_for
 
         return methods_for(self.model)
 
@@ -111,7 +111,8 @@ class ModelBackend:
         should_cancel: ShouldCancel | None = None,
     ) -> Attribution:
         """Generate the answer (streamed through ``on_token``) and explain every token of it."""
-        from lrp_llm.engines.causal_lm import build_prompt_ids, explain, token_strings
+        from lrp_llm.engines.explain import explain
+        from lrp_llm.engines.generation import build_prompt_ids, token_strings
         from lrp_llm.errors import InputError
 
         if not request.question.strip():
@@ -148,7 +149,7 @@ class ModelBackend:
         should_cancel: ShouldCancel | None = None,
     ) -> Attribution:
         """The same prompt and answer explained with another ``method`` (no new generation)."""
-        from lrp_llm.engines.causal_lm import explain
+        from lrp_llm.engines.explain import explain
 
         with self.lock:
             self._check_loaded()

@@ -58,10 +58,11 @@ from lrp_llm.archs import get_arch
 from lrp_llm.errors import InputError, ShouldCancel, check_cancel
 from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.mechanism.patch import ModelPatch, freeze_parameters
+from lrp_llm.methods import method_names
 from lrp_llm.results.base import run_meta
 from lrp_llm.results.similarity import SimilarityExplanation
 
-METHODS: tuple[str, ...] = ("bilrp", "grad-x-input-products", "embedding-dot")
+METHODS: tuple[str, ...] = method_names("encoder")
 RULES: tuple[str, ...] = ("cp-lrp", "attnlrp")
 POOLINGS: tuple[str, ...] = ("mean", "cls", "last")
 MODES: tuple[str, ...] = ("cosine", "dot")

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from lrp_llm.errors import Cancelled, InputError, ShouldCancel
+from lrp_llm.methods import methods_for, parse_method
 
 STRATEGIES: tuple[str, ...] = ("zero", "neutral", "delete")
 SCHEMA = "xai-tui/evaluation/1"
@@ -188,7 +189,7 @@ class PreparedItem:
 
 def prepare_item(model, tokenizer, item: EvalItem, *, max_new_tokens: int = 32) -> PreparedItem:
     """Token ids, explained position, answered flag and evidence positions of ``item``."""
-    from lrp_llm.engines.causal_lm import build_prompt_ids, context_length, generate_greedy, stop_ids, token_strings
+    from lrp_llm.engines.generation import build_prompt_ids, context_length, generate_greedy, stop_ids, token_strings
 
     if item.kind == "qa":
         prompt = build_prompt_ids(tokenizer, item.question, item.context or None, chat=True)
@@ -416,7 +417,7 @@ def _perturbed_scores(
     """Logit and probability of ``target`` after ``prefix`` with each set of positions removed."""
     import torch
 
-    from lrp_llm.engines.causal_lm import input_device
+    from lrp_llm.engines.generation import input_device
 
     device = input_device(model)
     embed = model.get_input_embeddings()
@@ -538,30 +539,10 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float]:
 
 
 # -------------------------------------------------------------------- evaluation
-def parse_method(spec: str) -> tuple[str, int | None]:
-    """``"integrated-gradients:64"`` -> ("integrated-gradients", 64); ``"attnlrp"`` -> ("attnlrp", None)."""
-    from lrp_llm.engines.causal_lm import METHODS
-
-    name, _, steps = spec.strip().partition(":")
-    name = {"ig": "integrated-gradients", "gxi": "grad-x-input"}.get(name, name)
-    if name not in METHODS:
-        raise InputError(
-            f"unknown method '{name}'; choose from: {', '.join(METHODS)} (IG steps as integrated-gradients:N)"
-        )
-    if not steps:
-        return name, None
-    if name != "integrated-gradients":
-        raise InputError(f"'{spec}': only integrated-gradients takes a step count (integrated-gradients:N)")
-    if not steps.isdigit() or int(steps) < 1:
-        raise InputError(f"'{spec}': the step count must be a positive integer")
-    return name, int(steps)
-
-
 def check_methods(model, methods: Sequence[str]) -> list[tuple[str, str, int | None]]:
     """``(label, method, ig_steps)`` per method spec; a one-line error for a name the model's
     family has no rules for (e.g. attnlrp on Mamba) before any work is done."""
     from lrp_llm.archs import get_arch
-    from lrp_llm.engines.causal_lm import _RULES
 
     parsed = [(m.strip(), *parse_method(m)) for m in methods]
     if not parsed:
@@ -571,12 +552,11 @@ def check_methods(model, methods: Sequence[str]) -> list[tuple[str, str, int | N
     spec = get_arch(model)
     if spec.kind != "causal-lm":
         raise InputError(f"evaluate works on causal language models; this is a {spec.family} model ({spec.kind})")
+    offered = methods_for(model)
     for label, method, _ in parsed:
-        rules = _RULES[method]
-        if rules is not None and rules not in spec.rules:
-            available = [m for m, r in _RULES.items() if r is None or r in spec.rules]
+        if method not in offered:
             raise InputError(
-                f"method '{label}' is not available for {spec.family} models; use one of: {', '.join(available)}"
+                f"method '{label}' is not available for {spec.family} models; use one of: {', '.join(offered)}"
             )
     return parsed
 
@@ -732,7 +712,7 @@ def evaluate(
 ) -> Evaluation:
     """Explain every item with every method and score each explanation's perturbation curves.
 
-    ``methods``: names from :data:`lrp_llm.engines.causal_lm.METHODS`, integrated gradients with
+    ``methods``: names from :func:`lrp_llm.methods.method_names` ("causal-lm"), integrated gradients with
     its step count as ``"integrated-gradients:N"`` (else ``ig_steps``). With
     ``only_answered`` the items the model does not answer are left out.
     """

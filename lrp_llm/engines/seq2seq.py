@@ -17,68 +17,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrp_llm.archs import get_arch
-from lrp_llm.engines.causal_lm import input_device
-from lrp_llm.errors import Cancelled, InputError
-from lrp_llm.mechanism.context import lrp_rules
-from lrp_llm.mechanism.gradients import RULES, Progress, ShouldCancel, check_method, input_relevance
-from lrp_llm.mechanism.patch import freeze_parameters
+from lrp_llm.engines.generation import (
+    checkpoint_name,
+    decoder_start_id,
+    input_device,
+    resolve_answer_ids,
+    source_ids,
+    token_strings,
+)
+from lrp_llm.errors import InputError, ShouldCancel
+from lrp_llm.mechanism.gradients import Progress, batch_relevance, input_relevance, method_rules
+from lrp_llm.methods import check_offered, default_method, get_method
 from lrp_llm.results.attribution import Attribution, TargetRelevance
 from lrp_llm.results.base import run_meta
-
-
-def source_ids(tokenizer, prompt: str, context: str | None = None) -> list[int]:
-    """Encoder input ids; with a ``context`` the T5 reading-comprehension format ``question: ... context: ...``."""
-    if not prompt or not prompt.strip():
-        raise InputError("the prompt is empty; pass some text with --prompt")
-    text = f"question: {prompt} context: {context}" if context else prompt
-    return [int(i) for i in tokenizer(text, add_special_tokens=True)["input_ids"]]
-
-
-def _start_id(model: nn.Module) -> int:
-    start = getattr(model.config, "decoder_start_token_id", None)
-    if start is None:
-        start = getattr(model.config, "pad_token_id", None)
-    if start is None:
-        raise InputError("the model's config has no decoder_start_token_id; set it in config.json")
-    return int(start)
-
-
-@torch.no_grad()
-def generate_seq2seq(
-    model: nn.Module,
-    src_ids: Sequence[int],
-    max_new_tokens: int,
-    stop: set[int] | None = None,
-    *,
-    on_token: Callable[[int], None] | None = None,
-    should_cancel: ShouldCancel | None = None,
-) -> list[int]:
-    """Greedy decoding (encoder run once, decoder with its KV cache); the stop token is included."""
-    device = input_device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        src = torch.tensor([list(src_ids)], device=device)
-        encoder_outputs = model.get_encoder()(input_ids=src)
-        cur = torch.tensor([[_start_id(model)]], device=device)
-        past = None
-        out_ids: list[int] = []
-        for _ in range(max_new_tokens):
-            if should_cancel is not None and should_cancel():
-                raise Cancelled()
-            out = model(encoder_outputs=encoder_outputs, decoder_input_ids=cur, past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            nxt = int(out.logits[0, -1].argmax())
-            out_ids.append(nxt)
-            if on_token is not None:
-                on_token(nxt)
-            if stop and nxt in stop:
-                break
-            cur = torch.tensor([[nxt]], device=device)
-        return out_ids
-    finally:
-        model.train(was_training)
 
 
 def seq2seq_relevance(
@@ -89,6 +40,7 @@ def seq2seq_relevance(
     method: str = "attnlrp",
     steps: int = 32,
     seed: int = 0,
+    checkpoint: bool = False,
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
 ) -> dict[str, object]:
@@ -97,21 +49,18 @@ def seq2seq_relevance(
     Returns ``source`` (n_answer, n_source), ``decoder`` (n_answer, n_answer) where row
     ``i`` covers the decoder inputs (start token, answer[:-1]) and is zero from column
     ``i + 1`` on, ``logits`` and ``probabilities`` (n_answer,), and ``timings``.
+    ``checkpoint``: encoder and decoder blocks recompute their activations in the backward pass.
     """
-    check_method(method)
+    get_method(method, "seq2seq")
     src_ids = [int(i) for i in src_ids]
     answer_ids = [int(i) for i in answer_ids]
     if not src_ids:
         raise InputError("the prompt has no tokens; pass some text with --prompt")
     if not answer_ids:
         raise InputError("the target has no tokens; pass a non-empty --target")
-    rules = RULES[method]
-    if rules is not None:
-        spec = get_arch(model)
-        if rules not in spec.rules:
-            raise InputError(f"method '{method}' is not available for {spec.family} models")
+    check_offered(model, method)
     device = input_device(model)
-    dec_ids = [_start_id(model)] + answer_ids[:-1]
+    dec_ids = [decoder_start_id(model)] + answer_ids[:-1]
     n = len(answer_ids)
     rows = torch.arange(n, device=device)
     targets = torch.tensor(answer_ids, device=device)
@@ -124,8 +73,7 @@ def seq2seq_relevance(
         return logits[:, rows, targets]
 
     timings: dict[str, float] = {}
-    with lrp_rules(model, rules) as patch:
-        freeze_parameters(model, patch)
+    with method_rules(model, method, checkpoint=checkpoint):
         embed = model.get_input_embeddings()
         with torch.no_grad():
             src_e = embed(torch.tensor([src_ids], device=device))
@@ -137,6 +85,7 @@ def seq2seq_relevance(
             [-1, -1],
             method=method,
             steps=steps,
+            checkpoint=checkpoint,
             seed=seed,
             progress=progress,
             should_cancel=should_cancel,
@@ -170,7 +119,7 @@ def batch_seq2seq_relevance(
         raise InputError(f"batched relevance supports attnlrp, cp-lrp and grad-x-input, not '{method}'")
     device = input_device(model)
     pad = int(getattr(model.config, "pad_token_id", None) or 0)
-    start = _start_id(model)
+    start = decoder_start_id(model)
     b, s_len, t_len = len(sources), max(map(len, sources)), max(map(len, answers))
     src = torch.full((b, s_len), pad, dtype=torch.long)
     mask = torch.zeros(b, s_len, dtype=torch.long)
@@ -182,26 +131,20 @@ def batch_seq2seq_relevance(
         dec[i, : len(a)] = torch.tensor([start, *list(a)[:-1]])
         tgt[i, : len(a)] = torch.tensor(list(a))
     src, mask, dec, tgt = src.to(device), mask.to(device), dec.to(device), tgt.to(device)
-    lengths = torch.tensor([len(a) for a in answers], device=device)
-    acc = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
-    r_src = torch.zeros(b, t_len, s_len, dtype=acc)
-    r_dec = torch.zeros(b, t_len, t_len, dtype=acc)
-    with lrp_rules(model, RULES[method]) as patch:
-        freeze_parameters(model, patch)
+    rows = torch.arange(b, device=device)[:, None]
+    cols = torch.arange(t_len, device=device)
+
+    def score(xs: list[torch.Tensor]) -> torch.Tensor:
+        src_e, dec_e = xs
+        logits = model(inputs_embeds=src_e, attention_mask=mask, decoder_inputs_embeds=dec_e, use_cache=False).logits
+        # (b, t_len); the scores past an example's answer belong to its padding and are cut off below
+        return logits[rows, cols, tgt]
+
+    with method_rules(model, method):
         embed = model.get_input_embeddings()
-        with torch.enable_grad():
-            src_e = embed(src).detach().requires_grad_(True)
-            dec_e = embed(dec).detach().requires_grad_(True)
-            logits = model(
-                inputs_embeds=src_e, attention_mask=mask, decoder_inputs_embeds=dec_e, use_cache=False
-            ).logits
-            rows = torch.arange(b, device=device)
-            for j in range(t_len):
-                live = lengths > j
-                score = logits[rows[live], j, tgt[live, j]].sum()
-                g_src, g_dec = torch.autograd.grad(score, (src_e, dec_e), retain_graph=j < t_len - 1)
-                r_src[:, j] = (src_e.detach().to(acc) * g_src.to(acc)).sum(-1).cpu()
-                r_dec[:, j] = (dec_e.detach().to(acc) * g_dec.to(acc)).sum(-1).cpu()
+        with torch.no_grad():
+            src_e, dec_e = embed(src), embed(dec)
+        r_src, r_dec = batch_relevance(score, [src_e, dec_e], [-1, -1], method=method)
     return [
         (r_src[i, : len(a), : len(s)], r_dec[i, : len(a), : len(a)]) for i, (s, a) in enumerate(zip(sources, answers))
     ]
@@ -220,6 +163,7 @@ def explain_seq2seq(
     prompt_ids: Sequence[int] | None = None,
     answer_ids: Sequence[int] | None = None,
     seed: int = 0,
+    checkpoint: bool | None = None,
     model_name: str | None = None,
     progress: Progress | None = None,
     on_token: Callable[[int], None] | None = None,
@@ -232,13 +176,12 @@ def explain_seq2seq(
     the family's (AttnLRP). In the result,
     ``source_tokens`` are the encoder's tokens, ``tokens`` the decoder's (start token, then
     the answer; ``prompt_length`` is 1), and each target carries ``source_relevance``
-    beside ``relevance`` (decoder side); ``relevance_sum`` adds both.
+    beside ``relevance`` (decoder side); ``relevance_sum`` adds both. ``checkpoint``: the
+    blocks recompute their activations in the backward pass (long inputs; default off).
     """
-    from lrp_llm.engines.causal_lm import stop_ids, token_strings
-
     start = time.perf_counter()
-    method = method or get_arch(model).default_method
-    check_method(method)
+    method = method or default_method(model)
+    get_method(method, "seq2seq")
     if prompt_ids is None:
         if prompt is None:
             raise InputError("the prompt is empty; pass some text with --prompt")
@@ -246,29 +189,35 @@ def explain_seq2seq(
     src = [int(i) for i in prompt_ids]
     timings: dict[str, float] = {}
     if answer_ids is None:
-        if target is not None:
-            if not target:
-                raise InputError("the target is empty; pass the text to explain with --target")
-            answer_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
-        else:
-            n_new = 20 if generate is None else int(generate)
-            if n_new < 1:
-                raise InputError("--generate must be at least 1")
-            t0 = time.perf_counter()
-            answer_ids = generate_seq2seq(
-                model, src, n_new, stop_ids(model, tokenizer), on_token=on_token, should_cancel=should_cancel
-            )
-            timings["generate"] = time.perf_counter() - t0
+        answer_ids = resolve_answer_ids(
+            model,
+            tokenizer,
+            src,
+            target=target,
+            generate=generate,
+            limit=None,
+            timings=timings,
+            on_token=on_token,
+            should_cancel=should_cancel,
+        )
     answer = [int(i) for i in answer_ids]
     if not answer:
         raise InputError("the target has no tokens; pass a non-empty --target")
     t0 = time.perf_counter()
     result = seq2seq_relevance(
-        model, src, answer, method=method, steps=steps, seed=seed, progress=progress, should_cancel=should_cancel
+        model,
+        src,
+        answer,
+        method=method,
+        steps=steps,
+        seed=seed,
+        checkpoint=bool(checkpoint),
+        progress=progress,
+        should_cancel=should_cancel,
     )
     timings.update(result["timings"])  # type: ignore[arg-type]
     timings["explain"] = time.perf_counter() - t0
-    dec_ids = [_start_id(model)] + answer
+    dec_ids = [decoder_start_id(model)] + answer
     tokens = token_strings(tokenizer, dec_ids)
     r_src: torch.Tensor = result["source"]  # type: ignore[assignment]
     r_dec: torch.Tensor = result["decoder"]  # type: ignore[assignment]
@@ -290,14 +239,13 @@ def explain_seq2seq(
     meta = run_meta(
         "seq2seq",
         method=method,
-        rules=RULES[method],
+        rules=get_method(method).rules,
         steps=steps if method == "integrated-gradients" else None,
         dtype=next(model.parameters()).dtype,
         device=input_device(model),
     )
-    name = model_name or str(getattr(model, "name_or_path", "") or type(model).__name__)
     return Attribution(
-        model=name,
+        model=model_name or checkpoint_name(model),
         method=method,
         tokens=tokens,
         input_ids=dec_ids,
@@ -311,4 +259,4 @@ def explain_seq2seq(
     )
 
 
-__all__ = ["batch_seq2seq_relevance", "explain_seq2seq", "generate_seq2seq", "seq2seq_relevance", "source_ids"]
+__all__ = ["batch_seq2seq_relevance", "explain_seq2seq", "seq2seq_relevance"]

@@ -144,17 +144,12 @@ def image_relevance(
     """Pixel relevance (H, W) of class ``target`` for ``pixel_values`` (1, C, H, W), and the logits (n_classes,)."""
     import torch
 
-    from lrp_llm.archs import get_arch
-    from lrp_llm.mechanism.context import lrp_rules
-    from lrp_llm.mechanism.gradients import RULES, check_method, input_relevance
-    from lrp_llm.mechanism.patch import freeze_parameters
+    from lrp_llm.mechanism.gradients import input_relevance, method_rules
+    from lrp_llm.methods import check_offered, default_method, get_method
 
-    spec = get_arch(model)
-    method = method or spec.default_method
-    check_method(method)
-    rules = RULES[method]
-    if rules is not None and rules not in spec.rules:
-        raise InputError(f"method '{method}' is not available for {spec.family} models")
+    method = method or default_method(model)
+    get_method(method, "image-classification")
+    check_offered(model, method)
     weight = model.get_input_embeddings().projection.weight
     x = pixel_values.to(device=weight.device, dtype=weight.dtype)
     logits_seen: list = []
@@ -165,8 +160,7 @@ def image_relevance(
         return logits[:, [target]]
 
     t0 = time.perf_counter()
-    with lrp_rules(model, rules) as patch:
-        freeze_parameters(model, patch)
+    with method_rules(model, method):
         (pixels,), values = input_relevance(score, [x], [1], method=method, steps=steps, seed=seed)
     if not torch.isfinite(pixels).all():
         raise FloatingPointError("relevance is not finite; run the model in float32 (--dtype float32)")
@@ -188,31 +182,29 @@ def batch_image_relevance(model, pixel_values, targets: Sequence[int], *, method
     """
     import torch
 
-    from lrp_llm.archs import get_arch
-    from lrp_llm.mechanism.context import lrp_rules
-    from lrp_llm.mechanism.gradients import RULES, check_method
-    from lrp_llm.mechanism.patch import freeze_parameters
+    from lrp_llm.mechanism.gradients import batch_relevance, method_rules
+    from lrp_llm.methods import check_offered, default_method, get_method
 
-    method = method or get_arch(model).default_method
-    check_method(method)
+    method = method or default_method(model)
+    get_method(method, "image-classification")
     if method in ("integrated-gradients", "random"):
         rows = [
             image_relevance(model, pixel_values[i : i + 1], int(t), method=method, steps=steps, seed=i)["pixels"]
             for i, t in enumerate(targets)
         ]
         return torch.stack(rows)  # type: ignore[arg-type]
+    check_offered(model, method)
     weight = model.get_input_embeddings().projection.weight
-    with lrp_rules(model, RULES[method]) as patch:
-        freeze_parameters(model, patch)
-        with torch.enable_grad():
-            x = pixel_values.to(device=weight.device, dtype=weight.dtype).detach().requires_grad_(True)
-            logits = model(pixel_values=x).logits
-            rows = torch.arange(len(targets), device=logits.device)
-            (grad,) = torch.autograd.grad(logits[rows, torch.as_tensor(list(targets), device=logits.device)].sum(), x)
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    if method == "saliency":
-        return grad.to(acc).norm(dim=1).cpu()
-    return (x.detach().to(acc) * grad.to(acc)).sum(1).cpu()
+    x = pixel_values.to(device=weight.device, dtype=weight.dtype)
+    classes = torch.as_tensor(list(targets), device=weight.device)
+
+    def score(xs):
+        logits = model(pixel_values=xs[0]).logits  # (n_images, n_classes)
+        return logits.gather(1, classes[:, None])  # (n_images, 1)
+
+    with method_rules(model, method):
+        (pixels,) = batch_relevance(score, [x], [1], method=method)
+    return pixels[:, 0]
 
 
 def explain_image(

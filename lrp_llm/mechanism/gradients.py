@@ -1,37 +1,43 @@
-"""Relevance of several input tensors at once, for every method, given a scoring function.
+"""The gradient engine: relevance of input tensors for target scores, for every gradient-based method.
 
-The encoder-decoder (source and decoder embeddings) and image (pixels) explanations
-share this: the caller installs the rules (:func:`lrp_llm.mechanism.context.lrp_rules`) and
-passes ``score(inputs) -> (batch, n_targets)``; here the inputs get gradients, one
-backward pass runs per target through one forward graph, and each input's relevance
-is ``x * grad`` summed over its feature axis.
+Every engine (causal LMs, encoder-decoders, images, the synthetic tasks) describes its
+model as ``score(inputs) -> (batch, n_targets)``; here the inputs get gradients, the
+backward passes run through one forward graph, and each input's relevance is
+``x * grad`` summed over its feature axis. The LRP rule sets are gradient x input under
+installed rules (:func:`method_rules`); saliency is the gradient's norm; integrated
+gradients averages the gradient along the straight path from zero (midpoint rule);
+the random baseline draws uniform noise in [-1, 1).
+
+Up to ``backward_batch`` targets share one backward pass (a batch of one-hot
+cotangents, ``is_grads_batched``); an op without a batching rule, or checkpointed
+blocks, fall back to one backward pass per target.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 from lrp_llm.errors import InputError, ShouldCancel, check_cancel
+from lrp_llm.mechanism.context import lrp_rules
+from lrp_llm.mechanism.patch import ModelPatch, freeze_parameters
+from lrp_llm.methods import TOKEN_KINDS, get_method
 
-METHODS: tuple[str, ...] = ("attnlrp", "cp-lrp", "grad-x-input", "saliency", "integrated-gradients", "random")
-RULES: dict[str, str | None] = {
-    "attnlrp": "attnlrp",
-    "cp-lrp": "cp-lrp",
-    "grad-x-input": None,
-    "saliency": None,
-    "integrated-gradients": None,
-    "random": None,
-}
-
+# score(inputs) -> (batch, n_targets): the target scores of each example (or IG step) of the batch
 Score = Callable[[list[torch.Tensor]], torch.Tensor]
 Progress = Callable[[int, int], None]
 
 
-def check_method(method: str) -> None:
-    if method not in METHODS:
-        raise InputError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
+@contextmanager
+def method_rules(model: nn.Module, method: str, *, checkpoint: bool = False) -> Iterator[ModelPatch]:
+    """Install ``method``'s rule set (none for the plain-gradient methods) with parameters frozen, for one block."""
+    with lrp_rules(model, get_method(method).rules, checkpoint=checkpoint) as patch:
+        freeze_parameters(model, patch)
+        yield patch
 
 
 def input_relevance(
@@ -42,50 +48,108 @@ def input_relevance(
     method: str,
     steps: int = 32,
     ig_batch: int = 8,
+    backward_batch: int = 8,
+    checkpoint: bool = False,
     seed: int = 0,
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Relevance of each input for each target score.
+    """Relevance of each input of one example for each of its target scores.
 
     ``inputs``: tensors with a leading batch dimension of 1 (e.g. embeddings (1, seq, d),
     pixels (1, C, H, W)); ``feature_dims[i]``: the axis of ``inputs[i]`` summed over
-    (-1 for embeddings, 1 for channels). Returns one tensor per input of shape
-    (n_targets, *input shape without batch and feature axis), in float64 for float64
-    inputs else float32, on the CPU; and the target scores (n_targets,) at the input.
+    (-1 for embeddings, 1 for channels); ``score`` returns (1, n_targets) (integrated
+    gradients: (n_alphas, n_targets) for a batch of scaled inputs). Returns one tensor per
+    input of shape (n_targets, *input shape without batch and feature axis), in float64
+    for float64 inputs else float32, on the CPU; and the target scores (n_targets,) at
+    the input. ``checkpoint``: the blocks recompute their activations (one target per
+    backward pass). ``timings`` gets "forward" and "backward" (integrated gradients:
+    "forward_backward") in seconds.
     """
-    check_method(method)
+    _check_gradient_method(method)
     acc = torch.float64 if inputs[0].dtype == torch.float64 else torch.float32
     base = [x.detach() for x in inputs]
     dims = [d if d >= 0 else x.dim() + d for d, x in zip(feature_dims, base)]
+    batch = 1 if checkpoint else max(1, int(backward_batch))
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
     if method == "integrated-gradients":
-        return _integrated_gradients(score, base, dims, acc, steps, ig_batch, progress, should_cancel)
+        out, values = _integrated_gradients(score, base, dims, acc, steps, ig_batch, batch, progress, should_cancel)
+        timings["forward_backward"] = time.perf_counter() - t0
+        return out, values
     with torch.enable_grad():
         xs = [x.clone().requires_grad_(True) for x in base]
         scores = score(xs)[0]  # (n,)
         n = scores.shape[0]
         values = scores.detach().to(acc).cpu()
+        timings["forward"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
         if method == "random":
             gen = torch.Generator().manual_seed(seed)
             out = [torch.rand(n, *_reduced(x, d), generator=gen, dtype=acc) * 2 - 1 for x, d in zip(base, dims)]
             if progress is not None:
                 progress(n, n)
-            return out, values
-        out = [torch.zeros(n, *_reduced(x, d), dtype=acc) for x, d in zip(base, dims)]
-        for i in range(n):
-            check_cancel(should_cancel)
-            grads = torch.autograd.grad(scores[i], xs, retain_graph=i < n - 1, allow_unused=True)
-            for k, (x, g, d) in enumerate(zip(xs, grads, dims)):
-                if g is None:
-                    continue
-                g = g[0].to(acc)
-                if method == "saliency":
-                    out[k][i] = g.norm(dim=d - 1).cpu()
-                else:
-                    out[k][i] = (x[0].detach().to(acc) * g).sum(d - 1).cpu()
+        else:
+            out = [torch.zeros(n, *_reduced(x, d), dtype=acc) for x, d in zip(base, dims)]
             if progress is not None:
-                progress(i + 1, n)
-        return out, values
+                progress(0, n)  # the forward pass is done; backward passes follow
+            for i, b, grads in _target_gradients(scores, xs, batch, should_cancel):
+                for k, (x, g, d) in enumerate(zip(base, grads, dims)):
+                    if g is not None:  # an input the targets do not depend on keeps zero relevance
+                        out[k][i : i + b] = _reduce(method, x[0], g[:, 0], d, acc)
+                if progress is not None:
+                    progress(i + b, n)
+        timings["backward"] = time.perf_counter() - t1
+    return out, values
+
+
+def batch_relevance(
+    score: Score,
+    inputs: Sequence[torch.Tensor],
+    feature_dims: Sequence[int],
+    *,
+    method: str,
+    backward_batch: int = 8,
+    should_cancel: ShouldCancel | None = None,
+) -> list[torch.Tensor]:
+    """Relevance for a batch of independent examples (evaluation over a data set).
+
+    ``inputs``: tensors (batch, ...); ``score`` returns (batch, n_targets), row ``b``
+    depending on example ``b`` only. Examples do not interact, so one backward pass of
+    the ``j``-th target summed over the batch gives every example its own relevance.
+    Returns per input (batch, n_targets, *input shape without batch and feature axis) on
+    the CPU. Gradient x input (under any rule set) and saliency only.
+    """
+    _check_gradient_method(method)
+    if method in ("integrated-gradients", "random"):
+        raise InputError(f"batched relevance supports the LRP rule sets, grad-x-input and saliency, not '{method}'")
+    acc = torch.float64 if inputs[0].dtype == torch.float64 else torch.float32
+    dims = [d if d >= 0 else x.dim() + d for d, x in zip(feature_dims, inputs)]
+    with torch.enable_grad():
+        xs = [x.detach().clone().requires_grad_(True) for x in inputs]
+        scores = score(xs)  # (batch, n)
+        n = scores.shape[-1]
+        out = [torch.zeros(x.shape[0], n, *_reduced(x, d), dtype=acc) for x, d in zip(xs, dims)]
+        for i, b, grads in _target_gradients(scores, xs, max(1, int(backward_batch)), should_cancel):
+            for k, (x, g, d) in enumerate(zip(xs, grads, dims)):
+                if g is not None:
+                    # g: (b, batch, ...) for targets i .. i + b - 1 -> (batch, b, ...)
+                    out[k][:, i : i + b] = _reduce(method, x.detach(), g, d + 1, acc).transpose(0, 1)
+    return out
+
+
+def _check_gradient_method(method: str) -> None:
+    spec = get_method(method)
+    if spec.family_only or not set(spec.kinds) & set(TOKEN_KINDS):
+        raise InputError(f"'{method}' is not a gradient method")
+
+
+def _reduce(method: str, x: torch.Tensor, grad: torch.Tensor, dim: int, acc: torch.dtype) -> torch.Tensor:
+    """``grad`` (b, *x.shape) -> relevance: ``grad`` without its axis ``dim``, on the CPU."""
+    if method == "saliency":
+        return grad.to(acc).norm(dim=dim).cpu()
+    return (x.to(acc) * grad.to(acc)).sum(dim).cpu()
 
 
 def _reduced(x: torch.Tensor, dim: int) -> tuple[int, ...]:
@@ -94,15 +158,57 @@ def _reduced(x: torch.Tensor, dim: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _integrated_gradients(score, base, dims, acc, steps, ig_batch, progress, should_cancel):
+def _target_gradients(
+    scores: torch.Tensor, inputs: Sequence[torch.Tensor], batch: int, should_cancel: ShouldCancel | None
+) -> Iterator[tuple[int, int, tuple[torch.Tensor | None, ...]]]:
+    """Yield ``(first_target, b, grads)``: per input, grads (b, *input.shape) of targets first .. first + b - 1.
+
+    ``scores``: (..., n); target ``j`` is ``scores[..., j]`` summed over the leading axes.
+    Up to ``batch`` targets share one backward pass (a batch of one-hot cotangents,
+    ``is_grads_batched``); the graph is kept until the last target. Falls back to one
+    backward per target where batching is not possible (an op without a batching rule).
+    An input the targets do not reach gets None.
+    """
+    n = scores.shape[-1]
+    i = 0
+    while i < n:
+        check_cancel(should_cancel)
+        b = min(batch, n - i)
+        last = i + b >= n
+        if b > 1:
+            cotangents = torch.zeros(b, *scores.shape, dtype=scores.dtype, device=scores.device)
+            cotangents.view(b, -1, n)[torch.arange(b), :, torch.arange(i, i + b)] = 1
+            try:
+                # the graph is kept even after the last chunk so that a fallback can still run;
+                # it is freed when the caller drops its references
+                grads = torch.autograd.grad(
+                    scores, inputs, grad_outputs=cotangents, is_grads_batched=True, retain_graph=True, allow_unused=True
+                )
+            except RuntimeError:
+                batch = 1  # an op without a batching rule: one target at a time
+                continue
+            yield i, b, grads
+        else:
+            target = scores[..., i]
+            grads = torch.autograd.grad(
+                target if target.dim() == 0 else target.sum(), inputs, retain_graph=not last, allow_unused=True
+            )
+            yield i, 1, tuple(None if g is None else g.unsqueeze(0) for g in grads)
+        i += b
+
+
+def _integrated_gradients(score, base, dims, acc, steps, ig_batch, backward_batch, progress, should_cancel):
     """Mean gradient along the straight path from zero (midpoint rule), times the input."""
     steps = max(1, int(steps))
     alphas = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
+    # The real input is scored once more (alpha = 1) for the values it reports.
     with torch.no_grad():
         values = score(list(base))[0].to(acc).cpu()
     n = values.shape[0]
     grads = [torch.zeros(n, *x.shape[1:], dtype=acc, device=x.device) for x in base]
-    done = 0
+    done, total = 0, steps * n
+    if progress is not None:
+        progress(0, total)
     for start in range(0, steps, ig_batch):
         chunk = alphas[start : start + ig_batch]
         with torch.enable_grad():
@@ -111,14 +217,15 @@ def _integrated_gradients(score, base, dims, acc, steps, ig_batch, progress, sho
                 a = chunk.to(x.device, x.dtype).view(-1, *([1] * (x.dim() - 1)))
                 xs.append((a * x).detach().requires_grad_(True))
             scores = score(xs).sum(0)  # (n,)
-            for i in range(n):
-                check_cancel(should_cancel)
-                gs = torch.autograd.grad(scores[i], xs, retain_graph=i < n - 1, allow_unused=True)
+            for i, b, gs in _target_gradients(scores, xs, backward_batch, should_cancel):
                 for k, g in enumerate(gs):
                     if g is not None:
-                        grads[k][i] += g.to(acc).sum(0)
-                done += len(chunk)
+                        grads[k][i : i + b] += g.to(acc).sum(1)  # g: (b, alphas, ...)
+                done += len(chunk) * b
                 if progress is not None:
-                    progress(done, steps * n)
+                    progress(done, total)
     out = [(x[0].to(acc) * (g / steps)).sum(d).cpu() for x, g, d in zip(base, grads, dims)]
     return out, values
+
+
+__all__ = ["Progress", "Score", "batch_relevance", "input_relevance", "method_rules"]

@@ -14,11 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
 from transformers import BertConfig, BertModel
+
+# synthetic_tasks is a dev-only package at the repository root, not installed with lrp_llm
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from synthetic_tasks import shared_nouns as task
 

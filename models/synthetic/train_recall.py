@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+# synthetic_tasks is a dev-only package at the repository root, not installed with lrp_llm
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from synthetic_tasks import recall as task
 

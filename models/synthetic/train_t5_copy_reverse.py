@@ -9,11 +9,15 @@ committed, and ``tests/test_t5.py`` scores its explanations against the known al
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
+
+# synthetic_tasks is a dev-only package at the repository root, not installed with lrp_llm
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from synthetic_tasks import copy_reverse as task
 

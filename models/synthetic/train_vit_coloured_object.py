@@ -11,6 +11,7 @@ explanations against the object's patch.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,9 @@ import numpy as np
 import torch
 from transformers import ViTConfig, ViTForImageClassification
 from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+# synthetic_tasks is a dev-only package at the repository root, not installed with lrp_llm
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from synthetic_tasks import coloured_object as task
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..methods import METHODS
+from lrp_llm.methods import METHODS
+
 from .common import add_model_args
 
 

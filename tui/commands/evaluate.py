@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     check_output_paths(args.json, args.html)
-    from lrp_llm.analyses.evaluate import load_items, parse_method
+    from lrp_llm.analyses.evaluate import load_items
+    from lrp_llm.methods import parse_method
 
     items = load_items(args.data, limit=args.limit)  # bad data fails before the model loads
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     out = Console()
     model, tokenizer = load_model_from_args(args, err)
     from lrp_llm.analyses.evaluate import check_methods, evaluate
-    from lrp_llm.engines.causal_lm import default_method
+    from lrp_llm.methods import default_method
     from lrp_llm.results.base import write_atomic
 
     if methods is None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..methods import METHODS
+from lrp_llm.methods import METHODS
+
 from .common import add_model_args, add_output_args, check_output_paths, load_model_from_args
 
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.image is not None or is_image_classifier(model):
         return run_image(args, model, tokenizer, out)
 
-    from lrp_llm.engines.causal_lm import explain
+    from lrp_llm.engines.explain import explain
 
     from ..render import progress_bar, render_attribution
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..methods import METHODS
+from lrp_llm.methods import METHODS
+
 from .common import add_model_args, check_output_paths, load_model_from_args
 
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     out = Console()
     model, tokenizer = load_model_from_args(args, err)
 
-    from lrp_llm.engines.causal_lm import explain
+    from lrp_llm.engines.explain import explain
 
     from ..render import progress_bar
 

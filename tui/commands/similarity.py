@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 
+from lrp_llm.methods import method_names
+
 from .common import add_model_args, add_output_args, check_output_paths, load_model_from_args
 
-METHODS = ("bilrp", "grad-x-input-products", "embedding-dot")
+SIMILARITY_METHODS = method_names("encoder")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--b", metavar="TEXT", help="the second text")
     b.add_argument("--b-file", metavar="FILE", help="texts to rank against --a, one per line (empty lines skipped)")
     m = p.add_argument_group("method")
-    m.add_argument("--method", default="bilrp", choices=METHODS, help="interaction method (default: bilrp)")
+    m.add_argument("--method", default="bilrp", choices=SIMILARITY_METHODS, help="interaction method (default: bilrp)")
     m.add_argument(
         "--rules", default="cp-lrp", choices=("cp-lrp", "attnlrp"), help="LRP rules for bilrp (default: cp-lrp)"
     )

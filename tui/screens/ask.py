@@ -17,9 +17,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Select
 
+from lrp_llm.methods import METHODS, label
+
 from ..backend import AskRequest
 from ..exporting import AttributionExport, Exportable
-from ..methods import METHOD_LABELS, METHODS
 from ..rows import RelevanceRow, relevance_row
 from ..widgets.legend import Legend
 from ..widgets.sources import SourcesList, compact, ranked_sources
@@ -52,7 +53,7 @@ class AskScreen(ViewScreen):
             with Horizontal(id="question-row"):
                 yield Input(placeholder="Question (Enter asks)", id="question", compact=True)
                 yield Select(
-                    [(METHOD_LABELS[m], m) for m in METHODS],
+                    [(label(m), m) for m in METHODS],
                     value=self.xai.method,
                     allow_blank=False,
                     compact=True,
@@ -242,8 +243,8 @@ class AskScreen(ViewScreen):
             for m in app.available_methods:
                 if m != app.method:
                     yield (
-                        f"Method: {METHOD_LABELS[m]}",
-                        f"Explain with {METHOD_LABELS[m]} (recomputes)",
+                        f"Method: {label(m)}",
+                        f"Explain with {label(m)} (recomputes)",
                         lambda m=m: app.set_method(m),
                     )
         if self._ranked:

@@ -17,6 +17,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Select, Static
 
+from lrp_llm.methods import label, method_names
+
 from ..exporting import Exportable, SimilarityExport
 from ..widgets.heatgrid import HeatGrid
 from ..widgets.legend import Legend
@@ -24,11 +26,7 @@ from ..widgets.sources import Source, SourcesList, compact
 from ..widgets.tokenflow import TokenFlow
 from .base import Command, ViewScreen
 
-SIMILARITY_METHODS = {
-    "bilrp": "BiLRP",
-    "grad-x-input-products": "Gradient × input products",
-    "embedding-dot": "Token embedding dot products",
-}
+SIMILARITY_METHODS = method_names("encoder")
 
 
 def display_tokens(tokens: Sequence[str]) -> list[str]:
@@ -63,7 +61,7 @@ class SimilarityScreen(ViewScreen):
             with Horizontal(id="sim-row"):
                 yield Input(placeholder="Sentence B (Enter compares)", id="sim-b", compact=True)
                 yield Select(
-                    [(label, m) for m, label in SIMILARITY_METHODS.items()],
+                    [(label(m), m) for m in SIMILARITY_METHODS],
                     value="bilrp",
                     allow_blank=False,
                     compact=True,
@@ -102,7 +100,7 @@ class SimilarityScreen(ViewScreen):
         a, b = display_tokens(e.tokens_a), display_tokens(e.tokens_b)
         self.query_one("#sim-summary", Static).update(
             f" cosine [b]{e.similarity:.3f}[/]   dot {e.dot:.3f}   Σ interactions / score {e.conservation:.2f}   "
-            f"[dim]{SIMILARITY_METHODS.get(e.method, e.method)} · {e.model}[/]"
+            f"[dim]{label(e.method)} · {e.model}[/]"
         )
         grid = self.query_one("#sim-grid", HeatGrid)
         grid.set_matrix(e.interactions, a, b, cursor=None)
@@ -180,8 +178,12 @@ class SimilarityScreen(ViewScreen):
 
     def commands(self) -> Iterable[Command]:
         yield ("Compare", "Explain the similarity of sentence A and B", self._compare)
-        for m, label in SIMILARITY_METHODS.items():
-            yield (f"Similarity method: {label}", f"Explain with {label} (recomputes)", lambda m=m: self._use_method(m))
+        for m in SIMILARITY_METHODS:
+            yield (
+                f"Similarity method: {label(m)}",
+                f"Explain with {label(m)} (recomputes)",
+                lambda m=m: self._use_method(m),
+            )
         if self._pairs:
             yield ("Jump to top pair", "Move the grid cursor to the strongest pair (j)", lambda: self.action_jump(1))
 

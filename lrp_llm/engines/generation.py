@@ -1,0 +1,201 @@
+"""Prompt ids, greedy decoding and token strings: what every text engine needs around its relevance pass.
+
+Decoder-only models (causal LMs, Mamba) and encoder-decoders (T5) share one greedy loop;
+an encoder-decoder runs its encoder once and decodes from its start token.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from lrp_llm.errors import InputError, ShouldCancel, check_cancel
+
+
+# --------------------------------------------------------------------------- prompts
+def build_prompt_ids(
+    tokenizer,
+    prompt: str,
+    context: str | None = None,
+    *,
+    chat: bool | None = None,
+    system: str | None = None,
+) -> list[int]:
+    """Token ids of the prompt.
+
+    With a ``context`` (or ``chat=True``) and a tokenizer that has a chat template, the
+    prompt becomes one user turn ``context + "\\n" + prompt`` followed by the assistant
+    header. Otherwise the text is tokenised as it is (next-token continuation).
+    """
+    if not prompt or not prompt.strip():
+        raise InputError("the prompt is empty; pass some text with --prompt")
+    text = f"{context}\n{prompt}" if context else prompt
+    use_chat = chat if chat is not None else context is not None
+    if use_chat and getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return [int(i) for i in enc["input_ids"]]
+    return [int(i) for i in tokenizer(text, add_special_tokens=True)["input_ids"]]
+
+
+def source_ids(tokenizer, prompt: str, context: str | None = None) -> list[int]:
+    """Encoder input ids; with a ``context`` the T5 reading-comprehension format ``question: ... context: ...``."""
+    if not prompt or not prompt.strip():
+        raise InputError("the prompt is empty; pass some text with --prompt")
+    text = f"question: {prompt} context: {context}" if context else prompt
+    return [int(i) for i in tokenizer(text, add_special_tokens=True)["input_ids"]]
+
+
+def decoder_start_id(model: nn.Module) -> int:
+    """The token an encoder-decoder's decoder starts from."""
+    start = getattr(model.config, "decoder_start_token_id", None)
+    if start is None:
+        start = getattr(model.config, "pad_token_id", None)
+    if start is None:
+        raise InputError("the model's config has no decoder_start_token_id; set it in config.json")
+    return int(start)
+
+
+def token_strings(tokenizer, ids: Sequence[int]) -> list[str]:
+    """Display string of each token (decoded one by one, special tokens kept)."""
+    return [tokenizer.decode([int(i)], skip_special_tokens=False, clean_up_tokenization_spaces=False) for i in ids]
+
+
+def stop_ids(model, tokenizer) -> set[int]:
+    """End-of-sequence ids of the generation config, the model config and the tokenizer."""
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), getattr(model, "config", None), tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return ids
+
+
+def input_device(model: nn.Module) -> torch.device:
+    weight = model.get_input_embeddings().weight
+    if weight.device.type == "meta":  # offloaded by accelerate: hooks move inputs
+        return torch.device("cpu")
+    return weight.device
+
+
+def context_length(model: nn.Module) -> int | None:
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(model.config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def checkpoint_name(model: nn.Module) -> str:
+    """The checkpoint's name or path, else the model class."""
+    name = getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "")
+    return str(name) or type(model).__name__
+
+
+# -------------------------------------------------------------------------- decoding
+@torch.no_grad()
+def generate_greedy(
+    model: nn.Module,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    stop: set[int] | None = None,
+    *,
+    on_token: Callable[[int], None] | None = None,
+    should_cancel: ShouldCancel | None = None,
+) -> list[int]:
+    """Greedy decoding with the KV cache; the stop token, when reached, is included.
+
+    ``prompt_ids``: the decoder's prompt, or for an encoder-decoder the encoder's input
+    (the encoder runs once; decoding starts from :func:`decoder_start_id`).
+    """
+    device = input_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        prompt = torch.tensor([list(prompt_ids)], device=device)
+        if getattr(model.config, "is_encoder_decoder", False):
+            fixed = {"encoder_outputs": model.get_encoder()(input_ids=prompt)}
+            cur, ids_key, cache_key = (
+                torch.tensor([[decoder_start_id(model)]], device=device),
+                "decoder_input_ids",
+                "past_key_values",
+            )
+        else:
+            # state-space models (Mamba) name their cache ``cache_params``
+            has_cache_params = "cache_params" in inspect.signature(model.forward).parameters
+            fixed = {"logits_to_keep": 1}
+            cur, ids_key = prompt, "input_ids"
+            cache_key = "cache_params" if has_cache_params else "past_key_values"
+        past = None
+        out_ids: list[int] = []
+        for _ in range(max_new_tokens):
+            check_cancel(should_cancel)
+            out = model(use_cache=True, **fixed, **{ids_key: cur, cache_key: past})
+            past = getattr(out, cache_key)
+            nxt = int(out.logits[0, -1].argmax())
+            out_ids.append(nxt)
+            if on_token is not None:
+                on_token(nxt)
+            if stop and nxt in stop:
+                break
+            cur = torch.tensor([[nxt]], device=device)
+        return out_ids
+    finally:
+        model.train(was_training)
+
+
+def resolve_answer_ids(
+    model: nn.Module,
+    tokenizer,
+    prompt_ids: Sequence[int],
+    *,
+    target: str | None,
+    generate: int | None,
+    limit: int | None,
+    timings: dict[str, float],
+    on_token: Callable[[int], None] | None = None,
+    should_cancel: ShouldCancel | None = None,
+) -> list[int]:
+    """The tokens to explain: those of ``target`` (a forced continuation), else a greedy
+    generation of up to ``generate`` tokens (default 20) after ``prompt_ids``, refused
+    when prompt + answer would exceed ``limit`` tokens. Records ``timings["generate"]``."""
+    if target is not None:
+        if not target:
+            raise InputError("the target is empty; pass the text to explain with --target")
+        return [int(i) for i in tokenizer(target, add_special_tokens=False)["input_ids"]]
+    n_new = 20 if generate is None else int(generate)
+    if n_new < 1:
+        raise InputError("--generate must be at least 1")
+    if limit is not None and len(prompt_ids) + n_new > limit:
+        too_long(len(prompt_ids) + n_new, limit)
+    t0 = time.perf_counter()
+    ids = generate_greedy(
+        model, prompt_ids, n_new, stop_ids(model, tokenizer), on_token=on_token, should_cancel=should_cancel
+    )
+    timings["generate"] = time.perf_counter() - t0
+    return ids
+
+
+def too_long(n: int, limit: int) -> None:
+    raise InputError(f"the input has {n} tokens but the model's context is {limit}; shorten the prompt or --generate")
+
+
+__all__ = [
+    "build_prompt_ids",
+    "checkpoint_name",
+    "context_length",
+    "decoder_start_id",
+    "generate_greedy",
+    "input_device",
+    "resolve_answer_ids",
+    "source_ids",
+    "stop_ids",
+    "token_strings",
+    "too_long",
+]
