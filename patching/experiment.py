@@ -159,7 +159,7 @@ def _baseline(
     model: nn.Module, clean_ids: list[int], corrupted_ids: list[int], answer_id: int, wrong_id: int
 ) -> tuple[Reference, dict[str, dict[str, float]]]:
     """The reference of the recovery metric and each prompt's unpatched logit difference, probabilities and KL."""
-    from lrp_llm.engines.causal_lm import input_device
+    from lrp_llm.engines.generation import input_device
 
     device = input_device(model)
     with torch.no_grad():
