@@ -37,6 +37,8 @@ test: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+	# the slow tier (the real models end to end, about 40 s): run by CI too
+	$(PY) -m pytest -q -m slow
 
 check: test
 
