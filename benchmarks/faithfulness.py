@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> Path:
 
     from lrp_llm.analyses.evaluate import evaluate, load_items
     from lrp_llm.checkpoints.loading import demo_model_path, load_model
-    from lrp_llm.results.base import write_atomic
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> Path:
         )
         if args.json:
             target = args.json if len(args.data.split(",")) == 1 else args.json.with_suffix(f".{path.stem}.json")
-            write_atomic(target, ev.to_json())
+            ev.save(target)
         summary = ev.summary()
         gxi = next((s.seconds for s in summary if s.method == "grad-x-input"), None)
         rows = []

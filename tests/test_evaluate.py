@@ -344,6 +344,24 @@ def test_evaluate_only_answered_and_strategies(model, tok):
         evaluate(model, tok, items, ["random", "random"])
 
 
+def test_evaluation_carries_the_run_metadata_and_reloads(model, tok, tmp_path):
+    from lrp_llm.analyses.evaluate import Evaluation
+
+    ev = evaluate(model, tok, [EvalItem(id="c", text="one two three", answer="four")], ["random"], steps=2)
+    assert {"kind", "method", "rules", "steps", "dtype", "device", "date", "torch", "version"} <= set(ev.meta)
+    assert (ev.meta["kind"], ev.meta["dtype"], ev.meta["device"], ev.meta["ig_steps"]) == (
+        "evaluation",
+        "float32",
+        "cpu",
+        32,
+    )
+    ev.save(tmp_path / "ev.json")
+    back = Evaluation.load(tmp_path / "ev.json")
+    # curves are written to 6 decimals; the scores are recomputed from them
+    assert back.results[0].curves.to_dict() == ev.results[0].curves.to_dict() and back.meta == ev.meta
+    assert back.summary()[0].abpc == pytest.approx(ev.summary()[0].abpc, abs=1e-5)
+
+
 def test_evaluate_cancels(model, tok):
     items = [EvalItem(id=str(i), text="one two three", answer="four") for i in range(3)]
     with pytest.raises(Cancelled):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from lrp_llm.analyses.evaluate import Curves, Evaluation, ItemResult
 from lrp_llm.errors import InputError
 from lrp_llm.results.attribution import Attribution, TargetRelevance
 from lrp_llm.results.base import as_float, float_array, json_ready, run_meta, write_atomic
@@ -66,7 +67,7 @@ def test_write_atomic_replaces_the_whole_file(tmp_path):
     assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
-# ----------------------------------------------------------- four result types
+# ----------------------------------------------------------- five result types
 def _attribution() -> Attribution:
     """An encoder-decoder explanation (no long-range statistics) with NaN in both relevance arrays."""
     t = TargetRelevance(
@@ -105,6 +106,24 @@ def _patching() -> PatchingResult:
     )  # fmt: skip
 
 
+def _evaluation() -> Evaluation:
+    """Two items of one method; one has a NaN probability curve and no localisation."""
+    fractions = [0.0, 0.5, 1.0]
+    first = Curves(
+        np.array(fractions), np.array([2.0, 1.0, 0.0]), np.array([2.0, 2.0, 0.0]),
+        np.array([0.5, 0.25, 0.0]), np.array([0.5, NAN, 0.0]),
+    )  # fmt: skip
+    second = Curves(*(np.array(fractions) for _ in range(5)))
+    return Evaluation(
+        model="m", methods=["attnlrp"], strategy="zero", steps=2, n_items=2, n_answered=1,
+        results=[
+            ItemResult("a", "attnlrp", True, 4, 5, 0.25, first, localisation={"top1": 1.0, "mass": NAN}, distance=3),
+            ItemResult("b", "attnlrp", False, 2, 3, 0.5, second),
+        ],
+        meta={"date": "d", "ig_steps": 32},
+    )  # fmt: skip
+
+
 def test_nan_round_trips_through_strict_json_for_every_type(tmp_path):
     a = _attribution()
     back = Attribution.from_json(a.to_json())
@@ -134,11 +153,28 @@ def test_nan_round_trips_through_strict_json_for_every_type(tmp_path):
     back_r = PatchingResult.from_json(r.to_json())
     assert np.isnan(back_r.grids[0].values[0, 1]) and math.isnan(back_r.baseline["clean"]["kl"])
     assert math.isnan(back_r.correlations[0]["pearson_r"])
-    assert [x["schema"] for x in (a.to_dict(), img.to_dict(), e.to_dict(), r.to_dict())] == [
+    ev = _evaluation()
+    d = strict_loads(ev.to_json())
+    assert (
+        d["results"][0]["curves"]["lerf_prob"] == [0.5, None, 0.0] and d["results"][0]["localisation"]["mass"] is None
+    )
+    # the first item's ABPC of probabilities is NaN (a NaN point), so is the method's mean
+    assert d["results"][0]["abpc_prob"] is None and d["summary"][0]["abpc_prob"] is None
+    ev.save(tmp_path / "e.json")
+    back_ev = Evaluation.load(tmp_path / "e.json")
+    assert [r.item_id for r in back_ev.results] == ["a", "b"] and back_ev.results[1].localisation is None
+    first = back_ev.results[0]
+    assert first.curves.morf_logit.tolist() == [2.0, 1.0, 0.0] and np.isnan(first.curves.lerf_prob[1])
+    assert first.distance == 3 and first.localisation["top1"] == 1.0 and math.isnan(first.localisation["mass"])
+    # ABPC of the first item: AUC(LeRF) - AUC(MoRF) = 1.5 - 1.0 by the trapezoid rule; the second's is 0
+    assert back_ev.summary()[0].abpc == pytest.approx((0.5 + 0.0) / 2)
+    assert (back_ev.n_items, back_ev.n_answered, back_ev.meta) == (2, 1, {"date": "d", "ig_steps": 32})
+    assert [x["schema"] for x in (a.to_dict(), img.to_dict(), e.to_dict(), r.to_dict(), ev.to_dict())] == [
         "xai-tui/attribution/1",
         "xai-tui/image-attribution/1",
         "xai-tui/similarity/1",
         "xai-tui/patching/1",
+        "xai-tui/evaluation/1",
     ]
 
 
@@ -171,6 +207,19 @@ OLD_PATCHING = """{"schema": "xai-tui/patching/1", "model": "m", "clean_tokens":
  "meta": {"created": "2025-05-06T07:08:09+00:00", "sites": ["resid"], "method": "sweep"}}"""
 
 
+OLD_EVALUATION = """{"schema": "xai-tui/evaluation/1", "model": "m", "methods": ["attnlrp", "random"],
+ "strategy": "zero", "steps": 2, "n_items": 1, "n_answered": 1,
+ "meta": {"date": "2025-05-06T07:08:09+00:00", "torch": "2.5.0", "ig_steps": 32, "neutral": null,
+   "only_answered": false, "data": "qa.jsonl"},
+ "summary": [{"method": "attnlrp", "n": 1, "abpc": 1.5, "abpc_ci": NaN, "abpc_prob": 0.5, "morf_auc": 0.5,
+   "lerf_auc": 2.0, "seconds": 0.1, "top1": 1.0, "mass": 0.75, "n_localised": 1}],
+ "results": [{"item": "q1", "method": "attnlrp", "answered": true, "position": 7, "n_tokens": 8,
+   "seconds": 0.1, "abpc": 1.5, "abpc_prob": 0.5, "morf_auc": 0.5, "lerf_auc": 2.0,
+   "localisation": {"top1": 1.0, "top3": 1.0, "mass": 0.75}, "distance": null,
+   "curves": {"fractions": [0.0, 0.5, 1.0], "morf_logit": [2.0, 0.0, 0.0], "lerf_logit": [2.0, 2.0, 2.0],
+     "morf_prob": [1.0, 0.0, 0.0], "lerf_prob": [1.0, 1.0, NaN]}}]}"""
+
+
 def test_files_written_by_the_previous_version_still_load():
     a = Attribution.from_json(OLD_ATTRIBUTION)
     t = a.targets[0]
@@ -182,8 +231,20 @@ def test_files_written_by_the_previous_version_still_load():
     assert np.isnan(r.grids[0].values[0, 0]) and math.isnan(r.baseline["clean"]["kl"])
     # the old name of the date becomes the one every report reads
     assert r.meta["date"] == "2025-05-06T07:08:09+00:00" and "created" not in r.meta
+    ev = Evaluation.from_json(OLD_EVALUATION)
+    (item,) = ev.results
+    assert (item.item_id, item.position, item.distance, item.localisation) == (
+        "q1",
+        7,
+        None,
+        {"top1": 1.0, "top3": 1.0, "mass": 0.75},
+    )
+    assert item.curves.abpc == 1.5 and np.isnan(item.curves.lerf_prob[2])
+    (summary,) = ev.summary()  # "random" has no result in the file: no row
+    assert (summary.method, summary.abpc, summary.top1, summary.mass) == ("attnlrp", 1.5, 1.0, 0.75)
+    assert math.isnan(summary.abpc_ci) and ev.meta["data"] == "qa.jsonl"
     # and what loads is written back as strict JSON
-    for result in (e, r):
+    for result in (e, r, ev):
         strict_loads(result.to_json())
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
     from lrp_llm.results.attribution import Attribution
@@ -21,6 +22,9 @@ Progress = Callable[[int, int], None]
 ShouldCancel = Callable[[], bool]
 
 DEFAULT_NEW_TOKENS = 20
+BUNDLED_MODEL_NAME = "SmolLM2-135M-Instruct (bundled)"
+BUNDLED_ENCODER_NAME = "all-MiniLM-L6-v2 (bundled)"
+B = TypeVar("B", bound="_Backend")
 
 
 @dataclass(frozen=True)
@@ -49,21 +53,52 @@ class LoadOptions:
     allow_pickle: bool = False
     trust_remote_code: bool = False
 
+    @classmethod
+    def from_args(cls, args: Any, path: str | None = None) -> LoadOptions:
+        """The model options of a command line (``tui.commands.common.add_model_args``); ``path``
+        when given replaces ``args.model``."""
+        return cls(
+            path=path or args.model,
+            device=args.device,
+            dtype=args.dtype,
+            device_map=args.device_map,
+            allow_pickle=args.allow_pickle,
+            trust_remote_code=args.trust_remote_code,
+        )
 
-class ModelBackend:
-    """A causal LM and its tokenizer, loaded on first use from ``options``."""
+    def load_model(self) -> tuple[Any, Any]:
+        """(model, tokenizer) by :func:`lrp_llm.checkpoints.loading.load_model` with these options."""
+        from lrp_llm.checkpoints.loading import load_model
+
+        return load_model(
+            self.path,
+            device=self.device,
+            dtype=self.dtype,
+            device_map=self.device_map,
+            allow_pickle=self.allow_pickle,
+            trust_remote_code=self.trust_remote_code,
+        )
+
+
+class _Backend:
+    """A model and its tokenizer behind ``lock``, loaded on first use from ``options``."""
+
+    BUNDLED_NAME: ClassVar[str]  # the display name when ``options.path`` is None
+    GIVEN_NAME: ClassVar[str]  # the display name of a model handed to from_model without one
+    NOT_LOADED: ClassVar[str]  # the error of a request before the model is loaded
 
     def __init__(self, options: LoadOptions | None = None, *, name: str | None = None) -> None:
         self.options = options or LoadOptions()
-        self.name = name or _display_name(self.options.path)
+        path = self.options.path
+        self.name = name or (self.BUNDLED_NAME if path is None else PurePath(path).name or str(path))
         self.lock = threading.Lock()
         self.model: Any = None
         self.tokenizer: Any = None
 
     @classmethod
-    def from_model(cls, model: Any, tokenizer: Any, name: str = "model") -> ModelBackend:
+    def from_model(cls: type[B], model: Any, tokenizer: Any, name: str | None = None) -> B:
         """A backend around an already loaded model (tests, notebooks)."""
-        backend = cls(name=name)
+        backend = cls(name=name or cls.GIVEN_NAME)
         backend.model, backend.tokenizer = model, tokenizer
         return backend
 
@@ -71,21 +106,36 @@ class ModelBackend:
     def loaded(self) -> bool:
         return self.model is not None
 
+    def _load_checkpoint(self) -> tuple[Any, Any]:
+        """(model, tokenizer) read from ``options``."""
+        raise NotImplementedError
+
+    def _load(self) -> None:
+        """Load the model unless it is loaded; the caller holds ``lock``."""
+        if self.model is None:
+            self.model, self.tokenizer = self._load_checkpoint()
+
+    def _check_loaded(self) -> None:
+        if self.model is None:
+            from lrp_llm.errors import CheckpointError
+
+            raise CheckpointError(self.NOT_LOADED)
+
+
+class ModelBackend(_Backend):
+    """A causal LM and its tokenizer, loaded on first use from ``options``."""
+
+    BUNDLED_NAME = BUNDLED_MODEL_NAME
+    GIVEN_NAME = "model"
+    NOT_LOADED = "no model is loaded; open a checkpoint first"
+
+    def _load_checkpoint(self) -> tuple[Any, Any]:
+        return self.options.load_model()
+
     def load(self) -> str:
         """Load the model (a no-op when loaded); returns a one-line summary."""
         with self.lock:
-            if self.model is None:
-                from lrp_llm.checkpoints.loading import load_model
-
-                o = self.options
-                self.model, self.tokenizer = load_model(
-                    o.path,
-                    device=o.device,
-                    dtype=o.dtype,
-                    device_map=o.device_map,
-                    allow_pickle=o.allow_pickle,
-                    trust_remote_code=o.trust_remote_code,
-                )
+            self._load()
             return self.summary()
 
     def methods(self) -> tuple[str, ...]:
@@ -188,20 +238,6 @@ class ModelBackend:
                 should_cancel=should_cancel,
             )
 
-    def _check_loaded(self) -> None:
-        if self.model is None:
-            from lrp_llm.errors import CheckpointError
-
-            raise CheckpointError("no model is loaded; open a checkpoint first")
-
-
-def _display_name(path: str | None) -> str:
-    if path is None:
-        return "SmolLM2-135M-Instruct (bundled)"
-    from pathlib import PurePath
-
-    return PurePath(path).name or str(path)
-
 
 @dataclass(frozen=True)
 class PatchRequest:
@@ -215,52 +251,37 @@ class PatchRequest:
     method: str = "both"  # sweep, relp or both
 
 
-class EncoderBackend:
+class EncoderBackend(_Backend):
     """A sentence-embedding model for the similarity view (default: the bundled all-MiniLM-L6-v2).
 
     Holds one ``SimilarityExplainer`` per method, so each text's first-order map is
     computed once per method however often it is compared.
     """
 
+    BUNDLED_NAME = BUNDLED_ENCODER_NAME
+    GIVEN_NAME = "encoder"
+    NOT_LOADED = "the embedding model is not loaded"
+
     def __init__(self, options: LoadOptions | None = None, *, name: str | None = None) -> None:
-        self.options = options or LoadOptions()
-        self.name = name or (
-            "all-MiniLM-L6-v2 (bundled)" if self.options.path is None else _display_name(self.options.path)
-        )
-        self.lock = threading.Lock()
-        self.model: Any = None
-        self.tokenizer: Any = None
+        super().__init__(options, name=name)
         self._explainers: dict[str, Any] = {}
 
-    @classmethod
-    def from_model(cls, model: Any, tokenizer: Any, name: str = "encoder") -> EncoderBackend:
-        backend = cls(name=name)
-        backend.model, backend.tokenizer = model, tokenizer
-        return backend
+    def _load_checkpoint(self) -> tuple[Any, Any]:
+        from lrp_llm.checkpoints.loading import load_encoder
 
-    @property
-    def loaded(self) -> bool:
-        return self.model is not None
+        o = self.options
+        return load_encoder(o.path, device=o.device, dtype=o.dtype, allow_pickle=o.allow_pickle)
 
     def load(self) -> None:
         with self.lock:
-            if self.model is None:
-                from lrp_llm.checkpoints.loading import load_encoder
-
-                o = self.options
-                self.model, self.tokenizer = load_encoder(
-                    o.path, device=o.device, dtype=o.dtype, allow_pickle=o.allow_pickle
-                )
+            self._load()
 
     def compare(self, a: str, b: str, method: str = "bilrp", *, should_cancel: ShouldCancel | None = None):
         """Why ``a`` and ``b`` are similar: a ``lrp_llm.results.similarity.SimilarityExplanation``."""
         from lrp_llm.analyses.bilrp import SimilarityExplainer
 
         with self.lock:
-            if self.model is None:
-                from lrp_llm.errors import CheckpointError
-
-                raise CheckpointError("the embedding model is not loaded")
+            self._check_loaded()
             explainer = self._explainers.get(method)
             if explainer is None:
                 explainer = SimilarityExplainer(self.model, self.tokenizer, method=method, model_name=self.name)

@@ -49,18 +49,72 @@ def compact(token: str) -> str:
     return f"'{shown}'" if shown != shown.strip() or not shown else shown
 
 
-def heatmap(tokens: Sequence[str], values: Sequence[float], *, mark: int | None = None) -> Text:
-    scale = max((abs(float(v)) for v in values), default=0.0)
+def heatmap(
+    tokens: Sequence[str],
+    values: Sequence[float],
+    *,
+    mark: int | None = None,
+    scale: float | None = None,
+    sep: str = "",
+) -> Text:
+    """``tokens`` coloured by ``values`` (one per leading token; the token at ``mark`` underlined,
+    later ones dim). ``scale``: the |relevance| of full colour (default: the largest of ``values``);
+    ``sep`` follows each coloured token (SentencePiece pieces need a space between them)."""
+    if scale is None:
+        scale = max((abs(float(v)) for v in values), default=0.0)
     text = Text()
     for i, tok in enumerate(tokens):
         if i < len(values):
             r, g, b = relevance_rgb(float(values[i]), scale)
             text.append(show_token(tok), style=f"black on rgb({r},{g},{b})")
+            text.append(sep)
         elif i == mark:
             text.append(show_token(tok), style="bold underline")
         else:
             text.append(show_token(tok), style="dim")
     return text
+
+
+def run_header(result) -> Text:
+    """The first line of a result printed in the terminal: model, method, seconds."""
+    return Text.assemble(
+        ("model ", "dim"),
+        result.model,
+        ("  method ", "dim"),
+        result.method,
+        ("  ", ""),
+        (f"{result.seconds:.2f} s", "dim"),
+    )
+
+
+RIGHT_ALIGNED = {"#", "logit", "p", "Σ rel / logit", "source share"}
+
+
+def targets_table(extra_columns: Sequence[str]) -> Table:
+    """The table of explained tokens: #, token, logit, p, conservation, then ``extra_columns``
+    (left-aligned unless named in ``RIGHT_ALIGNED``); rows start with :func:`target_cells`."""
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("#", "token", "logit", "p", "Σ rel / logit", *extra_columns):
+        table.add_column(col, justify="right" if col in RIGHT_ALIGNED else "left")
+    return table
+
+
+def target_cells(index: int, target) -> list[str]:
+    """The first cells of ``target``'s row in :func:`targets_table`."""
+    return [
+        str(index),
+        compact(target.token),
+        f"{target.logit:.2f}",
+        f"{target.probability:.2f}",
+        f"{target.conservation:.3f}",
+    ]
+
+
+def target_heading(index: int, target) -> Text:
+    """The line above one target's heatmap."""
+    return Text.assemble(
+        ("\n▶ ", "bold"), (f"[{index}] {compact(target.token)}", "bold green"), (f"  logit {target.logit:.2f}", "dim")
+    )
 
 
 def legend() -> Text:
@@ -99,37 +153,15 @@ def _parse_which(which: str, tokens: Sequence[str]) -> list[int]:
 def render_attribution(console: Console, attribution, *, heatmaps: str = "all", top: int = 5) -> None:
     a = attribution
     which = _parse_which(heatmaps, [t.token for t in a.targets])
-    console.print(
-        Text.assemble(
-            ("model ", "dim"), a.model, ("  method ", "dim"), a.method, ("  ", ""), (f"{a.seconds:.2f} s", "dim")
-        )
-    )
+    console.print(run_header(a))
     console.print(Text.assemble(("answer: ", "bold"), (a.answer, "bold green")))
-    table = Table(show_edge=False, header_style="bold")
-    for col, kw in (
-        ("#", {"justify": "right"}),
-        ("token", {}),
-        ("logit", {"justify": "right"}),
-        ("p", {"justify": "right"}),
-        ("Σ rel / logit", {"justify": "right"}),
-        (f"top {top} sources", {}),
-    ):
-        table.add_column(col, **kw)
+    table = targets_table([f"top {top} sources"])
     for i, t in enumerate(a.targets):
         sources = ", ".join(f"{compact(a.tokens[j])}@{j}" for j in t.top(top))
-        table.add_row(
-            str(i), compact(t.token), f"{t.logit:.2f}", f"{t.probability:.2f}", f"{t.conservation:.3f}", sources
-        )
+        table.add_row(*target_cells(i, t), sources)
     console.print(table)
     if which:
         console.print(legend())
     for i in which:
         t = a.targets[i]
-        console.print(
-            Group(
-                Text.assemble(
-                    ("\n▶ ", "bold"), (f"[{i}] {compact(t.token)}", "bold green"), (f"  logit {t.logit:.2f}", "dim")
-                ),
-                heatmap(a.tokens[: t.position + 1], t.relevance, mark=t.position),
-            )
-        )
+        console.print(Group(target_heading(i, t), heatmap(a.tokens[: t.position + 1], t.relevance, mark=t.position)))

@@ -39,7 +39,6 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +46,9 @@ import numpy as np
 
 from lrp_llm.errors import Cancelled, InputError, ShouldCancel
 from lrp_llm.methods import methods_for, parse_method
+from lrp_llm.results.base import JsonResult, as_float, float_array, run_meta
 
 STRATEGIES: tuple[str, ...] = ("zero", "neutral", "delete")
-SCHEMA = "xai-tui/evaluation/1"
 DEFAULT_NEUTRAL = " "
 
 # progress(stage, done, total): stage is "answering" (preparing items) or "explaining"
@@ -313,6 +312,15 @@ class Curves:
 
     def to_dict(self) -> dict[str, list[float]]:
         return {k: [round(float(x), 6) for x in v] for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Curves:
+        return cls(
+            **{
+                k: float_array(d[k], np.float64)
+                for k in ("fractions", "morf_logit", "lerf_logit", "morf_prob", "lerf_prob")
+            }
+        )
 
 
 def auc(x: np.ndarray, y: np.ndarray) -> float:
@@ -590,6 +598,22 @@ class ItemResult:
             "curves": self.curves.to_dict(),
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ItemResult:
+        """The inverse of :meth:`to_dict` (the scores are recomputed from the curves)."""
+        loc = d.get("localisation")
+        return cls(
+            item_id=str(d["item"]),
+            method=str(d["method"]),
+            answered=bool(d["answered"]),
+            position=int(d["position"]),
+            n_tokens=int(d["n_tokens"]),
+            seconds=float(d["seconds"]),
+            curves=Curves.from_dict(d["curves"]),
+            localisation=None if loc is None else {k: as_float(v) for k, v in loc.items()},
+            distance=None if d.get("distance") is None else int(d["distance"]),
+        )
+
 
 @dataclass
 class MethodSummary:
@@ -607,8 +631,10 @@ class MethodSummary:
 
 
 @dataclass
-class Evaluation:
+class Evaluation(JsonResult):
     """Results of :func:`evaluate`: one :class:`ItemResult` per item and method."""
+
+    SCHEMA = "xai-tui/evaluation/1"
 
     model: str
     methods: list[str]
@@ -654,9 +680,8 @@ class Evaluation:
         lerf = np.mean([np.interp(grid, r.curves.fractions, r.curves.lerf_logit) for r in rows], axis=0)
         return {"fractions": grid, "morf": morf, "lerf": lerf}
 
-    def to_dict(self) -> dict[str, Any]:
+    def _fields(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA,
             "model": self.model,
             "methods": list(self.methods),
             "strategy": self.strategy,
@@ -668,8 +693,19 @@ class Evaluation:
             "results": [r.to_dict() for r in self.results],
         }
 
-    def to_json(self, indent: int | None = 1) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> Evaluation:
+        # "summary" is left out: summary() recomputes it from the results
+        return cls(
+            model=str(d["model"]),
+            methods=[str(m) for m in d["methods"]],
+            strategy=str(d["strategy"]),
+            steps=int(d["steps"]),
+            results=[ItemResult.from_dict(r) for r in d["results"]],
+            n_items=int(d["n_items"]),
+            n_answered=int(d["n_answered"]),
+            meta=dict(d.get("meta", {})),
+        )
 
 
 def explain_prepared(
@@ -776,11 +812,11 @@ def evaluate(
             done += 1
             if progress is not None:
                 progress("explaining", done, total)
-    import torch
+    from lrp_llm.engines.causal_lm import input_device
 
     meta = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
+        # several methods, each with its own IG steps: they are in ``methods`` and "ig_steps", not in method/steps
+        **run_meta("evaluation", dtype=next(model.parameters()).dtype, device=input_device(model)),
         "ig_steps": ig_steps,
         "neutral": neutral if strategy == "neutral" else None,
         "only_answered": only_answered,

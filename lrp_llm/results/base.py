@@ -1,7 +1,7 @@
 """What every result type shares: JSON, atomic save/load, a schema string, the run metadata.
 
 A result type (``Attribution``, ``ImageAttribution``, ``SimilarityExplanation``,
-``PatchingResult``) subclasses :class:`JsonResult`, names its ``SCHEMA`` and writes two
+``PatchingResult``, ``Evaluation``) subclasses :class:`JsonResult`, names its ``SCHEMA`` and writes two
 methods: ``_fields()`` (its data as plain Python values) and ``_from_fields(d)`` (the
 inverse). The base adds the ``schema`` key, the NaN policy, ``to_json``/``from_json`` and
 ``save``/``load``.
@@ -99,7 +99,7 @@ def run_meta(
 ) -> dict[str, Any]:
     """The metadata of one run, the same keys for every kind of result.
 
-    ``kind``: "causal-lm", "seq2seq", "image-classification", "similarity", "patching";
+    ``kind``: "causal-lm", "seq2seq", "image-classification", "similarity", "patching", "evaluation";
     ``dtype``/``device``: the model's (torch objects or strings). ``date`` is the UTC time
     now (ISO 8601, seconds); ``torch`` the torch version when torch is loaded.
     """

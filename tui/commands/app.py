@@ -44,14 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..app import XaiApp, run_app
     from ..backend import LoadOptions, ModelBackend
 
-    options = LoadOptions(
-        path=args.checkpoint or args.model,
-        device=args.device,
-        dtype=args.dtype,
-        device_map=args.device_map,
-        allow_pickle=args.allow_pickle,
-        trust_remote_code=args.trust_remote_code,
-    )
+    options = LoadOptions.from_args(args, path=args.checkpoint)
     if options.path is not None:
         from pathlib import Path
 

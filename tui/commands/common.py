@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lrp_llm.errors import InputError
 
@@ -34,11 +37,49 @@ def add_model_args(parser: argparse.ArgumentParser, *, what: str = "the bundled 
     )
 
 
-def add_output_args(parser: argparse.ArgumentParser) -> None:
+def add_output_args(
+    parser: argparse.ArgumentParser, *, html: bool = True, json_help: str = "write the result as JSON"
+) -> argparse._ArgumentGroup:
+    """The "output" group: --json, --html (unless ``html`` is False) and --quiet; returned so a
+    command can add its own output options to it."""
     g = parser.add_argument_group("output")
-    g.add_argument("--json", metavar="OUT", help="write the result as JSON")
-    g.add_argument("--html", metavar="OUT", help="write a self-contained HTML report")
+    g.add_argument("--json", metavar="OUT", help=json_help)
+    if html:
+        g.add_argument("--html", metavar="OUT", help="write a self-contained HTML report")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    return g
+
+
+@dataclass(frozen=True)
+class OutputFiles:
+    """The files a subcommand writes at its end: ``--json`` and ``--html`` (None: not asked for)."""
+
+    json: str | None
+    html: str | None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> OutputFiles:
+        """The output files of ``args``, checked before any heavy work (InputError if one cannot be written)."""
+        outputs = cls(json=args.json, html=getattr(args, "html", None))
+        check_output_paths(outputs.json, outputs.html)
+        return outputs
+
+    def write(
+        self, result: Any, report_page: Callable[[Any], str] | None = None, *, json_text: str | None = None
+    ) -> None:
+        """--json: ``result.save`` (a ``JsonResult``), or ``json_text`` when given; --html: the page
+        ``report_page(result)`` (a builder of :mod:`lrp_llm.export.report`)."""
+        if self.json:
+            if json_text is not None:
+                from lrp_llm.results.base import write_atomic
+
+                write_atomic(self.json, json_text)
+            else:
+                result.save(self.json)
+        if self.html and report_page is not None:
+            from lrp_llm.export.report import write_report
+
+            write_report(self.html, report_page(result))
 
 
 def check_output_paths(*paths: str | None) -> None:
@@ -58,7 +99,9 @@ def check_output_paths(*paths: str | None) -> None:
 
 def load_model_from_args(args: argparse.Namespace, console=None):
     """Load (model, tokenizer) with a status line on stderr."""
-    from lrp_llm.checkpoints.loading import demo_model_path, load_model
+    from lrp_llm.checkpoints.loading import demo_model_path
+
+    from ..backend import LoadOptions
 
     name = args.model or str(demo_model_path())
     status = None
@@ -66,14 +109,7 @@ def load_model_from_args(args: argparse.Namespace, console=None):
         status = console.status(f"loading {name} ...")
         status.start()
     try:
-        return load_model(
-            args.model,
-            device=args.device,
-            dtype=args.dtype,
-            device_map=args.device_map,
-            allow_pickle=args.allow_pickle,
-            trust_remote_code=args.trust_remote_code,
-        )
+        return LoadOptions.from_args(args).load_model()
     finally:
         if status is not None:
             status.stop()

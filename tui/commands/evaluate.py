@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_args, add_output_args, check_output_paths, load_model_from_args
+from ..backend import BUNDLED_MODEL_NAME
+from .common import OutputFiles, add_model_args, add_output_args, load_model_from_args
 
 STRATEGIES = ("zero", "neutral", "delete")
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-    check_output_paths(args.json, args.html)
+    outputs = OutputFiles.from_args(args)
     from lrp_llm.analyses.evaluate import load_items
     from lrp_llm.methods import parse_method
 
@@ -67,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     out = Console()
     model, tokenizer = load_model_from_args(args, err)
     from lrp_llm.analyses.evaluate import check_methods, evaluate
+    from lrp_llm.export.report import evaluation_report
     from lrp_llm.methods import default_method
-    from lrp_llm.results.base import write_atomic
 
     if methods is None:
         methods = [default_method(model), "grad-x-input", "random"]
@@ -99,17 +100,12 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             only_answered=args.only_answered,
             max_new_tokens=args.max_new_tokens,
-            model_name=args.model or "SmolLM2-135M-Instruct (bundled)",
+            model_name=args.model or BUNDLED_MODEL_NAME,
             progress=progress,
         )
     evaluation.meta["data"] = str(args.data)
     render_evaluation(out, evaluation)
-    if args.json:
-        write_atomic(args.json, evaluation.to_json())
-    if args.html:
-        from lrp_llm.export.report import evaluation_report, write_report
-
-        write_report(args.html, evaluation_report(evaluation))
+    outputs.write(evaluation, evaluation_report)
     return 0
 
 

@@ -6,7 +6,8 @@ import argparse
 
 from lrp_llm.methods import METHODS
 
-from .common import add_model_args, add_output_args, check_output_paths, load_model_from_args
+from ..backend import BUNDLED_MODEL_NAME
+from .common import OutputFiles, add_model_args, add_output_args, load_model_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -68,16 +69,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--generate must be at least 1")
     if args.steps < 1:
         raise InputError("--steps must be at least 1")
-    check_output_paths(args.json, args.html)
+    outputs = OutputFiles.from_args(args)
     err = Console(stderr=True)
     out = Console()
     model, tokenizer = load_model_from_args(args, err)
     from .explain_image import is_image_classifier, run_image
 
     if args.image is not None or is_image_classifier(model):
-        return run_image(args, model, tokenizer, out)
+        return run_image(args, model, tokenizer, out, outputs)
 
     from lrp_llm.engines.explain import explain
+    from lrp_llm.export.report import explanation_report
 
     from ..render import progress_bar, render_attribution
 
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             chat=args.chat,
             system=args.system,
             seed=args.seed,
-            model_name=args.model or "SmolLM2-135M-Instruct (bundled)",
+            model_name=args.model or BUNDLED_MODEL_NAME,
             progress=progress,
             on_token=on_token,
         )
@@ -116,10 +118,5 @@ def run(args: argparse.Namespace) -> int:
         render_seq2seq(out, attribution, heatmaps=args.heatmap, top=args.top)
     else:
         render_attribution(out, attribution, heatmaps=args.heatmap, top=args.top)
-    if args.json:
-        attribution.save(args.json)
-    if args.html:
-        from lrp_llm.export.report import explanation_report, write_report
-
-        write_report(args.html, explanation_report(attribution))
+    outputs.write(attribution, explanation_report)
     return 0

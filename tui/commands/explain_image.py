@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import OutputFiles
+
 
 def check_image_args(args: argparse.Namespace) -> None:
     """Fail before the model is loaded: options that make no sense for images, unreadable images."""
@@ -30,10 +32,11 @@ def is_image_classifier(model) -> bool:
         return False
 
 
-def run_image(args: argparse.Namespace, model, processor, out) -> int:
+def run_image(args: argparse.Namespace, model, processor, out, outputs: OutputFiles) -> int:
     from lrp_llm.archs import get_arch
     from lrp_llm.engines.vision import explain_image
     from lrp_llm.errors import InputError
+    from lrp_llm.export.report import image_report
 
     if not is_image_classifier(model):
         raise InputError(f"--image needs an image classifier such as ViT; this is a {get_arch(model).kind} model")
@@ -50,12 +53,7 @@ def run_image(args: argparse.Namespace, model, processor, out) -> int:
         model_name=args.model,
     )
     render_image_attribution(out, attribution, top=args.top)
-    if args.json:
-        attribution.save(args.json)
-    if args.html:
-        from lrp_llm.export.report import image_report, write_report
-
-        write_report(args.html, image_report(attribution))
+    outputs.write(attribution, image_report)
     return 0
 
 
@@ -64,13 +62,9 @@ def render_image_attribution(console, a, *, top: int = 5) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from ..render import legend, relevance_rgb
+    from ..render import legend, relevance_rgb, run_header
 
-    console.print(
-        Text.assemble(
-            ("model ", "dim"), a.model, ("  method ", "dim"), a.method, ("  ", ""), (f"{a.seconds:.2f} s", "dim")
-        )
-    )
+    console.print(run_header(a))
     console.print(
         Text.assemble(
             ("class: ", "bold"),

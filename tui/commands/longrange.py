@@ -6,7 +6,8 @@ import argparse
 
 from lrp_llm.methods import METHODS
 
-from .common import add_model_args, check_output_paths, load_model_from_args
+from ..backend import BUNDLED_MODEL_NAME
+from .common import OutputFiles, add_model_args, add_output_args, load_model_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,14 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m = p.add_argument_group("method")
     m.add_argument("--method", choices=METHODS, help="attribution method (default: the family's LRP method)")
     m.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
-    v = p.add_argument_group("output")
+    v = add_output_args(p, html=False, json_help="write the explanation (with long-range statistics) as JSON")
     v.add_argument("--far", type=int, default=100, metavar="D", help="far tokens are more than D back (default 100)")
     v.add_argument("--top", type=int, default=5, help="far tokens listed per answer token (default 5)")
     v.add_argument(
         "--fraction", type=float, default=0.1, help="farthest token with |relevance| >= this x max (default 0.1)"
     )
-    v.add_argument("--json", metavar="OUT", help="write the explanation (with long-range statistics) as JSON")
-    v.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _read_text(path: str) -> str:
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.fraction <= 1.0:
         raise InputError("--fraction must lie in (0, 1]")
     text = _read_text(args.file)
-    check_output_paths(args.json)
+    outputs = OutputFiles.from_args(args)
     err = Console(stderr=True)
     out = Console()
     model, tokenizer = load_model_from_args(args, err)
@@ -90,12 +89,11 @@ def run(args: argparse.Namespace) -> int:
             method=args.method,
             steps=args.steps,
             chat=False,
-            model_name=args.model or "SmolLM2-135M-Instruct (bundled)",
+            model_name=args.model or BUNDLED_MODEL_NAME,
             progress=progress,
         )
     render_longrange(out, attribution, far=args.far, top=args.top, fraction=args.fraction)
-    if args.json:
-        attribution.save(args.json)
+    outputs.write(attribution)
     return 0
 
 

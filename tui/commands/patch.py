@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_model_args, add_output_args, check_output_paths, load_model_from_args
+from ..backend import BUNDLED_MODEL_NAME
+from .common import OutputFiles, add_model_args, add_output_args, load_model_from_args
 
 SITES = ("resid", "attn", "mlp", "mixer", "head")
 METRICS = ("logit_diff", "recovery", "kl")
@@ -67,12 +68,13 @@ def run(args: argparse.Namespace) -> int:
         from lrp_llm.errors import InputError
 
         raise InputError("--top must be 0 or more")
-    check_output_paths(args.json, args.html)
+    outputs = OutputFiles.from_args(args)
     directions = ["denoise", "noise"] if args.direction == "both" else [args.direction]
     err = Console(stderr=True)
     out = Console()
     model, tokenizer = load_model_from_args(args, err)
 
+    from lrp_llm.export.report import patching_report
     from patching.experiment import run_patching
 
     from ..render import progress_bar
@@ -98,16 +100,11 @@ def run(args: argparse.Namespace) -> int:
             metrics=metrics,
             engine=args.engine,
             chat=args.chat,
-            model_name=args.model or "SmolLM2-135M-Instruct (bundled)",
+            model_name=args.model or BUNDLED_MODEL_NAME,
             progress=progress,
         )
     render_result(out, result, top=args.top)
-    if args.json:
-        result.save(args.json)
-    if args.html:
-        from lrp_llm.export.report import patching_report, write_report
-
-        write_report(args.html, patching_report(result))
+    outputs.write(result, patching_report)
     return 0
 
 

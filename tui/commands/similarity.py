@@ -10,7 +10,8 @@ import argparse
 
 from lrp_llm.methods import method_names
 
-from .common import add_model_args, add_output_args, check_output_paths, load_model_from_args
+from ..backend import BUNDLED_ENCODER_NAME
+from .common import OutputFiles, add_model_args, add_output_args, load_model_from_args
 
 SIMILARITY_METHODS = method_names("encoder")
 
@@ -82,19 +83,19 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 0 or args.show < 0:
         raise InputError("--top and --show must not be negative")
     texts, numbers = _read_texts(args.b_file) if args.b_file else ([args.b], [1])
-    check_output_paths(args.json, args.html)
+    outputs = OutputFiles.from_args(args)
     err = Console(stderr=True)
     out = Console()
 
     from lrp_llm.checkpoints.loading import demo_embedding_path
 
-    name = args.model or "all-MiniLM-L6-v2 (bundled)"
+    name = args.model or BUNDLED_ENCODER_NAME
     if args.model is None:
         args.model = str(demo_embedding_path())
     model, tokenizer = load_model_from_args(args, err)
 
     from lrp_llm.analyses.bilrp import SimilarityExplainer
-    from lrp_llm.results.base import write_atomic
+    from lrp_llm.export.report import similarity_report
 
     from ..render import progress_bar
     from ..render_similarity import ranking_table, render_similarity
@@ -116,16 +117,11 @@ def run(args: argparse.Namespace) -> int:
         for e in results[: args.show]:
             out.print()
             render_similarity(out, e, top=args.top, matrix=args.matrix)
-    if args.json:
-        if args.b_file is None:
-            results[0].save(args.json)
-        else:
-            import json
+    if args.b_file is None:
+        outputs.write(results[0], similarity_report)
+    else:
+        import json
 
-            doc = {"schema": "xai-tui/similarity-ranking/1", "a": args.a, "results": [e.to_dict() for e in results]}
-            write_atomic(args.json, json.dumps(doc, indent=1))
-    if args.html:
-        from lrp_llm.export.report import similarity_report, write_report
-
-        write_report(args.html, similarity_report(results))
+        doc = {"schema": "xai-tui/similarity-ranking/1", "a": args.a, "results": [e.to_dict() for e in results]}
+        outputs.write(results, similarity_report, json_text=json.dumps(doc, indent=1) if outputs.json else None)
     return 0
