@@ -77,7 +77,7 @@ def browser_times(path: Path, browser, select: bool) -> tuple[float, float | Non
 
 
 def main() -> None:
-    from tests.browser import Browser, find_chromium
+    from tests.support.browser import Browser, find_chromium
 
     rows = []
     use_browser = find_chromium() is not None

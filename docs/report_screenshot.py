@@ -25,7 +25,7 @@ def main() -> None:
     from lrp_llm.checkpoints.loading import load_model
     from lrp_llm.engines.explain import explain
     from lrp_llm.export.report import explanation_report, write_report
-    from tests.browser import Browser
+    from tests.support.browser import Browser
 
     model, tokenizer = load_model(None)
     a = explain(model, tokenizer, QUESTION, context=CONTEXT, generate=12, model_name="SmolLM2-135M-Instruct (bundled)")

@@ -3,7 +3,7 @@
 Task (:mod:`synthetic_tasks.shared_nouns`): the cosine of two mean-pooled embeddings must
 equal the cosine of the two sentences' sets of counted (not negated) nouns. Seeded and
 CPU-only; a few minutes on two cores. Never run in CI: the checkpoint is committed, and
-``tests/test_bilrp_ground_truth.py`` scores BiLRP's interactions against the known
+``tests/ground_truth/test_bilrp_ground_truth.py`` scores BiLRP's interactions against the known
 matching nouns.
 
     .venv/bin/python models/synthetic/train_bert_shared_nouns.py [--steps N] [--out DIR]

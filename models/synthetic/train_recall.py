@@ -5,7 +5,7 @@ at the end; answer: the value). Loss on the answer only. Curriculum over the seq
 length: the length doubles whenever held-out accuracy at the current length reaches
 ``--advance`` (default 0.97), up to ``--max-length``; training stops at the time
 budget or when the longest length passes. Seeded, CPU-only, never run in CI: the
-checkpoints are committed and ``tests/test_recall_ground_truth.py`` loads them.
+checkpoints are committed and ``tests/ground_truth/test_recall_ground_truth.py`` loads them.
 The Mamba models train on the fast scan of :mod:`lrp_llm.mechanism.ssm_scan`.
 
     nice -n 10 .venv/bin/python models/synthetic/train_recall.py --arch mamba --minutes 20

@@ -1,7 +1,7 @@
 """Train the tiny T5 (v1.1 / Flan layout: gated-GELU) of ``models/synthetic/t5-copy-reverse``.
 
 Seeded and CPU-only; about 10 minutes on two cores. Never run in CI: the checkpoint is
-committed, and ``tests/test_t5.py`` scores its explanations against the known alignment.
+committed, and ``tests/unit/test_t5.py`` scores its explanations against the known alignment.
 
     .venv/bin/python models/synthetic/train_t5_copy_reverse.py [--steps N] [--out DIR]
 """

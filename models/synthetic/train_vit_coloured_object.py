@@ -2,7 +2,7 @@
 
 The class is the colour of one small square on grey noise (``synthetic_tasks.coloured_object``),
 so the evidence sits in one known patch. Seeded and CPU-only; a few minutes on two cores.
-Never run in CI: the checkpoint is committed, and ``tests/test_vit.py`` scores its
+Never run in CI: the checkpoint is committed, and ``tests/unit/test_vit.py`` scores its
 explanations against the object's patch.
 
     .venv/bin/python models/synthetic/train_vit_coloured_object.py [--steps N] [--out DIR]

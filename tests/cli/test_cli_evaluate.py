@@ -1,0 +1,89 @@
+"""`xai-tui evaluate`: results table, JSON / HTML files, one-line errors, clean Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import lrp_llm.analyses.evaluate as evaluate_module
+from tui.cli import main
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "items.jsonl"
+    lines = [
+        {"id": "a", "context": "paris is in france", "question": "what country", "answer": "france"},
+        {"id": "b", "text": "the capital of france is", "answer": "paris", "evidence": "france"},
+        {"id": "c", "text": "one two three", "answer": "four"},
+    ]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def test_evaluate_prints_the_table_and_writes_json_and_html(tiny_dir, data, tmp_path, capsys):
+    out, page = tmp_path / "ev.json", tmp_path / "ev.html"
+    args = ["evaluate", "--model", str(tiny_dir), "--data", str(data), "--methods", "attnlrp,ig:2,random"]
+    code = main([*args, "--steps", "3", "--limit", "2", "--json", str(out), "--html", str(page), "--quiet"])
+    assert code == 0
+    d = json.loads(out.read_text())
+    assert d["schema"] == "xai-tui/evaluation/1" and d["n_items"] == 2
+    assert [s["method"] for s in d["summary"]] == ["attnlrp", "ig:2", "random"]
+    assert all(s["n"] == 2 and isinstance(s["abpc"], float) for s in d["summary"])
+    assert len(d["results"]) == 6 and d["meta"]["data"] == str(data)
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and "<svg" in text and "http" not in text.split("<body>")[1]
+    shown = capsys.readouterr().out
+    assert "ABPC" in shown and "attnlrp" in shown and "ig:2" in shown, shown
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such data file"),
+        ('{"text": "a", "answer": "b"}\n{oops\n', "items.jsonl line 2 is not valid JSON"),
+        ('{"context": "c", "answer": "b"}\n', "needs 'question'"),
+        ("\n", "holds no items"),
+    ],
+)
+def test_bad_data_is_one_line_and_loads_no_model(tmp_path, capsys, content, message):
+    path = tmp_path / "items.jsonl"
+    if content is not None:
+        path.write_text(content)
+    # --model points nowhere: the data error must come first
+    code = main(["evaluate", "--model", str(tmp_path / "missing"), "--data", str(path), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_options_are_one_line(tiny_dir, data, tmp_path, capsys):
+    for extra, message in (
+        (["--methods", "attnlrp,lime"], "unknown method 'lime'"),
+        (["--methods", "mambalrp"], "not available for llama models"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--json", str(tmp_path / "no" / "x.json")], "does not exist"),
+        (["--strategy", "neutral", "--neutral", "the a"], "pick one that is one token"),
+    ):
+        code = main(["evaluate", "--model", str(tiny_dir), "--data", str(data), "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and err.count("\n") == 1, (extra, err)
+
+
+def test_ctrl_c_exits_cleanly_without_half_files(tiny_dir, data, tmp_path, capsys, monkeypatch):
+    real = evaluate_module.perturbation_curves
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "perturbation_curves", interrupted)
+    out, page = tmp_path / "ev.json", tmp_path / "ev.html"
+    code = main(
+        ["evaluate", "--model", str(tiny_dir), "--data", str(data), "--json", str(out), "--html", str(page), "--quiet"]
+    )
+    assert code == 130 and "cancelled" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["items.jsonl"]  # no output, no temp file

@@ -1,0 +1,102 @@
+"""The method table: names per kind, parsing, what each family offers, and the checks that read it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lrp_llm.archs import family_methods
+from lrp_llm.errors import InputError
+from lrp_llm.methods import METHOD_TABLE, get_method, label, method_names, methods_for, parse_method
+from tests.support.encoders import tiny_encoder
+from tests.support.models import tiny_causal_lm, tiny_tokenizer
+from tests.support.tiny_mamba import tiny_mamba
+from tests.support.tiny_t5_vit import tiny_t5, tiny_vit
+
+PLAIN = ("grad-x-input", "saliency", "integrated-gradients", "random")
+
+
+def test_names_per_kind_in_table_order():
+    assert method_names("causal-lm") == (
+        "attnlrp", "cp-lrp", "mambalrp", "grad-x-input", "saliency", "integrated-gradients", "hidden-attention", "random"
+    )  # fmt: skip
+    assert method_names("seq2seq") == method_names("image-classification") == ("attnlrp", "cp-lrp", *PLAIN)
+    assert method_names("encoder") == ("bilrp", "grad-x-input-products", "embedding-dot")
+    assert len({m.name for m in METHOD_TABLE}) == len(METHOD_TABLE)
+
+
+def test_lookup_labels_and_one_line_errors():
+    assert get_method("cp-lrp").rules == "cp-lrp" and get_method("saliency").rules is None
+    assert label("grad-x-input") == "Gradient × input" and label("bilrp") == "BiLRP" and label("other") == "other"
+    with pytest.raises(InputError, match=r"^unknown method 'lime'; choose one of: attnlrp, cp-lrp, mambalrp"):
+        get_method("lime")
+    with pytest.raises(InputError, match=r"unknown method 'mambalrp'; choose one of: attnlrp, cp-lrp, grad-x-input"):
+        get_method("mambalrp", "seq2seq")
+    with pytest.raises(InputError):
+        get_method("gxi")  # aliases are a spelling of parse_method only
+
+
+def test_parse_method_steps_and_aliases():
+    assert parse_method("integrated-gradients:16") == ("integrated-gradients", 16)
+    assert parse_method(" ig:4 ") == ("integrated-gradients", 4)
+    assert parse_method("gxi") == ("grad-x-input", None)
+    for bad, message in [
+        ("attnlrp:4", "only integrated-gradients takes a step count"),
+        ("ig:0", "positive integer"),
+        ("ig:x", "positive integer"),
+        ("bilrp", "unknown method 'bilrp'"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            parse_method(bad)
+
+
+def test_what_each_family_offers():
+    assert methods_for(tiny_causal_lm("llama")) == ("attnlrp", "cp-lrp", *PLAIN)
+    assert methods_for(tiny_mamba("mamba")) == (
+        "mambalrp", "grad-x-input", "saliency", "integrated-gradients", "hidden-attention", "random"
+    )  # fmt: skip
+    assert methods_for(tiny_t5()) == ("attnlrp", "cp-lrp", *PLAIN)
+    assert methods_for(tiny_vit()) == ("attnlrp", "cp-lrp", *PLAIN)
+    assert methods_for(tiny_encoder()) == ("bilrp", "grad-x-input-products", "embedding-dot")
+    assert methods_for(torch.nn.Linear(2, 2)) == PLAIN  # unregistered: the plain-gradient ones
+
+
+def test_family_only_methods_are_the_registry_extras():
+    assert {m.name for m in METHOD_TABLE if m.family_only} == set(family_methods())
+
+
+def test_evaluate_check_agrees_with_methods_for():
+    """hidden-attention on a Llama used to pass the check and fail on the first item."""
+    from lrp_llm.analyses.evaluate import check_methods
+
+    for model in (tiny_causal_lm("llama"), tiny_mamba("mamba")):
+        offered = methods_for(model)
+        for name in method_names("causal-lm"):
+            if name in offered:
+                assert check_methods(model, [name]) == [(name, name, None)]
+            else:
+                with pytest.raises(InputError, match=f"method '{name}' is not available"):
+                    check_methods(model, [name])
+
+
+def test_t5_refuses_chat_and_honours_checkpoint():
+    from lrp_llm.engines.explain import explain
+
+    model, tok = tiny_t5(vocab=61), tiny_tokenizer()
+    for kwargs in ({"chat": True}, {"system": "be brief"}):
+        with pytest.raises(InputError, match="do not apply to encoder-decoder"):
+            explain(model, tok, "one two", target="three", **kwargs)
+    plain = explain(model, tok, "one two", target="three four", chat=False)
+    checkpointed = explain(model, tok, "one two", target="three four", checkpoint=True)
+    for a, b in zip(plain.targets, checkpointed.targets):
+        torch.testing.assert_close(torch.from_numpy(a.source_relevance), torch.from_numpy(b.source_relevance))
+        torch.testing.assert_close(torch.from_numpy(a.relevance), torch.from_numpy(b.relevance))
+
+
+def test_the_table_is_torch_free():
+    code = "import sys, lrp_llm.methods; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"
