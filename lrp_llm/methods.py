@@ -26,7 +26,11 @@ class Method:
     plain gradients, or a method that installs none); ``kinds``: the model kinds
     (``ArchSpec.kind``) it applies to; ``family_only``: offered only by families that
     list it in ``ArchSpec.extra_methods``; ``takes_steps``: spelled ``name:N`` with N
-    integration steps; ``aliases``: other accepted spellings.
+    integration steps; ``aliases``: other accepted spellings; ``computation``: what the
+    gradient engine (:mod:`lrp_llm.mechanism.gradients`) computes for it:
+    ``"gradient-x-input"`` (also every LRP rule set: gradient x input under the rules),
+    ``"gradient-norm"`` (saliency), ``"integrated-gradients"``, ``"random"``, or
+    ``"own"`` for a method with its own computation (hidden attention, the similarity methods).
     """
 
     name: str
@@ -36,6 +40,16 @@ class Method:
     family_only: bool = False
     takes_steps: bool = False
     aliases: tuple[str, ...] = ()
+    computation: str = "gradient-x-input"
+
+    @property
+    def batchable(self) -> bool:
+        """One backward pass serves a batch of independent examples (evaluation over a data set)."""
+        return self.computation in ("gradient-x-input", "gradient-norm")
+
+    def steps_or_none(self, steps: int) -> int | None:
+        """``steps`` for a method that integrates (a result's ``meta``), else None."""
+        return steps if self.takes_steps else None
 
 
 METHOD_TABLE: tuple[Method, ...] = (
@@ -43,14 +57,21 @@ METHOD_TABLE: tuple[Method, ...] = (
     Method("cp-lrp", "CP-LRP", TOKEN_KINDS, rules="cp-lrp"),
     Method("mambalrp", "MambaLRP", ("causal-lm",), rules="mambalrp"),
     Method("grad-x-input", "Gradient × input", TOKEN_KINDS, aliases=("gxi",)),
-    Method("saliency", "Saliency", TOKEN_KINDS),
-    Method("integrated-gradients", "Integrated gradients", TOKEN_KINDS, takes_steps=True, aliases=("ig",)),
-    Method("hidden-attention", "Hidden attention", ("causal-lm",), family_only=True),
-    Method("random", "Random", TOKEN_KINDS),
+    Method("saliency", "Saliency", TOKEN_KINDS, computation="gradient-norm"),
+    Method(
+        "integrated-gradients",
+        "Integrated gradients",
+        TOKEN_KINDS,
+        takes_steps=True,
+        aliases=("ig",),
+        computation="integrated-gradients",
+    ),
+    Method("hidden-attention", "Hidden attention", ("causal-lm",), family_only=True, computation="own"),
+    Method("random", "Random", TOKEN_KINDS, computation="random"),
     # similarity of two texts under an embedding model (lrp_llm.analyses.bilrp)
-    Method("bilrp", "BiLRP", ("encoder",)),
-    Method("grad-x-input-products", "Gradient × input products", ("encoder",)),
-    Method("embedding-dot", "Token embedding dot products", ("encoder",)),
+    Method("bilrp", "BiLRP", ("encoder",), computation="own"),
+    Method("grad-x-input-products", "Gradient × input products", ("encoder",), computation="own"),
+    Method("embedding-dot", "Token embedding dot products", ("encoder",), computation="own"),
 )
 
 _BY_NAME: dict[str, Method] = {m.name: m for m in METHOD_TABLE}

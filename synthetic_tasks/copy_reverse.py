@@ -70,13 +70,14 @@ def alignment_hits(model, tokenizer, items: list[Example], method: str = "attnlr
     question asked of the explanation); ``</s>`` is not scored.
     """
     from lrp_llm.engines.seq2seq import batch_seq2seq_relevance, seq2seq_relevance
+    from lrp_llm.methods import get_method
 
     hits = []
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
         sources = [tokenizer(e.source)["input_ids"] for e in chunk]
         answers = [tokenizer(e.target, add_special_tokens=False)["input_ids"] for e in chunk]
-        if method in ("attnlrp", "cp-lrp", "grad-x-input"):
+        if get_method(method).batchable:
             source_rel = [r for r, _ in batch_seq2seq_relevance(model, sources, answers, method=method)]
         else:
             source_rel = [seq2seq_relevance(model, s, a, method=method)["source"] for s, a in zip(sources, answers)]

@@ -205,7 +205,7 @@ def explain_causal_lm(
         "causal-lm",
         method=method,
         rules=get_method(method).rules,
-        steps=steps if method == "integrated-gradients" else None,
+        steps=get_method(method).steps_or_none(steps),
         dtype=next(model.parameters()).dtype,
         device=input_device(model),
     )

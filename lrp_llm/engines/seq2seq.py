@@ -112,11 +112,9 @@ def batch_seq2seq_relevance(
     Examples are padded into one batch (source padding masked); examples do not
     interact, so one backward pass of the summed logits of every example's ``j``-th
     answer token gives each example its own relevance. Returns per example
-    ``(source (n_answer, n_source), decoder (n_answer, n_answer))``. Gradient methods
-    only (attnlrp, cp-lrp, grad-x-input).
+    ``(source (n_answer, n_source), decoder (n_answer, n_answer))``. The methods one
+    backward pass can serve for a batch (:attr:`lrp_llm.methods.Method.batchable`).
     """
-    if method not in ("attnlrp", "cp-lrp", "grad-x-input"):
-        raise InputError(f"batched relevance supports attnlrp, cp-lrp and grad-x-input, not '{method}'")
     device = input_device(model)
     pad = int(getattr(model.config, "pad_token_id", None) or 0)
     start = decoder_start_id(model)
@@ -240,7 +238,7 @@ def explain_seq2seq(
         "seq2seq",
         method=method,
         rules=get_method(method).rules,
-        steps=steps if method == "integrated-gradients" else None,
+        steps=get_method(method).steps_or_none(steps),
         dtype=next(model.parameters()).dtype,
         device=input_device(model),
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lrp_llm.errors import InputError
+from lrp_llm.methods import check_offered, default_method, get_method
 from lrp_llm.results.base import run_meta
 from lrp_llm.results.image import ImageAttribution
 
@@ -145,7 +146,6 @@ def image_relevance(
     import torch
 
     from lrp_llm.mechanism.gradients import input_relevance, method_rules
-    from lrp_llm.methods import check_offered, default_method, get_method
 
     method = method or default_method(model)
     get_method(method, "image-classification")
@@ -183,11 +183,9 @@ def batch_image_relevance(model, pixel_values, targets: Sequence[int], *, method
     import torch
 
     from lrp_llm.mechanism.gradients import batch_relevance, method_rules
-    from lrp_llm.methods import check_offered, default_method, get_method
 
     method = method or default_method(model)
-    get_method(method, "image-classification")
-    if method in ("integrated-gradients", "random"):
+    if not get_method(method, "image-classification").batchable:
         rows = [
             image_relevance(model, pixel_values[i : i + 1], int(t), method=method, steps=steps, seed=i)["pixels"]
             for i, t in enumerate(targets)
@@ -263,8 +261,8 @@ def explain_image(
         meta=run_meta(
             "image-classification",
             method=str(result["method"]),
-            rules={"attnlrp": "attnlrp", "cp-lrp": "cp-lrp"}.get(str(result["method"])),
-            steps=steps if result["method"] == "integrated-gradients" else None,
+            rules=get_method(str(result["method"])).rules,
+            steps=get_method(str(result["method"])).steps_or_none(steps),
             dtype=weight.dtype,
             device=weight.device,
         ),

@@ -25,7 +25,7 @@ from torch import nn
 from lrp_llm.errors import InputError, ShouldCancel, check_cancel
 from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.mechanism.patch import ModelPatch, freeze_parameters
-from lrp_llm.methods import TOKEN_KINDS, get_method
+from lrp_llm.methods import get_method
 
 # score(inputs) -> (batch, n_targets): the target scores of each example (or IG step) of the batch
 Score = Callable[[list[torch.Tensor]], torch.Tensor]
@@ -67,14 +67,14 @@ def input_relevance(
     backward pass). ``timings`` gets "forward" and "backward" (integrated gradients:
     "forward_backward") in seconds.
     """
-    _check_gradient_method(method)
+    computation = _gradient_computation(method)
     acc = torch.float64 if inputs[0].dtype == torch.float64 else torch.float32
     base = [x.detach() for x in inputs]
     dims = [d if d >= 0 else x.dim() + d for d, x in zip(feature_dims, base)]
     batch = 1 if checkpoint else max(1, int(backward_batch))
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
-    if method == "integrated-gradients":
+    if computation == "integrated-gradients":
         out, values = _integrated_gradients(score, base, dims, acc, steps, ig_batch, batch, progress, should_cancel)
         timings["forward_backward"] = time.perf_counter() - t0
         return out, values
@@ -85,7 +85,7 @@ def input_relevance(
         values = scores.detach().to(acc).cpu()
         timings["forward"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        if method == "random":
+        if computation == "random":
             gen = torch.Generator().manual_seed(seed)
             out = [torch.rand(n, *_reduced(x, d), generator=gen, dtype=acc) * 2 - 1 for x, d in zip(base, dims)]
             if progress is not None:
@@ -97,7 +97,7 @@ def input_relevance(
             for i, b, grads in _target_gradients(scores, xs, batch, should_cancel):
                 for k, (x, g, d) in enumerate(zip(base, grads, dims)):
                     if g is not None:  # an input the targets do not depend on keeps zero relevance
-                        out[k][i : i + b] = _reduce(method, x[0], g[:, 0], d, acc)
+                        out[k][i : i + b] = _reduce(computation, x[0], g[:, 0], d, acc)
                 if progress is not None:
                     progress(i + b, n)
         timings["backward"] = time.perf_counter() - t1
@@ -121,8 +121,8 @@ def batch_relevance(
     Returns per input (batch, n_targets, *input shape without batch and feature axis) on
     the CPU. Gradient x input (under any rule set) and saliency only.
     """
-    _check_gradient_method(method)
-    if method in ("integrated-gradients", "random"):
+    computation = _gradient_computation(method)
+    if not get_method(method).batchable:
         raise InputError(f"batched relevance supports the LRP rule sets, grad-x-input and saliency, not '{method}'")
     acc = torch.float64 if inputs[0].dtype == torch.float64 else torch.float32
     dims = [d if d >= 0 else x.dim() + d for d, x in zip(feature_dims, inputs)]
@@ -135,19 +135,21 @@ def batch_relevance(
             for k, (x, g, d) in enumerate(zip(xs, grads, dims)):
                 if g is not None:
                     # g: (b, batch, ...) for targets i .. i + b - 1 -> (batch, b, ...)
-                    out[k][:, i : i + b] = _reduce(method, x.detach(), g, d + 1, acc).transpose(0, 1)
+                    out[k][:, i : i + b] = _reduce(computation, x.detach(), g, d + 1, acc).transpose(0, 1)
     return out
 
 
-def _check_gradient_method(method: str) -> None:
-    spec = get_method(method)
-    if spec.family_only or not set(spec.kinds) & set(TOKEN_KINDS):
+def _gradient_computation(method: str) -> str:
+    """What the engine computes for ``method`` (the table's ``computation``); methods with their own are refused."""
+    computation = get_method(method).computation
+    if computation == "own":
         raise InputError(f"'{method}' is not a gradient method")
+    return computation
 
 
-def _reduce(method: str, x: torch.Tensor, grad: torch.Tensor, dim: int, acc: torch.dtype) -> torch.Tensor:
+def _reduce(computation: str, x: torch.Tensor, grad: torch.Tensor, dim: int, acc: torch.dtype) -> torch.Tensor:
     """``grad`` (b, *x.shape) -> relevance: ``grad`` without its axis ``dim``, on the CPU."""
-    if method == "saliency":
+    if computation == "gradient-norm":
         return grad.to(acc).norm(dim=dim).cpu()
     return (x.to(acc) * grad.to(acc)).sum(dim).cpu()
 

@@ -100,3 +100,18 @@ def test_the_table_is_torch_free():
     code = "import sys, lrp_llm.methods; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_what_the_engine_computes_for_each_method():
+    batchable = {m.name for m in METHOD_TABLE if m.batchable}
+    assert batchable == {"attnlrp", "cp-lrp", "mambalrp", "grad-x-input", "saliency"}
+    # every LRP rule set is gradient x input under its rules
+    assert all(m.computation == "gradient-x-input" for m in METHOD_TABLE if m.rules is not None)
+    assert {m.name for m in METHOD_TABLE if m.computation == "own"} == {
+        "hidden-attention",
+        "bilrp",
+        "grad-x-input-products",
+        "embedding-dot",
+    }
+    assert get_method("integrated-gradients").steps_or_none(16) == 16
+    assert get_method("attnlrp").steps_or_none(16) is None

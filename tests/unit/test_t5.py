@@ -200,7 +200,7 @@ def test_baselines_run_on_t5(method):
     assert (out["decoder"].triu(1) == 0).all()  # causal: nothing from later decoder tokens
 
 
-@pytest.mark.parametrize("method", ["attnlrp", "cp-lrp", "grad-x-input"])
+@pytest.mark.parametrize("method", ["attnlrp", "cp-lrp", "grad-x-input", "saliency"])
 def test_batched_relevance_equals_one_example_at_a_time(method):
     from lrp_llm.engines.seq2seq import batch_seq2seq_relevance
 
