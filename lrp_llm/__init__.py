@@ -21,7 +21,6 @@ _LAZY = {
     "load_model": "lrp_llm.checkpoints.loading",
     "lrp_rules": "lrp_llm.mechanism.context",
     "XaiError": "lrp_llm.errors",
-    "explain_seq2seq": "lrp_llm.engines.seq2seq",
     "explain_image": "lrp_llm.engines.vision",
     "ImageAttribution": "lrp_llm.results.image",
     "load_encoder": "lrp_llm.checkpoints.loading",
@@ -36,7 +35,6 @@ if TYPE_CHECKING:  # names for type checkers and IDEs; loaded lazily below
     from lrp_llm.engines.causal_lm import relevance  # noqa: F401
     from lrp_llm.engines.explain import explain  # noqa: F401
     from lrp_llm.engines.generation import build_prompt_ids  # noqa: F401
-    from lrp_llm.engines.seq2seq import explain_seq2seq  # noqa: F401
     from lrp_llm.engines.vision import explain_image  # noqa: F401
     from lrp_llm.errors import XaiError  # noqa: F401
     from lrp_llm.mechanism.context import lrp_rules  # noqa: F401

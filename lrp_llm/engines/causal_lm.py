@@ -9,18 +9,17 @@ graph. Relevance of token ``j`` for target ``t`` is ``sum_d e[j, d] * grad[j, d]
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from lrp_llm.engines.generation import (
+    AnswerExplanation,
     build_prompt_ids,
-    checkpoint_name,
     context_length,
     input_device,
-    resolve_answer_ids,
     token_strings,
     too_long,
 )
@@ -28,8 +27,7 @@ from lrp_llm.engines.hidden_attention import hidden_attention
 from lrp_llm.errors import InputError, ShouldCancel
 from lrp_llm.mechanism.gradients import Progress, input_relevance, method_rules
 from lrp_llm.methods import check_offered, default_method, get_method
-from lrp_llm.results.attribution import Attribution, TargetRelevance
-from lrp_llm.results.base import run_meta
+from lrp_llm.results.attribution import TargetRelevance
 
 # Inputs longer than this recompute block activations in the backward pass.
 CHECKPOINT_ABOVE_TOKENS = 4096
@@ -121,57 +119,33 @@ def relevance(
 
 
 # -------------------------------------------------------------------------- explain
-def explain_causal_lm(
+TAKES_CHAT = True  # a context or chat=True makes the prompt a chat turn (when the tokenizer has a template)
+
+
+def prompt_ids(tokenizer, prompt: str, context: str | None, *, chat: bool | None, system: str | None) -> list[int]:
+    """The token ids of the prompt (a chat turn with a context or ``chat=True``, see :func:`build_prompt_ids`)."""
+    return build_prompt_ids(tokenizer, prompt, context, chat=chat, system=system)
+
+
+def explain_answer(
     model: nn.Module,
     tokenizer,
-    prompt: str | None = None,
+    prompt_ids: list[int],
+    answer_ids: list[int],
     *,
-    context: str | None = None,
-    target: str | None = None,
-    generate: int | None = None,
-    method: str | None = None,
-    steps: int = 32,
-    chat: bool | None = None,
-    system: str | None = None,
-    prompt_ids: Sequence[int] | None = None,
-    answer_ids: Sequence[int] | None = None,
-    seed: int = 0,
-    checkpoint: bool | None = None,
-    model_name: str | None = None,
-    progress: Progress | None = None,
-    on_token: Callable[[int], None] | None = None,
-    should_cancel: ShouldCancel | None = None,
-) -> Attribution:
-    """Explain every answer token of ``prompt`` for a causal language model (see :func:`lrp_llm.engines.explain.explain`)."""
-    start = time.perf_counter()
-    method = default_method(model) if method is None else method
-    if prompt_ids is None:
-        if prompt is None:
-            raise InputError("the prompt is empty; pass some text with --prompt")
-        prompt_ids = build_prompt_ids(tokenizer, prompt, context, chat=chat, system=system)
-    prompt_ids = [int(i) for i in prompt_ids]
-    limit = context_length(model)
-    timings: dict[str, float] = {}
-    if answer_ids is None:
-        answer_ids = resolve_answer_ids(
-            model,
-            tokenizer,
-            prompt_ids,
-            target=target,
-            generate=generate,
-            limit=limit,
-            timings=timings,
-            on_token=on_token,
-            should_cancel=should_cancel,
-        )
-    answer_ids = [int(i) for i in answer_ids]
-    if not answer_ids:
-        raise InputError("the target has no tokens; pass a non-empty --target")
+    method: str,
+    steps: int,
+    seed: int,
+    checkpoint: bool | None,
+    progress: Progress | None,
+    should_cancel: ShouldCancel | None,
+) -> AnswerExplanation:
+    """Every answer token explained over the tokens before it (prompt + earlier answer tokens)."""
     ids = prompt_ids + answer_ids
+    limit = context_length(model)
     if limit is not None and len(ids) > limit:
         too_long(len(ids), limit)
     positions = list(range(len(prompt_ids), len(ids)))
-    t0 = time.perf_counter()
     result = relevance(
         model,
         ids,
@@ -183,43 +157,21 @@ def explain_causal_lm(
         progress=progress,
         should_cancel=should_cancel,
     )
-    timings.update(result["timings"])  # type: ignore[arg-type]
-    timings["explain"] = time.perf_counter() - t0
     tokens = token_strings(tokenizer, ids)
     rel: torch.Tensor = result["relevance"]  # type: ignore[assignment]
-    targets = []
-    for i, p in enumerate(positions):
-        r = rel[i, :p].numpy().astype(np.float32)
-        targets.append(
-            TargetRelevance(
-                position=p,
-                token=tokens[p],
-                id=ids[p],
-                logit=float(result["logits"][i]),  # type: ignore[index]
-                probability=float(result["probabilities"][i]),  # type: ignore[index]
-                relevance=r,
-                relevance_sum=float(rel[i, :p].double().sum()),
-            )
+    targets = [
+        TargetRelevance(
+            position=p,
+            token=tokens[p],
+            id=ids[p],
+            logit=float(result["logits"][i]),  # type: ignore[index]
+            probability=float(result["probabilities"][i]),  # type: ignore[index]
+            relevance=rel[i, :p].numpy().astype(np.float32),
+            relevance_sum=float(rel[i, :p].double().sum()),
         )
-    meta = run_meta(
-        "causal-lm",
-        method=method,
-        rules=get_method(method).rules,
-        steps=get_method(method).steps_or_none(steps),
-        dtype=next(model.parameters()).dtype,
-        device=input_device(model),
-    )
-    return Attribution(
-        model=model_name or checkpoint_name(model),
-        method=method,
-        tokens=tokens,
-        input_ids=ids,
-        prompt_length=len(prompt_ids),
-        targets=targets,
-        seconds=time.perf_counter() - start,
-        timings=timings,
-        meta=meta,
-    )
+        for i, p in enumerate(positions)
+    ]
+    return AnswerExplanation(tokens, ids, len(prompt_ids), targets, result["timings"])  # type: ignore[arg-type]
 
 
-__all__ = ["CHECKPOINT_ABOVE_TOKENS", "explain_causal_lm", "relevance"]
+__all__ = ["CHECKPOINT_ABOVE_TOKENS", "TAKES_CHAT", "explain_answer", "prompt_ids", "relevance"]

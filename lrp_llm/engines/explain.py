@@ -1,17 +1,44 @@
-"""``explain``: the one front door for text models; it picks the engine by the architecture's kind."""
+"""``explain``: the one front door for text models; it picks the engine by the architecture's kind.
+
+The steps every kind shares happen here once (the method, the prompt and answer ids,
+generation, timings, the result and its run metadata); an engine module
+(:mod:`~lrp_llm.engines.causal_lm`, :mod:`~lrp_llm.engines.seq2seq`) contributes only
+``prompt_ids`` (how a prompt becomes model input), ``explain_answer`` (the relevance
+of every answer token) and ``TAKES_CHAT`` (whether a chat template's turns apply).
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from torch import nn
 
 from lrp_llm.archs import find_arch
-from lrp_llm.engines.causal_lm import explain_causal_lm
-from lrp_llm.engines.seq2seq import explain_seq2seq
+from lrp_llm.engines import causal_lm, seq2seq
+from lrp_llm.engines.generation import checkpoint_name, context_length, input_device, resolve_answer_ids
 from lrp_llm.errors import InputError, ShouldCancel
 from lrp_llm.mechanism.gradients import Progress
+from lrp_llm.methods import default_method, get_method
 from lrp_llm.results.attribution import Attribution
+from lrp_llm.results.base import run_meta
+
+# the engine of each kind of text model; unregistered architectures are treated as causal LMs
+ENGINES = {"causal-lm": causal_lm, "seq2seq": seq2seq}
+
+
+def text_kind(model: nn.Module) -> str:
+    """The model's kind for :func:`explain` ("causal-lm" or "seq2seq"); a one-line error for other kinds."""
+    spec = find_arch(model)
+    kind = "causal-lm" if spec is None else spec.kind
+    if kind == "image-classification":
+        raise InputError("this model classifies images; explain one with explain_image(model, processor, image)")
+    if kind not in ENGINES:
+        raise InputError(
+            "this is an embedding (encoder) model without a language-model head; "
+            "explain a similarity with `xai-tui similarity` or lrp_llm.analyses.bilrp"
+        )
+    return kind
 
 
 def explain(
@@ -40,62 +67,79 @@ def explain(
     The answer is ``answer_ids`` if given, else the tokens of ``target`` (a forced
     continuation), else a greedy generation of up to ``generate`` tokens (default 20).
     ``method`` defaults to the family's (:func:`lrp_llm.methods.methods_for` lists the
-    others). Causal LMs and Mamba go to :func:`~lrp_llm.engines.causal_lm.explain_causal_lm`,
-    encoder-decoders (T5) to :func:`~lrp_llm.engines.seq2seq.explain_seq2seq`; ``chat`` and
-    ``system`` (a chat template's turns) do not apply to encoder-decoders and are refused there.
+    others). Causal LMs and Mamba: relevance over the tokens before each answer token.
+    Encoder-decoders (T5): over the source tokens (``source_tokens``, per target
+    ``source_relevance``) and the decoder tokens before it; ``chat`` and ``system`` (a chat
+    template's turns) do not apply there and are refused. ``checkpoint``: recompute block
+    activations in the backward pass (long inputs; causal LMs do it above 4096 tokens).
     """
-    spec = find_arch(model)
-    kind = None if spec is None else spec.kind
-    if kind == "image-classification":
-        raise InputError("this model classifies images; explain one with explain_image(model, processor, image)")
-    if kind == "encoder":
+    start = time.perf_counter()
+    kind = text_kind(model)
+    engine = ENGINES[kind]
+    method = default_method(model) if method is None else method
+    get_method(method, kind)
+    if (chat or system) and not engine.TAKES_CHAT:
         raise InputError(
-            "this is an embedding (encoder) model without a language-model head; "
-            "explain a similarity with `xai-tui similarity` or lrp_llm.analyses.bilrp"
+            "chat and system prompts do not apply to encoder-decoder models; pass the question as the prompt"
         )
-    if kind == "seq2seq":
-        if chat or system:
-            raise InputError(
-                "chat and system prompts do not apply to encoder-decoder models; pass the question as the prompt"
-            )
-        return explain_seq2seq(
+    if prompt_ids is None:
+        if prompt is None:
+            raise InputError("the prompt is empty; pass some text with --prompt")
+        prompt_ids = engine.prompt_ids(tokenizer, prompt, context, chat=chat, system=system)
+    prompt_ids = [int(i) for i in prompt_ids]
+    timings: dict[str, float] = {}
+    if answer_ids is None:
+        limit = context_length(model) if kind == "causal-lm" else None
+        answer_ids = resolve_answer_ids(
             model,
             tokenizer,
-            prompt,
-            context=context,
+            prompt_ids,
             target=target,
             generate=generate,
-            method=method,
-            steps=steps,
-            prompt_ids=prompt_ids,
-            answer_ids=answer_ids,
-            seed=seed,
-            checkpoint=checkpoint,
-            model_name=model_name,
-            progress=progress,
+            limit=limit,
+            timings=timings,
             on_token=on_token,
             should_cancel=should_cancel,
         )
-    return explain_causal_lm(
+    answer_ids = [int(i) for i in answer_ids]
+    if not answer_ids:
+        raise InputError("the target has no tokens; pass a non-empty --target")
+    t0 = time.perf_counter()
+    part = engine.explain_answer(
         model,
         tokenizer,
-        prompt,
-        context=context,
-        target=target,
-        generate=generate,
+        prompt_ids,
+        answer_ids,
         method=method,
         steps=steps,
-        chat=chat,
-        system=system,
-        prompt_ids=prompt_ids,
-        answer_ids=answer_ids,
         seed=seed,
         checkpoint=checkpoint,
-        model_name=model_name,
         progress=progress,
-        on_token=on_token,
         should_cancel=should_cancel,
+    )
+    timings.update(part.timings)
+    timings["explain"] = time.perf_counter() - t0
+    spec = get_method(method)
+    return Attribution(
+        model=model_name or checkpoint_name(model),
+        method=method,
+        tokens=part.tokens,
+        input_ids=part.input_ids,
+        prompt_length=part.prompt_length,
+        targets=part.targets,
+        seconds=time.perf_counter() - start,
+        timings=timings,
+        meta=run_meta(
+            kind,
+            method=method,
+            rules=spec.rules,
+            steps=spec.steps_or_none(steps),
+            dtype=next(model.parameters()).dtype,
+            device=input_device(model),
+        ),
+        source_tokens=part.source_tokens,
+        source_ids=part.source_ids,
     )
 
 
-__all__ = ["explain"]
+__all__ = ["ENGINES", "explain", "text_kind"]

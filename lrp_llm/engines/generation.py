@@ -9,11 +9,29 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from lrp_llm.errors import InputError, ShouldCancel, check_cancel
+
+
+@dataclass
+class AnswerExplanation:
+    """What a text engine (``causal_lm.explain_answer``, ``seq2seq.explain_answer``) hands the
+    front door :func:`lrp_llm.engines.explain.explain`: the fields of an
+    :class:`~lrp_llm.results.attribution.Attribution` that depend on the kind of model.
+    ``targets`` are :class:`~lrp_llm.results.attribution.TargetRelevance`; ``timings`` in seconds."""
+
+    tokens: list[str]
+    input_ids: list[int]
+    prompt_length: int
+    targets: list[Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    source_tokens: list[str] | None = None
+    source_ids: list[int] | None = None
 
 
 # --------------------------------------------------------------------------- prompts
@@ -187,6 +205,7 @@ def too_long(n: int, limit: int) -> None:
 
 
 __all__ = [
+    "AnswerExplanation",
     "build_prompt_ids",
     "checkpoint_name",
     "context_length",

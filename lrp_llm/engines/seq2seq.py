@@ -11,25 +11,23 @@ target counts both sides: (sum of source relevance + sum of decoder relevance) /
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from lrp_llm.engines.generation import (
-    checkpoint_name,
+    AnswerExplanation,
     decoder_start_id,
     input_device,
-    resolve_answer_ids,
     source_ids,
     token_strings,
 )
 from lrp_llm.errors import InputError, ShouldCancel
 from lrp_llm.mechanism.gradients import Progress, batch_relevance, input_relevance, method_rules
-from lrp_llm.methods import check_offered, default_method, get_method
-from lrp_llm.results.attribution import Attribution, TargetRelevance
-from lrp_llm.results.base import run_meta
+from lrp_llm.methods import check_offered, get_method
+from lrp_llm.results.attribution import TargetRelevance
 
 
 def seq2seq_relevance(
@@ -148,64 +146,38 @@ def batch_seq2seq_relevance(
     ]
 
 
-def explain_seq2seq(
+# encoder-decoders take no chat template's turns
+TAKES_CHAT = False
+
+
+def prompt_ids(tokenizer, prompt: str, context: str | None, *, chat: bool | None, system: str | None) -> list[int]:
+    """Encoder input ids (T5's ``question: ... context: ...`` with a context); ``chat``/``system`` unused."""
+    return source_ids(tokenizer, prompt, context)
+
+
+def explain_answer(
     model: nn.Module,
     tokenizer,
-    prompt: str | None = None,
+    prompt_ids: list[int],
+    answer_ids: list[int],
     *,
-    context: str | None = None,
-    target: str | None = None,
-    generate: int | None = None,
-    method: str | None = None,
-    steps: int = 32,
-    prompt_ids: Sequence[int] | None = None,
-    answer_ids: Sequence[int] | None = None,
-    seed: int = 0,
-    checkpoint: bool | None = None,
-    model_name: str | None = None,
-    progress: Progress | None = None,
-    on_token: Callable[[int], None] | None = None,
-    should_cancel: ShouldCancel | None = None,
-) -> Attribution:
-    """Explain every answer token of an encoder-decoder over source and decoder tokens.
+    method: str,
+    steps: int,
+    seed: int,
+    checkpoint: bool | None,
+    progress: Progress | None,
+    should_cancel: ShouldCancel | None,
+) -> AnswerExplanation:
+    """Every answer token explained over the source (encoder) tokens and the decoder tokens before it.
 
-    The answer is ``answer_ids`` if given, else the tokens of ``target`` (forced), else a
-    greedy generation of up to ``generate`` tokens (default 20); ``method`` defaults to
-    the family's (AttnLRP). In the result,
-    ``source_tokens`` are the encoder's tokens, ``tokens`` the decoder's (start token, then
-    the answer; ``prompt_length`` is 1), and each target carries ``source_relevance``
-    beside ``relevance`` (decoder side); ``relevance_sum`` adds both. ``checkpoint``: the
-    blocks recompute their activations in the backward pass (long inputs; default off).
+    ``tokens`` are the decoder's (start token, then the answer; ``prompt_length`` 1), each
+    target carries ``source_relevance`` beside ``relevance`` (decoder side), and its
+    ``relevance_sum`` adds both.
     """
-    start = time.perf_counter()
-    method = method or default_method(model)
-    get_method(method, "seq2seq")
-    if prompt_ids is None:
-        if prompt is None:
-            raise InputError("the prompt is empty; pass some text with --prompt")
-        prompt_ids = source_ids(tokenizer, prompt, context)
-    src = [int(i) for i in prompt_ids]
-    timings: dict[str, float] = {}
-    if answer_ids is None:
-        answer_ids = resolve_answer_ids(
-            model,
-            tokenizer,
-            src,
-            target=target,
-            generate=generate,
-            limit=None,
-            timings=timings,
-            on_token=on_token,
-            should_cancel=should_cancel,
-        )
-    answer = [int(i) for i in answer_ids]
-    if not answer:
-        raise InputError("the target has no tokens; pass a non-empty --target")
-    t0 = time.perf_counter()
     result = seq2seq_relevance(
         model,
-        src,
-        answer,
+        prompt_ids,
+        answer_ids,
         method=method,
         steps=steps,
         seed=seed,
@@ -213,48 +185,32 @@ def explain_seq2seq(
         progress=progress,
         should_cancel=should_cancel,
     )
-    timings.update(result["timings"])  # type: ignore[arg-type]
-    timings["explain"] = time.perf_counter() - t0
-    dec_ids = [decoder_start_id(model)] + answer
+    dec_ids = [decoder_start_id(model)] + answer_ids
     tokens = token_strings(tokenizer, dec_ids)
     r_src: torch.Tensor = result["source"]  # type: ignore[assignment]
     r_dec: torch.Tensor = result["decoder"]  # type: ignore[assignment]
-    targets = []
-    for i in range(len(answer)):
-        p = i + 1
-        targets.append(
-            TargetRelevance(
-                position=p,
-                token=tokens[p],
-                id=dec_ids[p],
-                logit=float(result["logits"][i]),  # type: ignore[index]
-                probability=float(result["probabilities"][i]),  # type: ignore[index]
-                relevance=r_dec[i, :p].numpy().astype(np.float32),
-                relevance_sum=float(r_dec[i, :p].double().sum() + r_src[i].double().sum()),
-                source_relevance=r_src[i].numpy().astype(np.float32),
-            )
+    targets = [
+        TargetRelevance(
+            position=i + 1,
+            token=tokens[i + 1],
+            id=dec_ids[i + 1],
+            logit=float(result["logits"][i]),  # type: ignore[index]
+            probability=float(result["probabilities"][i]),  # type: ignore[index]
+            relevance=r_dec[i, : i + 1].numpy().astype(np.float32),
+            relevance_sum=float(r_dec[i, : i + 1].double().sum() + r_src[i].double().sum()),
+            source_relevance=r_src[i].numpy().astype(np.float32),
         )
-    meta = run_meta(
-        "seq2seq",
-        method=method,
-        rules=get_method(method).rules,
-        steps=get_method(method).steps_or_none(steps),
-        dtype=next(model.parameters()).dtype,
-        device=input_device(model),
-    )
-    return Attribution(
-        model=model_name or checkpoint_name(model),
-        method=method,
-        tokens=tokens,
-        input_ids=dec_ids,
-        prompt_length=1,
-        targets=targets,
-        seconds=time.perf_counter() - start,
-        timings=timings,
-        meta=meta,
-        source_tokens=token_strings(tokenizer, src),
-        source_ids=src,
+        for i in range(len(answer_ids))
+    ]
+    return AnswerExplanation(
+        tokens,
+        dec_ids,
+        1,
+        targets,
+        result["timings"],  # type: ignore[arg-type]
+        source_tokens=token_strings(tokenizer, prompt_ids),
+        source_ids=list(prompt_ids),
     )
 
 
-__all__ = ["batch_seq2seq_relevance", "explain_seq2seq", "seq2seq_relevance"]
+__all__ = ["TAKES_CHAT", "batch_seq2seq_relevance", "explain_answer", "prompt_ids", "seq2seq_relevance"]

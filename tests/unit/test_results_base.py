@@ -257,7 +257,6 @@ def real_results():
     """One result of every kind, each made by its engine on a tiny model (so each carries run_meta)."""
     from lrp_llm.analyses.bilrp import SimilarityExplainer
     from lrp_llm.engines.explain import explain
-    from lrp_llm.engines.seq2seq import explain_seq2seq
     from lrp_llm.engines.vision import explain_image
     from patching.experiment import run_patching
     from synthetic_tasks import copy_reverse
@@ -271,7 +270,7 @@ def real_results():
     t5_tok = copy_reverse.make_tokenizer()
     return {
         "explanation": explain(lm, tok, "the old city", generate=2, method="attnlrp"),
-        "seq2seq": explain_seq2seq(tiny_t5("v1.0", vocab=len(t5_tok), seed=2), t5_tok, "copy d e", generate=2),
+        "seq2seq": explain(tiny_t5("v1.0", vocab=len(t5_tok), seed=2), t5_tok, "copy d e", generate=2),
         "image": explain_image(tiny_vit(), None, random_pixels(), method="cp-lrp"),
         "similarity": SimilarityExplainer(tiny_encoder(dtype=torch.float32), make_tokenizer()).explain(
             "a cat", "a dog"

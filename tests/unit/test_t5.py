@@ -10,7 +10,7 @@ from lrp_llm.archs.blocks import find_parts
 from lrp_llm.archs.t5 import T5_FAMILY
 from lrp_llm.engines.explain import explain
 from lrp_llm.engines.generation import generate_greedy
-from lrp_llm.engines.seq2seq import explain_seq2seq, seq2seq_relevance
+from lrp_llm.engines.seq2seq import seq2seq_relevance
 from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.results.attribution import Attribution
 from synthetic_tasks import copy_reverse
@@ -186,7 +186,7 @@ def test_greedy_generation_matches_transformers_generate():
     ours = generate_greedy(model, src, 6, stop={1})
     ref = model.generate(input_ids=torch.tensor([src]), max_new_tokens=6, do_sample=False, eos_token_id=1)
     assert ours == ref[0, 1:].tolist()[: len(ours)]
-    a = explain_seq2seq(model, tok, "copy d e f g", generate=6)
+    a = explain(model, tok, "copy d e f g", generate=6)
     assert a.input_ids[1:] == ours
 
 
