@@ -52,6 +52,7 @@ class LoadOptions:
     device_map: str | None = None
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    allow_missing: bool = False  # tensors missing from the checkpoint: randomly initialised, with a warning
 
     @classmethod
     def from_args(cls, args: Any, path: str | None = None) -> LoadOptions:
@@ -64,6 +65,7 @@ class LoadOptions:
             device_map=args.device_map,
             allow_pickle=args.allow_pickle,
             trust_remote_code=args.trust_remote_code,
+            allow_missing=getattr(args, "allow_missing_weights", False),
         )
 
     def load_model(self) -> tuple[Any, Any]:
@@ -77,6 +79,7 @@ class LoadOptions:
             device_map=self.device_map,
             allow_pickle=self.allow_pickle,
             trust_remote_code=self.trust_remote_code,
+            allow_missing=self.allow_missing,
         )
 
 
