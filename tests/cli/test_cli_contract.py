@@ -221,3 +221,15 @@ def test_evaluate_refuses_a_lone_surrogate_before_loading_a_model(tmp_path, caps
     code = main(["evaluate", "--model", str(tmp_path / "none"), "--data", str(data), "--json", str(out), "--quiet"])
     err = _one_error_line(code, capsys.readouterr().err)
     assert "items.jsonl line 1: 'id' holds a lone surrogate (\\udc00)" in err and not out.exists()
+
+
+def test_the_app_backend_shows_the_missing_weights_warning_in_its_summary(missing_layer):
+    from lrp_llm.errors import CheckpointError
+    from tui.backend import LoadOptions, ModelBackend
+
+    with pytest.raises(CheckpointError, match="missing model.layers.1."):
+        ModelBackend(LoadOptions(path=str(missing_layer))).load()
+    backend = ModelBackend(LoadOptions(path=str(missing_layer), allow_missing=True))
+    # in the app a warning on stderr would garble the screen: it goes to the status line
+    assert "WARNING: tensors missing from the checkpoint are random" in backend.load()
+    assert len(backend.load_warnings) == 1 and "model.layers.1." in backend.load_warnings[0]

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from lrp_llm.analyses.evaluate import jsonl_lines, load_items
 from lrp_llm.errors import InputError
 
-# characters str.splitlines() splits on although JSON allows them raw inside a string
-LINE_BREAKS_IN_STRINGS = "\u2028\u2029\x85\x0b\x0c\x1c\x1d\x1e"
+# characters str.splitlines() splits on although JSON allows them raw inside a string (the
+# others it splits on are below U+0020, which JSON only has escaped)
+LINE_BREAKS_IN_STRINGS = "\u2028\u2029\x85"
 
 
 @pytest.mark.parametrize("char", list(LINE_BREAKS_IN_STRINGS))
