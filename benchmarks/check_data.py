@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from lrp_llm.analyses.evaluate import load_items, prepare_item
+    from lrp_llm.analyses.evaluate import jsonl_lines, load_items, prepare_item
     from lrp_llm.checkpoints.loading import load_model
     from lrp_llm.results.base import write_atomic
 
@@ -38,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for path in args.data:
         items = load_items(path)
-        lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip() and ln[0] != "#"]
-        by_id = {json.loads(ln).get("id"): ln for ln in lines}
+        by_id = {json.loads(ln).get("id"): ln for _, ln in jsonl_lines(path)}
         for item in items:
             prep = prepare_item(model, tok, item, max_new_tokens=args.max_new_tokens)
             total += 1

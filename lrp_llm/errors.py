@@ -21,6 +21,15 @@ class InputError(XaiError):
     pass
 
 
+class NonFiniteError(XaiError, FloatingPointError):
+    """Relevance came out NaN or infinite (a FloatingPointError, so callers catching that still do)."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint loaded, but not as its author saved it (e.g. tensors missing and allowed);
+    the CLI prints it as one ``warning: ...`` line."""
+
+
 class Cancelled(XaiError):
     def __init__(self, message: str = "cancelled") -> None:
         super().__init__(message)

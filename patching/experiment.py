@@ -43,6 +43,18 @@ def prompt_ids(tokenizer, text: str, what: str, *, chat: bool = False) -> list[i
     return build_prompt_ids(tokenizer, text, chat=chat)
 
 
+def check_context(model: nn.Module, n_tokens: int) -> None:
+    """Refuse prompts longer than the model's context before any forward pass (as explain does):
+    beyond it the positions are ones the model never saw, and a huge prompt would run for minutes."""
+    from lrp_llm.engines.generation import context_length
+
+    limit = context_length(model)
+    if limit is not None and n_tokens > limit:
+        raise InputError(
+            f"the prompts have {n_tokens} tokens but the model's context is {limit}; shorten --clean and --corrupted"
+        )
+
+
 @dataclass(frozen=True)
 class _Experiment:
     """One prompt pair, its answer tokens and the options every stage of :func:`run_patching` reads."""
@@ -106,6 +118,7 @@ def run_patching(
         prompt_ids(tokenizer, corrupted, "corrupted", chat=chat) if isinstance(corrupted, str) else list(corrupted)
     )
     check_same_length(len(clean_ids), len(corrupted_ids))
+    check_context(model, len(clean_ids))
     answer_id = answer if isinstance(answer, int) else answer_token(tokenizer, answer, "answer")
     wrong_id = wrong if isinstance(wrong, int) else answer_token(tokenizer, wrong, "wrong")
     if answer_id == wrong_id:

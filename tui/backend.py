@@ -52,6 +52,7 @@ class LoadOptions:
     device_map: str | None = None
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    allow_missing: bool = False  # tensors missing from the checkpoint: randomly initialised, with a warning
 
     @classmethod
     def from_args(cls, args: Any, path: str | None = None) -> LoadOptions:
@@ -64,6 +65,7 @@ class LoadOptions:
             device_map=args.device_map,
             allow_pickle=args.allow_pickle,
             trust_remote_code=args.trust_remote_code,
+            allow_missing=getattr(args, "allow_missing_weights", False),
         )
 
     def load_model(self) -> tuple[Any, Any]:
@@ -77,6 +79,7 @@ class LoadOptions:
             device_map=self.device_map,
             allow_pickle=self.allow_pickle,
             trust_remote_code=self.trust_remote_code,
+            allow_missing=self.allow_missing,
         )
 
 
@@ -94,6 +97,7 @@ class _Backend:
         self.lock = threading.Lock()
         self.model: Any = None
         self.tokenizer: Any = None
+        self.load_warnings: list[str] = []
 
     @classmethod
     def from_model(cls: type[B], model: Any, tokenizer: Any, name: str | None = None) -> B:
@@ -111,9 +115,18 @@ class _Backend:
         raise NotImplementedError
 
     def _load(self) -> None:
-        """Load the model unless it is loaded; the caller holds ``lock``."""
+        """Load the model unless it is loaded; the caller holds ``lock``. Warnings of the load
+        (tensors missing and allowed) are kept in ``load_warnings`` for the screen to show:
+        printed to stderr they would garble it."""
         if self.model is None:
-            self.model, self.tokenizer = self._load_checkpoint()
+            import warnings
+
+            from lrp_llm.errors import CheckpointWarning
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", CheckpointWarning)
+                self.model, self.tokenizer = self._load_checkpoint()
+            self.load_warnings = [str(w.message) for w in caught if issubclass(w.category, CheckpointWarning)]
 
     def _check_loaded(self) -> None:
         if self.model is None:
@@ -149,7 +162,8 @@ class ModelBackend(_Backend):
         params = sum(p.numel() for p in model.parameters())
         dtype = str(next(model.parameters()).dtype).replace("torch.", "")
         kind = getattr(model.config, "model_type", type(model).__name__)
-        return f"{kind}, {params / 1e6:.1f}M parameters, {dtype}"
+        warning = "; WARNING: tensors missing from the checkpoint are random" if self.load_warnings else ""
+        return f"{kind}, {params / 1e6:.1f}M parameters, {dtype}{warning}"
 
     def ask(
         self,
@@ -270,7 +284,9 @@ class EncoderBackend(_Backend):
         from lrp_llm.checkpoints.loading import load_encoder
 
         o = self.options
-        return load_encoder(o.path, device=o.device, dtype=o.dtype, allow_pickle=o.allow_pickle)
+        return load_encoder(
+            o.path, device=o.device, dtype=o.dtype, allow_pickle=o.allow_pickle, allow_missing=o.allow_missing
+        )
 
     def load(self) -> None:
         with self.lock:

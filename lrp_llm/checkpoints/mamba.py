@@ -116,10 +116,15 @@ def read_weights(folder: Path, weights: str) -> dict:
     return state
 
 
-def load_mamba_ssm(folder: Path, config: dict[str, Any], weights: str, dtype=None):
-    """``MambaForCausalLM`` / ``Mamba2ForCausalLM`` from a mamba-ssm folder; weights in ``dtype`` (default: as stored)."""
+def load_mamba_ssm(folder: Path, config: dict[str, Any], weights: str, dtype=None, *, allow_missing: bool = False):
+    """``MambaForCausalLM`` / ``Mamba2ForCausalLM`` from a mamba-ssm folder; weights in ``dtype`` (default: as stored).
+
+    Missing, unexpected or mismatched tensors: see
+    :func:`lrp_llm.checkpoints.weight_check.check_loaded_weights` (``allow_missing``)."""
     import torch
     from transformers import AutoModelForCausalLM
+
+    from lrp_llm.checkpoints.weight_check import check_loaded_weights
 
     hf = hf_config(config)
     state = convert_state_dict(read_weights(folder, weights))
@@ -131,15 +136,20 @@ def load_mamba_ssm(folder: Path, config: dict[str, Any], weights: str, dtype=Non
     if hf.tie_word_embeddings and "lm_head.weight" in state and not torch.equal(state["lm_head.weight"], emb):
         hf.tie_word_embeddings = False
     model = AutoModelForCausalLM.from_config(hf)
+    expected = model.state_dict()
+    # load_state_dict would stop at the first tensor of another shape; name them all instead
+    mismatched = [
+        (k, tuple(v.shape), tuple(expected[k].shape))
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    state = {k: v for k, v in state.items() if not (k in expected and v.shape != expected[k].shape)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and hf.tie_word_embeddings)]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
-        raise CheckpointError(f"{folder}: the weights do not match the config ({'; '.join(parts)})")
+    missing = [k for k in missing if k not in {m[0] for m in mismatched}]
+    check_loaded_weights(
+        folder, missing=missing, unexpected=unexpected, mismatched=mismatched, allow_missing=allow_missing
+    )
     if hf.tie_word_embeddings:
         model.tie_weights()
     target = dtype if dtype is not None else (emb.dtype if emb.is_floating_point() else torch.float32)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lrp_llm.engines.finite import check_finite
 from lrp_llm.engines.generation import (
     AnswerExplanation,
     build_prompt_ids,
@@ -113,8 +114,7 @@ def relevance(
     rows, target_ids = rows.cpu(), target_ids.cpu()
     target_logits = logits[rows, target_ids]
     probs = torch.softmax(logits, dim=-1)[rows, target_ids]
-    if not torch.isfinite(rel).all():
-        raise FloatingPointError("relevance is not finite; run the model in float32 (--dtype float32)")
+    check_finite(model, rel)
     return {"relevance": rel, "logits": target_logits, "probabilities": probs, "timings": timings}
 
 

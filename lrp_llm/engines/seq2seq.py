@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lrp_llm.engines.finite import check_finite
 from lrp_llm.engines.generation import (
     AnswerExplanation,
     decoder_start_id,
@@ -93,8 +94,7 @@ def seq2seq_relevance(
         r_dec[i, i + 1 :] = 0.0  # the random baseline has no causal mask of its own
     logits = last_logits[0].cpu()  # the first scoring is always at the input itself
     probs = torch.softmax(logits.double(), dim=-1)[torch.arange(n), torch.tensor(answer_ids)]
-    if not (torch.isfinite(r_src).all() and torch.isfinite(r_dec).all()):
-        raise FloatingPointError("relevance is not finite; run the model in float32 (--dtype float32)")
+    check_finite(model, r_src, r_dec)
     return {"source": r_src, "decoder": r_dec, "logits": values, "probabilities": probs, "timings": timings}
 
 

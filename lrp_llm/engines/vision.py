@@ -143,7 +143,6 @@ def image_relevance(
     seed: int = 0,
 ) -> dict[str, object]:
     """Pixel relevance (H, W) of class ``target`` for ``pixel_values`` (1, C, H, W), and the logits (n_classes,)."""
-    import torch
 
     from lrp_llm.mechanism.gradients import input_relevance, method_rules
 
@@ -162,8 +161,9 @@ def image_relevance(
     t0 = time.perf_counter()
     with method_rules(model, method):
         (pixels,), values = input_relevance(score, [x], [1], method=method, steps=steps, seed=seed)
-    if not torch.isfinite(pixels).all():
-        raise FloatingPointError("relevance is not finite; run the model in float32 (--dtype float32)")
+    from lrp_llm.engines.finite import check_finite
+
+    check_finite(model, pixels)
     return {
         "pixels": pixels[0],
         "logit": float(values[0]),

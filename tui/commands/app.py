@@ -10,7 +10,7 @@ import argparse
 
 from lrp_llm.methods import METHODS
 
-from .common import add_model_args
+from .common import MAX_NEW_TOKENS, add_model_args, int_range
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--context", help="a passage the question is about")
     g.add_argument("--plain", action="store_true", help="plain prompt mode (no chat template)")
     g.add_argument("--method", default="attnlrp", choices=METHODS, help="attribution method (default: attnlrp)")
-    g.add_argument("--generate", type=int, default=20, metavar="N", help="answer length in tokens (default 20)")
+    g.add_argument(
+        "--generate",
+        type=int_range(1, MAX_NEW_TOKENS),
+        default=20,
+        metavar="N",
+        help="answer length in tokens (default 20)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.checkpoint and args.model and args.checkpoint != args.model:
         raise InputError("pass the checkpoint once: either as CHECKPOINT or with --model")
-    if args.generate < 1:
-        raise InputError("--generate must be at least 1")
     from ..app import XaiApp, run_app
     from ..backend import LoadOptions, ModelBackend
 

@@ -3,13 +3,75 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lrp_llm.errors import InputError
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one ``error: ...`` line on stderr (exit 2), like every
+    other error of the command, instead of the usage block; ``-h`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        # argparse says "argument --steps: must be ..."; the option alone reads better
+        text = " ".join(message.split())
+        if text.startswith("argument ") and ": " in text:
+            option, _, rest = text[len("argument ") :].partition(": ")
+            text = f"{option.split('/')[0]} {rest}" if rest.startswith("must ") else f"{option.split('/')[0]}: {rest}"
+        self.exit(2, f"error: {text}; see `{self.prog} --help`\n")
+
+
+def int_range(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse ``type=`` for an integer option in [lo, hi]: anything else is one line naming the
+    option and the range, before any work starts (so ``--steps 10**9`` never reaches an allocation)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip(), 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {lo} to {hi}; got '{text}'") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo} (allowed: {lo} to {hi}); got {value}")
+        if value > hi:
+            raise argparse.ArgumentTypeError(f"must be at most {hi} (allowed: {lo} to {hi}); got {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its own messages
+    return parse
+
+
+def fraction_range(lo_exclusive: float, hi: float) -> Callable[[str], float]:
+    """An argparse ``type=`` for a real number in (lo_exclusive, hi]; NaN and infinities are refused."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (lo_exclusive < value <= hi):  # also False for NaN
+            raise argparse.ArgumentTypeError(
+                f"must be a number greater than {lo_exclusive:g} and at most {hi:g}; got '{text}'"
+            )
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+# Ranges of the numeric options, shared by the subcommands that have them. Upper bounds keep a
+# mistyped value from starting hours of work or a huge allocation; they are far above any real use.
+MAX_STEPS = 4096  # integrated-gradients steps (one chunked pass each)
+MAX_NEW_TOKENS = 100_000  # answer tokens; the model's context length is checked once it is loaded
+MAX_LISTED = 10_000  # rows a terminal listing (--top, --show) prints
+MAX_SEED = 2**32 - 1  # the range every random generator in the stack accepts
+MAX_DISTANCE = 10_000_000  # tokens back (--far)
+MAX_BATCH = 4096  # inputs per forward pass
+MAX_ITEMS = 10_000_000  # items of a data set (--limit)
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, what: str = "the bundled SmolLM2-135M-Instruct") -> None:
@@ -34,6 +96,11 @@ def add_model_args(parser: argparse.ArgumentParser, *, what: str = "the bundled 
     )
     g.add_argument(
         "--trust-remote-code", action="store_true", help="run the checkpoint's own Python code (off by default)"
+    )
+    g.add_argument(
+        "--allow-missing-weights",
+        action="store_true",
+        help="load a checkpoint that lacks some tensors (or has others), randomly initialising them; experiments only",
     )
 
 

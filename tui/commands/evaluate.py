@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 
 from ..backend import BUNDLED_MODEL_NAME
-from .common import OutputFiles, add_model_args, add_output_args, load_model_from_args
+from .common import (
+    MAX_BATCH,
+    MAX_ITEMS,
+    MAX_NEW_TOKENS,
+    MAX_STEPS,
+    OutputFiles,
+    add_model_args,
+    add_output_args,
+    int_range,
+    load_model_from_args,
+)
 
 STRATEGIES = ("zero", "neutral", "delete")
 
@@ -17,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Explain every item of a JSONL data set with each method, then remove the input tokens "
         "in order of relevance (most relevant first, MoRF, and least relevant first, LeRF) and follow the "
         "explained logit. Reports the area between the two curves (ABPC; larger = more faithful) with its "
-        "95%% confidence interval and the time per explanation. Data: one JSON object per line, QA items "
+        "95% confidence interval and the time per explanation. Data: one JSON object per line, QA items "
         '{"context": ..., "question": ..., "answer": ...} or next-token items {"text": ..., "answer": " ..."}; '
         "optional 'id' and 'evidence' (the span of the context that holds the answer). Ctrl-C stops cleanly.",
     )
@@ -30,32 +40,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="comma-separated: attnlrp, cp-lrp, mambalrp, grad-x-input, saliency, integrated-gradients[:STEPS], hidden-attention (Mamba), "
         "random (default: the model's LRP method, grad-x-input, random)",
     )
-    g.add_argument("--limit", type=int, metavar="N", help="use only the first N items")
+    g.add_argument("--limit", type=int_range(1, MAX_ITEMS), metavar="N", help="use only the first N items")
     g.add_argument("--strategy", choices=STRATEGIES, default="zero", help="how a token is removed (default: zero)")
     g.add_argument(
-        "--steps", type=int, default=10, help="points per curve after the start (default 10: 10%% of tokens each)"
+        "--steps",
+        type=int_range(1, MAX_STEPS),
+        default=10,
+        help="points per curve after the start (default 10: 10%% of tokens each)",
     )
-    g.add_argument("--ig-steps", type=int, default=32, help="integrated-gradients steps when not given as :N")
+    g.add_argument(
+        "--ig-steps", type=int_range(1, MAX_STEPS), default=32, help="integrated-gradients steps when not given as :N"
+    )
     g.add_argument("--neutral", default=" ", metavar="TEXT", help="replacement token of --strategy neutral")
-    g.add_argument("--batch-size", type=int, default=16, help="perturbed inputs per forward pass (default 16)")
+    g.add_argument(
+        "--batch-size", type=int_range(1, MAX_BATCH), default=16, help="perturbed inputs per forward pass (default 16)"
+    )
     g.add_argument(
         "--only-answered",
         action="store_true",
         help="leave out items the model does not answer (default: force the expected answer and explain it)",
     )
-    g.add_argument("--max-new-tokens", type=int, default=32, help="answer length searched for the expected answer")
+    g.add_argument(
+        "--max-new-tokens",
+        type=int_range(1, MAX_NEW_TOKENS),
+        default=32,
+        help="answer length searched for the expected answer",
+    )
     add_output_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from lrp_llm.errors import InputError
-
-    for name in ("limit", "steps", "ig_steps", "batch_size", "max_new_tokens"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     outputs = OutputFiles.from_args(args)
     from lrp_llm.analyses.evaluate import load_items
     from lrp_llm.methods import parse_method

@@ -7,7 +7,17 @@ import argparse
 from lrp_llm.methods import METHODS
 
 from ..backend import BUNDLED_MODEL_NAME
-from .common import OutputFiles, add_model_args, add_output_args, load_model_from_args
+from .common import (
+    MAX_LISTED,
+    MAX_NEW_TOKENS,
+    MAX_SEED,
+    MAX_STEPS,
+    OutputFiles,
+    add_model_args,
+    add_output_args,
+    int_range,
+    load_model_from_args,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,15 +44,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     target.add_argument(
         "--target", help="explain this forced continuation instead of generating (images: a class name or index)"
     )
-    target.add_argument("--generate", type=int, metavar="N", help="greedy answer of up to N tokens (default 20)")
+    target.add_argument(
+        "--generate",
+        type=int_range(1, MAX_NEW_TOKENS),
+        metavar="N",
+        help="greedy answer of up to N tokens (default 20)",
+    )
     m = p.add_argument_group("method")
     m.add_argument(
         "--method",
         choices=METHODS,
         help="attribution method (default: the model family's: attnlrp; mambalrp for Mamba; image classifiers: theirs)",
     )
-    m.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
-    m.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    m.add_argument("--steps", type=int_range(1, MAX_STEPS), default=32, help="integrated-gradients steps (default 32)")
+    m.add_argument("--seed", type=int_range(0, MAX_SEED), default=0, help="seed of the random baseline")
     add_output_args(p)
     v = p.add_argument_group("terminal view")
     v.add_argument(
@@ -51,7 +66,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="WHICH",
         help="heatmaps to print: all, none, answer-token indices like 0,3 or token texts like France (default: all)",
     )
-    v.add_argument("--top", type=int, default=5, help="most relevant tokens listed per answer token")
+    v.add_argument(
+        "--top", type=int_range(0, MAX_LISTED), default=5, help="most relevant tokens listed per answer token"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,10 +82,6 @@ def run(args: argparse.Namespace) -> int:
         check_image_args(args)
     elif not args.prompt or not args.prompt.strip():
         raise InputError("the prompt is empty; pass some text with --prompt")
-    if args.generate is not None and args.generate < 1:
-        raise InputError("--generate must be at least 1")
-    if args.steps < 1:
-        raise InputError("--steps must be at least 1")
     outputs = OutputFiles.from_args(args)
     err = Console(stderr=True)
     out = Console()

@@ -7,7 +7,18 @@ import argparse
 from lrp_llm.methods import METHODS
 
 from ..backend import BUNDLED_MODEL_NAME
-from .common import OutputFiles, add_model_args, add_output_args, load_model_from_args
+from .common import (
+    MAX_DISTANCE,
+    MAX_LISTED,
+    MAX_NEW_TOKENS,
+    MAX_STEPS,
+    OutputFiles,
+    add_model_args,
+    add_output_args,
+    fraction_range,
+    int_range,
+    load_model_from_args,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,16 +34,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("input")
     g.add_argument("--file", required=True, metavar="TEXTFILE", help="the document (UTF-8 text), used as it is")
     target = g.add_mutually_exclusive_group()
-    target.add_argument("--generate", type=int, metavar="N", help="explain a greedy answer of N tokens (default 1)")
+    target.add_argument(
+        "--generate",
+        type=int_range(1, MAX_NEW_TOKENS),
+        metavar="N",
+        help="explain a greedy answer of N tokens (default 1)",
+    )
     target.add_argument("--target", help="explain this forced continuation instead of generating")
     m = p.add_argument_group("method")
     m.add_argument("--method", choices=METHODS, help="attribution method (default: the family's LRP method)")
-    m.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
+    m.add_argument("--steps", type=int_range(1, MAX_STEPS), default=32, help="integrated-gradients steps (default 32)")
     v = add_output_args(p, html=False, json_help="write the explanation (with long-range statistics) as JSON")
-    v.add_argument("--far", type=int, default=100, metavar="D", help="far tokens are more than D back (default 100)")
-    v.add_argument("--top", type=int, default=5, help="far tokens listed per answer token (default 5)")
     v.add_argument(
-        "--fraction", type=float, default=0.1, help="farthest token with |relevance| >= this x max (default 0.1)"
+        "--far",
+        type=int_range(0, MAX_DISTANCE),
+        default=100,
+        metavar="D",
+        help="far tokens are more than D back (default 100)",
+    )
+    v.add_argument(
+        "--top", type=int_range(0, MAX_LISTED), default=5, help="far tokens listed per answer token (default 5)"
+    )
+    v.add_argument(
+        "--fraction",
+        type=fraction_range(0.0, 1.0),
+        default=0.1,
+        help="farthest token with |relevance| >= this x max (default 0.1)",
     )
 
 
@@ -56,14 +83,6 @@ def _read_text(path: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from lrp_llm.errors import InputError
-
-    if args.generate is not None and args.generate < 1:
-        raise InputError("--generate must be at least 1")
-    if args.top < 0 or args.far < 0:
-        raise InputError("--top and --far must not be negative")
-    if not 0.0 < args.fraction <= 1.0:
-        raise InputError("--fraction must lie in (0, 1]")
     text = _read_text(args.file)
     outputs = OutputFiles.from_args(args)
     err = Console(stderr=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..backend import BUNDLED_MODEL_NAME
-from .common import OutputFiles, add_model_args, add_output_args, load_model_from_args
+from .common import MAX_LISTED, OutputFiles, add_model_args, add_output_args, int_range, load_model_from_args
 
 SITES = ("resid", "attn", "mlp", "mixer", "head")
 METRICS = ("logit_diff", "recovery", "kl")
@@ -46,7 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--engine", default="auto", choices=["auto", "stepper", "batched", "naive"], help="sweep engine (default auto)"
     )
     add_output_args(p)
-    p.add_argument("--top", type=int, default=5, help="strongest sites listed per grid (default 5)")
+    p.add_argument(
+        "--top", type=int_range(0, MAX_LISTED), default=5, help="strongest sites listed per grid (default 5)"
+    )
 
 
 def _split(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -64,10 +66,6 @@ def run(args: argparse.Namespace) -> int:
 
     sites = _split(args.sites, SITES, "sites")
     metrics = _split(args.metrics, METRICS, "metrics")
-    if args.top < 0:
-        from lrp_llm.errors import InputError
-
-        raise InputError("--top must be 0 or more")
     outputs = OutputFiles.from_args(args)
     directions = ["denoise", "noise"] if args.direction == "both" else [args.direction]
     err = Console(stderr=True)

@@ -11,7 +11,7 @@ import argparse
 from lrp_llm.methods import method_names
 
 from ..backend import BUNDLED_ENCODER_NAME
-from .common import OutputFiles, add_model_args, add_output_args, load_model_from_args
+from .common import MAX_LISTED, OutputFiles, add_model_args, add_output_args, int_range, load_model_from_args
 
 SIMILARITY_METHODS = method_names("encoder")
 
@@ -42,10 +42,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--mode", default="cosine", choices=("cosine", "dot"), help="score the interactions add up to")
     add_output_args(p)
     v = p.add_argument_group("terminal view")
-    v.add_argument("--top", type=int, default=8, help="interacting pairs listed per explanation (default 8)")
+    v.add_argument(
+        "--top", type=int_range(0, MAX_LISTED), default=8, help="interacting pairs listed per explanation (default 8)"
+    )
     v.add_argument("--no-matrix", dest="matrix", action="store_false", help="do not print the interaction matrix")
     v.add_argument(
-        "--show", type=int, default=3, metavar="N", help="corpus mode: explanations printed in full (default 3)"
+        "--show",
+        type=int_range(0, MAX_LISTED),
+        default=3,
+        metavar="N",
+        help="corpus mode: explanations printed in full (default 3)",
     )
 
 
@@ -80,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.a.strip() or (args.b is not None and not args.b.strip()):
         raise InputError("a text is empty; pass some words with --a and --b")
-    if args.top < 0 or args.show < 0:
-        raise InputError("--top and --show must not be negative")
     texts, numbers = _read_texts(args.b_file) if args.b_file else ([args.b], [1])
     outputs = OutputFiles.from_args(args)
     err = Console(stderr=True)
