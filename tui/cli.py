@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from .commands import COMMANDS
 
@@ -17,8 +18,18 @@ EXIT_ERROR = 2
 EXIT_CANCELLED = 130
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse quotes what was typed in its errors ("unrecognized arguments: ..."): data, so its
+    controls are made visible (subcommand parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        from lrp_llm.text import visible
+
+        super().error(visible(message))
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="xai-tui",
         usage="xai-tui [CHECKPOINT] [options]   (the app; see `xai-tui app -h`)\n       xai-tui COMMAND ...",
         description="Explain what a language model used to produce its answer (AttnLRP, MambaLRP, CP-LRP, baselines).",
@@ -60,17 +71,19 @@ def main(argv: list[str] | None = None) -> int:
         print("cancelled", file=sys.stderr)
         return EXIT_CANCELLED
     except Exception as exc:  # noqa: BLE001 - the single place user-facing errors are shown
-        print(f"error: {describe_error(exc)}", file=sys.stderr)
+        print(f"error: {describe_error(exc)}", file=sys.stderr)  # controls made visible there
         if os.environ.get("XAI_TUI_DEBUG"):
             raise
         return EXIT_ERROR
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line: our own errors carry their message; anything else names its type."""
+    """One line: our own errors carry their message; anything else names its type. Paths, prompts
+    and tokens quoted in a message are data: their control characters are made visible."""
     from lrp_llm.errors import XaiError  # light module, no torch
+    from lrp_llm.text import visible
 
-    text = " ".join(str(exc).split())
+    text = visible(" ".join(str(exc).split()))
     if isinstance(exc, XaiError):
         return text
     if isinstance(exc, MemoryError):

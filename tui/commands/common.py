@@ -106,7 +106,11 @@ def load_model_from_args(args: argparse.Namespace, console=None):
     name = args.model or str(demo_model_path())
     status = None
     if console is not None and not getattr(args, "quiet", False):
-        status = console.status(f"loading {name} ...")
+        from rich.text import Text
+
+        from lrp_llm.text import visible
+
+        status = console.status(Text(f"loading {visible(name)} ..."))  # a str would be parsed as markup
         status.start()
     try:
         return LoadOptions.from_args(args).load_model()

@@ -55,9 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from lrp_llm.errors import InputError
+
+    from ..render import terminal
 
     if args.image is not None:
         from .explain_image import check_image_args
@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise InputError("--steps must be at least 1")
     outputs = OutputFiles.from_args(args)
-    err = Console(stderr=True)
-    out = Console()
+    err = terminal(stderr=True)
+    out = terminal()
     model, tokenizer = load_model_from_args(args, err)
     from .explain_image import is_image_classifier, run_image
 
