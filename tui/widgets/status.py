@@ -40,4 +40,4 @@ class StatusBar(Horizontal):
             return
         label, done, total = progress
         bar.update(total=total, progress=done)
-        bar.tooltip = label
+        bar.tooltip = literal(label)  # e.g. "loading MODEL"
