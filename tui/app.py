@@ -25,6 +25,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from lrp_llm.methods import METHODS, label
+from lrp_llm.text import visible
 
 from .backend import AskRequest, EncoderBackend, LoadOptions, ModelBackend, PatchRequest
 from .messages import AnswerToken, ExplanationReady, ExportDone, JobProgress, ModelLoaded, PromptTokens, ResultReady
@@ -172,10 +173,10 @@ class XaiApp(App[None]):
 
     def _update_title(self) -> None:
         if self.backend is None:
-            self.sub_title = f"saved result · {self.source or self.result_path or ''}"
+            self.sub_title = visible(f"saved result · {self.source or self.result_path or ''}")
         else:
             state = {"loading": "loading…", "ready": "", "failed": "failed to load"}.get(self.model_state, "")
-            self.sub_title = " · ".join(x for x in (self.backend.name, state) if x)
+            self.sub_title = visible(" · ".join(x for x in (self.backend.name, state) if x))
 
     # ---------------------------------------------------------------------- jobs
     def _new_job(self, group: str) -> int:
@@ -395,7 +396,7 @@ class XaiApp(App[None]):
 
     def on_export_done(self, message: ExportDone) -> None:
         self.status = (f"wrote {message.what} to {message.path}", "info")
-        self.notify(f"wrote {message.path}", title=f"exported {message.what}")
+        self.notify(visible(f"wrote {message.path}"), title=f"exported {message.what}", markup=False)
 
     @on(Worker.StateChanged)
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -422,7 +423,7 @@ class XaiApp(App[None]):
     def show_error(self, text: str) -> None:
         """Show a user-facing error: status line (until the next job) and a notification."""
         self.status = (f"error: {text}", "error")
-        self.notify(text, title="error", severity="error", timeout=10)
+        self.notify(visible(text), title="error", severity="error", timeout=10, markup=False)
 
     # ------------------------------------------------------------------ actions
     def action_cancel(self) -> None:

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print("cancelled", file=sys.stderr)
         return EXIT_CANCELLED
     except Exception as exc:  # noqa: BLE001 - the single place user-facing errors are shown
-        print(f"error: {describe_error(exc)}", file=sys.stderr)
+        print(f"error: {describe_error(exc)}", file=sys.stderr)  # controls made visible there
         if os.environ.get("XAI_TUI_DEBUG"):
             raise
         return EXIT_ERROR
@@ -83,16 +83,21 @@ def route_warnings() -> None:
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         if getattr(category, "__module__", "").startswith("lrp_llm"):
-            print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+            from lrp_llm.text import visible
+
+            # a warning names tensors and paths of the checkpoint: data, shown with controls visible
+            print(f"warning: {visible(' '.join(str(message).split()))}", file=sys.stderr)
 
     warnings.showwarning = show
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line: our own errors carry their message; anything else names its type."""
+    """One line: our own errors carry their message; anything else names its type. Paths, prompts
+    and tokens quoted in a message are data: their control characters are made visible."""
     from lrp_llm.errors import XaiError  # light module, no torch
+    from lrp_llm.text import visible
 
-    text = " ".join(str(exc).split())
+    text = visible(" ".join(str(exc).split()))
     if isinstance(exc, XaiError):
         return text
     if isinstance(exc, MemoryError):

@@ -3,18 +3,51 @@
 Colour scale: red = positive relevance, blue = negative, white = none; symmetric
 around zero and normalised by the largest |relevance| of the row shown, in the HTML
 report's ten colour levels per side (:mod:`lrp_llm.export.levels`).
+
+Every console the commands print to comes from :func:`terminal`: text from data (prompts,
+tokens, model and file names) is shown literally with control characters visible, never
+as markup, so a prompt cannot retitle the window or write the clipboard, in colour or not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
 from lrp_llm.export.levels import LEVELS, colour_level
+from lrp_llm.text import compact, visible
+
+
+class TerminalConsole(Console):
+    """A Console whose every text segment passes :func:`~lrp_llm.text.visible` on its way out.
+
+    The renderers put data into ``Text`` already visible (so widths line up); this is the net
+    under them: whatever reaches this console, only the styling Rich adds itself (SGR, and the
+    cursor moves of a live progress display, which are control segments) is sent as escape
+    codes. Strings are not parsed for markup or emoji codes.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("markup", False)
+        kwargs.setdefault("emoji", False)
+        super().__init__(**kwargs)
+
+    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control or not segment.text:
+                yield segment
+            else:
+                yield segment._replace(text=visible(segment.text, keep="\n"))
+
+
+def terminal(*, stderr: bool = False) -> Console:
+    """The console of a command's output (stdout) or its progress and status lines (``stderr``)."""
+    return TerminalConsole(stderr=stderr)
 
 
 def progress_bar(console: Console, *, disabled: bool = False) -> Progress:
@@ -39,14 +72,8 @@ def relevance_rgb(value: float, scale: float) -> tuple[int, int, int]:
 
 
 def show_token(token: str) -> str:
-    """Make whitespace visible enough to read but keep the text flowing."""
-    return token.replace("\n", "↵\n").replace("\t", "→")
-
-
-def compact(token: str) -> str:
-    """A token on one line: whitespace made visible, quoted when it has outer spaces."""
-    shown = token.replace("\n", "↵").replace("\t", "→")
-    return f"'{shown}'" if shown != shown.strip() or not shown else shown
+    """Make whitespace visible enough to read but keep the text flowing; other controls visible."""
+    return visible(token.replace("\n", "↵\n").replace("\t", "→"), keep="\n")
 
 
 def heatmap(
@@ -79,9 +106,9 @@ def run_header(result) -> Text:
     """The first line of a result printed in the terminal: model, method, seconds."""
     return Text.assemble(
         ("model ", "dim"),
-        result.model,
+        visible(result.model),
         ("  method ", "dim"),
-        result.method,
+        visible(result.method),
         ("  ", ""),
         (f"{result.seconds:.2f} s", "dim"),
     )
@@ -154,7 +181,7 @@ def render_attribution(console: Console, attribution, *, heatmaps: str = "all", 
     a = attribution
     which = _parse_which(heatmaps, [t.token for t in a.targets])
     console.print(run_header(a))
-    console.print(Text.assemble(("answer: ", "bold"), (a.answer, "bold green")))
+    console.print(Text.assemble(("answer: ", "bold"), (visible(a.answer, keep="\n\t"), "bold green")))
     table = targets_table([f"top {top} sources"])
     for i, t in enumerate(a.targets):
         sources = ", ".join(f"{compact(a.tokens[j])}@{j}" for j in t.top(top))

@@ -10,6 +10,8 @@ import numpy as np
 from rich.console import Console, Group
 from rich.text import Text
 
+from lrp_llm.text import visible
+
 from .render import (
     _parse_which,
     compact,
@@ -27,8 +29,8 @@ def render_seq2seq(console: Console, attribution, *, heatmaps: str = "all", top:
     src = a.source_tokens or []
     which = _parse_which(heatmaps, [t.token for t in a.targets])
     console.print(run_header(a))
-    console.print(Text.assemble(("source: ", "bold"), " ".join(src)))
-    console.print(Text.assemble(("answer: ", "bold"), (a.answer, "bold green")))
+    console.print(Text.assemble(("source: ", "bold"), " ".join(visible(s) for s in src)))
+    console.print(Text.assemble(("answer: ", "bold"), (visible(a.answer, keep="\n\t"), "bold green")))
     table = targets_table(["source share", f"top {top} source tokens"])
     for i, t in enumerate(a.targets):
         s = np.asarray(t.source_relevance, dtype=np.float64)

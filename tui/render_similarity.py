@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from lrp_llm.text import visible
+
 from .render import compact, relevance_rgb
 
 # Above this many columns the matrix shows coloured blocks instead of numbers.
@@ -43,7 +45,12 @@ def summary_line(e) -> Text:
 def header_line(e) -> Text:
     rules = f" ({e.rules})" if e.rules else ""
     return Text.assemble(
-        ("model ", "dim"), e.model, ("  method ", "dim"), f"{e.method}{rules}", ("  pooling ", "dim"), e.pooling
+        ("model ", "dim"),
+        visible(e.model),
+        ("  method ", "dim"),
+        visible(f"{e.method}{rules}"),
+        ("  pooling ", "dim"),
+        visible(e.pooling),
     )
 
 
@@ -100,8 +107,8 @@ def matrix_table(e, *, skip_special: bool = False) -> Table:
 
 def render_similarity(console: Console, e, *, top: int = 8, matrix: bool = True) -> None:
     console.print(header_line(e))
-    console.print(Text.assemble(("a: ", "bold"), e.text_a))
-    console.print(Text.assemble(("b: ", "bold"), e.text_b))
+    console.print(Text.assemble(("a: ", "bold"), visible(e.text_a, keep="\n\t")))
+    console.print(Text.assemble(("b: ", "bold"), visible(e.text_b, keep="\n\t")))
     console.print(summary_line(e))
     if top > 0:
         console.print(top_pairs_table(e, top))
@@ -124,5 +131,5 @@ def ranking_table(results: Sequence, texts: Sequence[str]) -> Table:
         pair = f"{compact(e.tokens_a[pairs[0][0]])} ~ {compact(e.tokens_b[pairs[0][1]])}" if pairs else ""
         k = int(e.meta.get("index", 0))
         line = int(e.meta.get("line", k + 1))
-        table.add_row(str(e.meta.get("rank", "")), str(line), f"{e.similarity:.4f}", pair, texts[k])
+        table.add_row(str(e.meta.get("rank", "")), str(line), f"{e.similarity:.4f}", pair, visible(texts[k]))
     return table

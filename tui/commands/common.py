@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from lrp_llm.errors import InputError
+from lrp_llm.text import visible
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -23,7 +24,8 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         if text.startswith("argument ") and ": " in text:
             option, _, rest = text[len("argument ") :].partition(": ")
             text = f"{option.split('/')[0]} {rest}" if rest.startswith("must ") else f"{option.split('/')[0]}: {rest}"
-        self.exit(2, f"error: {text}; see `{self.prog} --help`\n")
+        # argparse quotes what was typed ("unrecognized arguments: ..."): data, shown with controls visible
+        self.exit(2, f"error: {visible(text)}; see `{self.prog} --help`\n")
 
 
 def int_range(lo: int, hi: int) -> Callable[[str], int]:
@@ -173,7 +175,11 @@ def load_model_from_args(args: argparse.Namespace, console=None):
     name = args.model or str(demo_model_path())
     status = None
     if console is not None and not getattr(args, "quiet", False):
-        status = console.status(f"loading {name} ...")
+        from rich.text import Text
+
+        from lrp_llm.text import visible
+
+        status = console.status(Text(f"loading {visible(name)} ..."))  # a str would be parsed as markup
         status.start()
     try:
         return LoadOptions.from_args(args).load_model()

@@ -70,7 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from ..render import terminal
 
     outputs = OutputFiles.from_args(args)
     from lrp_llm.analyses.evaluate import load_items
@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     for m in methods or []:
         parse_method(m)
-    err = Console(stderr=True)
-    out = Console()
+    err = terminal(stderr=True)
+    out = terminal()
     model, tokenizer = load_model_from_args(args, err)
     from lrp_llm.analyses.evaluate import check_methods, evaluate
     from lrp_llm.export.report import evaluation_report
@@ -129,11 +129,13 @@ def render_evaluation(console, evaluation) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from lrp_llm.text import visible
+
     ev = evaluation
     console.print(
         Text.assemble(
             ("model ", "dim"),
-            ev.model,
+            visible(ev.model),
             ("  items ", "dim"),
             f"{ev.n_items} ({ev.n_answered} answered by the model)",
             ("  removal ", "dim"),
@@ -158,7 +160,7 @@ def render_evaluation(console, evaluation) -> None:
 
     for s in summary:
         row = [
-            s.method,
+            visible(s.method),
             str(s.n),
             Text(f"{f(s.abpc)} ± {f(s.abpc_ci)}", style="bold green" if s.abpc == best else ""),
             f(s.abpc_prob),

@@ -72,9 +72,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from lrp_llm.errors import InputError
+
+    from ..render import terminal
 
     if args.image is not None:
         from .explain_image import check_image_args
@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
     elif not args.prompt or not args.prompt.strip():
         raise InputError("the prompt is empty; pass some text with --prompt")
     outputs = OutputFiles.from_args(args)
-    err = Console(stderr=True)
-    out = Console()
+    err = terminal(stderr=True)
+    out = terminal()
     model, tokenizer = load_model_from_args(args, err)
     from .explain_image import is_image_classifier, run_image
 

@@ -62,13 +62,15 @@ def render_image_attribution(console, a, *, top: int = 5) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from lrp_llm.text import visible
+
     from ..render import legend, relevance_rgb, run_header
 
     console.print(run_header(a))
     console.print(
         Text.assemble(
             ("class: ", "bold"),
-            (a.label, "bold green"),
+            (visible(a.label), "bold green"),
             (f"  p {a.probability:.3f}  logit {a.logit:.3f}  Σ pixel relevance / logit {a.conservation:.3f}", "dim"),
         )
     )
@@ -76,7 +78,7 @@ def render_image_attribution(console, a, *, top: int = 5) -> None:
     classes.add_column("class")
     classes.add_column("p", justify="right")
     for name, p in a.top_labels[:top]:
-        classes.add_row(name, f"{p:.3f}")
+        classes.add_row(visible(name), f"{p:.3f}")
     console.print(classes)
     console.print(legend())
     grid = a.patch_relevance

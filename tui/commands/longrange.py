@@ -81,12 +81,12 @@ def _read_text(path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from ..render import terminal
 
     text = _read_text(args.file)
     outputs = OutputFiles.from_args(args)
-    err = Console(stderr=True)
-    out = Console()
+    err = terminal(stderr=True)
+    out = terminal()
     model, tokenizer = load_model_from_args(args, err)
 
     from lrp_llm.engines.explain import explain
@@ -122,13 +122,16 @@ def render_longrange(console, attribution, *, far: int = 100, top: int = 5, frac
     from rich.text import Text
 
     from lrp_llm.analyses.longrange import summarize
-
-    from ..render import compact
+    from lrp_llm.text import compact, visible
 
     thresholds = tuple(sorted({100, 1000, far}))
     console.print(
-        f"[bold]{attribution.model}[/] · {attribution.method} · {attribution.prompt_length} prompt tokens · "
-        f"answer {attribution.answer!r}"
+        Text.assemble(
+            (visible(attribution.model), "bold"),
+            visible(
+                f" · {attribution.method} · {attribution.prompt_length} prompt tokens · answer {attribution.answer!r}"
+            ),
+        )
     )
     for t in attribution.targets:
         s = summarize(
@@ -141,8 +144,10 @@ def render_longrange(console, attribution, *, far: int = 100, top: int = 5, frac
         )
         console.print()
         console.print(
-            f"[bold]{compact(t.token)}[/] at position {t.position} · logit {t.logit:.3f} · "
-            f"conservation {t.conservation:.3f}"
+            Text.assemble(
+                (compact(t.token), "bold"),
+                f" at position {t.position} · logit {t.logit:.3f} · conservation {t.conservation:.3f}",
+            )
         )
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         table.add_column("distance", justify="right")

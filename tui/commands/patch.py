@@ -62,14 +62,14 @@ def _split(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from ..render import terminal
 
     sites = _split(args.sites, SITES, "sites")
     metrics = _split(args.metrics, METRICS, "metrics")
     outputs = OutputFiles.from_args(args)
     directions = ["denoise", "noise"] if args.direction == "both" else [args.direction]
-    err = Console(stderr=True)
-    out = Console()
+    err = terminal(stderr=True)
+    out = terminal()
     model, tokenizer = load_model_from_args(args, err)
 
     from lrp_llm.export.report import patching_report
@@ -110,9 +110,11 @@ def render_result(console, result, *, top: int = 5) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from ..render import compact
+    from lrp_llm.text import compact, visible
 
-    console.print(Text.assemble(("model ", "dim"), result.model, ("  ", ""), (f"{result.seconds:.1f} s", "dim")))
+    console.print(
+        Text.assemble(("model ", "dim"), visible(result.model), ("  ", ""), (f"{result.seconds:.1f} s", "dim"))
+    )
     console.print(
         Text.assemble(
             ("answer ", "dim"), (compact(result.answer), "bold green"), ("  wrong ", "dim"), compact(result.wrong)

@@ -80,16 +80,16 @@ def _read_texts(path: str) -> tuple[list[str], list[int]]:
 def run(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
-    from rich.console import Console
-
     from lrp_llm.errors import InputError
+
+    from ..render import terminal
 
     if not args.a.strip() or (args.b is not None and not args.b.strip()):
         raise InputError("a text is empty; pass some words with --a and --b")
     texts, numbers = _read_texts(args.b_file) if args.b_file else ([args.b], [1])
     outputs = OutputFiles.from_args(args)
-    err = Console(stderr=True)
-    out = Console()
+    err = terminal(stderr=True)
+    out = terminal()
 
     from lrp_llm.checkpoints.loading import demo_embedding_path
 

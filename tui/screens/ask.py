@@ -18,12 +18,15 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Select
 
 from lrp_llm.methods import METHODS, label
+from lrp_llm.text import compact
 
 from ..backend import AskRequest
 from ..exporting import AttributionExport, Exportable
 from ..rows import RelevanceRow, relevance_row
 from ..widgets.legend import Legend
-from ..widgets.sources import SourcesList, compact, ranked_sources
+from ..widgets.literal import literal
+from ..widgets.sources import SourcesList, ranked_sources
+from ..widgets.text_input import TextInput
 from ..widgets.tokenflow import AnswerTokens, TokenFlow
 from .base import Command, ViewScreen
 
@@ -49,9 +52,11 @@ class AskScreen(ViewScreen):
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="ask-box"):
-            yield Input(placeholder="Context (optional): a passage the question is about", id="context", compact=True)
+            yield TextInput(
+                placeholder="Context (optional): a passage the question is about", id="context", compact=True
+            )
             with Horizontal(id="question-row"):
-                yield Input(placeholder="Question (Enter asks)", id="question", compact=True)
+                yield TextInput(placeholder="Question (Enter asks)", id="question", compact=True)
                 yield Select(
                     [(label(m), m) for m in METHODS],
                     value=self.xai.method,
@@ -165,12 +170,12 @@ class AskScreen(ViewScreen):
         prompt.set_tokens(row.texts, row.values, target=row.target, dim_from=row.target + 1)
         prompt.scroll_to_token(row.target)
         unit = "words" if self.xai.word_level else "tokens"
-        prompt.border_title = f"Input relevance for {compact(tr.token)} · {unit}"
+        prompt.border_title = literal(f"Input relevance for {compact(tr.token)} · {unit}")
         answer = self.query_one("#answer", AnswerTokens)
         if answer.cursor != t:
             answer.set_answer(answer.tokens, t)
         answer.border_title = f"Answer · token {t + 1}/{len(a.targets)} · ←/→ or mouse"
-        answer.border_subtitle = (
+        answer.border_subtitle = literal(
             f"{compact(tr.token)}  logit {tr.logit:.2f}  p {tr.probability:.3f}  ΣR/logit {tr.conservation:.2f}"
         )
         distances = [row.distance(k) for k in range(row.target)]
@@ -178,7 +183,7 @@ class AskScreen(ViewScreen):
         total = sum(v for v in row.values if v > 0)
         sources = self.query_one("#sources", SourcesList)
         sources.show(top, bottom, total=total)
-        sources.border_title = f"Top sources of {compact(tr.token)}"
+        sources.border_title = literal(f"Top sources of {compact(tr.token)}")
         self._ranked = [s.index for s in top]
         self._jump = -1
         self.query_one(Legend).scale = prompt.scale

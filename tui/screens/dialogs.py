@@ -11,6 +11,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
+from ..widgets.text_input import TextInput
+
 
 class PathDialog(ModalScreen[tuple[str, str] | None]):
     """Ask for a path; dismissed with ``(choice, path)`` or None when cancelled.
@@ -31,7 +33,7 @@ class PathDialog(ModalScreen[tuple[str, str] | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label(self.title_text, id="dialog-title")
-            yield Input(self.initial, id="dialog-path")
+            yield TextInput(self.initial, id="dialog-path")
             if self.hint:
                 yield Label(self.hint, id="dialog-hint")
             with Horizontal(id="dialog-buttons"):

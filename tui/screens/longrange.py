@@ -17,10 +17,13 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 from textual.widgets.option_list import Option
 
+from lrp_llm.text import compact
+
 from ..exporting import AttributionExport, Exportable
 from ..widgets.histogram import DistanceHistogram
 from ..widgets.legend import Legend
-from ..widgets.sources import Source, SourcesList, compact
+from ..widgets.literal import literal
+from ..widgets.sources import Source, SourcesList
 from ..widgets.tokenflow import AnswerTokens, TokenFlow
 from .base import Command, ViewScreen
 
@@ -109,7 +112,7 @@ class LongRangeScreen(ViewScreen):
         self._jump = -1
         prompt = self.query_one("#lr-prompt", TokenFlow)
         prompt.set_tokens(a.tokens, tr.relevance, target=tr.position, dim_from=tr.position + 1)
-        prompt.border_title = f"Input relevance for {compact(tr.token)} · tokens"
+        prompt.border_title = literal(f"Input relevance for {compact(tr.token)} · tokens")
         prompt.scroll_to_token(tr.position)
         self.query_one(Legend).scale = prompt.scale
 

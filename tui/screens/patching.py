@@ -16,13 +16,17 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.widgets import Button, Input, Select, Static
+
+from lrp_llm.text import compact
 
 from ..backend import PatchRequest
 from ..exporting import Exportable, PatchingExport
 from ..widgets.heatgrid import HeatGrid
 from ..widgets.legend import Legend
-from ..widgets.sources import compact
+from ..widgets.literal import literal, styled
+from ..widgets.text_input import TextInput
 from .base import Command, ViewScreen
 
 SITES = {"resid": "Residual stream", "attn": "Attention output", "mlp": "MLP output"}
@@ -45,15 +49,17 @@ class PatchingScreen(ViewScreen):
     def compose_body(self) -> ComposeResult:
         with Vertical(id="patch-box"):
             with Horizontal(classes="patch-row"):
-                yield Input(placeholder="Clean prompt, e.g. 'The capital of France is'", id="patch-clean", compact=True)
-                yield Input(placeholder="answer, e.g. ' Paris'", id="patch-answer", compact=True)
+                yield TextInput(
+                    placeholder="Clean prompt, e.g. 'The capital of France is'", id="patch-clean", compact=True
+                )
+                yield TextInput(placeholder="answer, e.g. ' Paris'", id="patch-answer", compact=True)
             with Horizontal(classes="patch-row"):
-                yield Input(
+                yield TextInput(
                     placeholder="Corrupted prompt, same length, e.g. 'The capital of Italy is'",
                     id="patch-corrupted",
                     compact=True,
                 )
-                yield Input(placeholder="wrong, e.g. ' Rome'", id="patch-wrong", compact=True)
+                yield TextInput(placeholder="wrong, e.g. ' Rome'", id="patch-wrong", compact=True)
             with Horizontal(classes="patch-row"):
                 yield Select(
                     [(label, k) for k, label in SITES.items()],
@@ -121,8 +127,12 @@ class PatchingScreen(ViewScreen):
             return
         b = result.baseline
         self.query_one("#patch-baseline", Static).update(
-            f"logit diff clean [b]{b['clean']['logit_diff']:+.2f}[/] · corrupted [b]{b['corrupted']['logit_diff']:+.2f}[/]"
-            f"  [dim]{compact(result.answer)} vs {compact(result.wrong)}[/]"
+            styled(
+                f"logit diff clean [b]{b['clean']['logit_diff']:+.2f}[/] · corrupted [b]{b['corrupted']['logit_diff']:+.2f}[/]"
+                "  [dim]$answer vs $wrong[/]",
+                answer=compact(result.answer),
+                wrong=compact(result.wrong),
+            )
         )
         sweep, estimate = self._grids(result)
         if sweep is None:
@@ -131,7 +141,10 @@ class PatchingScreen(ViewScreen):
         rows = [r.replace("layer.", "L").replace(f".{sweep.kind}", "") for r in sweep.rows]
         g1 = self.query_one("#patch-sweep", HeatGrid)
         g1.set_matrix(sweep.values, rows, sweep.columns, scale=scale, cursor=None)
-        g1.border_title = f"{'Sweep' if sweep.method == 'sweep' else sweep.method} · {SITES.get(sweep.kind, sweep.kind)} · {METRIC_LABELS.get(sweep.metric, sweep.metric)}"
+        g1.border_title = literal(
+            f"{'Sweep' if sweep.method == 'sweep' else sweep.method} · {SITES.get(sweep.kind, sweep.kind)}"
+            f" · {METRIC_LABELS.get(sweep.metric, sweep.metric)}"
+        )
         g2 = self.query_one("#patch-relp", HeatGrid)
         if estimate is not None:
             g2.set_matrix(estimate.values, rows, estimate.columns, cursor=None)
@@ -143,8 +156,8 @@ class PatchingScreen(ViewScreen):
                 ),
                 None,
             )
-            g2.border_title = f"{estimate.method.upper()} estimate" + (
-                f" · r = {r:.2f} with the sweep" if r is not None else ""
+            g2.border_title = literal(
+                f"{estimate.method.upper()} estimate" + (f" · r = {r:.2f} with the sweep" if r is not None else "")
             )
         else:
             g2.set_matrix(sweep.values[:0], [], [], cursor=None)
@@ -169,7 +182,13 @@ class PatchingScreen(ViewScreen):
         if result is None:
             return
         sweep, _ = self._grids(result)
-        parts = [f"[b]{sweep.site(row, column)}[/] at {compact(sweep.columns[column])} (position {column})"]
+        parts = [
+            styled(
+                f"[b]$site[/] at $token (position {column})",
+                site=sweep.site(row, column),
+                token=compact(sweep.columns[column]),
+            )
+        ]
         for metric in METRIC_LABELS:
             values = []
             for g in result.grids:
@@ -179,8 +198,8 @@ class PatchingScreen(ViewScreen):
                     values.append(f"{g.method} {0.0 if abs(v) < 5e-4 else v:+.3f}")  # no "-0.000"
             if values:
                 name = "patched logit diff" if metric == "logit_diff" else METRIC_LABELS[metric]
-                parts.append(f"{name}: " + ", ".join(values))
-        self.query_one("#patch-cell", Static).update(" · ".join(parts))
+                parts.append(literal(f"{name}: " + ", ".join(values)))
+        self.query_one("#patch-cell", Static).update(Content(" · ").join(parts))
 
     def action_next_metric(self) -> None:
         metrics = list(METRIC_LABELS)

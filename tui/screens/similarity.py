@@ -18,11 +18,14 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Select, Static
 
 from lrp_llm.methods import label, method_names
+from lrp_llm.text import compact
 
 from ..exporting import Exportable, SimilarityExport
 from ..widgets.heatgrid import HeatGrid
 from ..widgets.legend import Legend
-from ..widgets.sources import Source, SourcesList, compact
+from ..widgets.literal import literal, styled
+from ..widgets.sources import Source, SourcesList
+from ..widgets.text_input import TextInput
 from ..widgets.tokenflow import TokenFlow
 from .base import Command, ViewScreen
 
@@ -57,9 +60,9 @@ class SimilarityScreen(ViewScreen):
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="sim-box"):
-            yield Input(placeholder="Sentence A", id="sim-a", compact=True)
+            yield TextInput(placeholder="Sentence A", id="sim-a", compact=True)
             with Horizontal(id="sim-row"):
-                yield Input(placeholder="Sentence B (Enter compares)", id="sim-b", compact=True)
+                yield TextInput(placeholder="Sentence B (Enter compares)", id="sim-b", compact=True)
                 yield Select(
                     [(label(m), m) for m in SIMILARITY_METHODS],
                     value="bilrp",
@@ -99,8 +102,12 @@ class SimilarityScreen(ViewScreen):
             return
         a, b = display_tokens(e.tokens_a), display_tokens(e.tokens_b)
         self.query_one("#sim-summary", Static).update(
-            f" cosine [b]{e.similarity:.3f}[/]   dot {e.dot:.3f}   Σ interactions / score {e.conservation:.2f}   "
-            f"[dim]{label(e.method)} · {e.model}[/]"
+            styled(
+                f" cosine [b]{e.similarity:.3f}[/]   dot {e.dot:.3f}   Σ interactions / score {e.conservation:.2f}   "
+                "[dim]$method · $model[/]",
+                method=label(e.method),
+                model=e.model,
+            )
         )
         grid = self.query_one("#sim-grid", HeatGrid)
         grid.set_matrix(e.interactions, a, b, cursor=None)
@@ -138,9 +145,10 @@ class SimilarityScreen(ViewScreen):
         flow_b = self.query_one("#sim-tokens-b", TokenFlow)
         flow_a.set_tokens(a, m[:, j], scale=scale, target=i)
         flow_b.set_tokens(b, m[i, :], scale=scale, target=j)
-        flow_a.border_title = f"A · coloured by its interactions with {compact(b[j])}"
-        flow_b.border_title = f"B · coloured by its interactions with {compact(a[i])}"
-        self.query_one("#sim-grid", HeatGrid).border_subtitle = f"{compact(a[i])} × {compact(b[j])} = {m[i, j]:+.4f}"
+        flow_a.border_title = literal(f"A · coloured by its interactions with {compact(b[j])}")
+        flow_b.border_title = literal(f"B · coloured by its interactions with {compact(a[i])}")
+        grid = self.query_one("#sim-grid", HeatGrid)
+        grid.border_subtitle = literal(f"{compact(a[i])} × {compact(b[j])} = {m[i, j]:+.4f}")
         self.query_one(Legend).scale = scale
 
     @on(TokenFlow.Clicked, "#sim-tokens-a")

@@ -24,13 +24,16 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from lrp_llm.text import visible
+
 from .tokenflow import relevance_color
 
 CELL = 3  # cells per column
 
 
 def _fit(label: str, width: int) -> str:
-    label = label.replace("\n", "↵").replace("\t", "→")
+    """``label`` on one line (controls visible), cut with ``…`` or padded to ``width`` cells."""
+    label = visible(label.replace("\n", "↵").replace("\t", "→"))
     if cell_len(label) <= width:
         return label + " " * (width - cell_len(label))
     out = ""

@@ -12,13 +12,9 @@ from textual.message import Message
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from .tokenflow import CONTROL_PICTURES, NEGATIVE, POSITIVE
+from lrp_llm.text import compact
 
-
-def compact(token: str) -> str:
-    """A token on one line: whitespace made visible, quoted when it has outer spaces."""
-    shown = token.replace("\n", "↵").replace("\t", "→").translate(CONTROL_PICTURES)
-    return f"'{shown}'" if shown != shown.strip() or not shown else shown
+from .tokenflow import NEGATIVE, POSITIVE
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label, ProgressBar
 
+from .literal import literal
+
 
 class StatusBar(Horizontal):
     """Bound to the app's ``progress`` and ``status`` reactives (one per screen, all in sync)."""
@@ -28,7 +30,7 @@ class StatusBar(Horizontal):
 
     def _show_status(self, status: tuple[str, str]) -> None:
         text, kind = status
-        self.query_one("#status-text", Label).update(text)
+        self.query_one("#status-text", Label).update(literal(text))  # paths, model names, errors: data
         self.set_class(kind == "error", "-error")
 
     def _show_progress(self, progress: tuple[str, int, int | None] | None) -> None:
@@ -38,4 +40,4 @@ class StatusBar(Horizontal):
             return
         label, done, total = progress
         bar.update(total=total, progress=done)
-        bar.tooltip = label
+        bar.tooltip = literal(label)  # e.g. "loading MODEL"

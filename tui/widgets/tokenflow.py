@@ -32,6 +32,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from lrp_llm.export.levels import LEVELS, colour_level
+from lrp_llm.text import visible
 
 POSITIVE = Color(214, 39, 40)
 NEGATIVE = Color(31, 119, 220)
@@ -50,15 +51,12 @@ def relevance_color(value: float, scale: float, background: Color) -> Color:
     return background.blend(POSITIVE if level > 0 else NEGATIVE, abs(level))
 
 
-# Control characters drawn as their Unicode pictures (␀ … ␟, ␡); a terminal would act on them.
-CONTROL_PICTURES = {c: 0x2400 + c for c in range(32) if c not in (9, 10, 13)} | {127: 0x2421}
-
-
 def display_pieces(token: str) -> list[tuple[str, bool]]:
-    """How a token is drawn: (text, line break after) pieces; whitespace made visible."""
+    """How a token is drawn: (text, line break after) pieces; whitespace made visible, a newline
+    ends the line (CR before it dropped), every other control visible (:func:`lrp_llm.text.visible`)."""
     if token == "":
         return [("▯", False)]
-    parts = token.replace("\r", "").replace("\t", "→").translate(CONTROL_PICTURES).split("\n")
+    parts = visible(token.replace("\r", "").replace("\t", "→"), keep="\n").split("\n")
     out = [(part + "↵", True) for part in parts[:-1]]
     if parts[-1]:
         out.append((parts[-1], False))
