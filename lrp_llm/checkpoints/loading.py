@@ -175,10 +175,13 @@ def load_model(
             raise CheckpointError(
                 "--device-map is neither 'auto' nor a JSON object like '{\"model.layers.0\": 0}'"
             ) from None
+    own_offload: str | None = None  # a temporary offload folder made here, removed when no longer needed
     if device_map is not None:
         kwargs["device_map"] = device_map
         # modules mapped to "disk" (or offloaded by "auto") need a folder for their weights
-        kwargs["offload_folder"] = offload_folder or tempfile.mkdtemp(prefix="xai-tui-offload-")
+        if offload_folder is None:
+            offload_folder = own_offload = tempfile.mkdtemp(prefix="xai-tui-offload-")
+        kwargs["offload_folder"] = offload_folder
     try:
         if ckpt.format == "mamba-ssm":
             from lrp_llm.checkpoints.mamba import load_mamba_ssm
@@ -200,14 +203,39 @@ def load_model(
                 kwargs["use_safetensors"] = False
             model = _hf_model_class(ckpt).from_pretrained(str(ckpt.path), **kwargs)
     except (CheckpointError, UnsupportedModelError):
+        _remove_offload_folder(own_offload)
         raise
-    except Exception as exc:
+    except BaseException as exc:
+        _remove_offload_folder(own_offload)
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not a loading error
+            raise
         raise CheckpointError(f"could not load {ckpt.path}: {_first_line(exc)}") from None
+    if own_offload is not None:
+        _release_offload_folder(model, own_offload)
     if device_map is None and device != "cpu":
         model = model.to(device)
     model.eval()
     model.name_or_path = str(ckpt.path)
     return model, tokenizer
+
+
+def _remove_offload_folder(folder: str | None) -> None:
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _release_offload_folder(model: Any, folder: str) -> None:
+    """Remove the temporary offload ``folder`` now if nothing was offloaded to it (safetensors
+    weights are read in place), else when ``model`` is garbage-collected or the process exits:
+    the model reads its disk-offloaded weights from there while it lives."""
+    import weakref
+
+    with os.scandir(folder) as entries:
+        empty = next(entries, None) is None
+    if empty:
+        _remove_offload_folder(folder)
+    else:
+        weakref.finalize(model, _remove_offload_folder, folder)
 
 
 def _kind(ckpt: Checkpoint) -> str:
