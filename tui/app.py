@@ -109,6 +109,7 @@ class XaiApp(App[None]):
         self.initial_context = context
         self.max_new_tokens = max_new_tokens
         self.source = ""  # where the shown result came from (a JSON path) when not asked here
+        self.opened_results: list[str] = []  # every result file opened: an export never overwrites one
         self._job = 0
         self._current: dict[str, int] = {}  # the live job of each worker group
         self._pending: AskRequest | None = None
@@ -261,6 +262,7 @@ class XaiApp(App[None]):
 
     def open_result(self, path: str) -> None:
         """Show a result saved as JSON (``xai-tui open``, Ctrl+O); no model needed."""
+        self.opened_results.append(path)
         job = self._new_job("explain")
         self.progress = ("reading", 0, None)
         self.status = (f"reading {path} …", "busy")
@@ -475,7 +477,7 @@ class XaiApp(App[None]):
 
         def chosen(answer: tuple[str, str] | None) -> None:
             if answer is not None:
-                self._export_worker(result, answer[1], answer[0])
+                self._export_worker(result, answer[1], answer[0], tuple(self.opened_results))
 
         self.push_screen(
             PathDialog(
@@ -488,10 +490,10 @@ class XaiApp(App[None]):
         )
 
     @work(thread=True, group="export", exit_on_error=False)
-    def _export_worker(self, result: Exportable, path: str, fmt: str) -> None:
+    def _export_worker(self, result: Exportable, path: str, fmt: str, opened: tuple[str, ...]) -> None:
         from .exporting import write
 
-        write(result, path, fmt)
+        write(result, path, fmt, inputs=opened)
         self.post_message(ExportDone(path, fmt.upper()))
 
     def action_open(self) -> None:
