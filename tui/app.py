@@ -11,7 +11,6 @@ state the views show lives in the app's reactives, so every view stays in sync.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -270,29 +269,14 @@ class XaiApp(App[None]):
 
     @work(thread=True, exclusive=True, group="explain", exit_on_error=False)
     def _open_result_worker(self, job: int, path: str) -> None:
-        from lrp_llm.errors import InputError
-        from lrp_llm.results.attribution import Attribution
+        from .commands.open import load_result
 
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise InputError(f"no such file: {p}; pass a result saved with --json or Ctrl+S")
-        try:
-            text = p.read_text(encoding="utf-8")
-            schema = str(json.loads(text).get("schema", ""))
-            if schema.startswith("xai-tui/similarity/"):
-                from lrp_llm.results.similarity import SimilarityExplanation
-
-                self.post_message(ResultReady(job, "similarity", SimilarityExplanation.from_json(text), str(p)))
-                return
-            if schema.startswith("xai-tui/patching/"):
-                from patching.result import PatchingResult
-
-                self.post_message(ResultReady(job, "patching", PatchingResult.from_json(text), str(p)))
-                return
-            attribution = Attribution.from_json(text)
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{p} is not an xai-tui result ({type(exc).__name__}: {exc})") from None
-        self.post_message(ExplanationReady(job, attribution, source=str(p)))
+        view, result = load_result(path)  # checked completely; a bad file is one line of error
+        source = str(Path(path).expanduser())
+        if view == "ask":
+            self.post_message(ExplanationReady(job, result, source=source))
+        else:
+            self.post_message(ResultReady(job, view, result, source))
 
     # ------------------------------------------------------------ worker output
     def on_prompt_tokens(self, message: PromptTokens) -> None:
