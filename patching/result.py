@@ -170,7 +170,16 @@ class PatchingResult(JsonResult):
             d.fail("clean_tokens", "is empty: the result has no tokens to show")
         n = len(clean)
         same = f"the prompts have {n} tokens"
-        baseline = d.obj("baseline")
+        runs = d.obj("baseline")
+        # every view reads both runs' logit difference: a missing one is NaN, a number not known
+        baseline = {run: {"logit_diff": float("nan"), **runs.number_map(run)} for run in ("clean", "corrupted")}
+        baseline.update({run: runs.number_map(run) for run in runs.data if run not in baseline})
+        grids = [Grid.from_dict(g, n) for g in d.objects("grids", [])]
+        first: dict[str, int] = {}
+        for i, g in enumerate(grids):  # the sweep and its estimates are drawn side by side, row by row
+            j = first.setdefault(g.kind, i)
+            if (g.rows, g.columns) != (grids[j].rows, grids[j].columns):
+                d.fail(f"grids[{i}]", f"has other rows or columns than grids[{j}], the first {g.kind} grid")
         return cls(
             model=d.text("model"),
             clean_tokens=clean,
@@ -181,10 +190,15 @@ class PatchingResult(JsonResult):
             wrong=d.text("wrong"),
             answer_id=d.integer("answer_id", low=0),
             wrong_id=d.integer("wrong_id", low=0),
-            baseline={k: baseline.number_map(k) for k in baseline.data},
-            grids=[Grid.from_dict(g, n) for g in d.objects("grids", [])],
+            baseline=baseline,
+            grids=grids,
             correlations=[
-                {k: (c.number(k) if k == "pearson_r" else v) for k, v in c.data.items()}
+                {
+                    **c.data,
+                    "kind": c.optional_text("kind"),
+                    "method": c.optional_text("method"),
+                    "pearson_r": c.number("pearson_r"),
+                }
                 for c in d.objects("correlations", [])
             ],
             seconds=d.number("seconds", 0.0),

@@ -8,8 +8,11 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from lrp_llm.results.attribution import Attribution, TargetRelevance
+from tests.support.result_files import corrupted
 from tests.support.tui_support import settle, wait_for
 from tui.app import XaiApp
 
@@ -80,3 +83,49 @@ async def test_a_bad_result_file_is_one_error_line_naming_the_field(tmp_path):
         await wait_for(pilot, lambda: app.status[1] == "error", what="the error message")
         assert "targets[1].relevance has 2 values but the target is at position 3" in app.status[0]
         assert "\n" not in app.status[0] and app.attribution is None
+
+
+# --------------------------------------------- fuzz: what loads is shown by every view
+# no shrinking: each example is an app session of a dozen files (seconds); a failure names its files
+@settings(
+    max_examples=5,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(cases=st.lists(corrupted(), min_size=12, max_size=12))
+def test_randomly_corrupted_files_are_shown_or_refused_in_one_line(cases, tmp_path_factory):
+    """Each corrupted result file (tests.support.result_files) opened in one app session: it is
+    refused with one error line, or shown, and stays shown while the views are walked through
+    (a crash of any widget would end the session with its exception)."""
+    import asyncio
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    paths = []
+    for i, (_, data) in enumerate(cases):
+        paths.append(folder / f"r{i}.json")
+        paths[-1].write_text(json.dumps(data, allow_nan=True))
+
+    async def walk() -> None:
+        app = XaiApp(None)
+        async with app.run_test(size=SIZE) as pilot:
+            for path in paths:
+                app.open_result(str(path))
+                await settle(app, pilot)
+                await wait_for(pilot, lambda: app.status[1] != "busy", what="the file to be read")
+                text, kind = app.status
+                assert "\n" not in text
+                if kind == "error":
+                    assert text.startswith(f"error: {path}: ") and "XAI_TUI_DEBUG" not in text, text
+                    continue
+                assert str(path) in text, app.status
+                keys = (
+                    ["f3", "right", "right", "f2", "right", "left"] if app.current_mode in ("ask", "longrange") else []
+                )
+                keys += ["f4", "f5", "down", "right", "f2"]
+                for key in keys:
+                    await pilot.press(key)
+                    await pilot.pause()
+            assert app.is_running  # no widget crashed on what loaded
+
+    asyncio.run(walk())
