@@ -195,7 +195,8 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     THE writer of every result and report. Replaces only a regular file (:func:`check_output`
     says what is refused), keeps an existing file's permission bits (a new file gets those of
     ``open()``: 0666 minus the umask), and removes stale temporary files of the same name left
-    by a killed writer. Failures are a one-line :class:`InputError`.
+    by a killed writer. A refused path is a one-line :class:`InputError`; a failing disk (full,
+    read-only) raises its ``OSError``, after removing the temporary file: the previous file stays.
     """
     p = check_output(path)
     folder = p.parent
@@ -208,20 +209,15 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(p.name), suffix=TEMP_SUFFIX, dir=folder)
-    except OSError as exc:
-        raise InputError(f"cannot write {p}: {exc.strerror or exc}") from None
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(p.name), suffix=TEMP_SUFFIX, dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             os.chmod(tmp, mode)
             f.write(text)
         os.replace(tmp, p)
-    except BaseException as exc:
+    except BaseException:
         if os.path.lexists(tmp):
             os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise InputError(f"cannot write {p}: {exc.strerror or exc}") from None
         raise
 
 
