@@ -9,9 +9,12 @@ from typing import Any
 import numpy as np
 
 from lrp_llm.errors import InputError
-from lrp_llm.results.base import JsonResult, as_float, float_array, json_ready
+from lrp_llm.results.base import Fields, JsonResult, json_ready
 
 DIRECTIONS = ("denoise", "noise")
+GRID_KINDS = ("resid", "attn", "mlp", "mixer", "head", "neuron")
+GRID_METHODS = ("sweep", "relp", "atp")
+GRID_METRICS = ("logit_diff", "recovery", "kl")
 DIRECTION_HELP = {
     "denoise": "clean -> corrupted: the corrupted run with one clean activation patched in",
     "noise": "corrupted -> clean: the clean run with one corrupted activation patched in",
@@ -75,17 +78,28 @@ class Grid:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Grid:
-        values = float_array(d["values"]).reshape(len(d["rows"]), len(d["columns"]))
+    def from_dict(cls, d: Fields | dict[str, Any], n_tokens: int | None = None) -> Grid:
+        """The grid from its JSON data, checked: known kind, method, direction and metric, values
+        of shape (rows, columns), one position per column inside the ``n_tokens`` prompt tokens."""
+        f = Fields.of(d)
+        rows, columns = f.texts("rows"), f.texts("columns")
+        positions = None
+        if f.data.get("positions") is not None:
+            positions = f.integers("positions", length=len(columns), because=f"there are {len(columns)} columns")
+            for i, p in enumerate(positions):
+                if n_tokens is not None and not -n_tokens <= p < n_tokens:
+                    f.fail(f"positions[{i}]", f"is {p} but the prompts have {n_tokens} tokens")
         return cls(
-            kind=str(d["kind"]),
-            method=str(d["method"]),
-            direction=str(d["direction"]),
-            metric=str(d["metric"]),
-            rows=[str(r) for r in d["rows"]],
-            columns=[str(c) for c in d["columns"]],
-            values=values,
-            positions=None if d.get("positions") is None else [int(p) for p in d["positions"]],
+            kind=f.text("kind", choices=GRID_KINDS),
+            method=f.text("method", choices=GRID_METHODS),
+            direction=f.text("direction", choices=DIRECTIONS),
+            metric=f.text("metric", choices=GRID_METRICS),
+            rows=rows,
+            columns=columns,
+            values=f.matrix(
+                "values", (len(rows), len(columns)), because=f"the grid has {len(rows)} rows and {len(columns)} columns"
+            ),
+            positions=positions,
         )
 
 
@@ -120,12 +134,11 @@ class PatchingResult(JsonResult):
 
     def unpatched(self, grid: Grid) -> float:
         """The metric of the unpatched base run of ``grid``'s direction (what "no effect" reads)."""
-        base = "corrupted" if grid.direction == "denoise" else "clean"
-        if grid.metric == "logit_diff":
-            return float(self.baseline[base]["logit_diff"])
+        base = self.baseline.get("corrupted" if grid.direction == "denoise" else "clean", {})
         if grid.metric == "recovery":
             return 0.0 if grid.direction == "denoise" else 1.0
-        return float(self.baseline[base].get("kl", float("nan")))
+        # a file may leave a baseline out (older versions wrote only the clean run's): NaN, not known
+        return float(base.get(grid.metric, float("nan")))
 
     def _fields(self) -> dict[str, Any]:
         return {
@@ -148,26 +161,47 @@ class PatchingResult(JsonResult):
         }
 
     @classmethod
-    def _from_fields(cls, d: dict[str, Any]) -> PatchingResult:
-        meta = dict(d.get("meta", {}))
+    def _from_fields(cls, d: Fields) -> PatchingResult:
+        meta = d.mapping("meta")
         if "created" in meta:  # files written before run_meta named the date "created"
             meta.setdefault("date", meta.pop("created"))
+        clean = d.texts("clean_tokens")
+        if not clean:
+            d.fail("clean_tokens", "is empty: the result has no tokens to show")
+        n = len(clean)
+        same = f"the prompts have {n} tokens"
+        runs = d.obj("baseline")
+        # every view reads both runs' logit difference: a missing one is NaN, a number not known
+        baseline = {run: {"logit_diff": float("nan"), **runs.number_map(run)} for run in ("clean", "corrupted")}
+        baseline.update({run: runs.number_map(run) for run in runs.data if run not in baseline})
+        grids = [Grid.from_dict(g, n) for g in d.objects("grids", [])]
+        first: dict[str, int] = {}
+        for i, g in enumerate(grids):  # the sweep and its estimates are drawn side by side, row by row
+            j = first.setdefault(g.kind, i)
+            if (g.rows, g.columns) != (grids[j].rows, grids[j].columns):
+                d.fail(f"grids[{i}]", f"has other rows or columns than grids[{j}], the first {g.kind} grid")
         return cls(
-            model=str(d["model"]),
-            clean_tokens=[str(t) for t in d["clean_tokens"]],
-            corrupted_tokens=[str(t) for t in d["corrupted_tokens"]],
-            clean_ids=[int(i) for i in d["clean_ids"]],
-            corrupted_ids=[int(i) for i in d["corrupted_ids"]],
-            answer=str(d["answer"]),
-            wrong=str(d["wrong"]),
-            answer_id=int(d["answer_id"]),
-            wrong_id=int(d["wrong_id"]),
-            baseline={k: {m: as_float(v) for m, v in v2.items()} for k, v2 in d["baseline"].items()},
-            grids=[Grid.from_dict(g) for g in d.get("grids", [])],
+            model=d.text("model"),
+            clean_tokens=clean,
+            corrupted_tokens=d.texts("corrupted_tokens", length=n, because=same),
+            clean_ids=d.integers("clean_ids", length=n, because=same, low=0),
+            corrupted_ids=d.integers("corrupted_ids", length=n, because=same, low=0),
+            answer=d.text("answer"),
+            wrong=d.text("wrong"),
+            answer_id=d.integer("answer_id", low=0),
+            wrong_id=d.integer("wrong_id", low=0),
+            baseline=baseline,
+            grids=grids,
             correlations=[
-                {k: (as_float(v) if k == "pearson_r" else v) for k, v in c.items()} for c in d.get("correlations", [])
+                {
+                    **c.data,
+                    "kind": c.optional_text("kind"),
+                    "method": c.optional_text("method"),
+                    "pearson_r": c.number("pearson_r"),
+                }
+                for c in d.objects("correlations", [])
             ],
-            seconds=float(d.get("seconds", 0.0)),
-            timings={k: float(v) for k, v in d.get("timings", {}).items()},
+            seconds=d.number("seconds", 0.0),
+            timings=d.number_map("timings"),
             meta=meta,
         )

@@ -11,7 +11,6 @@ state the views show lives in the app's reactives, so every view stays in sync.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -110,6 +109,7 @@ class XaiApp(App[None]):
         self.initial_context = context
         self.max_new_tokens = max_new_tokens
         self.source = ""  # where the shown result came from (a JSON path) when not asked here
+        self.opened_results: list[str] = []  # every result file opened: an export never overwrites one
         self._job = 0
         self._current: dict[str, int] = {}  # the live job of each worker group
         self._pending: AskRequest | None = None
@@ -262,6 +262,7 @@ class XaiApp(App[None]):
 
     def open_result(self, path: str) -> None:
         """Show a result saved as JSON (``xai-tui open``, Ctrl+O); no model needed."""
+        self.opened_results.append(path)
         job = self._new_job("explain")
         self.progress = ("reading", 0, None)
         self.status = (f"reading {path} …", "busy")
@@ -269,29 +270,14 @@ class XaiApp(App[None]):
 
     @work(thread=True, exclusive=True, group="explain", exit_on_error=False)
     def _open_result_worker(self, job: int, path: str) -> None:
-        from lrp_llm.errors import InputError
-        from lrp_llm.results.attribution import Attribution
+        from .commands.open import load_result
 
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise InputError(f"no such file: {p}; pass a result saved with --json or Ctrl+S")
-        try:
-            text = p.read_text(encoding="utf-8")
-            schema = str(json.loads(text).get("schema", ""))
-            if schema.startswith("xai-tui/similarity/"):
-                from lrp_llm.results.similarity import SimilarityExplanation
-
-                self.post_message(ResultReady(job, "similarity", SimilarityExplanation.from_json(text), str(p)))
-                return
-            if schema.startswith("xai-tui/patching/"):
-                from patching.result import PatchingResult
-
-                self.post_message(ResultReady(job, "patching", PatchingResult.from_json(text), str(p)))
-                return
-            attribution = Attribution.from_json(text)
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{p} is not an xai-tui result ({type(exc).__name__}: {exc})") from None
-        self.post_message(ExplanationReady(job, attribution, source=str(p)))
+        view, result = load_result(path)  # checked completely; a bad file is one line of error
+        source = str(Path(path).expanduser())
+        if view == "ask":
+            self.post_message(ExplanationReady(job, result, source=source))
+        else:
+            self.post_message(ResultReady(job, view, result, source))
 
     # ------------------------------------------------------------ worker output
     def on_prompt_tokens(self, message: PromptTokens) -> None:
@@ -476,7 +462,7 @@ class XaiApp(App[None]):
 
         def chosen(answer: tuple[str, str] | None) -> None:
             if answer is not None:
-                self._export_worker(result, answer[1], answer[0])
+                self._export_worker(result, answer[1], answer[0], tuple(self.opened_results))
 
         self.push_screen(
             PathDialog(
@@ -489,10 +475,10 @@ class XaiApp(App[None]):
         )
 
     @work(thread=True, group="export", exit_on_error=False)
-    def _export_worker(self, result: Exportable, path: str, fmt: str) -> None:
+    def _export_worker(self, result: Exportable, path: str, fmt: str, opened: tuple[str, ...]) -> None:
         from .exporting import write
 
-        write(result, path, fmt)
+        write(result, path, fmt, inputs=opened)
         self.post_message(ExportDone(path, fmt.upper()))
 
     def action_open(self) -> None:

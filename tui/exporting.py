@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -43,11 +44,12 @@ class AttributionExport:
 FORMATS = {"html": "write_html", "json": "write_json"}
 
 
-def write(result: Exportable, path: str, fmt: str) -> None:
-    """Check that ``path`` can be written, then write ``result`` there as ``fmt``."""
+def write(result: Exportable, path: str, fmt: str, *, inputs: Sequence[str] = ()) -> None:
+    """Check that ``path`` can be written and is none of ``inputs`` (the result files opened in
+    the app), then write ``result`` there as ``fmt``."""
     from .commands.common import check_output_paths
 
-    check_output_paths(path)
+    check_output_paths({"the export file": path}, inputs={f"the result opened from {p}": p for p in inputs})
     getattr(result, FORMATS[fmt])(path)
 
 

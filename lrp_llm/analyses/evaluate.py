@@ -46,7 +46,7 @@ import numpy as np
 
 from lrp_llm.errors import Cancelled, InputError, ShouldCancel
 from lrp_llm.methods import methods_for, parse_method
-from lrp_llm.results.base import JsonResult, as_float, float_array, run_meta
+from lrp_llm.results.base import REQUIRED, Fields, JsonResult, run_meta
 
 STRATEGIES: tuple[str, ...] = ("zero", "neutral", "delete")
 DEFAULT_NEUTRAL = " "
@@ -349,12 +349,17 @@ class Curves:
         return {k: [round(float(x), 6) for x in v] for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Curves:
+    def from_dict(cls, d: Fields | dict[str, Any]) -> Curves:
+        """The curves from their JSON data: five lists of one length (the points of the curve)."""
+        f = Fields.of(d)
+        fractions = f.numbers("fractions", dtype=np.float64)
+        n = len(fractions)
         return cls(
-            **{
-                k: float_array(d[k], np.float64)
-                for k in ("fractions", "morf_logit", "lerf_logit", "morf_prob", "lerf_prob")
-            }
+            fractions,
+            *(
+                f.numbers(k, length=n, because=f"the curve has {n} fractions", dtype=np.float64)
+                for k in ("morf_logit", "lerf_logit", "morf_prob", "lerf_prob")
+            ),
         )
 
 
@@ -634,19 +639,25 @@ class ItemResult:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ItemResult:
-        """The inverse of :meth:`to_dict` (the scores are recomputed from the curves)."""
-        loc = d.get("localisation")
+    def from_dict(cls, d: Fields | dict[str, Any], methods: Sequence[str] | None = None) -> ItemResult:
+        """The inverse of :meth:`to_dict` (the scores are recomputed from the curves); the method
+        one of ``methods`` (the evaluation's) when given."""
+        f = Fields.of(d)
+        n_tokens = f.integer("n_tokens", low=1)
+        position = f.integer("position", low=0)
+        if position >= n_tokens:
+            f.fail("position", f"is {position} but the item has {n_tokens} tokens")
+        loc = f.obj("localisation") if f.data.get("localisation") is not None else None
         return cls(
-            item_id=str(d["item"]),
-            method=str(d["method"]),
-            answered=bool(d["answered"]),
-            position=int(d["position"]),
-            n_tokens=int(d["n_tokens"]),
-            seconds=float(d["seconds"]),
-            curves=Curves.from_dict(d["curves"]),
-            localisation=None if loc is None else {k: as_float(v) for k, v in loc.items()},
-            distance=None if d.get("distance") is None else int(d["distance"]),
+            item_id=f.text("item"),
+            method=f.text("method", choices=methods),
+            answered=f.flag("answered"),
+            position=position,
+            n_tokens=n_tokens,
+            seconds=f.number("seconds", REQUIRED),
+            curves=Curves.from_dict(f.obj("curves")),
+            localisation=None if loc is None else {k: loc.number(k) for k in loc.data},
+            distance=f.optional_integer("distance", low=0),
         )
 
 
@@ -729,17 +740,24 @@ class Evaluation(JsonResult):
         }
 
     @classmethod
-    def _from_fields(cls, d: dict[str, Any]) -> Evaluation:
+    def _from_fields(cls, d: Fields) -> Evaluation:
         # "summary" is left out: summary() recomputes it from the results
+        methods = d.texts("methods")
+        for i, m in enumerate(methods):
+            try:
+                parse_method(m)
+            except InputError:
+                d.fail(f"methods[{i}]", f"is {m!r}, not a method of xai-tui")
+        n_items = d.integer("n_items", low=0)
         return cls(
-            model=str(d["model"]),
-            methods=[str(m) for m in d["methods"]],
-            strategy=str(d["strategy"]),
-            steps=int(d["steps"]),
-            results=[ItemResult.from_dict(r) for r in d["results"]],
-            n_items=int(d["n_items"]),
-            n_answered=int(d["n_answered"]),
-            meta=dict(d.get("meta", {})),
+            model=d.text("model"),
+            methods=methods,
+            strategy=d.text("strategy", choices=STRATEGIES),
+            steps=d.integer("steps", low=1),
+            results=[ItemResult.from_dict(r, methods) for r in d.objects("results")],
+            n_items=n_items,
+            n_answered=d.integer("n_answered", low=0, high=n_items),
+            meta=d.mapping("meta"),
         )
 
 

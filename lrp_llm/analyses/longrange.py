@@ -82,8 +82,9 @@ def share_beyond(relevance: np.ndarray, distance: int) -> float:
 
 
 def farthest_relevant(relevance: np.ndarray, fraction: float = FRACTION) -> int | None:
-    """Index of the farthest token with |relevance| >= ``fraction`` x max |relevance| (None if all zero)."""
-    r = np.abs(np.asarray(relevance, dtype=np.float64))
+    """Index of the farthest token with |relevance| >= ``fraction`` x max |relevance| (None if all zero).
+    A NaN (a missing value in a saved result) counts as no relevance."""
+    r = np.nan_to_num(np.abs(np.asarray(relevance, dtype=np.float64)), nan=0.0)
     if not len(r) or float(r.max()) <= 0:
         return None
     return int(np.flatnonzero(r >= fraction * r.max())[0])

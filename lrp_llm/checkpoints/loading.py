@@ -184,10 +184,13 @@ def load_model(
             raise CheckpointError(
                 "--device-map is neither 'auto' nor a JSON object like '{\"model.layers.0\": 0}'"
             ) from None
+    own_offload: str | None = None  # a temporary offload folder made here, removed when no longer needed
     if device_map is not None:
         kwargs["device_map"] = device_map
         # modules mapped to "disk" (or offloaded by "auto") need a folder for their weights
-        kwargs["offload_folder"] = offload_folder or tempfile.mkdtemp(prefix="xai-tui-offload-")
+        if offload_folder is None:
+            offload_folder = own_offload = tempfile.mkdtemp(prefix="xai-tui-offload-")
+        kwargs["offload_folder"] = offload_folder
     if device_map is None:  # an offloading map may hold more than the memory
         _check_size(ckpt, torch_dtype, device, trust_remote_code)
     # the lists of missing / unexpected / mismatched tensors come back instead of a report in the log
@@ -214,9 +217,15 @@ def load_model(
                 kwargs["use_safetensors"] = False
             model, info = _hf_model_class(ckpt).from_pretrained(str(ckpt.path), **kwargs)
     except (CheckpointError, UnsupportedModelError):
+        _remove_offload_folder(own_offload)
         raise
-    except Exception as exc:
+    except BaseException as exc:
+        _remove_offload_folder(own_offload)
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not a loading error
+            raise
         raise CheckpointError(_load_failure(ckpt, exc)) from None
+    if own_offload is not None:
+        _release_offload_folder(model, own_offload)
     if info is not None:
         check_loaded_weights(
             ckpt.path,
@@ -252,6 +261,25 @@ def _check_size(ckpt: Checkpoint, torch_dtype, device: str, trust_remote_code: b
     stored = getattr(torch, str(ckpt.config.get("dtype") or ckpt.config.get("torch_dtype") or "float32"), None)
     dtype = torch_dtype or (stored if isinstance(stored, torch.dtype) else torch.float32)
     check_fits_in_memory(ckpt.path, build, dtype=dtype, device=device)
+
+
+def _remove_offload_folder(folder: str | None) -> None:
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _release_offload_folder(model: Any, folder: str) -> None:
+    """Remove the temporary offload ``folder`` now if nothing was offloaded to it (safetensors
+    weights are read in place), else when ``model`` is garbage-collected or the process exits:
+    the model reads its disk-offloaded weights from there while it lives."""
+    import weakref
+
+    with os.scandir(folder) as entries:
+        empty = next(entries, None) is None
+    if empty:
+        _remove_offload_folder(folder)
+    else:
+        weakref.finalize(model, _remove_offload_folder, folder)
 
 
 def _kind(ckpt: Checkpoint) -> str:

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from lrp_llm.results.base import JsonResult, as_float, float_array
+from lrp_llm.methods import method_names
+from lrp_llm.results.base import REQUIRED, Fields, JsonResult
 
 
 @dataclass
@@ -62,16 +63,35 @@ class TargetRelevance:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TargetRelevance:
+    def from_dict(
+        cls, d: Fields | dict[str, Any], tokens: list[str] | None = None, source_tokens: list[str] | None = None
+    ) -> TargetRelevance:
+        """The target from its JSON data, checked against the ``tokens`` (and encoder-decoders'
+        ``source_tokens``) of its result when given: a position inside the tokens and >= 1, one
+        relevance value per earlier token, one source value per source token."""
+        f = Fields.of(d)
+        n = None if tokens is None else len(tokens)
+        position = f.integer("position", low=1)
+        if n is not None and position >= n:
+            f.fail("position", f"is {position} but the result has {n} tokens (positions 1 to {n - 1} can be explained)")
+        token = f.text("token")
+        if tokens is not None and token != tokens[position]:
+            f.fail("token", f"is {token!r} but the token at position {position} is {tokens[position]!r}")
+        source = None
+        if f.has("source_relevance"):
+            if source_tokens is None and tokens is not None:
+                f.fail("source_relevance", "is given but the result has no source_tokens")
+            m = None if source_tokens is None else len(source_tokens)
+            source = f.numbers("source_relevance", length=m, because=f"the source has {m} tokens")
         return cls(
-            position=int(d["position"]),
-            token=str(d["token"]),
-            id=int(d["id"]),
-            logit=as_float(d["logit"]),
-            probability=as_float(d.get("probability")),
-            relevance=float_array(d["relevance"]),
-            relevance_sum=as_float(d.get("relevance_sum")),
-            source_relevance=float_array(d["source_relevance"]) if "source_relevance" in d else None,
+            position=position,
+            token=token,
+            id=f.integer("id", low=0),
+            logit=f.number("logit", default=REQUIRED),
+            probability=f.number("probability"),
+            relevance=f.numbers("relevance", length=position, because=f"the target is at position {position}"),
+            relevance_sum=f.number("relevance_sum"),
+            source_relevance=source,
         )
 
 
@@ -132,17 +152,37 @@ class Attribution(JsonResult):
         return d
 
     @classmethod
-    def _from_fields(cls, d: dict[str, Any]) -> Attribution:
+    def _from_fields(cls, d: Fields) -> Attribution:
+        tokens = d.texts("tokens")
+        if not tokens:
+            d.fail("tokens", "is empty: the result has no tokens to show")
+        ids = d.integers("input_ids", length=len(tokens), because=f"there are {len(tokens)} tokens", low=0)
+        source_tokens = source_ids = None
+        if d.has("source_tokens"):
+            source_tokens = d.texts("source_tokens")
+            n = len(source_tokens)
+            if d.has("source_ids"):
+                source_ids = d.integers("source_ids", length=n, because=f"there are {n} source tokens", low=0)
+        targets = []
+        for i, t in enumerate(d.objects("targets", nonempty=True)):
+            target = TargetRelevance.from_dict(t, tokens, source_tokens)
+            if target.id != ids[target.position]:
+                d.fail(f"targets[{i}].id", f"is {target.id} but input_ids[{target.position}] is {ids[target.position]}")
+            targets.append(target)
         return cls(
-            model=str(d["model"]),
-            method=str(d["method"]),
-            tokens=[str(t) for t in d["tokens"]],
-            input_ids=[int(i) for i in d["input_ids"]],
-            prompt_length=int(d["prompt_length"]),
-            targets=[TargetRelevance.from_dict(t) for t in d["targets"]],
-            seconds=float(d.get("seconds", 0.0)),
-            timings={k: float(v) for k, v in d.get("timings", {}).items()},
-            meta=dict(d.get("meta", {})),
-            source_tokens=[str(t) for t in d["source_tokens"]] if "source_tokens" in d else None,
-            source_ids=[int(i) for i in d["source_ids"]] if "source_ids" in d else None,
+            model=d.text("model"),
+            method=d.text("method", choices=_TOKEN_METHODS),
+            tokens=tokens,
+            input_ids=ids,
+            prompt_length=d.integer("prompt_length", low=0, high=len(tokens)),
+            targets=targets,
+            seconds=d.number("seconds", 0.0),
+            timings=d.number_map("timings"),
+            meta=d.mapping("meta"),
+            source_tokens=source_tokens,
+            source_ids=source_ids,
         )
+
+
+# the methods an Attribution can name: those of causal LMs and encoder-decoders
+_TOKEN_METHODS = tuple(dict.fromkeys((*method_names("causal-lm"), *method_names("seq2seq"))))

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from lrp_llm.results.base import JsonResult, as_float, float_array
+from lrp_llm.methods import method_names
+from lrp_llm.results.base import REQUIRED, Fields, JsonResult
 
 
 @dataclass
@@ -81,24 +82,34 @@ class ImageAttribution(JsonResult):
         }
 
     @classmethod
-    def _from_fields(cls, d: dict[str, Any]) -> ImageAttribution:
+    def _from_fields(cls, d: Fields) -> ImageAttribution:
+        text = d.text("image_png")
+        try:
+            image = decode_png(text)
+        except Exception:  # noqa: BLE001 - any decoding failure means the same: not a PNG
+            d.fail("image_png", "is not a base64-encoded PNG image")
+        h, w = image.shape[:2]
+        patch = d.integers("patch_size", length=2, because="it is (height, width)", low=1)
+        if h % patch[0] or w % patch[1]:
+            d.fail("patch_size", f"is {patch} but the image is {h}x{w}, not a whole number of patches")
+        grid = (h // patch[0], w // patch[1])
         return cls(
-            model=str(d["model"]),
-            method=str(d["method"]),
-            label=str(d["label"]),
-            label_id=int(d["label_id"]),
-            logit=as_float(d["logit"]),
-            probability=as_float(d.get("probability")),
-            image=decode_png(d["image_png"]),
-            pixel_relevance=float_array(d["pixel_relevance"]),
-            patch_relevance=float_array(d["patch_relevance"]),
-            patch_size=tuple(d["patch_size"]),
-            top_labels=[(str(n), as_float(p)) for n, p in d.get("top_labels", [])],
-            relevance_sum=as_float(d.get("relevance_sum")),
-            source=d.get("source"),
-            seconds=float(d.get("seconds", 0.0)),
-            timings={k: float(v) for k, v in d.get("timings", {}).items()},
-            meta=dict(d.get("meta", {})),
+            model=d.text("model"),
+            method=d.text("method", choices=method_names("image-classification")),
+            label=d.text("label"),
+            label_id=d.integer("label_id", low=0),
+            logit=d.number("logit", REQUIRED),
+            probability=d.number("probability"),
+            image=image,
+            pixel_relevance=d.matrix("pixel_relevance", (h, w), because=f"the image is {h}x{w} pixels"),
+            patch_relevance=d.matrix("patch_relevance", grid, because=f"the image is {grid[0]}x{grid[1]} patches"),
+            patch_size=(patch[0], patch[1]),
+            top_labels=d.labelled_numbers("top_labels"),
+            relevance_sum=d.number("relevance_sum"),
+            source=d.optional_text("source"),
+            seconds=d.number("seconds", 0.0),
+            timings=d.number_map("timings"),
+            meta=d.mapping("meta"),
         )
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from lrp_llm.results.base import JsonResult, as_float, float_array
+from lrp_llm.methods import method_names
+from lrp_llm.results.base import REQUIRED, Fields, JsonResult
 
 
 @dataclass
@@ -93,29 +94,44 @@ class SimilarityExplanation(JsonResult):
         }
 
     @classmethod
-    def _from_fields(cls, d: dict[str, Any]) -> SimilarityExplanation:
-        tokens_a = [str(t) for t in d["tokens_a"]]
-        tokens_b = [str(t) for t in d["tokens_b"]]
-        matrix = float_array(d["interactions"], np.float64).reshape(len(tokens_a), len(tokens_b))
+    def _from_fields(cls, d: Fields) -> SimilarityExplanation:
+        tokens_a, tokens_b = d.texts("tokens_a"), d.texts("tokens_b")
+        for key, tokens in (("tokens_a", tokens_a), ("tokens_b", tokens_b)):
+            if not tokens:
+                d.fail(key, "is empty: the result has no tokens to show")
+        shape = (len(tokens_a), len(tokens_b))
+        matrix = d.matrix(
+            "interactions", shape, because=f"the texts have {shape[0]} and {shape[1]} tokens", dtype=np.float64
+        )
         return cls(
-            model=str(d.get("model", "")),
-            method=str(d.get("method", "bilrp")),
-            rules=d.get("rules"),
-            pooling=str(d.get("pooling", "mean")),
-            mode=str(d.get("mode", "cosine")),
-            text_a=str(d.get("text_a", "")),
-            text_b=str(d.get("text_b", "")),
+            model=d.text("model", ""),
+            method=d.text("method", "bilrp", choices=method_names("encoder")),
+            rules=d.optional_text("rules"),
+            pooling=d.text("pooling", "mean"),
+            mode=d.text("mode", "cosine", choices=("cosine", "dot")),
+            text_a=d.text("text_a", ""),
+            text_b=d.text("text_b", ""),
             tokens_a=tokens_a,
             tokens_b=tokens_b,
             interactions=matrix,
-            similarity=as_float(d["similarity"]),
-            dot=as_float(d["dot"]),
-            interaction_sum=as_float(d.get("interaction_sum", matrix.sum())),
-            seconds=float(d.get("seconds", 0.0)),
-            special_a=[bool(s) for s in d.get("special_a", [])],
-            special_b=[bool(s) for s in d.get("special_b", [])],
-            timings={k: float(v) for k, v in d.get("timings", {}).items()},
-            meta=dict(d.get("meta", {})),
+            similarity=d.number("similarity", REQUIRED),
+            dot=d.number("dot", REQUIRED),
+            interaction_sum=d.number("interaction_sum", float(matrix.sum())),
+            seconds=d.number("seconds", 0.0),
+            special_a=d.flags(
+                "special_a",
+                [],
+                length=shape[0] if d.has("special_a") else None,
+                because=f"text a has {shape[0]} tokens",
+            ),
+            special_b=d.flags(
+                "special_b",
+                [],
+                length=shape[1] if d.has("special_b") else None,
+                because=f"text b has {shape[1]} tokens",
+            ),
+            timings=d.number_map("timings"),
+            meta=d.mapping("meta"),
         )
 
 

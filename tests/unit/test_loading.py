@@ -94,3 +94,41 @@ def test_unsupported_architecture_is_refused_before_loading(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(UnsupportedModelError, match="unsupported architecture 'gpt2'.*supported: .*llama"):
         load_model(tmp_path)
+
+
+# ------------------------------------------------------ --device-map offload folders
+def _offload_folders(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("xai-tui-offload-"))
+
+
+def test_device_map_leaves_no_offload_folder(tiny_dir, tmp_path, monkeypatch):
+    """The temporary offload folder made for --device-map is removed after loading (nothing
+    was offloaded to it) and after a failed load."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    for device_map in ("auto", '{"model": "cpu", "lm_head": "disk"}'):
+        model, _ = load_model(tiny_dir, device_map=device_map, dtype="float32")
+        assert model is not None and _offload_folders(tmp_path) == [], device_map
+    with pytest.raises(CheckpointError):
+        load_model(tiny_dir, device_map='{"": "nowhere"}', dtype="float32")
+    assert _offload_folders(tmp_path) == []
+
+
+def test_an_offload_folder_with_weights_lives_as_long_as_the_model(tmp_path):
+    import gc
+
+    from lrp_llm.checkpoints.loading import _release_offload_folder
+
+    class Model:
+        pass
+
+    folder = tmp_path / "xai-tui-offload-x"
+    folder.mkdir()
+    (folder / "w.dat").write_bytes(b"0")
+    model = Model()
+    _release_offload_folder(model, str(folder))
+    assert folder.is_dir()  # the model reads its offloaded weights from there
+    del model
+    gc.collect()
+    assert not folder.exists()

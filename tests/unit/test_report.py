@@ -423,3 +423,24 @@ def test_patch_html_writes_the_report(tiny_dir, tmp_path):
     assert any(t == "section" and at.get("id") == "patching" for t, at in tree.elements)
     grids = [at for t, at in tree.elements if t == "svg" and at.get("class") == "grid"]
     assert len(grids) >= 2  # the sweep and the RelP estimate
+
+
+def test_the_evaluation_report_has_the_same_content_security_policy_as_the_others():
+    """The faithfulness page is built like every report: the one policy in its <head>, which
+    forbids scripts from elsewhere and every network request."""
+    from lrp_llm.analyses.evaluate import Curves, Evaluation, ItemResult
+    from lrp_llm.export.common import CSP
+    from lrp_llm.export.report import evaluation_report
+
+    curves = Curves(*(np.array([0.0, 0.5, 1.0]) for _ in range(5)))
+    ev = Evaluation("m", ["attnlrp"], "zero", 2, [ItemResult("<b>a</b>", "attnlrp", True, 4, 5, 0.25, curves)], 1, 1)
+    pages = {
+        "evaluation": evaluation_report(ev),
+        "explanation": explanation_report(make_attribution(["a", "b", "c"], 2)),
+    }
+    policy = re.compile(r'<head>.*<meta http-equiv="Content-Security-Policy" content="([^"]*)">.*</head>', re.S)
+    for name, page in pages.items():
+        found = policy.search(page)
+        assert found and found.group(1) == CSP, name
+    assert "default-src 'none'" in CSP  # no fetch, font, frame or remote script: nothing leaves the page
+    assert "<b>a</b>" not in pages["evaluation"]

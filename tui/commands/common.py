@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn
 
-from lrp_llm.errors import InputError
 from lrp_llm.text import visible
 
 
@@ -128,9 +125,13 @@ class OutputFiles:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> OutputFiles:
-        """The output files of ``args``, checked before any heavy work (InputError if one cannot be written)."""
+        """The output files of ``args``, checked before any heavy work (InputError if one cannot be
+        written, is not a regular file, or is the same file as another output or an input)."""
         outputs = cls(json=args.json, html=getattr(args, "html", None))
-        check_output_paths(outputs.json, outputs.html)
+        check_output_paths(
+            {"--json": outputs.json, "--html": outputs.html},
+            inputs={f"the input {flag}": getattr(args, dest, None) for dest, flag in INPUT_FILE_OPTIONS.items()},
+        )
         return outputs
 
     def write(
@@ -151,19 +152,17 @@ class OutputFiles:
             write_report(self.html, report_page(result))
 
 
-def check_output_paths(*paths: str | None) -> None:
-    """Fail before any heavy work when an output file could not be written."""
-    for p in paths:
-        if not p:
-            continue
-        path = Path(p).expanduser()
-        parent = path.parent if str(path.parent) else Path(".")
-        if path.is_dir():
-            raise InputError(f"{path} is a folder; pass a file name for the output")
-        if not parent.is_dir():
-            raise InputError(f"cannot write {path}: the folder {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise InputError(f"cannot write {path}: the folder {parent} is not writable")
+# The options of every subcommand that name a file it reads (argparse dest -> option): an output
+# must never be one of them (`evaluate --data X --json X` would overwrite the data set).
+INPUT_FILE_OPTIONS = {"model": "--model", "data": "--data", "image": "--image", "file": "--file", "b_file": "--b-file"}
+
+
+def check_output_paths(outputs: dict[str, str | None], inputs: dict[str, str | None] | None = None) -> None:
+    """Fail before any heavy work when an output file could not be written or would destroy
+    something (:func:`lrp_llm.results.base.check_outputs`); keys name each file ("--json")."""
+    from lrp_llm.results.base import check_outputs
+
+    check_outputs(outputs, inputs)
 
 
 def load_model_from_args(args: argparse.Namespace, console=None):
