@@ -19,6 +19,7 @@ under ``torch.func.jvp``.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from lrp_llm.archs.description import AttentionParts, GatedMLPParts, MLPParts, NormParts, TransformerParts
@@ -122,18 +123,51 @@ def check_counts(model: nn.Module, parts: TransformerParts, found: dict[str, lis
 
 # ------------------------------------------------------------------- installers
 def install_norms(patch: ModelPatch, norms: list[nn.Module], norm: NormParts, *, forward_mode: bool = False) -> None:
-    """RMSNorm / LayerNorm with the 1/sigma factor detached (Gemma's ``1 + weight`` included)."""
+    """RMSNorm / LayerNorm with the 1/sigma factor detached (Gemma's ``1 + weight`` read from the module)."""
+    offsets: dict[type, float] = {}  # the convention is the class's code: probed once per class
     for module in norms:
         if norm.kind == "rms":
-            patch.override_forward(module, _rms_norm_forward(module))
+            eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+            if type(module) not in offsets:
+                offsets[type(module)] = rms_norm_offset(module, eps)
+            patch.override_forward(module, _rms_norm_forward(module, eps, offsets[type(module)]))
         else:
             patch.override_forward(module, _layer_norm_forward(module, forward_mode))
 
 
-def _rms_norm_forward(module: nn.Module):
-    eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
-    offset = 1.0 if "Gemma" in type(module).__name__ else 0.0
+def rms_norm_offset(module: nn.Module, eps: float) -> float:
+    """The RMSNorm convention of ``module``: 0.0 for ``x / rms(x) * weight``, 1.0 for ``x / rms(x) * (1 + weight)``.
 
+    Read from the module's own forward on a small seeded input (2, d) in its weight's
+    dtype, not from its class name (Gemma-3n's norms have no offset): the convention
+    whose detached formula reproduces the output within rounding (the two differ by
+    ``x / rms(x)``, of order 1). A norm that neither reproduces is refused, naming its class.
+    """
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return 0.0  # no scale: both conventions are x / rms(x)
+    dtype = weight.dtype if weight.is_floating_point() else torch.float32
+    probe = 3.0 * torch.randn(2, weight.shape[-1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    probe = probe.to(device=weight.device, dtype=dtype)
+    with torch.no_grad():
+        actual = output_tensor(module.forward(probe)).double()
+        errors = {
+            offset: float((rms_norm_detached(probe, weight, eps, offset=offset).double() - actual).abs().max())
+            for offset in (0.0, 1.0)
+        }
+    offset = min(errors, key=errors.__getitem__)
+    # transformers' norms compute in float32 at least, also for a float64 model
+    rounding = max(torch.finfo(dtype).eps, torch.finfo(torch.float32).eps)
+    tolerance = 16 * rounding * (1.0 + float(actual.abs().max()))
+    if not errors[offset] <= tolerance:
+        raise UnsupportedModelError(
+            f"{type(module).__name__}: its output is neither x / rms(x) * weight nor x / rms(x) * (1 + weight) "
+            f"(eps {eps}); this norm is not supported"
+        )
+    return offset
+
+
+def _rms_norm_forward(module: nn.Module, eps: float, offset: float):
     def make(_original):
         def forward(hidden_states, *args, **kwargs):
             return rms_norm_detached(hidden_states, getattr(module, "weight", None), eps, offset=offset)
