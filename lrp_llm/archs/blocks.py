@@ -9,6 +9,7 @@ v               gradient x 1/2                  unchanged                   unch
 act(gate)       identity rule, gradient x 1/2   detached (gate constant)    identity rule, x 1/2
 up (gated)      gradient x 1/2                  unchanged                   gradient x 1/2
 act (plain)     identity rule                   identity rule               identity rule
+logit soft-cap  identity rule                   identity rule               identity rule
 ==============  ==============================  ==========================  ==========================
 
 The rules touch only module outputs (and norm forwards), never the attention kernel,
@@ -18,6 +19,8 @@ under ``torch.func.jvp``.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -226,6 +229,37 @@ def install_mlps(patch: ModelPatch, model: nn.Module, parts: TransformerParts, r
                 patch.hook_output(getattr(mlp, names.up), scale_output(0.5))
 
 
+def softcap_output(cap: float):
+    """Forward hook on the LM head: ``cap * tanh(logits / cap)`` passed on by the identity rule."""
+
+    def hook(_module, _args, output):
+        logits = output_tensor(output)
+        # the same operations, in the same order, as the transformers forward it replaces
+        return identity_rule(logits, torch.tanh(logits / cap) * cap)
+
+    return hook
+
+
+def install_logit_softcap(patch: ModelPatch, model: nn.Module, config_attr: str) -> None:
+    """A final-logit soft-cap (Gemma-2) under the identity rule: the relevance of the capped logit
+    passes to the uncapped one unchanged, so conservation holds for the explained (capped) logit.
+
+    The model's forward applies the cap after the LM head, reading it from ``model.config``;
+    transformers shares one config object between models built from it, so instead of
+    changing it this instance gets its own shallow copy with the cap off for the block, and
+    the LM head's output hook applies the cap.
+    """
+    config = getattr(model, "config", None)
+    cap = getattr(config, config_attr, None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if cap is None or head is None:  # no cap, or a bare model without the head that applies it
+        return
+    uncapped = copy.copy(config)
+    setattr(uncapped, config_attr, None)
+    patch.replace_attribute(model, "config", uncapped)
+    patch.hook_output(head, softcap_output(float(cap)))
+
+
 def install_transformer_rules(patch: ModelPatch, model: nn.Module, parts: TransformerParts, rules: str) -> None:
     """The rule set ``rules`` ("attnlrp", "cp-lrp", "relp") on every part ``parts`` names."""
     found = find_parts(model, parts)
@@ -233,3 +267,5 @@ def install_transformer_rules(patch: ModelPatch, model: nn.Module, parts: Transf
     install_norms(patch, found["norms"], parts.norm)
     install_attention(patch, found["attentions"], parts.attention, rules)
     install_mlps(patch, model, parts, rules)
+    if parts.logit_softcap is not None:
+        install_logit_softcap(patch, model, parts.logit_softcap)
