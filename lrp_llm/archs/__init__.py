@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from lrp_llm.archs.description import BlockPaths, TransformerParts
-from lrp_llm.errors import UnsupportedModelError
+from lrp_llm.errors import InputError, UnsupportedModelError
 from lrp_llm.mechanism.patch import ModelPatch
 
 
@@ -97,6 +97,28 @@ def get_arch(model: nn.Module) -> ArchSpec:
             f"unsupported architecture '{name}'; supported: {', '.join(supported_model_types())}"
         )
     return spec
+
+
+def check_not_encoder(model: nn.Module) -> None:
+    """Refuse an encoder (``kind == "encoder"``) where a text generator is explained, with a one-line error.
+
+    transformers also registers encoder types as causal LMs (``BertLMHeadModel``,
+    ``RobertaForCausalLM``, ...); their blocks attend both ways and carry biases and
+    post-norms the causal-LM rules do not describe, so relevance through their LM head
+    would not conserve. They are explained as embedding models (BiLRP) instead.
+    """
+    spec = find_arch(model)
+    if spec is None or spec.kind != "encoder":
+        return
+    if model.get_output_embeddings() is not None:
+        raise InputError(
+            f"{type(model).__name__} is an encoder ({spec.family}) with a language-model head; LRP rules for it are "
+            "not supported as a causal LM; explain a similarity with `xai-tui similarity`"
+        )
+    raise InputError(
+        "this is an embedding (encoder) model without a language-model head; "
+        "explain a similarity with `xai-tui similarity` or lrp_llm.analyses.bilrp"
+    )
 
 
 def _load_families() -> None:

@@ -9,6 +9,7 @@ v               gradient x 1/2                  unchanged                   unch
 act(gate)       identity rule, gradient x 1/2   detached (gate constant)    identity rule, x 1/2
 up (gated)      gradient x 1/2                  unchanged                   gradient x 1/2
 act (plain)     identity rule                   identity rule               identity rule
+logit soft-cap  identity rule                   identity rule               identity rule
 ==============  ==============================  ==========================  ==========================
 
 The rules touch only module outputs (and norm forwards), never the attention kernel,
@@ -19,6 +20,9 @@ under ``torch.func.jvp``.
 
 from __future__ import annotations
 
+import copy
+
+import torch
 from torch import nn
 
 from lrp_llm.archs.description import AttentionParts, GatedMLPParts, MLPParts, NormParts, TransformerParts
@@ -122,18 +126,51 @@ def check_counts(model: nn.Module, parts: TransformerParts, found: dict[str, lis
 
 # ------------------------------------------------------------------- installers
 def install_norms(patch: ModelPatch, norms: list[nn.Module], norm: NormParts, *, forward_mode: bool = False) -> None:
-    """RMSNorm / LayerNorm with the 1/sigma factor detached (Gemma's ``1 + weight`` included)."""
+    """RMSNorm / LayerNorm with the 1/sigma factor detached (Gemma's ``1 + weight`` read from the module)."""
+    offsets: dict[type, float] = {}  # the convention is the class's code: probed once per class
     for module in norms:
         if norm.kind == "rms":
-            patch.override_forward(module, _rms_norm_forward(module))
+            eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+            if type(module) not in offsets:
+                offsets[type(module)] = rms_norm_offset(module, eps)
+            patch.override_forward(module, _rms_norm_forward(module, eps, offsets[type(module)]))
         else:
             patch.override_forward(module, _layer_norm_forward(module, forward_mode))
 
 
-def _rms_norm_forward(module: nn.Module):
-    eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
-    offset = 1.0 if "Gemma" in type(module).__name__ else 0.0
+def rms_norm_offset(module: nn.Module, eps: float) -> float:
+    """The RMSNorm convention of ``module``: 0.0 for ``x / rms(x) * weight``, 1.0 for ``x / rms(x) * (1 + weight)``.
 
+    Read from the module's own forward on a small seeded input (2, d) in its weight's
+    dtype, not from its class name (Gemma-3n's norms have no offset): the convention
+    whose detached formula reproduces the output within rounding (the two differ by
+    ``x / rms(x)``, of order 1). A norm that neither reproduces is refused, naming its class.
+    """
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return 0.0  # no scale: both conventions are x / rms(x)
+    dtype = weight.dtype if weight.is_floating_point() else torch.float32
+    probe = 3.0 * torch.randn(2, weight.shape[-1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    probe = probe.to(device=weight.device, dtype=dtype)
+    with torch.no_grad():
+        actual = output_tensor(module.forward(probe)).double()
+        errors = {
+            offset: float((rms_norm_detached(probe, weight, eps, offset=offset).double() - actual).abs().max())
+            for offset in (0.0, 1.0)
+        }
+    offset = min(errors, key=errors.__getitem__)
+    # transformers' norms compute in float32 at least, also for a float64 model
+    rounding = max(torch.finfo(dtype).eps, torch.finfo(torch.float32).eps)
+    tolerance = 16 * rounding * (1.0 + float(actual.abs().max()))
+    if not errors[offset] <= tolerance:
+        raise UnsupportedModelError(
+            f"{type(module).__name__}: its output is neither x / rms(x) * weight nor x / rms(x) * (1 + weight) "
+            f"(eps {eps}); this norm is not supported"
+        )
+    return offset
+
+
+def _rms_norm_forward(module: nn.Module, eps: float, offset: float):
     def make(_original):
         def forward(hidden_states, *args, **kwargs):
             return rms_norm_detached(hidden_states, getattr(module, "weight", None), eps, offset=offset)
@@ -192,6 +229,37 @@ def install_mlps(patch: ModelPatch, model: nn.Module, parts: TransformerParts, r
                 patch.hook_output(getattr(mlp, names.up), scale_output(0.5))
 
 
+def softcap_output(cap: float):
+    """Forward hook on the LM head: ``cap * tanh(logits / cap)`` passed on by the identity rule."""
+
+    def hook(_module, _args, output):
+        logits = output_tensor(output)
+        # the same operations, in the same order, as the transformers forward it replaces
+        return identity_rule(logits, torch.tanh(logits / cap) * cap)
+
+    return hook
+
+
+def install_logit_softcap(patch: ModelPatch, model: nn.Module, config_attr: str) -> None:
+    """A final-logit soft-cap (Gemma-2) under the identity rule: the relevance of the capped logit
+    passes to the uncapped one unchanged, so conservation holds for the explained (capped) logit.
+
+    The model's forward applies the cap after the LM head, reading it from ``model.config``;
+    transformers shares one config object between models built from it, so instead of
+    changing it this instance gets its own shallow copy with the cap off for the block, and
+    the LM head's output hook applies the cap.
+    """
+    config = getattr(model, "config", None)
+    cap = getattr(config, config_attr, None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if cap is None or head is None:  # no cap, or a bare model without the head that applies it
+        return
+    uncapped = copy.copy(config)
+    setattr(uncapped, config_attr, None)
+    patch.replace_attribute(model, "config", uncapped)
+    patch.hook_output(head, softcap_output(float(cap)))
+
+
 def install_transformer_rules(patch: ModelPatch, model: nn.Module, parts: TransformerParts, rules: str) -> None:
     """The rule set ``rules`` ("attnlrp", "cp-lrp", "relp") on every part ``parts`` names."""
     found = find_parts(model, parts)
@@ -199,3 +267,5 @@ def install_transformer_rules(patch: ModelPatch, model: nn.Module, parts: Transf
     install_norms(patch, found["norms"], parts.norm)
     install_attention(patch, found["attentions"], parts.attention, rules)
     install_mlps(patch, model, parts, rules)
+    if parts.logit_softcap is not None:
+        install_logit_softcap(patch, model, parts.logit_softcap)

@@ -61,6 +61,9 @@ class NormParts:
 class TransformerParts:
     """Where the rules go in an attention family.
 
+    ``logit_softcap`` names the config attribute of a soft-cap on the final logits; the
+    installers give its tanh the identity rule when a checkpoint sets it.
+
     ``expected(config)`` gives the number of attention modules, MLPs and norms a
     checkpoint of this layout has (keys "attention", "mlp", "norm"; a key left out is
     not checked); a mismatch is refused instead of explaining half a model. None: the
@@ -71,6 +74,9 @@ class TransformerParts:
     mlps: tuple[MLPParts | GatedMLPParts, ...]
     norm: NormParts
     expected: Callable[[Any], dict[str, int]] | None = None
+    # the config attribute of a final-logit soft-cap ``cap * tanh(logits / cap)`` that the
+    # model's forward applies after the LM head (Gemma-2: "final_logit_softcapping"); None: no cap
+    logit_softcap: str | None = None
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,11 @@ once norms are detached), and a gated MLP ``down(act(gate(x)) * up(x))``. The ru
 the shared ones of :mod:`lrp_llm.archs.blocks` (AttnLRP, CP-LRP, RelP); nothing here is
 new beyond the names.
 
-Gemma-2's attention logit soft-cap (``cap * tanh(s / cap)``, cap 50) sits inside the
-eager kernel and keeps its plain gradient; below the cap it is close to the identity.
+Gemma-2's final-logit soft-cap (``cap * tanh(x / cap)`` after the LM head, cap 30) gets the
+identity rule (:func:`lrp_llm.archs.blocks.install_logit_softcap`). Its attention logit
+soft-cap (cap 50) sits inside the eager attention function and keeps its plain gradient:
+under CP-LRP and RelP the attention probabilities are constants, so it does not matter;
+under AttnLRP it is part of the softmax's plain gradient (close to the identity below the cap).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ LLAMA_FAMILY = register(
             mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="act_fn"),),
             norm=NormParts(kind="rms", class_suffix="RMSNorm"),
             expected=_expected,
+            logit_softcap="final_logit_softcapping",
         ),
         blocks=BlockPaths(
             layers="layers",

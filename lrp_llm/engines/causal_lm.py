@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lrp_llm.archs import check_not_encoder
 from lrp_llm.engines.finite import check_finite
 from lrp_llm.engines.generation import (
     AnswerExplanation,
@@ -55,6 +56,7 @@ def relevance(
     The target at position ``p`` is ``input_ids[p]``, predicted from position ``p - 1``.
     ``method=None`` is the model family's default (AttnLRP; MambaLRP for Mamba).
     """
+    check_not_encoder(model)
     method = default_method(model) if method is None else method
     get_method(method, "causal-lm")
     positions = [int(p) for p in positions]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from lrp_llm.archs import find_arch
+from lrp_llm.archs import check_not_encoder, find_arch
 from lrp_llm.engines import causal_lm, seq2seq
 from lrp_llm.engines.generation import checkpoint_name, context_length, input_device, resolve_answer_ids
 from lrp_llm.errors import InputError, ShouldCancel
@@ -33,11 +33,7 @@ def text_kind(model: nn.Module) -> str:
     kind = "causal-lm" if spec is None else spec.kind
     if kind == "image-classification":
         raise InputError("this model classifies images; explain one with explain_image(model, processor, image)")
-    if kind not in ENGINES:
-        raise InputError(
-            "this is an embedding (encoder) model without a language-model head; "
-            "explain a similarity with `xai-tui similarity` or lrp_llm.analyses.bilrp"
-        )
+    check_not_encoder(model)
     return kind
 
 

@@ -49,6 +49,12 @@ class ModelPatch:
 
         self._undo.append(undo)
 
+    def replace_attribute(self, owner: nn.Module, name: str, value: Any) -> None:
+        """Set ``owner.name = value`` (a plain attribute of this instance, e.g. its config) until the block ends."""
+        previous = getattr(owner, name)
+        setattr(owner, name, value)
+        self._undo.append(lambda: setattr(owner, name, previous))
+
     def on_exit(self, fn: Callable[[], None]) -> None:
         self._undo.append(fn)
 
