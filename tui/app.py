@@ -33,7 +33,7 @@ from .views import VIEWS, available_views, view
 if TYPE_CHECKING:
     from lrp_llm.results.attribution import Attribution
 
-    from .exporting import Exportable
+    from .exporting import Export
 
 
 JOB_GROUPS = ("explain", "similarity", "patching")  # worker groups that Esc cancels
@@ -475,7 +475,7 @@ class XaiApp(App[None]):
         )
 
     @work(thread=True, group="export", exit_on_error=False)
-    def _export_worker(self, result: Exportable, path: str, fmt: str, opened: tuple[str, ...]) -> None:
+    def _export_worker(self, result: Export, path: str, fmt: str, opened: tuple[str, ...]) -> None:
         from .exporting import write
 
         write(result, path, fmt, inputs=opened)

@@ -1,91 +1,62 @@
-"""What a view hands to the export dialog: its result as HTML and as JSON."""
+"""What a view hands to the export dialog: its result as HTML (the result's report) and as JSON."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Any
 
-if TYPE_CHECKING:
-    from lrp_llm.results.attribution import Attribution
-
-
-class Exportable(Protocol):
-    """A result that can be written as a self-contained HTML page and as JSON."""
-
-    stem: str  # default file name without extension
-
-    def write_html(self, path: str) -> None: ...
-
-    def write_json(self, path: str) -> None: ...
+FORMATS = ("html", "json")
 
 
 @dataclass
-class AttributionExport:
-    """An :class:`Attribution` through ``explanation_report`` and ``Attribution.save``."""
+class Export:
+    """A result (any type on the JSON result base) and the report builder of its kind.
 
-    attribution: Attribution
+    ``report``: the name of its page builder in :mod:`lrp_llm.export.report`, called with
+    ``report_argument(result)`` (imported when the page is written, so the app starts without
+    the exporters); ``label``: the middle of the default file name.
+    """
+
+    result: Any
+    report: str
+    label: str
+    report_argument: Callable[[Any], Any] = lambda result: result
 
     @property
     def stem(self) -> str:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        return f"xai-{self.attribution.method}-{stamp}"
+        """Default file name without extension, e.g. ``xai-attnlrp-20261129-201530``."""
+        return f"xai-{self.label}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
     def write_html(self, path: str) -> None:
-        from lrp_llm.export.report import explanation_report, write_report
+        from lrp_llm.export import report
 
-        write_report(path, explanation_report(self.attribution))
+        report.write_report(path, getattr(report, self.report)(self.report_argument(self.result)))
 
     def write_json(self, path: str) -> None:
-        self.attribution.save(path)
+        self.result.save(path)
 
 
-FORMATS = {"html": "write_html", "json": "write_json"}
+def attribution_export(a) -> Export:
+    """An :class:`~lrp_llm.results.attribution.Attribution` (the ask and long-range views)."""
+    return Export(a, "explanation_report", a.method)
 
 
-def write(result: Exportable, path: str, fmt: str, *, inputs: Sequence[str] = ()) -> None:
+def similarity_export(e) -> Export:
+    """A :class:`~lrp_llm.results.similarity.SimilarityExplanation` (a page of one pair)."""
+    return Export(e, "similarity_report", "similarity", lambda result: [result])
+
+
+def patching_export(r) -> Export:
+    """A :class:`~patching.result.PatchingResult` (the HTML report of its grids)."""
+    return Export(r, "patching_report", "patching")
+
+
+def write(result: Export, path: str, fmt: str, *, inputs: Sequence[str] = ()) -> None:
     """Check that ``path`` can be written and is none of ``inputs`` (the result files opened in
-    the app), then write ``result`` there as ``fmt``."""
+    the app), then write ``result`` there as ``fmt`` ("html" or "json")."""
     from .commands.common import check_output_paths
 
     check_output_paths({"the export file": path}, inputs={f"the result opened from {p}": p for p in inputs})
-    getattr(result, FORMATS[fmt])(path)
-
-
-@dataclass
-class SimilarityExport:
-    """A ``SimilarityExplanation`` through ``similarity_report`` and its ``save``."""
-
-    explanation: object
-
-    @property
-    def stem(self) -> str:
-        return f"xai-similarity-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-    def write_html(self, path: str) -> None:
-        from lrp_llm.export.report import similarity_report, write_report
-
-        write_report(path, similarity_report([self.explanation]))
-
-    def write_json(self, path: str) -> None:
-        self.explanation.save(path)  # type: ignore[attr-defined]
-
-
-@dataclass
-class PatchingExport:
-    """A ``PatchingResult`` as JSON (its ``save``) and as the HTML report of its grids."""
-
-    result: object
-
-    @property
-    def stem(self) -> str:
-        return f"xai-patching-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-    def write_html(self, path: str) -> None:
-        from lrp_llm.export.report import patching_report, write_report
-
-        write_report(path, patching_report(self.result))
-
-    def write_json(self, path: str) -> None:
-        self.result.save(path)  # type: ignore[attr-defined]
+    (result.write_html if fmt == "html" else result.write_json)(path)

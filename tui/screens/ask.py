@@ -21,7 +21,7 @@ from lrp_llm.methods import METHODS, label
 from lrp_llm.text import compact
 
 from ..backend import AskRequest
-from ..exporting import AttributionExport, Exportable
+from ..exporting import Export, attribution_export
 from ..rows import RelevanceRow, relevance_row
 from ..widgets.legend import Legend
 from ..widgets.literal import literal
@@ -255,6 +255,6 @@ class AskScreen(ViewScreen):
         if self._ranked:
             yield ("Jump to top source", "Scroll the input to the most relevant token (j)", lambda: self.action_jump(1))
 
-    def export_target(self) -> Exportable | None:
+    def export_target(self) -> Export | None:
         a = self.xai.attribution
-        return AttributionExport(a) if a is not None else None
+        return attribution_export(a) if a is not None else None

@@ -14,7 +14,7 @@ from ..views import available_views
 
 if TYPE_CHECKING:
     from ..app import XaiApp
-    from ..exporting import Exportable
+    from ..exporting import Export
 
 Command = tuple[str, str, object]  # (title, help, callback) for the command palette
 
@@ -62,6 +62,6 @@ class ViewScreen(Screen):
         """Command palette entries for this view."""
         return ()
 
-    def export_target(self) -> Exportable | None:
+    def export_target(self) -> Export | None:
         """The result this view would export (None: nothing to export yet)."""
         return None

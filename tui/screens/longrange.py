@@ -19,7 +19,7 @@ from textual.widgets.option_list import Option
 
 from lrp_llm.text import compact
 
-from ..exporting import AttributionExport, Exportable
+from ..exporting import Export, attribution_export
 from ..widgets.histogram import DistanceHistogram
 from ..widgets.legend import Legend
 from ..widgets.literal import literal
@@ -161,6 +161,6 @@ class LongRangeScreen(ViewScreen):
                 lambda: self.action_jump(1),
             )
 
-    def export_target(self) -> Exportable | None:
+    def export_target(self) -> Export | None:
         a = self.xai.attribution
-        return AttributionExport(a) if a is not None else None
+        return attribution_export(a) if a is not None else None

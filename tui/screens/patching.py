@@ -22,7 +22,7 @@ from textual.widgets import Button, Input, Select, Static
 from lrp_llm.text import compact
 
 from ..backend import PatchRequest
-from ..exporting import Exportable, PatchingExport
+from ..exporting import Export, patching_export
 from ..widgets.heatgrid import HeatGrid
 from ..widgets.legend import Legend
 from ..widgets.literal import literal, styled
@@ -227,6 +227,6 @@ class PatchingScreen(ViewScreen):
         self.metric = metric
         self._show_result(self.xai.patching)
 
-    def export_target(self) -> Exportable | None:
+    def export_target(self) -> Export | None:
         r = self.xai.patching
-        return PatchingExport(r) if r is not None else None
+        return patching_export(r) if r is not None else None

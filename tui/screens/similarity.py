@@ -20,7 +20,7 @@ from textual.widgets import Button, Input, Select, Static
 from lrp_llm.methods import label, method_names
 from lrp_llm.text import compact
 
-from ..exporting import Exportable, SimilarityExport
+from ..exporting import Export, similarity_export
 from ..widgets.heatgrid import HeatGrid
 from ..widgets.legend import Legend
 from ..widgets.literal import literal, styled
@@ -199,6 +199,6 @@ class SimilarityScreen(ViewScreen):
         self.query_one("#sim-method", Select).value = method
         self._compare()
 
-    def export_target(self) -> Exportable | None:
+    def export_target(self) -> Export | None:
         e = self.xai.similarity
-        return SimilarityExport(e) if e is not None else None
+        return similarity_export(e) if e is not None else None
