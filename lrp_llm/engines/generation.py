@@ -35,6 +35,17 @@ class AnswerExplanation:
 
 
 # --------------------------------------------------------------------------- prompts
+def check_text(what: str, text: str | None) -> None:
+    """A one-line :class:`InputError` when ``text`` holds a lone surrogate (undecodable bytes from
+    the command line arrive as such), which no tokenizer accepts."""
+    for i, c in enumerate(text or ""):
+        if "\ud800" <= c <= "\udfff":
+            raise InputError(
+                f"the {what} is not valid text (undecodable bytes or a lone surrogate at character {i + 1}); "
+                "pass UTF-8 text"
+            )
+
+
 def build_prompt_ids(
     tokenizer,
     prompt: str,
@@ -51,6 +62,8 @@ def build_prompt_ids(
     """
     if not prompt or not prompt.strip():
         raise InputError("the prompt is empty; pass some text with --prompt")
+    for what, value in (("prompt", prompt), ("context", context), ("system prompt", system)):
+        check_text(what, value)
     text = f"{context}\n{prompt}" if context else prompt
     use_chat = chat if chat is not None else context is not None
     if use_chat and getattr(tokenizer, "chat_template", None):
@@ -64,6 +77,8 @@ def source_ids(tokenizer, prompt: str, context: str | None = None) -> list[int]:
     """Encoder input ids; with a ``context`` the T5 reading-comprehension format ``question: ... context: ...``."""
     if not prompt or not prompt.strip():
         raise InputError("the prompt is empty; pass some text with --prompt")
+    for what, value in (("prompt", prompt), ("context", context)):
+        check_text(what, value)
     text = f"question: {prompt} context: {context}" if context else prompt
     return [int(i) for i in tokenizer(text, add_special_tokens=True)["input_ids"]]
 
@@ -186,6 +201,7 @@ def resolve_answer_ids(
     if target is not None:
         if not target:
             raise InputError("the target is empty; pass the text to explain with --target")
+        check_text("target", target)
         return [int(i) for i in tokenizer(target, add_special_tokens=False)["input_ids"]]
     n_new = 20 if generate is None else int(generate)
     if n_new < 1:
@@ -207,6 +223,7 @@ def too_long(n: int, limit: int) -> None:
 __all__ = [
     "AnswerExplanation",
     "build_prompt_ids",
+    "check_text",
     "checkpoint_name",
     "context_length",
     "decoder_start_id",

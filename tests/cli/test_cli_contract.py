@@ -233,3 +233,14 @@ def test_the_app_backend_shows_the_missing_weights_warning_in_its_summary(missin
     # in the app a warning on stderr would garble the screen: it goes to the status line
     assert "WARNING: tensors missing from the checkpoint are random" in backend.load()
     assert len(backend.load_warnings) == 1 and "model.layers.1." in backend.load_warnings[0]
+
+
+@pytest.mark.parametrize(("option", "what"), [("--prompt", "prompt"), ("--context", "context"), ("--target", "target")])
+def test_undecodable_text_is_one_line_naming_the_option(tiny_dir, option, what, capsys):
+    # bytes that are not UTF-8 reach argv as lone surrogates (surrogateescape); no tokenizer takes them
+    options = {"--prompt": "Hello", "--target": " there", option: "caf\udce9"}
+    argv = ["explain", "--model", str(tiny_dir), "--quiet", *[x for kv in options.items() for x in kv]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: the {what} is not valid text"), err
+    assert "character 4" in err[0]
