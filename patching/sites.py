@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from lrp_llm.archs.description import BlockPaths, resolve
+from lrp_llm.archs.description import BlockPaths, input_width, resolve
 from lrp_llm.errors import InputError, UnsupportedModelError
 
 # The kinds a layer x position sweep can patch, and the kinds with an index.
@@ -149,7 +149,7 @@ class SiteMap:
             self.n_heads = int(cfg.num_attention_heads)
             self.head_dim = int(getattr(attn, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
         if "neuron" in self._paths:
-            self.n_neurons = int(resolve(first, blocks.neurons).in_features)
+            self.n_neurons = input_width(resolve(first, blocks.neurons))
 
     # -- names ---------------------------------------------------------------------
     @property

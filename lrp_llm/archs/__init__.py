@@ -125,6 +125,8 @@ def _load_families() -> None:
     # Imported lazily so that registering needs no import order.
     from lrp_llm.archs import (
         bert,  # noqa: F401
+        gpt2,  # noqa: F401
+        gpt_neox,  # noqa: F401
         llama,  # noqa: F401
         mamba,  # noqa: F401
         t5,  # noqa: F401

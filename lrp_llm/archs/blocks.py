@@ -13,7 +13,10 @@ logit soft-cap  identity rule                   identity rule               iden
 ==============  ==============================  ==========================  ==========================
 
 The rules touch only module outputs (and norm forwards), never the attention kernel,
-so fused kernels (SDPA) stay. ``forward_mode=True`` installs the detach forms of the
+so fused kernels (SDPA) stay. Where Q, K and V come out of one fused projection
+(:class:`AttentionFunctionParts`), their rules are applied where they enter
+transformers' attention function instead (:func:`install_attention_function`), and the
+original function (SDPA, eager, ...) still computes the attention. ``forward_mode=True`` installs the detach forms of the
 same rules (:func:`lrp_llm.mechanism.primitives.scaled_jacobian`, ...), which also hold
 under ``torch.func.jvp``.
 """
@@ -21,11 +24,19 @@ under ``torch.func.jvp``.
 from __future__ import annotations
 
 import copy
+import sys
 
 import torch
 from torch import nn
 
-from lrp_llm.archs.description import AttentionParts, GatedMLPParts, MLPParts, NormParts, TransformerParts
+from lrp_llm.archs.description import (
+    AttentionFunctionParts,
+    AttentionParts,
+    GatedMLPParts,
+    MLPParts,
+    NormParts,
+    TransformerParts,
+)
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.patch import ModelPatch, output_tensor
 from lrp_llm.mechanism.primitives import (
@@ -95,8 +106,9 @@ def mlp_modules(model: nn.Module, names: MLPParts | GatedMLPParts) -> list[nn.Mo
 def find_parts(model: nn.Module, parts: TransformerParts) -> dict[str, list[nn.Module]]:
     """The attention modules, norms, plain MLPs and gated MLPs of ``model``, in module order."""
     a = parts.attention
+    attention_attrs = (a.projection,) if isinstance(a, AttentionFunctionParts) else (a.q, a.k, a.v)
     found: dict[str, list[nn.Module]] = {
-        "attentions": _having(model, a.q, a.k, a.v),
+        "attentions": _having(model, *attention_attrs),
         "norms": [m for m in model.modules() if type(m).__name__.endswith(parts.norm.class_suffix)],
         "mlps": [],
         "gated_mlps": [],
@@ -193,9 +205,17 @@ def _layer_norm_forward(module: nn.Module, forward_mode: bool):
 
 
 def install_attention(
-    patch: ModelPatch, attentions: list[nn.Module], parts: AttentionParts, rules: str, *, forward_mode: bool = False
+    patch: ModelPatch,
+    attentions: list[nn.Module],
+    parts: AttentionParts | AttentionFunctionParts,
+    rules: str,
+    *,
+    forward_mode: bool = False,
 ) -> None:
     """Q, K, V of every attention module."""
+    if isinstance(parts, AttentionFunctionParts):
+        install_attention_function(patch, attentions, rules, forward_mode=forward_mode)
+        return
     for attn in attentions:
         q, k, v = getattr(attn, parts.q), getattr(attn, parts.k), getattr(attn, parts.v)
         if ATTENTION_RULE[rules] == "uniform":
@@ -208,6 +228,70 @@ def install_attention(
         else:
             patch.hook_output(q, detach_output)
             patch.hook_output(k, detach_output)
+
+
+# The name under which :func:`_attention_with_rules` is registered in transformers' AttentionInterface.
+ATTENTION_FUNCTION = "lrp_llm_rules"
+# The attribute of an attention module that holds, for the block, (original function, q, k, v factors, forward mode).
+_RULES_ATTR = "_lrp_attention_rules"
+
+
+def _rule_on(x: torch.Tensor, factor: float | None, forward_mode: bool) -> torch.Tensor:
+    if factor is None:  # CP-LRP / RelP: the attention probabilities are constants
+        return x.detach()
+    return scaled_jacobian(x, factor) if forward_mode else scale_grad(x, factor)
+
+
+def _attention_with_rules(module: nn.Module, query, key, value, attention_mask, *args, **kwargs):
+    """The attention function registered as :data:`ATTENTION_FUNCTION`: the rules on Q, K, V, then the original."""
+    original, q, k, v, forward_mode = getattr(module, _RULES_ATTR)
+    query, key, value = (_rule_on(t, f, forward_mode) for t, f in ((query, q), (key, k), (value, v)))
+    return original(module, query, key, value, attention_mask, *args, **kwargs)
+
+
+def _original_attention(attn: nn.Module):
+    """The function ``attn`` calls today: the registered one its config names, else its family's eager one."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    name = getattr(attn.config, "_attn_implementation", None)
+    eager = getattr(sys.modules[type(attn).__module__], "eager_attention_forward", None)
+    if name == ATTENTION_FUNCTION:
+        raise RuntimeError(f"{type(attn).__name__}: LRP rules are already installed on this attention module")
+    if name is not None and name != "eager" and name in ALL_ATTENTION_FUNCTIONS:
+        return ALL_ATTENTION_FUNCTIONS[name]
+    if eager is None:
+        raise UnsupportedModelError(
+            f"{type(attn).__name__}: attention implementation {name!r} has no function the LRP rules can wrap"
+        )
+    return eager
+
+
+def install_attention_function(
+    patch: ModelPatch, attentions: list[nn.Module], rules: str, *, forward_mode: bool = False
+) -> None:
+    """Q, K, V of every attention module, where they enter transformers' attention function.
+
+    ``_attention_with_rules`` is registered once under :data:`ATTENTION_FUNCTION`. For the
+    block, each attention module gets its own shallow copy of its config naming that
+    function (transformers shares one config object between models built from it, and
+    the model's own config keeps the original name, so the masks are built for the
+    original function), and the original function with the rule factors. The original
+    function (SDPA stays SDPA) computes the attention on the ruled Q, K, V.
+    """
+    from transformers.modeling_utils import AttentionInterface
+
+    AttentionInterface.register(ATTENTION_FUNCTION, _attention_with_rules)  # a dict entry: idempotent
+    factors = (0.25, 0.25, 0.5) if ATTENTION_RULE[rules] == "uniform" else (None, None, 1.0)
+    copies: dict[int, object] = {}  # one copy per shared config object
+    for attn in attentions:
+        original = _original_attention(attn)
+        if id(attn.config) not in copies:
+            ruled = copy.copy(attn.config)
+            # the internal field: the property's setter would also rewrite the shared sub-configs
+            ruled._attn_implementation_internal = ATTENTION_FUNCTION
+            copies[id(attn.config)] = ruled
+        patch.replace_attribute(attn, _RULES_ATTR, (original, *factors, forward_mode))
+        patch.replace_attribute(attn, "config", copies[id(attn.config)])
 
 
 def install_mlps(patch: ModelPatch, model: nn.Module, parts: TransformerParts, rules: str) -> None:

@@ -31,6 +31,20 @@ class AttentionParts:
 
 
 @dataclass(frozen=True)
+class AttentionFunctionParts:
+    """Attention whose Q, K, V get their rules where they enter transformers' attention function.
+
+    For fused projections (GPT-2 ``c_attn``, GPT-NeoX ``query_key_value``), where Q, K and V
+    are not the outputs of separate modules. ``projection`` is an attribute every attention
+    module of the family has (its fused projection), which is how they are found; the module
+    must call ``ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, ...)``
+    with itself as the first argument (transformers 5 attention modules do).
+    """
+
+    projection: str
+
+
+@dataclass(frozen=True)
 class MLPParts:
     """A plain MLP ``down(act(up(x)))``: only the activation gets a rule (identity rule)."""
 
@@ -70,7 +84,7 @@ class TransformerParts:
     family's own installer checks the layout.
     """
 
-    attention: AttentionParts
+    attention: AttentionParts | AttentionFunctionParts
     mlps: tuple[MLPParts | GatedMLPParts, ...]
     norm: NormParts
     expected: Callable[[Any], dict[str, int]] | None = None
@@ -113,3 +127,13 @@ def resolve(module: nn.Module, path: str) -> Any:
         if module is None:
             return None
     return module
+
+
+def input_width(projection: nn.Module) -> int:
+    """The number of input features of a projection: ``nn.Linear`` (``in_features``) or GPT-2's Conv1D (``nx``)."""
+    width = getattr(projection, "in_features", None)
+    if width is None:
+        width = getattr(projection, "nx", None)
+    if width is None:
+        raise TypeError(f"{type(projection).__name__} is neither a Linear nor a Conv1D projection")
+    return int(width)

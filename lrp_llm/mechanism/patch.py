@@ -50,10 +50,21 @@ class ModelPatch:
         self._undo.append(undo)
 
     def replace_attribute(self, owner: nn.Module, name: str, value: Any) -> None:
-        """Set ``owner.name = value`` (a plain attribute of this instance, e.g. its config) until the block ends."""
-        previous = getattr(owner, name)
+        """Set ``owner.name = value`` (a plain attribute of this instance, e.g. its config) until the block ends.
+
+        An attribute ``owner`` did not have is removed again at the end.
+        """
+        had = hasattr(owner, name)
+        previous = getattr(owner, name, None)
         setattr(owner, name, value)
-        self._undo.append(lambda: setattr(owner, name, previous))
+
+        def undo() -> None:
+            if had:
+                setattr(owner, name, previous)
+            else:
+                delattr(owner, name)
+
+        self._undo.append(undo)
 
     def on_exit(self, fn: Callable[[], None]) -> None:
         self._undo.append(fn)

@@ -10,13 +10,14 @@ from torch import nn
 
 from lrp_llm.archs import arch_for_model_type, get_arch, supported_model_types
 from lrp_llm.archs.blocks import install_attention, install_mlps, install_norms
-from lrp_llm.archs.description import AttentionParts, GatedMLPParts, MLPParts, NormParts, TransformerParts
+from lrp_llm.archs.description import AttentionParts, GatedMLPParts, MLPParts, NormParts, TransformerParts, resolve
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.context import decoder_layers, lrp_rules
 from lrp_llm.mechanism.patch import ModelPatch
 from patching.sites import SiteMap
 from tests.support.encoders import tiny_encoder
 from tests.support.models import tiny_causal_lm
+from tests.support.tiny_gpt import tiny_gpt
 from tests.support.tiny_mamba import tiny_mamba
 from tests.support.tiny_t5_vit import random_pixels, tiny_t5, tiny_vit
 
@@ -40,6 +41,8 @@ def _tiny(model_type: str):
         return tiny_vit(), {"pixel_values": random_pixels()}
     if spec.family == "bert":
         return tiny_encoder(model_type), {"input_ids": ids}
+    if spec.family in ("gpt2", "gpt_neox"):
+        return tiny_gpt(model_type), {"input_ids": ids}
     return tiny_causal_lm(model_type), {"input_ids": ids}
 
 
@@ -90,16 +93,16 @@ def test_blocks_and_sites_resolve(model_type):
         loc = sm.locate(name)
         assert any(loc.module is m for m in model.modules())
     if "neuron" in sm.kinds:
-        assert sm.locate("layer.0.mlp.neuron.0").module is model.model.layers[0].mlp.down_proj
+        assert sm.locate("layer.0.mlp.neuron.0").module is resolve(layers[0], spec.blocks.neurons)
 
 
 def test_unregistered_model_has_a_one_line_error_naming_the_supported():
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import CTRLConfig, CTRLLMHeadModel
 
-    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=11))
-    with pytest.raises(UnsupportedModelError, match=r"patching does not support 'gpt2'; supported: .*mamba2.*qwen3"):
+    model = CTRLLMHeadModel(CTRLConfig(n_layer=1, n_embd=8, n_head=2, dff=16, vocab_size=11))
+    with pytest.raises(UnsupportedModelError, match=r"patching does not support 'ctrl'; supported: .*mamba2.*qwen3"):
         SiteMap(model)
-    assert arch_for_model_type("gpt2") is None and arch_for_model_type(None) is None
+    assert arch_for_model_type("ctrl") is None and arch_for_model_type(None) is None
     assert arch_for_model_type("qwen2").family == "llama"
 
 

@@ -1,0 +1,51 @@
+"""GPT-2: LayerNorm with bias, a fused Q/K/V projection (``c_attn``, a Conv1D), a plain GELU MLP.
+
+Q, K and V come out of one projection, so their rules are applied where they enter
+transformers' attention function (:class:`AttentionFunctionParts`); SDPA stays. Conv1D is
+a linear map (nothing needed), the LayerNorms get the detached 1/sigma and the MLP's
+activation the identity rule, all from the shared installers of :mod:`lrp_llm.archs.blocks`.
+
+With ``reorder_and_upcast_attn`` and the eager implementation, GPT-2 computes attention in
+its own upcast path; under the rules it goes through the eager function instead, which
+is the same arithmetic in the model's dtype (identical in float32).
+
+The learned position embedding (``wpe``) is added to every token embedding like a bias: it
+absorbs relevance the token embeddings do not get (conservation is exact without it).
+
+The layer stepper is not offered: GPT-2's model passes each block its cache and mask as
+positional arguments, which the stepper does not replace (the sweep uses the batched engine).
+"""
+
+from __future__ import annotations
+
+from lrp_llm.archs import ArchSpec, register
+from lrp_llm.archs.description import AttentionFunctionParts, BlockPaths, MLPParts, NormParts, TransformerParts
+
+
+def _expected(config) -> dict[str, int]:
+    n = config.num_hidden_layers
+    return {"attention": n, "mlp": n, "norm": 2 * n + 1}
+
+
+GPT2_FAMILY = register(
+    ArchSpec(
+        family="gpt2",
+        model_types=("gpt2",),
+        kind="causal-lm",
+        patching_rules=("relp",),
+        parts=TransformerParts(
+            attention=AttentionFunctionParts(projection="c_attn"),
+            mlps=(MLPParts(up="c_fc", act="act", down="c_proj"),),
+            norm=NormParts(kind="layer", class_suffix="LayerNorm"),
+            expected=_expected,
+        ),
+        blocks=BlockPaths(
+            layers="h",
+            attention="attn",
+            heads="attn.c_proj",
+            mlp="mlp",
+            neurons="mlp.c_proj",
+            final_norm="ln_f",
+        ),
+    )
+)
