@@ -16,7 +16,7 @@ from lrp_llm.mechanism.context import decoder_layers, lrp_rules
 from lrp_llm.mechanism.patch import ModelPatch
 from patching.sites import SiteMap
 from tests.support.encoders import tiny_encoder
-from tests.support.models import tiny_causal_lm
+from tests.support.models import random_ids, tiny_causal_lm
 from tests.support.tiny_gpt import tiny_gpt
 from tests.support.tiny_mamba import tiny_mamba
 from tests.support.tiny_t5_vit import random_pixels, tiny_t5, tiny_vit
@@ -211,3 +211,35 @@ def test_norm_installer_detaches_the_scale(kind):
     g = c * norm.weight / sigma  # 1/sigma a constant: a linear map (with the mean removed for LayerNorm)
     want = g - g.mean(-1, keepdim=True) if kind == "layer" else g
     torch.testing.assert_close(grad, want, atol=1e-12, rtol=0)
+
+
+# ------------------------------------------------------------------ conservation, every causal LM
+def _without_biases_and_position_embeddings(model: nn.Module) -> nn.Module:
+    """``model`` with every bias and every learned embedding other than the tokens' zeroed (in place):
+    they are added to every token and absorb relevance the token embeddings do not get."""
+    tokens = model.get_input_embeddings()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+        for m in model.modules():
+            if isinstance(m, nn.Embedding) and m is not tokens:
+                m.weight.zero_()
+    return model
+
+
+@pytest.mark.parametrize(
+    "model_type", [t for t in supported_model_types() if arch_for_model_type(t).kind == "causal-lm"]
+)
+def test_the_conservative_rule_set_conserves_the_logit_on_a_bias_free_copy(model_type):
+    from lrp_llm.engines.causal_lm import relevance
+
+    torch.manual_seed(0)
+    model, _ = _tiny(model_type)
+    model = _without_biases_and_position_embeddings(model.to(torch.float64))
+    spec = get_arch(model)
+    rules = "cp-lrp" if "cp-lrp" in spec.rules else "mambalrp"  # detached A (attention) or decays (state space)
+    out = relevance(model, random_ids(12), [8, 11], method=rules)
+    for i in range(2):
+        ratio = float(out["relevance"][i].sum() / out["logits"][i])
+        assert abs(ratio - 1.0) < 1e-4, f"{model_type} {rules}: relevance sums to {ratio:.6f} of the logit"
