@@ -129,6 +129,7 @@ def _load_families() -> None:
         gpt_neox,  # noqa: F401
         llama,  # noqa: F401
         mamba,  # noqa: F401
+        starcoder2,  # noqa: F401
         t5,  # noqa: F401
         vit,  # noqa: F401
     )
