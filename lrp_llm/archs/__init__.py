@@ -127,6 +127,7 @@ def _load_families() -> None:
         bert,  # noqa: F401
         gpt2,  # noqa: F401
         gpt_neox,  # noqa: F401
+        gptj,  # noqa: F401
         llama,  # noqa: F401
         mamba,  # noqa: F401
         starcoder2,  # noqa: F401
