@@ -16,8 +16,10 @@ The rules touch only module outputs (and norm forwards), never the attention ker
 so fused kernels (SDPA) stay. Where Q, K and V come out of one fused projection
 (:class:`AttentionFunctionParts`), their rules are applied where they enter
 transformers' attention function instead (:func:`install_attention_function`), and the
-original function (SDPA, eager, ...) still computes the attention. ``forward_mode=True`` installs the detach forms of the
-same rules (:func:`lrp_llm.mechanism.primitives.scaled_jacobian`, ...), which also hold
+original function (SDPA, eager, ...) still computes the attention; for modules that compute
+the attention themselves (Falcon, :class:`AttentionSplitParts`), where the method that splits
+the fused output returns them (:func:`install_attention_split`). ``forward_mode=True`` installs
+the detach forms of the same rules (:func:`lrp_llm.mechanism.primitives.scaled_jacobian`, ...), which also hold
 under ``torch.func.jvp``.
 """
 
@@ -32,6 +34,7 @@ from torch import nn
 from lrp_llm.archs.description import (
     AttentionFunctionParts,
     AttentionParts,
+    AttentionSplitParts,
     GatedMLPParts,
     MLPParts,
     NormParts,
@@ -106,7 +109,9 @@ def mlp_modules(model: nn.Module, names: MLPParts | GatedMLPParts) -> list[nn.Mo
 def find_parts(model: nn.Module, parts: TransformerParts) -> dict[str, list[nn.Module]]:
     """The attention modules, norms, plain MLPs and gated MLPs of ``model``, in module order."""
     a = parts.attention
-    attention_attrs = (a.projection,) if isinstance(a, AttentionFunctionParts) else (a.q, a.k, a.v)
+    attention_attrs = (
+        (a.projection,) if isinstance(a, AttentionFunctionParts | AttentionSplitParts) else (a.q, a.k, a.v)
+    )
     found: dict[str, list[nn.Module]] = {
         "attentions": _having(model, *attention_attrs),
         "norms": [m for m in model.modules() if type(m).__name__.endswith(parts.norm.class_suffix)],
@@ -207,7 +212,7 @@ def _layer_norm_forward(module: nn.Module, forward_mode: bool):
 def install_attention(
     patch: ModelPatch,
     attentions: list[nn.Module],
-    parts: AttentionParts | AttentionFunctionParts,
+    parts: AttentionParts | AttentionFunctionParts | AttentionSplitParts,
     rules: str,
     *,
     forward_mode: bool = False,
@@ -215,6 +220,9 @@ def install_attention(
     """Q, K, V of every attention module."""
     if isinstance(parts, AttentionFunctionParts):
         install_attention_function(patch, attentions, rules, forward_mode=forward_mode)
+        return
+    if isinstance(parts, AttentionSplitParts):
+        install_attention_split(patch, attentions, parts.split, rules, forward_mode=forward_mode)
         return
     for attn in attentions:
         q, k, v = getattr(attn, parts.q), getattr(attn, parts.k), getattr(attn, parts.v)
@@ -240,6 +248,11 @@ def _rule_on(x: torch.Tensor, factor: float | None, forward_mode: bool) -> torch
     if factor is None:  # CP-LRP / RelP: the attention probabilities are constants
         return x.detach()
     return scaled_jacobian(x, factor) if forward_mode else scale_grad(x, factor)
+
+
+def _attention_factors(rules: str) -> tuple[float | None, float | None, float]:
+    """The factors of Q, K, V's gradients under ``rules`` (None: detached)."""
+    return (0.25, 0.25, 0.5) if ATTENTION_RULE[rules] == "uniform" else (None, None, 1.0)
 
 
 def _attention_with_rules(module: nn.Module, query, key, value, attention_mask, *args, **kwargs):
@@ -281,7 +294,7 @@ def install_attention_function(
     from transformers.modeling_utils import AttentionInterface
 
     AttentionInterface.register(ATTENTION_FUNCTION, _attention_with_rules)  # a dict entry: idempotent
-    factors = (0.25, 0.25, 0.5) if ATTENTION_RULE[rules] == "uniform" else (None, None, 1.0)
+    factors = _attention_factors(rules)
     copies: dict[int, object] = {}  # one copy per shared config object
     for attn in attentions:
         original = _original_attention(attn)
@@ -292,6 +305,29 @@ def install_attention_function(
             copies[id(attn.config)] = ruled
         patch.replace_attribute(attn, _RULES_ATTR, (original, *factors, forward_mode))
         patch.replace_attribute(attn, "config", copies[id(attn.config)])
+
+
+def install_attention_split(
+    patch: ModelPatch, attentions: list[nn.Module], split: str, rules: str, *, forward_mode: bool = False
+) -> None:
+    """Q, K, V of every attention module, where its method ``split`` returns them from the fused projection.
+
+    For the block, each module gets an instance attribute of that name that calls the
+    class's method and applies the rule factors to its ``(query, key, value)``; removed at
+    the end, so the class's method is found again.
+    """
+    factors = _attention_factors(rules)
+    for attn in attentions:
+        if split in attn.__dict__:
+            raise RuntimeError(f"{type(attn).__name__}: LRP rules are already installed on this attention module")
+        original = getattr(attn, split)
+
+        def split_with_rules(*args, _original=original, **kwargs):
+            query, key, value = _original(*args, **kwargs)
+            return tuple(_rule_on(t, f, forward_mode) for t, f in zip((query, key, value), factors, strict=True))
+
+        object.__setattr__(attn, split, split_with_rules)
+        patch.on_exit(lambda attn=attn: object.__delattr__(attn, split))
 
 
 def install_mlps(patch: ModelPatch, model: nn.Module, parts: TransformerParts, rules: str) -> None:

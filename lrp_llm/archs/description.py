@@ -45,6 +45,22 @@ class AttentionFunctionParts:
 
 
 @dataclass(frozen=True)
+class AttentionSplitParts:
+    """Attention whose Q, K, V get their rules where a method of the module splits its fused projection's output.
+
+    For attention modules that compute the attention themselves instead of calling
+    transformers' attention function (Falcon: ``query_key_value`` split by ``_split_heads``,
+    then RoPE or ALiBi and SDPA or eager arithmetic inline). ``projection`` is an attribute
+    every attention module of the family has (how they are found); ``split`` is the method
+    that returns ``(query, key, value)``; everything after it up to the attention kernel
+    must be linear in Q and K (RoPE, reshapes) for their factors to hold there.
+    """
+
+    projection: str
+    split: str
+
+
+@dataclass(frozen=True)
 class MLPParts:
     """A plain MLP ``down(act(up(x)))``: only the activation gets a rule (identity rule)."""
 
@@ -84,7 +100,7 @@ class TransformerParts:
     family's own installer checks the layout.
     """
 
-    attention: AttentionParts | AttentionFunctionParts
+    attention: AttentionParts | AttentionFunctionParts | AttentionSplitParts
     mlps: tuple[MLPParts | GatedMLPParts, ...]
     norm: NormParts
     expected: Callable[[Any], dict[str, int]] | None = None

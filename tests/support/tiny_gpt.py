@@ -1,5 +1,5 @@
 """Tiny random GPT-style causal LMs (LayerNorm with bias, plain MLPs) from transformers' config classes (seeded):
-GPT-2, GPT-NeoX (Pythia), StarCoder2, GPT-J, Phi."""
+GPT-2, GPT-NeoX (Pythia), StarCoder2, GPT-J, Phi, Falcon."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ def tiny_gpt(
     model_type: str = "gpt2", *, seed: int = 0, dtype: torch.dtype = torch.float32, attn: str = "sdpa", **overrides
 ):
     """A 2-layer causal LM of ``model_type`` (vocabulary 61, width 32, 4 heads of 8, MLP width 48), weights scaled up."""
-    from transformers import AutoModelForCausalLM, GPT2Config, GPTJConfig, GPTNeoXConfig, PhiConfig, Starcoder2Config
+    from transformers import (
+        AutoModelForCausalLM,
+        FalconConfig,
+        GPT2Config,
+        GPTJConfig,
+        GPTNeoXConfig,
+        PhiConfig,
+        Starcoder2Config,
+    )
 
     if model_type == "gpt2":
         fields = dict(
@@ -49,6 +57,17 @@ def tiny_gpt(
         )
         config_class = Starcoder2Config if model_type == "starcoder2" else PhiConfig
         config = config_class(**{**fields, **overrides})
+    elif model_type == "falcon":  # Falcon-7B's layout: multi-query attention, parallel blocks, RoPE
+        fields = dict(
+            num_hidden_layers=2,
+            hidden_size=32,
+            num_attention_heads=4,
+            ffn_hidden_size=48,
+            vocab_size=61,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+        config = FalconConfig(**{**fields, **overrides})
     else:
         raise ValueError(model_type)
     if model_type == "gptj":

@@ -41,7 +41,7 @@ def _tiny(model_type: str):
         return tiny_vit(), {"pixel_values": random_pixels()}
     if spec.family == "bert":
         return tiny_encoder(model_type), {"input_ids": ids}
-    if spec.family in ("gpt2", "gpt_neox", "starcoder2", "gptj", "phi"):
+    if spec.family in ("gpt2", "gpt_neox", "starcoder2", "gptj", "phi", "falcon"):
         return tiny_gpt(model_type), {"input_ids": ids}
     return tiny_causal_lm(model_type), {"input_ids": ids}
 
