@@ -132,6 +132,7 @@ def _load_families() -> None:
         llama,  # noqa: F401
         mamba,  # noqa: F401
         phi,  # noqa: F401
+        phi3,  # noqa: F401
         starcoder2,  # noqa: F401
         t5,  # noqa: F401
         vit,  # noqa: F401

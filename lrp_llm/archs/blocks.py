@@ -35,6 +35,7 @@ from lrp_llm.archs.description import (
     AttentionFunctionParts,
     AttentionParts,
     AttentionSplitParts,
+    FusedGatedMLPParts,
     GatedMLPParts,
     MLPParts,
     NormParts,
@@ -69,6 +70,16 @@ def scale_output(factor: float, *, forward_mode: bool = False):
     return hook
 
 
+def scale_second_half(factor: float):
+    """Forward hook on a fused gate/up projection: the output unchanged, the gradient of its second half (up) times ``factor``."""
+
+    def hook(_module, _args, output):
+        gate, up = output_tensor(output).chunk(2, dim=-1)
+        return torch.cat((gate, scale_grad(up, factor)), dim=-1)
+
+    return hook
+
+
 def detach_output(_module, _args, output):
     """Forward hook: the output as a constant."""
     return output_tensor(output).detach()
@@ -99,10 +110,12 @@ def _having(model: nn.Module, *attrs: str | None) -> list[nn.Module]:
     return [m for m in model.modules() if all(isinstance(getattr(m, a, None), nn.Module) for a in names)]
 
 
-def mlp_modules(model: nn.Module, names: MLPParts | GatedMLPParts) -> list[nn.Module]:
+def mlp_modules(model: nn.Module, names: MLPParts | GatedMLPParts | FusedGatedMLPParts) -> list[nn.Module]:
     """The MLPs of ``model`` that have every part ``names`` names."""
     if isinstance(names, GatedMLPParts):
         return _having(model, names.gate, names.up, names.down, names.act)
+    if isinstance(names, FusedGatedMLPParts):
+        return _having(model, names.gate_up, names.down, names.act)
     return _having(model, names.up, names.down, names.act)
 
 
@@ -119,7 +132,8 @@ def find_parts(model: nn.Module, parts: TransformerParts) -> dict[str, list[nn.M
         "gated_mlps": [],
     }
     for names in parts.mlps:
-        found["gated_mlps" if isinstance(names, GatedMLPParts) else "mlps"] += mlp_modules(model, names)
+        gated = isinstance(names, GatedMLPParts | FusedGatedMLPParts)
+        found["gated_mlps" if gated else "mlps"] += mlp_modules(model, names)
     return found
 
 
@@ -334,7 +348,7 @@ def install_mlps(patch: ModelPatch, model: nn.Module, parts: TransformerParts, r
     """The identity rule on plain MLP activations; the gated product split or the gate detached."""
     seen: set[int] = set()  # one activation module may serve several MLPs
     for names in parts.mlps:
-        gated = isinstance(names, GatedMLPParts)
+        gated = isinstance(names, GatedMLPParts | FusedGatedMLPParts)
         for mlp in mlp_modules(model, names):
             act = getattr(mlp, names.act)
             if id(act) not in seen:
@@ -345,8 +359,10 @@ def install_mlps(patch: ModelPatch, model: nn.Module, parts: TransformerParts, r
                     patch.hook_output(act, identity_output(0.5))
                 else:
                     patch.hook_output(act, detach_output)
-            if gated and GATE_RULE[rules] == "uniform":
+            if isinstance(names, GatedMLPParts) and GATE_RULE[rules] == "uniform":
                 patch.hook_output(getattr(mlp, names.up), scale_output(0.5))
+            elif isinstance(names, FusedGatedMLPParts) and GATE_RULE[rules] == "uniform":
+                patch.hook_output(getattr(mlp, names.gate_up), scale_second_half(0.5))
 
 
 def softcap_output(cap: float):

@@ -80,6 +80,19 @@ class GatedMLPParts:
 
 
 @dataclass(frozen=True)
+class FusedGatedMLPParts:
+    """A gated MLP whose gate and up projections are one: ``g, u = gate_up(x).chunk(2)``, ``down(act(g) * u)``.
+
+    The product gets the same rules as :class:`GatedMLPParts`: ``act(g)`` its rule on the
+    activation module, ``u`` its factor on the second half of ``gate_up``'s output (Phi-3).
+    """
+
+    gate_up: str
+    down: str
+    act: str
+
+
+@dataclass(frozen=True)
 class NormParts:
     """The norms (by class-name suffix) and their kind; the 1/sigma factor is detached under every rule set."""
 
@@ -101,7 +114,7 @@ class TransformerParts:
     """
 
     attention: AttentionParts | AttentionFunctionParts | AttentionSplitParts
-    mlps: tuple[MLPParts | GatedMLPParts, ...]
+    mlps: tuple[MLPParts | GatedMLPParts | FusedGatedMLPParts, ...]
     norm: NormParts
     expected: Callable[[Any], dict[str, int]] | None = None
     # the config attribute of a final-logit soft-cap ``cap * tanh(logits / cap)`` that the

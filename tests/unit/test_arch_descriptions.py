@@ -10,7 +10,15 @@ from torch import nn
 
 from lrp_llm.archs import arch_for_model_type, get_arch, supported_model_types
 from lrp_llm.archs.blocks import install_attention, install_mlps, install_norms
-from lrp_llm.archs.description import AttentionParts, GatedMLPParts, MLPParts, NormParts, TransformerParts, resolve
+from lrp_llm.archs.description import (
+    AttentionParts,
+    FusedGatedMLPParts,
+    GatedMLPParts,
+    MLPParts,
+    NormParts,
+    TransformerParts,
+    resolve,
+)
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.context import decoder_layers, lrp_rules
 from lrp_llm.mechanism.patch import ModelPatch
@@ -175,6 +183,48 @@ def test_gated_mlp_installer_matches_the_hand_written_rule(rules):
         want = (0.5 * gh * u * act / a) @ mlp.gate.weight + (0.5 * gh * act) @ mlp.up.weight
     torch.testing.assert_close(grad, want, atol=1e-10, rtol=0)
     torch.testing.assert_close((x * grad).sum(), (mlp(x) * c).sum())  # conserves (bias-free)
+
+
+class _FusedGatedMLP(nn.Module):
+    """``_GatedMLP`` with gate and up as one projection (gate first), as Phi-3's ``gate_up_proj``."""
+
+    def __init__(self, unfused: _GatedMLP) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(4, 8, bias=False, dtype=torch.float64)
+        self.gate_up.weight.data = torch.cat((unfused.gate.weight.data, unfused.up.weight.data))
+        self.down, self.act = unfused.down, nn.SiLU()
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(self.act(gate) * up)
+
+
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp", "relp"])
+def test_fused_gated_mlp_installer_matches_the_unfused_rule(rules):
+    unfused = _GatedMLP()
+    fused = _FusedGatedMLP(unfused)
+    x = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    c = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    grads = []
+    for mlp, names in (
+        (unfused, GatedMLPParts(gate="gate", up="up", down="down", act="act")),
+        (fused, FusedGatedMLPParts(gate_up="gate_up", down="down", act="act")),
+    ):
+        parts = TransformerParts(
+            attention=AttentionParts(q="q", k="k", v="v"),
+            mlps=(names,),
+            norm=NormParts(kind="rms", class_suffix="RMSNorm"),
+        )
+        with ModelPatch(mlp) as patch:
+            install_mlps(patch, mlp, parts, rules)
+            xr = x.clone().requires_grad_(True)
+            out = mlp(xr)
+            (grad,) = torch.autograd.grad((out * c).sum(), xr)
+        torch.testing.assert_close(out, unfused(x), atol=1e-12, rtol=0)
+        grads.append(grad)
+    # the unfused installer is checked against the hand-written rule above
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-12, rtol=0)
+    torch.testing.assert_close((x * grads[1]).sum(), (fused(x) * c).sum())  # conserves (bias-free)
 
 
 def test_plain_mlp_activation_gets_the_identity_rule():

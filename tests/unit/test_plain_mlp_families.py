@@ -1,7 +1,8 @@
 """StarCoder2, GPT-J, Phi and Falcon: LayerNorm and plain MLPs (GPT-J, Phi and Falcon with attention
 and MLP in parallel), on the shared installers; Falcon's fused Q/K/V gets its rules where its
 ``_split_heads`` returns them. The generic checks (forward unchanged, restore, sites resolve,
-conservation) run over them in test_arch_descriptions.py."""
+conservation) run over them in test_arch_descriptions.py. Phi-3 (fused Q/K/V and fused gate/up)
+shares the patching checks."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from lrp_llm.mechanism.patch import ModelPatch
 from patching import attribution_patching, sweep
 from patching.sites import SiteMap
 from patching.stepper import StepperUnsupported
-from tests.support.models import random_ids
+from tests.support.models import random_ids, tiny_causal_lm
 from tests.support.tiny_gpt import tiny_gpt, without_biases
 
 TYPES = ("starcoder2", "gptj", "phi", "falcon")
@@ -39,9 +40,9 @@ def test_phi_q_k_layernorms_are_found_keep_the_forward_and_conserve():
         assert abs(float(out["relevance"][i].sum() / out["logits"][i]) - 1.0) < 1e-4
 
 
-@pytest.mark.parametrize("model_type", TYPES)
+@pytest.mark.parametrize("model_type", (*TYPES, "phi3"))
 def test_patching_sweep_engines_agree_and_relp_runs(model_type):
-    model = tiny_gpt(model_type)
+    model = tiny_causal_lm(model_type) if model_type == "phi3" else tiny_gpt(model_type)
     sm = SiteMap(model)
     assert sm.family == model_type and sm.n_layers == 2
     assert sm.n_neurons == 48 and sm.n_heads == 4 and sm.head_dim == 8
