@@ -100,6 +100,21 @@ class NormParts:
     class_suffix: str
 
 
+def per_block(*, norms: int | None = 2, final_norms: int = 1) -> Callable[[Any], dict[str, int]]:
+    """The usual ``TransformerParts.expected``: one attention module and one MLP per block
+    (``config.num_hidden_layers`` blocks), ``norms`` norms per block plus ``final_norms``
+    (``norms=None``: norms are not counted)."""
+
+    def expected(config: Any) -> dict[str, int]:
+        n = config.num_hidden_layers
+        counts = {"attention": n, "mlp": n}
+        if norms is not None:
+            counts["norm"] = norms * n + final_norms
+        return counts
+
+    return expected
+
+
 @dataclass(frozen=True)
 class TransformerParts:
     """Where the rules go in an attention family.

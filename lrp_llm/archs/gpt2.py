@@ -19,13 +19,14 @@ positional arguments, which the stepper does not replace (the sweep uses the bat
 from __future__ import annotations
 
 from lrp_llm.archs import ArchSpec, register
-from lrp_llm.archs.description import AttentionFunctionParts, BlockPaths, MLPParts, NormParts, TransformerParts
-
-
-def _expected(config) -> dict[str, int]:
-    n = config.num_hidden_layers
-    return {"attention": n, "mlp": n, "norm": 2 * n + 1}
-
+from lrp_llm.archs.description import (
+    AttentionFunctionParts,
+    BlockPaths,
+    MLPParts,
+    NormParts,
+    TransformerParts,
+    per_block,
+)
 
 GPT2_FAMILY = register(
     ArchSpec(
@@ -37,7 +38,7 @@ GPT2_FAMILY = register(
             attention=AttentionFunctionParts(projection="c_attn"),
             mlps=(MLPParts(up="c_fc", act="act", down="c_proj"),),
             norm=NormParts(kind="layer", class_suffix="LayerNorm"),
-            expected=_expected,
+            expected=per_block(),
         ),
         blocks=BlockPaths(
             layers="h",

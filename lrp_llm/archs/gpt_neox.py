@@ -13,13 +13,14 @@ through ``past_key_values`` (the sweep uses the batched engine).
 from __future__ import annotations
 
 from lrp_llm.archs import ArchSpec, register
-from lrp_llm.archs.description import AttentionFunctionParts, BlockPaths, MLPParts, NormParts, TransformerParts
-
-
-def _expected(config) -> dict[str, int]:
-    n = config.num_hidden_layers
-    return {"attention": n, "mlp": n, "norm": 2 * n + 1}
-
+from lrp_llm.archs.description import (
+    AttentionFunctionParts,
+    BlockPaths,
+    MLPParts,
+    NormParts,
+    TransformerParts,
+    per_block,
+)
 
 GPT_NEOX_FAMILY = register(
     ArchSpec(
@@ -31,7 +32,7 @@ GPT_NEOX_FAMILY = register(
             attention=AttentionFunctionParts(projection="query_key_value"),
             mlps=(MLPParts(up="dense_h_to_4h", act="act", down="dense_4h_to_h"),),
             norm=NormParts(kind="layer", class_suffix="LayerNorm"),
-            expected=_expected,
+            expected=per_block(),
         ),
         blocks=BlockPaths(
             layers="layers",

@@ -13,13 +13,7 @@ through ``past_key_values`` (the sweep uses the batched engine).
 from __future__ import annotations
 
 from lrp_llm.archs import ArchSpec, register
-from lrp_llm.archs.description import AttentionParts, BlockPaths, MLPParts, NormParts, TransformerParts
-
-
-def _expected(config) -> dict[str, int]:
-    n = config.num_hidden_layers
-    return {"attention": n, "mlp": n, "norm": n + 1}
-
+from lrp_llm.archs.description import AttentionParts, BlockPaths, MLPParts, NormParts, TransformerParts, per_block
 
 GPTJ_FAMILY = register(
     ArchSpec(
@@ -31,7 +25,7 @@ GPTJ_FAMILY = register(
             attention=AttentionParts(q="q_proj", k="k_proj", v="v_proj"),
             mlps=(MLPParts(up="fc_in", act="act", down="fc_out"),),
             norm=NormParts(kind="layer", class_suffix="LayerNorm"),
-            expected=_expected,
+            expected=per_block(norms=1),
         ),
         blocks=BlockPaths(
             layers="h",

@@ -16,12 +16,7 @@ under AttnLRP it is part of the softmax's plain gradient (close to the identity 
 from __future__ import annotations
 
 from lrp_llm.archs import ArchSpec, register
-from lrp_llm.archs.description import AttentionParts, BlockPaths, GatedMLPParts, NormParts, TransformerParts
-
-
-def _expected(config) -> dict[str, int]:
-    return {"attention": config.num_hidden_layers, "mlp": config.num_hidden_layers}
-
+from lrp_llm.archs.description import AttentionParts, BlockPaths, GatedMLPParts, NormParts, TransformerParts, per_block
 
 LLAMA_FAMILY = register(
     ArchSpec(
@@ -33,7 +28,7 @@ LLAMA_FAMILY = register(
             attention=AttentionParts(q="q_proj", k="k_proj", v="v_proj"),
             mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="act_fn"),),
             norm=NormParts(kind="rms", class_suffix="RMSNorm"),
-            expected=_expected,
+            expected=per_block(norms=None),
             logit_softcap="final_logit_softcapping",
         ),
         blocks=BlockPaths(

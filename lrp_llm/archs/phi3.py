@@ -16,13 +16,8 @@ from lrp_llm.archs.description import (
     FusedGatedMLPParts,
     NormParts,
     TransformerParts,
+    per_block,
 )
-
-
-def _expected(config) -> dict[str, int]:
-    n = config.num_hidden_layers
-    return {"attention": n, "mlp": n, "norm": 2 * n + 1}
-
 
 PHI3_FAMILY = register(
     ArchSpec(
@@ -34,7 +29,7 @@ PHI3_FAMILY = register(
             attention=AttentionFunctionParts(projection="qkv_proj"),
             mlps=(FusedGatedMLPParts(gate_up="gate_up_proj", down="down_proj", act="activation_fn"),),
             norm=NormParts(kind="rms", class_suffix="RMSNorm"),
-            expected=_expected,
+            expected=per_block(),
         ),
         blocks=BlockPaths(
             layers="layers",

@@ -8,13 +8,7 @@ part (Q, K, V output hooks; LayerNorm 1/sigma detached; the identity rule on ``a
 from __future__ import annotations
 
 from lrp_llm.archs import ArchSpec, register
-from lrp_llm.archs.description import AttentionParts, BlockPaths, MLPParts, NormParts, TransformerParts
-
-
-def _expected(config) -> dict[str, int]:
-    n = config.num_hidden_layers
-    return {"attention": n, "mlp": n, "norm": 2 * n + 1}
-
+from lrp_llm.archs.description import AttentionParts, BlockPaths, MLPParts, NormParts, TransformerParts, per_block
 
 STARCODER2_FAMILY = register(
     ArchSpec(
@@ -26,7 +20,7 @@ STARCODER2_FAMILY = register(
             attention=AttentionParts(q="q_proj", k="k_proj", v="v_proj"),
             mlps=(MLPParts(up="c_fc", act="act", down="c_proj"),),
             norm=NormParts(kind="layer", class_suffix="LayerNorm"),
-            expected=_expected,
+            expected=per_block(),
         ),
         blocks=BlockPaths(
             layers="layers",

@@ -17,13 +17,7 @@ the positive pixel relevance on the object itself against 67.5 % for CP-LRP
 from __future__ import annotations
 
 from lrp_llm.archs import ArchSpec, register
-from lrp_llm.archs.description import AttentionParts, BlockPaths, MLPParts, NormParts, TransformerParts
-
-
-def _expected(config) -> dict[str, int]:
-    n = config.num_hidden_layers
-    return {"attention": n, "mlp": n, "norm": 2 * n + 1}
-
+from lrp_llm.archs.description import AttentionParts, BlockPaths, MLPParts, NormParts, TransformerParts, per_block
 
 VIT_FAMILY = register(
     ArchSpec(
@@ -35,7 +29,7 @@ VIT_FAMILY = register(
             attention=AttentionParts(q="q_proj", k="k_proj", v="v_proj"),
             mlps=(MLPParts(up="fc1", down="fc2", act="activation_fn"),),
             norm=NormParts(kind="layer", class_suffix="LayerNorm"),
-            expected=_expected,
+            expected=per_block(),
         ),
         blocks=BlockPaths(layers="layers"),
     )
