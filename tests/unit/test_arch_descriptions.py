@@ -23,35 +23,7 @@ from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.context import decoder_layers, lrp_rules
 from lrp_llm.mechanism.patch import ModelPatch
 from patching.sites import SiteMap
-from tests.support.encoders import tiny_encoder
-from tests.support.models import random_ids, tiny_causal_lm
-from tests.support.tiny_gpt import tiny_gpt
-from tests.support.tiny_mamba import tiny_mamba
-from tests.support.tiny_t5_vit import random_pixels, tiny_t5, tiny_vit
-
-
-def _tiny(model_type: str):
-    """A tiny random model of ``model_type`` and the keyword inputs of one forward pass."""
-    spec = arch_for_model_type(model_type)
-    ids = torch.tensor([[3, 7, 1, 9, 4, 2]])
-    if spec.family == "mamba":
-        return tiny_mamba(model_type), {"input_ids": ids}
-    if spec.family == "t5":
-        model = tiny_t5("v1.0" if model_type == "t5" else "v1.1")
-        if model_type == "mt5":
-            from transformers import MT5Config, MT5ForConditionalGeneration
-
-            fields = {k: v for k, v in model.config.to_dict().items() if k != "model_type"}
-            model = MT5ForConditionalGeneration(MT5Config(**fields)).eval()
-            assert model.config.model_type == "mt5"
-        return model, {"input_ids": ids, "decoder_input_ids": ids[:, :3]}
-    if spec.family == "vit":
-        return tiny_vit(), {"pixel_values": random_pixels()}
-    if spec.family == "bert":
-        return tiny_encoder(model_type), {"input_ids": ids}
-    if spec.family in ("gpt2", "gpt_neox", "starcoder2", "gptj", "phi", "falcon"):
-        return tiny_gpt(model_type), {"input_ids": ids}
-    return tiny_causal_lm(model_type), {"input_ids": ids}
+from tests.support.conformance import causal_types, conservation_ratios, conservative_rules, tiny_for
 
 
 def _first_output(out) -> torch.Tensor:
@@ -66,7 +38,7 @@ def _state(model: nn.Module) -> tuple[int, int]:
 @pytest.mark.parametrize("model_type", supported_model_types())
 def test_every_rule_set_installs_keeps_the_forward_and_restores(model_type):
     torch.manual_seed(0)
-    model, inputs = _tiny(model_type)
+    model, inputs = tiny_for(model_type)
     spec = get_arch(model)
     assert model_type in spec.model_types
     with torch.no_grad():
@@ -85,7 +57,7 @@ def test_every_rule_set_installs_keeps_the_forward_and_restores(model_type):
 
 @pytest.mark.parametrize("model_type", supported_model_types())
 def test_blocks_and_sites_resolve(model_type):
-    model, _ = _tiny(model_type)
+    model, _ = tiny_for(model_type)
     spec = get_arch(model)
     if spec.blocks is None:
         return
@@ -264,32 +236,7 @@ def test_norm_installer_detaches_the_scale(kind):
 
 
 # ------------------------------------------------------------------ conservation, every causal LM
-def _without_biases_and_position_embeddings(model: nn.Module) -> nn.Module:
-    """``model`` with every bias and every learned embedding other than the tokens' zeroed (in place):
-    they are added to every token and absorb relevance the token embeddings do not get."""
-    tokens = model.get_input_embeddings()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-        for m in model.modules():
-            if isinstance(m, nn.Embedding) and m is not tokens:
-                m.weight.zero_()
-    return model
-
-
-@pytest.mark.parametrize(
-    "model_type", [t for t in supported_model_types() if arch_for_model_type(t).kind == "causal-lm"]
-)
+@pytest.mark.parametrize("model_type", causal_types())
 def test_the_conservative_rule_set_conserves_the_logit_on_a_bias_free_copy(model_type):
-    from lrp_llm.engines.causal_lm import relevance
-
-    torch.manual_seed(0)
-    model, _ = _tiny(model_type)
-    model = _without_biases_and_position_embeddings(model.to(torch.float64))
-    spec = get_arch(model)
-    rules = "cp-lrp" if "cp-lrp" in spec.rules else "mambalrp"  # detached A (attention) or decays (state space)
-    out = relevance(model, random_ids(12), [8, 11], method=rules)
-    for i in range(2):
-        ratio = float(out["relevance"][i].sum() / out["logits"][i])
-        assert abs(ratio - 1.0) < 1e-4, f"{model_type} {rules}: relevance sums to {ratio:.6f} of the logit"
+    for ratio in conservation_ratios(model_type):
+        assert abs(ratio - 1.0) < 1e-4, f"{model_type} {conservative_rules(model_type)}: relevance sums to {ratio:.6f}"

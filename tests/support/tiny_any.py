@@ -1,0 +1,108 @@
+"""A tiny random model of any transformers model type, built from its config class (seeded).
+
+The conformance suite builds every registered type with :func:`tiny_model`: the config
+class's defaults with every size field it has shrunk to the same small shape (width 32,
+2 layers, 4 heads of 8, 2 key/value heads, MLP width 48, vocabulary 61, 4 experts of which
+2 are routed per token), the layer-type lists cut to the layer count, and the weights scaled
+up so that the rules' differences are visible. Types whose configs need more than that get
+it from ``_SPECIAL`` (one entry per type, with the reason).
+"""
+
+from __future__ import annotations
+
+import torch
+
+WIDTH, LAYERS, HEADS, KV_HEADS, HEAD_DIM, MLP, VOCAB, EXPERTS, TOP_K = 32, 2, 4, 2, 8, 48, 61, 4, 2
+
+# The size fields the config classes use, and the value each gets (a field is set only
+# where the class has it).
+_SIZES = {
+    "vocab_size": VOCAB,
+    "hidden_size": WIDTH,
+    "n_embd": WIDTH,
+    "d_model": WIDTH,
+    "num_hidden_layers": LAYERS,
+    "n_layer": LAYERS,
+    "num_layers": LAYERS,
+    "n_layers": LAYERS,
+    "num_attention_heads": HEADS,
+    "n_head": HEADS,
+    "n_heads": HEADS,
+    "num_heads": HEADS,
+    "num_key_value_heads": KV_HEADS,
+    "n_kv_heads": KV_HEADS,
+    "head_dim": HEAD_DIM,
+    "intermediate_size": MLP,
+    "n_inner": MLP,
+    "ffn_hidden_size": MLP,
+    "ffn_dim": MLP,
+    "moe_intermediate_size": MLP // 2,
+    "shared_expert_intermediate_size": MLP,
+    "num_experts": EXPERTS,
+    "num_local_experts": EXPERTS,
+    "n_routed_experts": EXPERTS,
+    "num_experts_per_tok": TOP_K,
+    "moe_k": TOP_K,
+    "max_position_embeddings": 128,
+    "n_positions": 128,
+    "max_seq_len": 128,
+    "sliding_window": 16,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "tie_word_embeddings": False,
+    "use_cache": True,
+}
+# lists with one entry per layer, cut to the layer count
+_PER_LAYER = ("layer_types", "layers_block_type", "mlp_layer_types", "hybrid_override_pattern", "no_rope_layers")
+
+
+def tiny_config(model_type: str, **overrides):
+    """The config of ``model_type`` with its size fields shrunk (see the module docstring)."""
+    from transformers import AutoConfig
+
+    defaults = AutoConfig.for_model(model_type)
+    fields = {k: v for k, v in _SIZES.items() if hasattr(defaults, k)}
+    for name in _PER_LAYER:
+        value = getattr(defaults, name, None)
+        if isinstance(value, (list, tuple)) and len(value) > LAYERS:
+            fields[name] = list(value[:LAYERS])
+        elif isinstance(value, str) and len(value) > LAYERS:
+            fields[name] = value[:LAYERS]
+    fields.update(_SPECIAL.get(model_type, {}))
+    fields.update(overrides)
+    return AutoConfig.for_model(model_type, **fields)
+
+
+def scale_weights(model, *, norm_offset: bool = False) -> None:
+    """Scale a random init up (in place): matrices N(0, 0.3), vectors N(0, 0.1), norm weights 1 + N(0, 0.3).
+
+    ``norm_offset``: the norms compute ``(1 + weight) * x`` (Gemma), so their weights are N(0, 0.3).
+    """
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or "ln_" in name:
+                if name.endswith("bias"):
+                    p.normal_(0.0, 0.1)
+                else:
+                    p.copy_((0.0 if norm_offset else 1.0) + 0.3 * torch.randn_like(p))
+            elif p.dim() >= 2:
+                p.normal_(0.0, 0.3)
+            else:
+                p.normal_(0.0, 0.1)
+
+
+def tiny_model(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.float32, attn: str = "eager", **overrides):
+    """A 2-layer causal LM of ``model_type`` with the shrunk config, weights scaled up, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(model_type, **overrides)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+    scale_weights(
+        model, norm_offset=model_type.startswith("gemma") and model_type not in ("gemma3n_text", "gemma4_text")
+    )
+    return model.to(dtype).eval()
+
+
+_SPECIAL: dict[str, dict] = {}
