@@ -144,7 +144,7 @@ class SiteMap:
         self.head_dim = 0
         self.n_neurons = 0
         if "head" in self._paths:
-            cfg = model.config
+            cfg = model.config.get_text_config()  # the text model of a multimodal wrapper
             attn = resolve(first, blocks.attention)
             self.n_heads = int(cfg.num_attention_heads)
             self.head_dim = int(getattr(attn, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)

@@ -71,7 +71,7 @@ class LayerStepper:
         self.head = model.get_output_embeddings()
         if self.norm is None or self.head is None:
             raise StepperUnsupported("no final norm / output head found")
-        self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        self.softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
         n = sm.n_layers
         self.inputs: list[torch.Tensor | None] = [None] * n
         self.outputs: list[torch.Tensor | None] = [None] * n

@@ -40,6 +40,7 @@ from lrp_llm.archs.description import (
     MLPParts,
     NormParts,
     TransformerParts,
+    resolve,
 )
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.patch import ModelPatch, output_tensor
@@ -119,8 +120,19 @@ def mlp_modules(model: nn.Module, names: MLPParts | GatedMLPParts | FusedGatedML
     return _having(model, names.up, names.down, names.act)
 
 
+def parts_root(model: nn.Module, parts: TransformerParts) -> nn.Module:
+    """The module of ``model`` that holds the parts: ``model`` itself, or its ``parts.within``."""
+    if parts.within is None:
+        return model
+    holder = resolve(getattr(model, "base_model", model), parts.within)
+    if holder is None:
+        raise UnsupportedModelError(f"{type(model).__name__} has no '{parts.within}'; its layout is not supported")
+    return holder
+
+
 def find_parts(model: nn.Module, parts: TransformerParts) -> dict[str, list[nn.Module]]:
-    """The attention modules, norms, plain MLPs and gated MLPs of ``model``, in module order."""
+    """The attention modules, norms, plain MLPs and gated MLPs of ``model`` (of its ``parts.within``), in module order."""
+    model = parts_root(model, parts)
     a = parts.attention
     attention_attrs = (
         (a.projection,) if isinstance(a, AttentionFunctionParts | AttentionSplitParts) else (a.q, a.k, a.v)
@@ -146,7 +158,7 @@ def check_counts(model: nn.Module, parts: TransformerParts, found: dict[str, lis
         "mlp": len(found["mlps"]) + len(found["gated_mlps"]),
         "norm": len(found["norms"]),
     }
-    want = parts.expected(model.config)
+    want = parts.expected(model.config.get_text_config())
     if any(got[key] != n for key, n in want.items()):
         expected = ", ".join(f"{n} {key} modules" for key, n in want.items())
         found_text = ", ".join(str(got[key]) for key in want)
@@ -349,7 +361,7 @@ def install_mlps(patch: ModelPatch, model: nn.Module, parts: TransformerParts, r
     seen: set[int] = set()  # one activation module may serve several MLPs
     for names in parts.mlps:
         gated = isinstance(names, GatedMLPParts | FusedGatedMLPParts)
-        for mlp in mlp_modules(model, names):
+        for mlp in mlp_modules(parts_root(model, parts), names):
             act = getattr(mlp, names.act)
             if id(act) not in seen:
                 seen.add(id(act))

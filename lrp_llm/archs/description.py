@@ -124,8 +124,13 @@ class TransformerParts:
 
     ``expected(config)`` gives the number of attention modules, MLPs and norms a
     checkpoint of this layout has (keys "attention", "mlp", "norm"; a key left out is
-    not checked); a mismatch is refused instead of explaining half a model. None: the
-    family's own installer checks the layout.
+    not checked; ``config`` is the text model's, ``config.get_text_config()``); a mismatch
+    is refused instead of explaining half a model. None: the family's own installer checks
+    the layout.
+
+    ``within`` is the path from ``model.base_model`` to the module that holds the parts,
+    where the model wraps its text model with others it does not run on text (Gemma-3's
+    multimodal model: ``language_model``, beside its vision tower); None: the whole model.
     """
 
     attention: AttentionParts | AttentionFunctionParts | AttentionSplitParts
@@ -135,6 +140,7 @@ class TransformerParts:
     # the config attribute of a final-logit soft-cap ``cap * tanh(logits / cap)`` that the
     # model's forward applies after the LM head (Gemma-2: "final_logit_softcapping"); None: no cap
     logit_softcap: str | None = None
+    within: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,35 @@ identity rule (:func:`lrp_llm.archs.blocks.install_logit_softcap`). Its attentio
 soft-cap (cap 50) sits inside the eager attention function and keeps its plain gradient:
 under CP-LRP and RelP the attention probabilities are constants, so it does not matter;
 under AttnLRP it is part of the softmax's plain gradient (close to the identity below the cap).
+
+Gemma-3's multimodal checkpoints (4B, 12B, 27B: ``gemma3``) wrap the same text model beside a
+vision tower; text prompts run only the text model, so the rules go on its parts
+(``TransformerParts.within``) and the blocks are its layers.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lrp_llm.archs import ArchSpec, register
 from lrp_llm.archs.description import AttentionParts, BlockPaths, GatedMLPParts, NormParts, TransformerParts, per_block
+
+_LLAMA_PARTS = TransformerParts(
+    attention=AttentionParts(q="q_proj", k="k_proj", v="v_proj"),
+    mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="act_fn"),),
+    norm=NormParts(kind="rms", class_suffix="RMSNorm"),
+    expected=per_block(norms=None),
+    logit_softcap="final_logit_softcapping",
+)
+_LLAMA_BLOCKS = BlockPaths(
+    layers="layers",
+    attention="self_attn",
+    heads="self_attn.o_proj",
+    mlp="mlp",
+    neurons="mlp.down_proj",
+    final_norm="norm",
+    steps_from_keys_values=True,
+)
 
 LLAMA_FAMILY = register(
     ArchSpec(
@@ -54,21 +77,18 @@ LLAMA_FAMILY = register(
         ),
         kind="causal-lm",
         patching_rules=("relp",),
-        parts=TransformerParts(
-            attention=AttentionParts(q="q_proj", k="k_proj", v="v_proj"),
-            mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="act_fn"),),
-            norm=NormParts(kind="rms", class_suffix="RMSNorm"),
-            expected=per_block(norms=None),
-            logit_softcap="final_logit_softcapping",
-        ),
-        blocks=BlockPaths(
-            layers="layers",
-            attention="self_attn",
-            heads="self_attn.o_proj",
-            mlp="mlp",
-            neurons="mlp.down_proj",
-            final_norm="norm",
-            steps_from_keys_values=True,
-        ),
+        parts=_LLAMA_PARTS,
+        blocks=_LLAMA_BLOCKS,
+    )
+)
+
+GEMMA3_MULTIMODAL = register(
+    ArchSpec(
+        family="gemma3",
+        model_types=("gemma3",),
+        kind="causal-lm",
+        patching_rules=("relp",),
+        parts=replace(_LLAMA_PARTS, within="language_model"),
+        blocks=replace(_LLAMA_BLOCKS, layers="language_model.layers", final_norm="language_model.norm"),
     )
 )

@@ -119,7 +119,7 @@ def input_device(model: nn.Module) -> torch.device:
 
 def context_length(model: nn.Module) -> int | None:
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(model.config, name, None)
+        value = getattr(model.config.get_text_config(), name, None)
         if isinstance(value, int) and value > 0:
             return value
     return None

@@ -61,6 +61,8 @@ def tiny_config(model_type: str, **overrides):
     """The config of ``model_type`` with its size fields shrunk (see the module docstring)."""
     from transformers import AutoConfig
 
+    if model_type in _COMPOSITE:
+        return _COMPOSITE[model_type](**overrides)
     defaults = AutoConfig.for_model(model_type)
     fields = {k: v for k, v in _SIZES.items() if hasattr(defaults, k)}
     for name in _PER_LAYER:
@@ -106,3 +108,26 @@ def tiny_model(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.flo
 
 
 _SPECIAL: dict[str, dict] = {}
+
+
+def _gemma3_multimodal(**overrides):
+    """Gemma-3's multimodal config: the tiny Gemma-3 text model beside a one-layer SigLIP vision tower
+    (28x28 images of 14x14 patches, 4 image tokens); the last vocabulary ids are the image tokens."""
+    from transformers import Gemma3Config
+
+    text = tiny_config("gemma3_text", query_pre_attn_scalar=HEAD_DIM, **overrides)
+    vision = dict(
+        hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
+    )
+    return Gemma3Config(
+        text_config=text.to_dict(),
+        vision_config=vision,
+        mm_tokens_per_image=4,
+        boi_token_index=VOCAB - 3,
+        eoi_token_index=VOCAB - 2,
+        image_token_index=VOCAB - 1,
+    )
+
+
+# model types whose config nests the text model's (built from the text type's tiny config)
+_COMPOSITE = {"gemma3": _gemma3_multimodal}

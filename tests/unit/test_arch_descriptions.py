@@ -62,7 +62,7 @@ def test_blocks_and_sites_resolve(model_type):
     if spec.blocks is None:
         return
     layers = decoder_layers(model)
-    assert isinstance(layers, nn.ModuleList) and len(layers) == model.config.num_hidden_layers
+    assert isinstance(layers, nn.ModuleList) and len(layers) == model.config.get_text_config().num_hidden_layers
     if spec.blocks.attention is None and spec.blocks.mixer is None:
         with pytest.raises(UnsupportedModelError, match="patching does not support .*; supported: .*llama.*mamba"):
             SiteMap(model)
