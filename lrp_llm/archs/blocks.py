@@ -37,6 +37,7 @@ from lrp_llm.archs.description import (
     AttentionSplitParts,
     FusedGatedMLPParts,
     GatedMLPParts,
+    InlineGatedMLPParts,
     MLPParts,
     NormParts,
     TransformerParts,
@@ -111,8 +112,12 @@ def _having(model: nn.Module, *attrs: str | None) -> list[nn.Module]:
     return [m for m in model.modules() if all(isinstance(getattr(m, a, None), nn.Module) for a in names)]
 
 
-def mlp_modules(model: nn.Module, names: MLPParts | GatedMLPParts | FusedGatedMLPParts) -> list[nn.Module]:
+def mlp_modules(
+    model: nn.Module, names: MLPParts | GatedMLPParts | FusedGatedMLPParts | InlineGatedMLPParts
+) -> list[nn.Module]:
     """The MLPs of ``model`` that have every part ``names`` names."""
+    if isinstance(names, InlineGatedMLPParts):
+        return _having(model, names.gate, names.up, names.down)
     if isinstance(names, GatedMLPParts):
         return _having(model, names.gate, names.up, names.down, names.act)
     if isinstance(names, FusedGatedMLPParts):
@@ -142,9 +147,10 @@ def find_parts(model: nn.Module, parts: TransformerParts) -> dict[str, list[nn.M
         "norms": [m for m in model.modules() if type(m).__name__.endswith(parts.norm.class_suffix)],
         "mlps": [],
         "gated_mlps": [],
+        "mixers": [m for names in parts.mixers for m in _having(model, names.in_proj, names.conv, names.out_proj)],
     }
     for names in parts.mlps:
-        gated = isinstance(names, GatedMLPParts | FusedGatedMLPParts)
+        gated = isinstance(names, GatedMLPParts | FusedGatedMLPParts | InlineGatedMLPParts)
         found["gated_mlps" if gated else "mlps"] += mlp_modules(model, names)
     return found
 
@@ -157,6 +163,7 @@ def check_counts(model: nn.Module, parts: TransformerParts, found: dict[str, lis
         "attention": len(found["attentions"]),
         "mlp": len(found["mlps"]) + len(found["gated_mlps"]),
         "norm": len(found["norms"]),
+        "mixer": len(found["mixers"]),
     }
     want = parts.expected(model.config.get_text_config())
     if any(got[key] != n for key, n in want.items()):
@@ -360,6 +367,10 @@ def install_mlps(patch: ModelPatch, model: nn.Module, parts: TransformerParts, r
     """The identity rule on plain MLP activations; the gated product split or the gate detached."""
     seen: set[int] = set()  # one activation module may serve several MLPs
     for names in parts.mlps:
+        if isinstance(names, InlineGatedMLPParts):
+            for mlp in mlp_modules(parts_root(model, parts), names):
+                patch.override_forward(mlp, _inline_gated_mlp_forward(mlp, names, rules))
+            continue
         gated = isinstance(names, GatedMLPParts | FusedGatedMLPParts)
         for mlp in mlp_modules(parts_root(model, parts), names):
             act = getattr(mlp, names.act)
@@ -375,6 +386,49 @@ def install_mlps(patch: ModelPatch, model: nn.Module, parts: TransformerParts, r
                 patch.hook_output(getattr(mlp, names.up), scale_output(0.5))
             elif isinstance(names, FusedGatedMLPParts) and GATE_RULE[rules] == "uniform":
                 patch.hook_output(getattr(mlp, names.gate_up), scale_second_half(0.5))
+
+
+def _inline_gated_mlp_forward(mlp: nn.Module, names: InlineGatedMLPParts, rules: str):
+    """``down(act(gate(x)) * up(x))`` with the gated product's rules (see :func:`install_mlps`)."""
+    act = getattr(torch.nn.functional, names.act)
+    gate, up, down = getattr(mlp, names.gate), getattr(mlp, names.up), getattr(mlp, names.down)
+    uniform = GATE_RULE[rules] == "uniform"
+
+    def make(_original):
+        def forward(x):
+            g = gate(x)
+            ratio = silu_ratio(g) if names.act == "silu" else None
+            a = identity_rule(g, act(g), 0.5, ratio) if uniform else act(g).detach()
+            u = scale_grad(up(x), 0.5) if uniform else up(x)
+            return down(a * u)
+
+        return forward
+
+    return make
+
+
+def gated_conv_factors(rules: str) -> tuple[float | None, float | None, float]:
+    """The gradient factors of a gated convolution's ``B``, ``C``, ``x`` under ``rules`` (None: held constant)."""
+    return (0.25, 0.5, 0.25) if GATE_RULE[rules] == "uniform" else (None, None, 1.0)
+
+
+def _gated_conv_thirds(factors: tuple[float | None, float | None, float]):
+    def hook(_module, _args, output):
+        thirds = output_tensor(output).chunk(3, dim=-1)
+        return torch.cat(
+            [t.detach() if f is None else (t if f == 1.0 else scale_grad(t, f)) for t, f in zip(thirds, factors)],
+            dim=-1,
+        )
+
+    return hook
+
+
+def install_gated_convs(patch: ModelPatch, mixers: list[nn.Module], parts: TransformerParts, rules: str) -> None:
+    """The gates ``B`` and ``C`` of every gated convolution: their factors on the input projection's thirds."""
+    hook = _gated_conv_thirds(gated_conv_factors(rules))
+    for mixer in mixers:
+        names = next(n for n in parts.mixers if all(hasattr(mixer, a) for a in (n.in_proj, n.conv, n.out_proj)))
+        patch.hook_output(getattr(mixer, names.in_proj), hook)
 
 
 def softcap_output(cap: float):
@@ -415,5 +469,6 @@ def install_transformer_rules(patch: ModelPatch, model: nn.Module, parts: Transf
     install_norms(patch, found["norms"], parts.norm)
     install_attention(patch, found["attentions"], parts.attention, rules)
     install_mlps(patch, model, parts, rules)
+    install_gated_convs(patch, found["mixers"], parts, rules)
     if parts.logit_softcap is not None:
         install_logit_softcap(patch, model, parts.logit_softcap)

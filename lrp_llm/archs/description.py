@@ -93,6 +93,39 @@ class FusedGatedMLPParts:
 
 
 @dataclass(frozen=True)
+class InlineGatedMLPParts:
+    """A gated MLP whose activation is a function call inside its forward, not a module:
+    ``down(act(gate(x)) * up(x))`` with ``act`` a name in ``torch.nn.functional`` (LFM2: silu).
+
+    The installer gives the module a forward with the same arithmetic and the gated
+    product's rules (:class:`GatedMLPParts`' rules: the identity rule on ``act``, the uniform
+    rule or a constant gate on the product).
+    """
+
+    gate: str
+    up: str
+    down: str
+    act: str = "silu"
+
+
+@dataclass(frozen=True)
+class GatedConvParts:
+    """A short gated convolution (LFM2): ``B, C, x`` are the thirds of ``in_proj(h)`` along the
+    features, and the output is ``out_proj(C * conv(B * x))`` with a causal depthwise ``conv``.
+
+    ``B`` and ``C`` are gates computed from the input. Their rules (on ``in_proj``'s output,
+    where the three are still one tensor): held constant under CP-LRP (the block is then
+    linear in ``x``: exact conservation); under the uniform rule each product splits its
+    relevance evenly, so ``C`` gets 1/2 and ``B`` and ``x`` 1/4 each (the convolution is
+    linear and passes its half on whole).
+    """
+
+    in_proj: str
+    conv: str
+    out_proj: str
+
+
+@dataclass(frozen=True)
 class NormParts:
     """The norms (by class-name suffix) and their kind; the 1/sigma factor is detached under every rule set."""
 
@@ -123,7 +156,7 @@ class TransformerParts:
     installers give its tanh the identity rule when a checkpoint sets it.
 
     ``expected(config)`` gives the number of attention modules, MLPs and norms a
-    checkpoint of this layout has (keys "attention", "mlp", "norm"; a key left out is
+    checkpoint of this layout has (keys "attention", "mlp", "norm", "mixer"; a key left out is
     not checked; ``config`` is the text model's, ``config.get_text_config()``); a mismatch
     is refused instead of explaining half a model. None: the family's own installer checks
     the layout.
@@ -134,13 +167,15 @@ class TransformerParts:
     """
 
     attention: AttentionParts | AttentionFunctionParts | AttentionSplitParts
-    mlps: tuple[MLPParts | GatedMLPParts | FusedGatedMLPParts, ...]
+    mlps: tuple[MLPParts | GatedMLPParts | FusedGatedMLPParts | InlineGatedMLPParts, ...]
     norm: NormParts
     expected: Callable[[Any], dict[str, int]] | None = None
     # the config attribute of a final-logit soft-cap ``cap * tanh(logits / cap)`` that the
     # model's forward applies after the LM head (Gemma-2: "final_logit_softcapping"); None: no cap
     logit_softcap: str | None = None
     within: str | None = None
+    # token mixers other than attention (LFM2's gated convolutions); counted under "mixer"
+    mixers: tuple[GatedConvParts, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -160,13 +160,23 @@ def row(model_type: str, engines: tuple[str, ...], relp: bool) -> str:
     return f"| `{model_type}` | {spec.family} | {rules} | {patching} | {'yes' if relp else '—'} |"
 
 
+def patchable(model_type: str) -> bool:
+    """Whether the family offers patching sites (its blocks name attention or a mixer)."""
+    blocks = arch_for_model_type(model_type).blocks
+    return blocks is not None and bool(blocks.attention or blocks.mixer)
+
+
+def offers_relp(model_type: str) -> bool:
+    return patchable(model_type) and "relp" in arch_for_model_type(model_type).patching_rules
+
+
 def claimed_row(model_type: str) -> str:
     """The row the registry claims for a causal-LM type (what the suite proves): sweep engines and RelP."""
     spec = arch_for_model_type(model_type)
     engines: tuple[str, ...] = ()
-    if spec.blocks is not None and (spec.blocks.attention or spec.blocks.mixer):
+    if patchable(model_type):
         engines = ("batched", "stepper") if spec.blocks.steps_from_keys_values else ("batched",)
-    return row(model_type, engines, "relp" in spec.patching_rules)
+    return row(model_type, engines, offers_relp(model_type))
 
 
 def table(rows: list[str]) -> str:
@@ -200,9 +210,8 @@ def measured_table() -> str:
         ratios = conservation_ratios(t)
         if any(abs(r - 1.0) >= 1e-4 for r in ratios):
             raise AssertionError(f"{t}: the conservative rule set sums to {ratios} of the logit")
-        spec = arch_for_model_type(t)
-        engines = sweep_engines(t) if spec.blocks is not None and (spec.blocks.attention or spec.blocks.mixer) else ()
-        relp = relp_runs(t) if "relp" in spec.patching_rules else False
+        engines = sweep_engines(t) if patchable(t) else ()
+        relp = relp_runs(t) if offers_relp(t) else False
         rows.append(row(t, engines, relp))
         print(rows[-1], file=sys.stderr, flush=True)
     return table(rows)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from lrp_llm.archs import arch_for_model_type
 from tests.support.conformance import (
     ROOT,
     causal_types,
     claimed_row,
     claimed_table,
+    offers_relp,
+    patchable,
     relp_runs,
     replace_between_markers,
     row,
@@ -21,11 +22,10 @@ from tests.support.conformance import (
 
 @pytest.mark.parametrize("model_type", causal_types())
 def test_sweep_engines_agree_with_the_naive_one_and_relp_runs(model_type):
-    spec = arch_for_model_type(model_type)
-    if spec.blocks is None or not (spec.blocks.attention or spec.blocks.mixer):
+    if not patchable(model_type):
         pytest.skip(f"{model_type} offers no patching sites")
     engines = sweep_engines(model_type)
-    relp = relp_runs(model_type) if "relp" in spec.patching_rules else False
+    relp = relp_runs(model_type) if offers_relp(model_type) else False
     assert row(model_type, engines, relp) == claimed_row(model_type)
 
 
