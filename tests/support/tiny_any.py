@@ -105,4 +105,10 @@ def tiny_model(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.flo
     return model.to(dtype).eval()
 
 
-_SPECIAL: dict[str, dict] = {}
+_SPECIAL: dict[str, dict] = {
+    # GPT-Neo expands (pattern, repeats) pairs to one attention type per layer; the validator
+    # wants exactly one per layer: one global and one local layer
+    # CodeGen rotates the first rotary_dim (default 64) features of each head: fewer than a head's 8
+    "codegen": {"rotary_dim": 4},
+    "gpt_neo": {"attention_types": [[["global", "local"], LAYERS // 2]], "window_size": 4},
+}
