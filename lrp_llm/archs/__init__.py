@@ -125,13 +125,22 @@ def _load_families() -> None:
     # Imported lazily so that registering needs no import order.
     from lrp_llm.archs import (
         bert,  # noqa: F401
+        biogpt,  # noqa: F401
+        bloom,  # noqa: F401
+        codegen,  # noqa: F401
         falcon,  # noqa: F401
         gpt2,  # noqa: F401
+        gpt_bigcode,  # noqa: F401
+        gpt_neo,  # noqa: F401
         gpt_neox,  # noqa: F401
+        gpt_neox_japanese,  # noqa: F401
         gptj,  # noqa: F401
         lfm2,  # noqa: F401
         llama,  # noqa: F401
         mamba,  # noqa: F401
+        mpt,  # noqa: F401
+        openai_gpt,  # noqa: F401
+        opt,  # noqa: F401
         phi,  # noqa: F401
         phi3,  # noqa: F401
         starcoder2,  # noqa: F401

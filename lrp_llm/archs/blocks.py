@@ -32,8 +32,10 @@ import torch
 from torch import nn
 
 from lrp_llm.archs.description import (
+    AttentionCallParts,
     AttentionFunctionParts,
     AttentionParts,
+    AttentionProjectionParts,
     AttentionSplitParts,
     FusedGatedMLPParts,
     GatedMLPParts,
@@ -139,9 +141,7 @@ def find_parts(model: nn.Module, parts: TransformerParts) -> dict[str, list[nn.M
     """The attention modules, norms, plain MLPs and gated MLPs of ``model`` (of its ``parts.within``), in module order."""
     model = parts_root(model, parts)
     a = parts.attention
-    attention_attrs = (
-        (a.projection,) if isinstance(a, AttentionFunctionParts | AttentionSplitParts) else (a.q, a.k, a.v)
-    )
+    attention_attrs = (a.q, a.k, a.v) if isinstance(a, AttentionParts) else (a.projection,)
     found: dict[str, list[nn.Module]] = {
         "attentions": _having(model, *attention_attrs),
         "norms": [m for m in model.modules() if type(m).__name__.endswith(parts.norm.class_suffix)],
@@ -245,7 +245,11 @@ def _layer_norm_forward(module: nn.Module, forward_mode: bool):
 def install_attention(
     patch: ModelPatch,
     attentions: list[nn.Module],
-    parts: AttentionParts | AttentionFunctionParts | AttentionSplitParts,
+    parts: AttentionParts
+    | AttentionFunctionParts
+    | AttentionSplitParts
+    | AttentionCallParts
+    | AttentionProjectionParts,
     rules: str,
     *,
     forward_mode: bool = False,
@@ -256,6 +260,16 @@ def install_attention(
         return
     if isinstance(parts, AttentionSplitParts):
         install_attention_split(patch, attentions, parts.split, rules, forward_mode=forward_mode)
+        return
+    if isinstance(parts, AttentionCallParts):
+        from lrp_llm.archs.attention_inline import install_attention_call
+
+        install_attention_call(patch, attentions, parts.method, rules, forward_mode=forward_mode)
+        return
+    if isinstance(parts, AttentionProjectionParts):
+        from lrp_llm.archs.attention_inline import install_attention_projection
+
+        install_attention_projection(patch, attentions, parts.projection, rules, forward_mode=forward_mode)
         return
     for attn in attentions:
         q, k, v = getattr(attn, parts.q), getattr(attn, parts.k), getattr(attn, parts.v)

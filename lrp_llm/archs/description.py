@@ -61,6 +61,34 @@ class AttentionSplitParts:
 
 
 @dataclass(frozen=True)
+class AttentionCallParts:
+    """Attention whose Q, K, V get their rules where they enter a method of the module as its first three arguments.
+
+    For attention modules that compute the attention themselves in a method
+    ``method(query, key, value, ...)`` (CodeGen, GPT-Neo, GPT-NeoX-Japanese, OpenAI GPT:
+    ``_attn``) after splitting a fused projection inline. ``projection`` is an attribute
+    every attention module of the family has (how they are found). Everything between the
+    projection and the method (splits, reshapes, RoPE, the cache) is linear, so the
+    factors hold there, whatever the layout of the fused output.
+    """
+
+    projection: str
+    method: str
+
+
+@dataclass(frozen=True)
+class AttentionProjectionParts:
+    """Attention whose fused Q/K/V projection's output is ``[query | key | value]`` in three equal contiguous parts.
+
+    For attention modules that split the output inline with no method to wrap (MPT:
+    ``Wqkv(x).chunk(3, dim=-1)``): a hook on the projection's output gives each third its
+    factor. What follows up to the attention kernel (reshapes) is linear.
+    """
+
+    projection: str
+
+
+@dataclass(frozen=True)
 class MLPParts:
     """A plain MLP ``down(act(up(x)))``: only the activation gets a rule (identity rule)."""
 
@@ -166,7 +194,9 @@ class TransformerParts:
     multimodal model: ``language_model``, beside its vision tower); None: the whole model.
     """
 
-    attention: AttentionParts | AttentionFunctionParts | AttentionSplitParts
+    attention: (
+        AttentionParts | AttentionFunctionParts | AttentionSplitParts | AttentionCallParts | AttentionProjectionParts
+    )
     mlps: tuple[MLPParts | GatedMLPParts | FusedGatedMLPParts | InlineGatedMLPParts, ...]
     norm: NormParts
     expected: Callable[[Any], dict[str, int]] | None = None

@@ -119,7 +119,35 @@ _SPECIAL: dict[str, dict] = {
     "dots3_note_text": {"num_key_value_heads": HEADS},  # its validator wants as many key/value heads as heads
     # both token mixers, and the MLP width as given (not 2/3 of it rounded up to 256)
     "lfm2": {"layer_types": ["conv", "full_attention"], "block_auto_adjust_ff_dim": False},
+    # CodeGen rotates the first rotary_dim (default 64) features of each head: fewer than a head's 8
+    "codegen": {"rotary_dim": 4},
+    # GPT-Neo expands (pattern, repeats) pairs to one attention type per layer; the validator
+    # wants exactly one per layer: one global and one local layer
+    "gpt_neo": {"attention_types": [[["global", "local"], LAYERS // 2]], "window_size": 4},
 }
+
+
+def _gemma3_multimodal(**overrides):
+    """Gemma-3's multimodal config: the tiny Gemma-3 text model beside a one-layer SigLIP vision tower
+    (28x28 images of 14x14 patches, 4 image tokens); the last vocabulary ids are the image tokens."""
+    from transformers import Gemma3Config
+
+    text = tiny_config("gemma3_text", query_pre_attn_scalar=HEAD_DIM, **overrides)
+    vision = dict(
+        hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
+    )
+    return Gemma3Config(
+        text_config=text.to_dict(),
+        vision_config=vision,
+        mm_tokens_per_image=4,
+        boi_token_index=VOCAB - 3,
+        eoi_token_index=VOCAB - 2,
+        image_token_index=VOCAB - 1,
+    )
+
+
+# model types whose config nests the text model's (built from the text type's tiny config)
+_COMPOSITE = {"gemma3": _gemma3_multimodal}
 
 
 def _gemma3_multimodal(**overrides):
