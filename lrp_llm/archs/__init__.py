@@ -125,14 +125,22 @@ def _load_families() -> None:
     # Imported lazily so that registering needs no import order.
     from lrp_llm.archs import (
         bert,  # noqa: F401
+        cohere,  # noqa: F401
         falcon,  # noqa: F401
+        glm,  # noqa: F401
         gpt2,  # noqa: F401
         gpt_neox,  # noqa: F401
         gptj,  # noqa: F401
         llama,  # noqa: F401
         mamba,  # noqa: F401
+        modernbert_decoder,  # noqa: F401
+        moshi,  # noqa: F401
+        olmo,  # noqa: F401
+        persimmon,  # noqa: F401
         phi,  # noqa: F401
         phi3,  # noqa: F401
+        plain_mlp,  # noqa: F401
+        stablelm,  # noqa: F401
         starcoder2,  # noqa: F401
         t5,  # noqa: F401
         vit,  # noqa: F401
