@@ -126,6 +126,7 @@ def _load_families() -> None:
     from lrp_llm.archs import (
         bert,  # noqa: F401
         cohere,  # noqa: F401
+        doge,  # noqa: F401
         falcon,  # noqa: F401
         glm,  # noqa: F401
         gpt2,  # noqa: F401

@@ -273,3 +273,27 @@ def test_modernbert_decoder_prediction_head_activation_is_ruled():
     found = find_parts(model, MODERNBERT_DECODER_FAMILY.parts)
     assert any(m is model.lm_head for m in found["mlps"])
     assert len(found["gated_mlps"]) == model.config.num_hidden_layers
+
+
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp", "relp"])
+def test_doge_dynamic_mask_is_held_constant(rules):
+    """The mask exp(A * softplus(dt_proj(v))) enters the scores: constant under every rule set
+    (without that, CP-LRP's relevance sums to 1.18 of the logit on the bias-free copy)."""
+    model = tiny_model("doge")
+    flags = []
+    with lrp_rules(model, rules):
+        # registered after the rules' hook, so it sees what the attention module receives
+        handle = model.model.layers[0].self_attn.dt_proj.register_forward_hook(
+            lambda _m, _a, out: flags.append(out.requires_grad)
+        )
+        model(inputs_embeds=model.get_input_embeddings()(torch.tensor([random_ids(6)])).detach().requires_grad_(True))
+        handle.remove()
+    assert flags == [False]
+
+
+def test_doge_mixture_of_experts_is_refused_naming_it():
+    model = tiny_model("doge", is_moe=True)
+    with pytest.raises(UnsupportedModelError, match=r"^doge with is_moe=True: .*DogeCDMoE.*supported$"):
+        with lrp_rules(model, "cp-lrp"):
+            pass
+    assert not any(m._forward_hooks for m in model.modules())
