@@ -72,6 +72,8 @@ class LayerStepper:
         if self.norm is None or self.head is None:
             raise StepperUnsupported("no final norm / output head found")
         self.softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+        # Cohere multiplies the head's output by a constant (``CohereForCausalLM.logit_scale``) before returning it
+        self.logit_scale = getattr(model, "logit_scale", None)
         n = sm.n_layers
         self.inputs: list[torch.Tensor | None] = [None] * n
         self.outputs: list[torch.Tensor | None] = [None] * n
@@ -144,6 +146,8 @@ class LayerStepper:
             logits = h @ self.head.weight[ids].T
             if getattr(self.head, "bias", None) is not None:
                 logits = logits + self.head.bias[ids]
+        if isinstance(self.logit_scale, float | int):
+            logits = logits * self.logit_scale
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits

@@ -128,7 +128,10 @@ def _load_families() -> None:
         biogpt,  # noqa: F401
         bloom,  # noqa: F401
         codegen,  # noqa: F401
+        cohere,  # noqa: F401
+        doge,  # noqa: F401
         falcon,  # noqa: F401
+        glm,  # noqa: F401
         gpt2,  # noqa: F401
         gpt_bigcode,  # noqa: F401
         gpt_neo,  # noqa: F401
@@ -138,11 +141,17 @@ def _load_families() -> None:
         lfm2,  # noqa: F401
         llama,  # noqa: F401
         mamba,  # noqa: F401
+        modernbert_decoder,  # noqa: F401
+        moshi,  # noqa: F401
         mpt,  # noqa: F401
+        olmo,  # noqa: F401
         openai_gpt,  # noqa: F401
         opt,  # noqa: F401
+        persimmon,  # noqa: F401
         phi,  # noqa: F401
         phi3,  # noqa: F401
+        plain_mlp,  # noqa: F401
+        stablelm,  # noqa: F401
         starcoder2,  # noqa: F401
         t5,  # noqa: F401
         vit,  # noqa: F401

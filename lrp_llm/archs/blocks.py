@@ -49,8 +49,6 @@ from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.patch import ModelPatch, output_tensor
 from lrp_llm.mechanism.primitives import (
     identity_rule,
-    layer_norm_detached,
-    layer_norm_jacobian,
     rms_norm_detached,
     scale_grad,
     scaled_jacobian,
@@ -177,6 +175,8 @@ def check_counts(model: nn.Module, parts: TransformerParts, found: dict[str, lis
 # ------------------------------------------------------------------- installers
 def install_norms(patch: ModelPatch, norms: list[nn.Module], norm: NormParts, *, forward_mode: bool = False) -> None:
     """RMSNorm / LayerNorm with the 1/sigma factor detached (Gemma's ``1 + weight`` read from the module)."""
+    from lrp_llm.archs.layer_norm import layer_norm_convention, layer_norm_forward
+
     offsets: dict[type, float] = {}  # the convention is the class's code: probed once per class
     for module in norms:
         if norm.kind == "rms":
@@ -185,7 +185,9 @@ def install_norms(patch: ModelPatch, norms: list[nn.Module], norm: NormParts, *,
                 offsets[type(module)] = rms_norm_offset(module, eps)
             patch.override_forward(module, _rms_norm_forward(module, eps, offsets[type(module)]))
         else:
-            patch.override_forward(module, _layer_norm_forward(module, forward_mode))
+            # eps and a (1 + weight) offset read from the module (Cohere, OLMo-1, Nemotron); probed per module,
+            # as eps is an instance attribute
+            patch.override_forward(module, layer_norm_forward(module, layer_norm_convention(module), forward_mode))
 
 
 def rms_norm_offset(module: nn.Module, eps: float) -> float:
@@ -224,18 +226,6 @@ def _rms_norm_forward(module: nn.Module, eps: float, offset: float):
     def make(_original):
         def forward(hidden_states, *args, **kwargs):
             return rms_norm_detached(hidden_states, getattr(module, "weight", None), eps, offset=offset)
-
-        return forward
-
-    return make
-
-
-def _layer_norm_forward(module: nn.Module, forward_mode: bool):
-    layer_norm = layer_norm_jacobian if forward_mode else layer_norm_detached
-
-    def make(_original):
-        def forward(hidden_states, *args, **kwargs):
-            return layer_norm(hidden_states, module.weight, module.bias, module.eps)
 
         return forward
 
