@@ -106,3 +106,17 @@ def tiny_model(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.flo
 
 
 _SPECIAL: dict[str, dict] = {}
+
+# BART-style encoder-decoders: num_hidden_layers / num_attention_heads map to the encoder's
+# fields only; the decoder (all a *ForCausalLM has) and the MLP widths are set here
+_BART_STYLE = dict(
+    encoder_layers=LAYERS,
+    decoder_layers=LAYERS,
+    encoder_attention_heads=HEADS,
+    decoder_attention_heads=HEADS,
+    encoder_ffn_dim=MLP,
+    decoder_ffn_dim=MLP,
+)
+_SPECIAL.update({t: _BART_STYLE for t in ("bart", "plbart", "blenderbot-small", "mbart", "pegasus", "blenderbot")})
+# Marian's default decoder start token (58100) lies outside the tiny vocabulary
+_SPECIAL["marian"] = {**_BART_STYLE, "decoder_start_token_id": 0}
