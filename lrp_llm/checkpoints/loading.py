@@ -285,7 +285,9 @@ def _release_offload_folder(model: Any, folder: str) -> None:
 def _kind(ckpt: Checkpoint) -> str:
     from lrp_llm.archs import arch_for_model_type
 
-    spec = arch_for_model_type(ckpt.model_type)
+    # BART-style types are built both ways; a config without the field is an encoder-decoder's
+    encoder_decoder = bool(ckpt.config.get("is_encoder_decoder", True))
+    spec = arch_for_model_type(ckpt.model_type, encoder_decoder=encoder_decoder)
     return spec.kind if spec is not None else "causal-lm"
 
 
