@@ -70,6 +70,16 @@ def register(spec: ArchSpec) -> ArchSpec:
     return spec
 
 
+# model types that are known not to be explainable, with the part that has no rule (see :func:`refuse`)
+_REFUSED: dict[str, str] = {}
+
+
+def refuse(model_types: tuple[str, ...], reason: str) -> None:
+    """Record why ``model_types`` are not supported; :func:`get_arch`'s one-line error gives ``reason``."""
+    for model_type in model_types:
+        _REFUSED[model_type] = reason
+
+
 def supported_model_types() -> list[str]:
     _load_families()
     return sorted(_REGISTRY)
@@ -107,8 +117,9 @@ def get_arch(model: nn.Module) -> ArchSpec:
     spec = find_arch(model)
     if spec is None:
         name = getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
+        reason = f" ({_REFUSED[name]})" if name in _REFUSED else ""
         raise UnsupportedModelError(
-            f"unsupported architecture '{name}'; supported: {', '.join(supported_model_types())}"
+            f"unsupported architecture '{name}'{reason}; supported: {', '.join(supported_model_types())}"
         )
     return spec
 

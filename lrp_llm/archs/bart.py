@@ -26,13 +26,18 @@ encoder-decoder spec is attached as :attr:`ArchSpec.encoder_decoder`.
 The layer stepper is not offered: the decoder passes each block its mask and the encoder
 output positionally (sweeps use the batched engine).
 
+TrOCR (``trocr``) is the post-norm decoder alone; it has no encoder-decoder of its own type.
+BigBird-Pegasus and Whisper are not registered: their decoders fit, but their encoder-decoders
+(block-sparse attention, an audio encoder) carry the same model type and have no rules here.
 MVP is not registered: its decoder scales ``inputs_embeds`` differently from ``input_ids``
 (``scale_embedding``) and its optional prompts add key/value prefixes.
 """
 
 from __future__ import annotations
 
-from lrp_llm.archs import ArchSpec, register
+from dataclasses import replace
+
+from lrp_llm.archs import ArchSpec, refuse, register
 from lrp_llm.archs.description import AttentionParts, BlockPaths, MLPParts, NormParts, TransformerParts
 
 # the parts every layout shares; only the norm positions and the final norms differ
@@ -89,5 +94,15 @@ def _register(family: str, model_types: tuple[str, ...], final_norm: str | None)
 
 # LayerNorm after each sublayer, no final norm (the last block's ends the stack)
 BART_FAMILY = _register("bart", POST_NORM_TYPES, final_norm=None)
+# TrOCR's text decoder: BART's post-norm block; transformers has no encoder-decoder of this type
+# (the image encoder is a separate model inside VisionEncoderDecoderModel)
+TROCR_FAMILY = register(replace(BART_FAMILY, model_types=("trocr",), encoder_decoder=None))
 # LayerNorm before each sublayer, one final norm per stack
 MBART_FAMILY = _register("mbart", PRE_NORM_TYPES, final_norm="decoder.layer_norm")
+
+refuse(("mvp",), "MvpDecoder applies scale_embedding to input_ids but not to the inputs_embeds the explainers pass")
+refuse(("bigbird_pegasus",), "the encoder's block-sparse attention (BigBirdBlockSparseAttention) has no LRP rule")
+refuse(
+    ("whisper",),
+    "the audio encoder (conv1, conv2 over input_features) takes no tokens; its decoder is not explained alone",
+)

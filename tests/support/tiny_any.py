@@ -120,3 +120,4 @@ _BART_STYLE = dict(
 _SPECIAL.update({t: _BART_STYLE for t in ("bart", "plbart", "blenderbot-small", "mbart", "pegasus", "blenderbot")})
 # Marian's default decoder start token (58100) lies outside the tiny vocabulary
 _SPECIAL["marian"] = {**_BART_STYLE, "decoder_start_token_id": 0}
+_SPECIAL["trocr"] = {"decoder_ffn_dim": MLP, "decoder_start_token_id": 0}

@@ -189,9 +189,25 @@ def test_a_checkpoint_with_other_layer_counts_is_refused():
     assert _state(model) == (0, 0)
 
 
-def test_mvp_is_refused_with_one_line():
-    model = tiny_model("mvp")
-    with pytest.raises(UnsupportedModelError, match=r"^unsupported architecture 'mvp'; supported: .*bart") as err:
+def test_trocr_is_the_post_norm_decoder_alone():
+    model = tiny_model("trocr")
+    spec = get_arch(model)
+    assert spec.kind == "causal-lm" and spec.family == "bart" and spec.encoder_decoder is None
+    assert spec.parts == BART_FAMILY.parts and spec.blocks == BART_FAMILY.blocks
+
+
+@pytest.mark.parametrize(
+    "model_type,part",
+    [("mvp", "MvpDecoder"), ("bigbird_pegasus", "BigBirdBlockSparseAttention"), ("whisper", "audio encoder")],
+)
+def test_unregistered_relatives_are_refused_with_one_line_naming_the_part(model_type, part):
+    from transformers import AutoConfig
+
+    model = type("Model", (torch.nn.Module,), {})()
+    model.config = AutoConfig.for_model(model_type)
+    with pytest.raises(
+        UnsupportedModelError, match=rf"^unsupported architecture '{model_type}' \(.*{part}.*\); supported: .*bart"
+    ) as err:
         get_arch(model)
     assert "\n" not in str(err.value)
 
