@@ -80,6 +80,13 @@ def refuse(model_types: tuple[str, ...], reason: str) -> None:
         _REFUSED[model_type] = reason
 
 
+def refusal(model_type: str | None) -> str:
+    """`` (why)`` for a refused model type (the part without a rule), else ``""``: for one-line errors."""
+    _load_families()
+    reason = _REFUSED.get(model_type or "")
+    return f" ({reason})" if reason else ""
+
+
 def supported_model_types() -> list[str]:
     _load_families()
     return sorted(_REGISTRY)
@@ -117,9 +124,8 @@ def get_arch(model: nn.Module) -> ArchSpec:
     spec = find_arch(model)
     if spec is None:
         name = getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
-        reason = f" ({_REFUSED[name]})" if name in _REFUSED else ""
         raise UnsupportedModelError(
-            f"unsupported architecture '{name}'{reason}; supported: {', '.join(supported_model_types())}"
+            f"unsupported architecture '{name}'{refusal(name)}; supported: {', '.join(supported_model_types())}"
         )
     return spec
 

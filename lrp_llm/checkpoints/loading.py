@@ -358,13 +358,14 @@ def _gguf_as_folder(path: Path) -> Path | None:
 
 
 def _check_supported(ckpt: Checkpoint) -> None:
-    from lrp_llm.archs import supported_model_types
+    from lrp_llm.archs import refusal, supported_model_types
 
     supported = supported_model_types()
     if ckpt.model_type not in supported:
         name = ckpt.model_type or "unknown (config.json has no model_type)"
         raise UnsupportedModelError(
-            f"unsupported architecture '{name}' in {ckpt.path}; supported: {', '.join(supported)}"
+            f"unsupported architecture '{name}'{refusal(ckpt.model_type)} in {ckpt.path}; "
+            f"supported: {', '.join(supported)}"
         )
 
 

@@ -237,6 +237,16 @@ def test_a_saved_folder_loads_as_seq2seq_and_explains(bart_dir):
     assert 1 <= len(generated.targets) <= 3 and generated.method == "attnlrp"
 
 
+def test_a_saved_mvp_folder_is_refused_naming_the_part(tmp_path):
+    from lrp_llm.checkpoints.loading import load_model
+
+    tiny_model("mvp").save_pretrained(str(tmp_path))
+    with pytest.raises(
+        UnsupportedModelError, match=r"^unsupported architecture 'mvp' \(MvpDecoder .*\) in .*; supported"
+    ):
+        load_model(str(tmp_path))
+
+
 def test_a_saved_decoder_alone_loads_as_a_causal_lm(tmp_path):
     from lrp_llm.checkpoints.loading import load_model
     from lrp_llm.engines.causal_lm import relevance
