@@ -258,3 +258,55 @@ def test_a_saved_decoder_alone_loads_as_a_causal_lm(tmp_path):
     assert type(model).__name__ == "MarianForCausalLM" and get_arch(model).kind == "causal-lm"
     out = relevance(model, [5, 7, 9, 11], [3], method="attnlrp")
     assert torch.isfinite(out["relevance"]).all()
+
+
+@pytest.mark.parametrize("method", ["attnlrp", "cp-lrp"])
+def test_batched_relevance_equals_one_example_at_a_time_with_scaled_embeddings(method):
+    from lrp_llm.engines.seq2seq import batch_seq2seq_relevance
+
+    model = tiny_seq2seq("marian", dtype=torch.float64, scale_embedding=True)
+    sources, answers = [SRC, [6, 8, 2], [9, 4, 4, 7, 2]], [ANSWER, [3, 2], [5, 6, 7]]
+    for (src, dec), s, a in zip(batch_seq2seq_relevance(model, sources, answers, method=method), sources, answers):
+        one = seq2seq_relevance(model, s, a, method=method)
+        torch.testing.assert_close(src, one["source"], atol=1e-9, rtol=0)
+        torch.testing.assert_close(dec, one["decoder"], atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("model_type", ["bart", "mbart"])
+def test_attnlrp_is_exact_per_part_on_a_bias_free_model(model_type):
+    """Each LayerNorm and MLP passes its relevance on whole; V gets half of the attention output's
+    (self- and cross-attention), Q and K equal shares."""
+    from tests.support.tiny_t5_vit import Tap
+
+    model = without_biases_and_positions(tiny_seq2seq(model_type, dtype=torch.float64))
+    parts = find_parts(model, get_arch(model).parts)
+    with lrp_rules(model, "attnlrp"):
+        tap = Tap()
+        for i, m in enumerate(parts["norms"]):
+            tap.input(f"norm{i}.in", m)
+            tap.output(f"norm{i}.out", m)
+        for i, m in enumerate(parts["mlps"]):
+            tap.input(f"mlp{i}.in", m.fc1)
+            tap.output(f"mlp{i}.out", m.fc2)
+        for i, m in enumerate(parts["attentions"]):
+            for proj in ("q_proj", "k_proj", "v_proj"):
+                tap.input(f"att{i}.{proj}", getattr(m, proj))  # an alias: only this projection's gradient
+            tap.output(f"att{i}.out", m.out_proj)
+        try:
+            src_e = model.get_input_embeddings()(torch.tensor([SRC])).detach().requires_grad_(True)
+            dec_e = model.get_input_embeddings()(torch.tensor([[0] + ANSWER[:-1]])).detach().requires_grad_(True)
+            logit = model(inputs_embeds=src_e, decoder_inputs_embeds=dec_e).logits[0, 3, ANSWER[3]]
+            logit.backward()
+        finally:
+            tap.remove()
+    for i in range(len(parts["norms"])):
+        assert tap.rel(f"norm{i}.in") == pytest.approx(tap.rel(f"norm{i}.out"), rel=1e-9, abs=1e-12)
+    for i in range(len(parts["mlps"])):
+        assert tap.rel(f"mlp{i}.in") == pytest.approx(tap.rel(f"mlp{i}.out"), rel=1e-9, abs=1e-12)
+    checked = 0
+    for i in range(len(parts["attentions"])):
+        out = tap.rel(f"att{i}.out")
+        checked += abs(out) > 1e-6
+        assert tap.rel(f"att{i}.v_proj") == pytest.approx(0.5 * out, rel=1e-9, abs=1e-12)
+        assert tap.rel(f"att{i}.q_proj") == pytest.approx(tap.rel(f"att{i}.k_proj"), rel=1e-9, abs=1e-12)
+    assert checked >= 4  # not all trivially zero
