@@ -41,6 +41,10 @@ class ArchSpec:
     patching_rules: tuple[str, ...] = ()
     # the blocks and their parts (patching sites, layer stepper, checkpointing)
     blocks: BlockPaths | None = None
+    # the spec of this model type built as an encoder-decoder (``config.is_encoder_decoder``):
+    # types transformers builds both ways (BART: ``BartForConditionalGeneration`` and, the
+    # decoder alone, ``BartForCausalLM``) register their decoder-alone spec with this one attached
+    encoder_decoder: ArchSpec | None = None
 
     def apply(self, patch: ModelPatch, model: nn.Module, rules: str) -> None:
         """Install the rule set ``rules`` on ``model``, recorded in ``patch``."""
@@ -66,6 +70,23 @@ def register(spec: ArchSpec) -> ArchSpec:
     return spec
 
 
+# model types that are known not to be explainable, with the part that has no rule (see :func:`refuse`)
+_REFUSED: dict[str, str] = {}
+
+
+def refuse(model_types: tuple[str, ...], reason: str) -> None:
+    """Record why ``model_types`` are not supported; :func:`get_arch`'s one-line error gives ``reason``."""
+    for model_type in model_types:
+        _REFUSED[model_type] = reason
+
+
+def refusal(model_type: str | None) -> str:
+    """`` (why)`` for a refused model type (the part without a rule), else ``""``: for one-line errors."""
+    _load_families()
+    reason = _REFUSED.get(model_type or "")
+    return f" ({reason})" if reason else ""
+
+
 def supported_model_types() -> list[str]:
     _load_families()
     return sorted(_REGISTRY)
@@ -77,15 +98,25 @@ def family_methods() -> frozenset[str]:
     return frozenset(m for spec in _REGISTRY.values() for m in spec.extra_methods)
 
 
-def arch_for_model_type(model_type: str | None) -> ArchSpec | None:
-    """The spec registered for a transformers ``model_type`` (e.g. from a checkpoint's config), or None."""
+def arch_for_model_type(model_type: str | None, *, encoder_decoder: bool = False) -> ArchSpec | None:
+    """The spec registered for a transformers ``model_type`` (e.g. from a checkpoint's config), or None.
+
+    ``encoder_decoder``: the model is built as an encoder-decoder (``config.is_encoder_decoder``);
+    for a type registered both ways (:attr:`ArchSpec.encoder_decoder`) that spec is returned.
+    """
     _load_families()
-    return _REGISTRY.get(model_type or "")
+    spec = _REGISTRY.get(model_type or "")
+    if encoder_decoder and spec is not None and spec.encoder_decoder is not None:
+        return spec.encoder_decoder
+    return spec
 
 
 def find_arch(model: nn.Module) -> ArchSpec | None:
     """The spec for ``model``, or None when its type is not registered."""
-    return arch_for_model_type(getattr(getattr(model, "config", None), "model_type", None))
+    config = getattr(model, "config", None)
+    return arch_for_model_type(
+        getattr(config, "model_type", None), encoder_decoder=bool(getattr(config, "is_encoder_decoder", False))
+    )
 
 
 def get_arch(model: nn.Module) -> ArchSpec:
@@ -94,7 +125,7 @@ def get_arch(model: nn.Module) -> ArchSpec:
     if spec is None:
         name = getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
         raise UnsupportedModelError(
-            f"unsupported architecture '{name}'; supported: {', '.join(supported_model_types())}"
+            f"unsupported architecture '{name}'{refusal(name)}; supported: {', '.join(supported_model_types())}"
         )
     return spec
 
@@ -124,6 +155,7 @@ def check_not_encoder(model: nn.Module) -> None:
 def _load_families() -> None:
     # Imported lazily so that registering needs no import order.
     from lrp_llm.archs import (
+        bart,  # noqa: F401
         bert,  # noqa: F401
         biogpt,  # noqa: F401
         bloom,  # noqa: F401

@@ -285,7 +285,9 @@ def _release_offload_folder(model: Any, folder: str) -> None:
 def _kind(ckpt: Checkpoint) -> str:
     from lrp_llm.archs import arch_for_model_type
 
-    spec = arch_for_model_type(ckpt.model_type)
+    # BART-style types are built both ways; a config without the field is an encoder-decoder's
+    encoder_decoder = bool(ckpt.config.get("is_encoder_decoder", True))
+    spec = arch_for_model_type(ckpt.model_type, encoder_decoder=encoder_decoder)
     return spec.kind if spec is not None else "causal-lm"
 
 
@@ -356,13 +358,14 @@ def _gguf_as_folder(path: Path) -> Path | None:
 
 
 def _check_supported(ckpt: Checkpoint) -> None:
-    from lrp_llm.archs import supported_model_types
+    from lrp_llm.archs import refusal, supported_model_types
 
     supported = supported_model_types()
     if ckpt.model_type not in supported:
         name = ckpt.model_type or "unknown (config.json has no model_type)"
         raise UnsupportedModelError(
-            f"unsupported architecture '{name}' in {ckpt.path}; supported: {', '.join(supported)}"
+            f"unsupported architecture '{name}'{refusal(ckpt.model_type)} in {ckpt.path}; "
+            f"supported: {', '.join(supported)}"
         )
 
 

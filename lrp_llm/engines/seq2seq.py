@@ -1,4 +1,4 @@
-"""Explain the answer of an encoder-decoder (T5) token by token.
+"""Explain the answer of an encoder-decoder (T5, BART, Marian, ...) token by token.
 
 Each answer token is explained over both inputs of the model: the encoder's source
 tokens and the decoder tokens before it (the start token and the earlier answer
@@ -11,7 +11,7 @@ target counts both sides: (sum of source relevance + sum of decoder relevance) /
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,43 @@ from lrp_llm.errors import InputError, ShouldCancel
 from lrp_llm.mechanism.gradients import Progress, batch_relevance, input_relevance, method_rules
 from lrp_llm.methods import check_offered, get_method
 from lrp_llm.results.attribution import TargetRelevance
+
+
+def _embedding_for(stack: nn.Module, table: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Token ids (batch, pos) -> the ``inputs_embeds`` (batch, pos, d_model) for which ``stack`` computes
+    what it computes from those ``input_ids``.
+
+    A stack with its own ``embed_scale`` (Marian, Pegasus, Blenderbot-Small: ``scale_embedding``)
+    may apply it to ``input_ids`` only, to both inputs, or not at all; which one is read from
+    the stack itself: its output for the ids is compared with its output for the two candidate
+    embeddings (unscaled, scaled), and the closer candidate is used. (BART's scale sits in its
+    embedding module and T5 has none: nothing to probe.)
+    """
+    scale = getattr(stack, "embed_scale", None)
+    if not isinstance(scale, int | float) or isinstance(scale, bool) or scale == 1.0:
+        return table
+
+    def embed(ids: torch.Tensor) -> torch.Tensor:
+        candidates = (table(ids), table(ids) * scale)
+        with torch.no_grad():
+            want = stack(input_ids=ids, use_cache=False).last_hidden_state
+            errors = [
+                float((stack(inputs_embeds=e, use_cache=False).last_hidden_state - want).abs().max())
+                for e in candidates
+            ]
+        return candidates[errors.index(min(errors))]
+
+    return embed
+
+
+def stack_embeddings(model: nn.Module) -> tuple[Callable, Callable]:
+    """``(embed_source, embed_decoder)``: token ids (batch, pos) -> the encoder's and the decoder's
+    ``inputs_embeds`` (batch, pos, d_model) that give the same forward as their ``input_ids``."""
+    embeds = []
+    for stack in (model.get_encoder(), model.get_decoder()):
+        table = getattr(stack, "embed_tokens", None)
+        embeds.append(_embedding_for(stack, model.get_input_embeddings() if table is None else table))
+    return embeds[0], embeds[1]
 
 
 def seq2seq_relevance(
@@ -72,11 +109,11 @@ def seq2seq_relevance(
         return logits[:, rows, targets]
 
     timings: dict[str, float] = {}
+    embed_src, embed_dec = stack_embeddings(model)
     with method_rules(model, method, checkpoint=checkpoint):
-        embed = model.get_input_embeddings()
         with torch.no_grad():
-            src_e = embed(torch.tensor([src_ids], device=device))
-            dec_e = embed(torch.tensor([dec_ids], device=device))
+            src_e = embed_src(torch.tensor([src_ids], device=device))
+            dec_e = embed_dec(torch.tensor([dec_ids], device=device))
         t0 = time.perf_counter()
         (r_src, r_dec), values = input_relevance(
             score,
@@ -136,10 +173,10 @@ def batch_seq2seq_relevance(
         # (b, t_len); the scores past an example's answer belong to its padding and are cut off below
         return logits[rows, cols, tgt]
 
+    embed_src, embed_dec = stack_embeddings(model)
     with method_rules(model, method):
-        embed = model.get_input_embeddings()
         with torch.no_grad():
-            src_e, dec_e = embed(src), embed(dec)
+            src_e, dec_e = embed_src(src), embed_dec(dec)
         r_src, r_dec = batch_relevance(score, [src_e, dec_e], [-1, -1], method=method)
     return [
         (r_src[i, : len(a), : len(s)], r_dec[i, : len(a), : len(a)]) for i, (s, a) in enumerate(zip(sources, answers))

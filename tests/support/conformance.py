@@ -180,10 +180,12 @@ def claimed_row(model_type: str) -> str:
 
 
 def table(rows: list[str]) -> str:
-    other = [t for t in supported_model_types() if arch_for_model_type(t).kind != "causal-lm"]
     kinds: dict[str, list[str]] = {}
-    for t in other:
-        kinds.setdefault(arch_for_model_type(t).kind, []).append(f"`{t}`")
+    for t in supported_model_types():
+        spec = arch_for_model_type(t)
+        # a type built both ways (BART: decoder alone and encoder-decoder) is listed under both kinds
+        for kind in {spec.kind, getattr(spec.encoder_decoder, "kind", spec.kind)} - {"causal-lm"}:
+            kinds.setdefault(kind, []).append(f"`{t}`")
     lines = [
         f"{len(rows)} causal-LM model types of transformers pass the conformance suite "
         "(`tests/unit/test_arch_descriptions.py`, `tests/unit/test_conformance.py`): the forward is unchanged "

@@ -126,28 +126,20 @@ _SPECIAL: dict[str, dict] = {
     "gpt_neo": {"attention_types": [[["global", "local"], LAYERS // 2]], "window_size": 4},
 }
 
-
-def _gemma3_multimodal(**overrides):
-    """Gemma-3's multimodal config: the tiny Gemma-3 text model beside a one-layer SigLIP vision tower
-    (28x28 images of 14x14 patches, 4 image tokens); the last vocabulary ids are the image tokens."""
-    from transformers import Gemma3Config
-
-    text = tiny_config("gemma3_text", query_pre_attn_scalar=HEAD_DIM, **overrides)
-    vision = dict(
-        hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
-    )
-    return Gemma3Config(
-        text_config=text.to_dict(),
-        vision_config=vision,
-        mm_tokens_per_image=4,
-        boi_token_index=VOCAB - 3,
-        eoi_token_index=VOCAB - 2,
-        image_token_index=VOCAB - 1,
-    )
-
-
-# model types whose config nests the text model's (built from the text type's tiny config)
-_COMPOSITE = {"gemma3": _gemma3_multimodal}
+# BART-style encoder-decoders: num_hidden_layers / num_attention_heads map to the encoder's
+# fields only; the decoder (all a *ForCausalLM has) and the MLP widths are set here
+_BART_STYLE = dict(
+    encoder_layers=LAYERS,
+    decoder_layers=LAYERS,
+    encoder_attention_heads=HEADS,
+    decoder_attention_heads=HEADS,
+    encoder_ffn_dim=MLP,
+    decoder_ffn_dim=MLP,
+)
+_SPECIAL.update({t: _BART_STYLE for t in ("bart", "plbart", "blenderbot-small", "mbart", "pegasus", "blenderbot")})
+# Marian's default decoder start token (58100) lies outside the tiny vocabulary
+_SPECIAL["marian"] = {**_BART_STYLE, "decoder_start_token_id": 0}
+_SPECIAL["trocr"] = {"decoder_ffn_dim": MLP, "decoder_start_token_id": 0}
 
 
 def _gemma3_multimodal(**overrides):
