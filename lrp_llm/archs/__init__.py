@@ -125,6 +125,7 @@ def _load_families() -> None:
     # Imported lazily so that registering needs no import order.
     from lrp_llm.archs import (
         bert,  # noqa: F401
+        encoders,  # noqa: F401
         falcon,  # noqa: F401
         gpt2,  # noqa: F401
         gpt_neox,  # noqa: F401
