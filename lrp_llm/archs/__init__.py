@@ -136,5 +136,6 @@ def _load_families() -> None:
         phi3,  # noqa: F401
         starcoder2,  # noqa: F401
         t5,  # noqa: F401
+        vision_towers,  # noqa: F401
         vit,  # noqa: F401
     )
