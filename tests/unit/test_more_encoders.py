@@ -176,3 +176,37 @@ def test_modernbert_geglu_matches_the_hand_formula_in_both_modes(rules):
     # forward mode applies the transpose of the same modified Jacobian: <cot, J t> = <J^T cot, t>
     torch.testing.assert_close((cot * jt).sum(), (want * tangent).sum(), atol=1e-9, rtol=0)
     torch.testing.assert_close((x * grad).sum(), (mlp(x) * cot).sum())  # conserves (bias-free)
+
+
+# ------------------------------------------------------------------ a saved MPNet folder through the CLI
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_a_saved_sentence_transformers_mpnet_folder_works_with_xai_tui_similarity(tmp_path, capsys, pooling):
+    """A tiny MPNet saved as sentence-transformers lays it out (all-mpnet-base-v2: mean pooling in
+    ``1_Pooling``), explained by ``xai-tui similarity`` end to end: loaded as an encoder, the folder's
+    pooling read, CP-LRP conserving."""
+    import json
+
+    from synthetic_tasks.shared_nouns import VOCAB, make_tokenizer
+    from tui.cli import main
+
+    folder = tmp_path / "tiny-mpnet"
+    tiny_more_encoder("mpnet", vocab=len(VOCAB), bias=False).save_pretrained(str(folder))
+    make_tokenizer().save_pretrained(str(folder))
+    (folder / "1_Pooling").mkdir()
+    modes = {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": pooling == "mean"}
+    modes["pooling_mode_cls_token"] = pooling == "cls"
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(modes))
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    out = tmp_path / "s.json"
+    args = ["similarity", "--model", str(folder), "--a", "the cat sees a dog", "--b", "a dog near the tree"]
+    assert main([*args, "--json", str(out), "--quiet", "--no-matrix"]) == 0
+    d = json.loads(out.read_text())
+    assert d["method"] == "bilrp" and d["rules"] == "cp-lrp" and d["pooling"] == pooling
+    assert d["tokens_a"] == ["[CLS]", "the", "cat", "sees", "a", "dog", "[SEP]"]
+    # bias-free: the pair relevance sums to the cosine similarity (float32)
+    assert d["interaction_sum"] == pytest.approx(d["similarity"], rel=1e-4)
+    assert "cosine" in capsys.readouterr().out
