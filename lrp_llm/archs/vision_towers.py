@@ -27,10 +27,11 @@ from __future__ import annotations
 from torch import nn
 
 from lrp_llm.archs import ArchSpec, register
-from lrp_llm.archs.blocks import install_transformer_rules
+from lrp_llm.archs.blocks import ATTENTION_RULE, install_transformer_rules
 from lrp_llm.archs.description import AttentionParts, BlockPaths, MLPParts, NormParts, TransformerParts, per_block
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.patch import ModelPatch
+from lrp_llm.mechanism.primitives import scale_grad
 
 TOWER_ATTENTION = AttentionParts(q="q_proj", k="k_proj", v="v_proj")
 TOWER_MLP = MLPParts(up="fc1", down="fc2", act="activation_fn")
@@ -109,5 +110,69 @@ CLIP_FAMILY = register(
         kind="image-classification",
         default_method="attnlrp",
         parts=TOWER_PARTS,
+    )
+)
+
+
+# ------------------------------------------------------------------- bare towers (image embeddings)
+# ``clip_vision_model`` and ``siglip_vision_model``: the vision towers of CLIP / SigLIP checkpoints,
+# whose ``pooler_output`` is the image embedding (CLIP: the final LayerNorm of the CLS token;
+# SigLIP: the attention-pooling head). Kind "image-encoder": explained as embeddings
+# (:mod:`lrp_llm.analyses.image_bilrp`), not as classifiers.
+
+
+def _pooling_attention(mha: nn.MultiheadAttention, k_factor: float | None, v_factor: float):
+    """``nn.MultiheadAttention(probe, h, h)`` of SigLIP's pooling head, computed out with the rule factors.
+
+    The query is the learned probe, a constant, so in ``q k^T`` the keys are the only
+    input-dependent factor: under AttnLRP K gets the scores' whole relevance times 1/2 for
+    ``A V`` (``k_factor`` 1/2), V 1/2; under CP-LRP K is detached (None), V unchanged.
+    Shapes: query (batch, 1, d), key = value (batch, n, d); returns ((batch, 1, d), None).
+    """
+
+    def make(_original):
+        def forward(query, key, value, *args, **kwargs):
+            batch, d, heads = query.shape[0], mha.embed_dim, mha.num_heads
+            wq, wk, wv = mha.in_proj_weight.chunk(3)
+            bq, bk, bv = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None, None, None)
+            q = nn.functional.linear(query, wq, bq)
+            k = nn.functional.linear(key, wk, bk)
+            v = nn.functional.linear(value, wv, bv)
+            k = k.detach() if k_factor is None else scale_grad(k, k_factor)
+            v = scale_grad(v, v_factor)
+
+            def split(t):  # (batch, rows, d) -> (batch, heads, rows, d / heads)
+                return t.view(batch, -1, heads, d // heads).transpose(1, 2)
+
+            out = nn.functional.scaled_dot_product_attention(split(q), split(k), split(v))
+            return mha.out_proj(out.transpose(1, 2).reshape(batch, -1, d)), None
+
+        return forward
+
+    return make
+
+
+def install_vision_tower(patch: ModelPatch, model: nn.Module, rules: str) -> None:
+    """The shared rules on the tower's blocks, and SigLIP's attention-pooling head (:func:`_pooling_attention`)."""
+    install_transformer_rules(patch, model, TOWER_PARTS, rules)
+    k_factor, v_factor = (0.5, 0.5) if ATTENTION_RULE[rules] == "uniform" else (None, 1.0)
+    for module in model.modules():
+        if isinstance(module, nn.MultiheadAttention):
+            if not module.batch_first or not module._qkv_same_embed_dim or module.bias_k is not None:
+                raise UnsupportedModelError(
+                    f"{type(model).__name__}: an attention-pooling head laid out other than SigLIP's "
+                    "(batch-first, one input projection, no extra key bias) has no LRP rule here"
+                )
+            patch.override_forward(module, _pooling_attention(module, k_factor, v_factor))
+
+
+TOWER_FAMILY = register(
+    ArchSpec(
+        family="vision-tower",
+        model_types=("clip_vision_model", "siglip_vision_model"),
+        kind="image-encoder",
+        default_method="cp-lrp",
+        parts=TOWER_PARTS,
+        install=install_vision_tower,
     )
 )

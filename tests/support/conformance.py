@@ -42,7 +42,7 @@ def tiny_for(model_type: str, *, dtype: torch.dtype = torch.float32):
     from tests.support.tiny_gpt import tiny_gpt
     from tests.support.tiny_mamba import tiny_mamba
     from tests.support.tiny_t5_vit import random_pixels, tiny_t5, tiny_vit
-    from tests.support.tiny_towers import TOWER_TYPES, tiny_tower
+    from tests.support.tiny_towers import BARE_TOWER_TYPES, TOWER_TYPES, tiny_tower
 
     spec = arch_for_model_type(model_type)
     ids = torch.tensor([[3, 7, 1, 9, 4, 2]])
@@ -57,7 +57,7 @@ def tiny_for(model_type: str, *, dtype: torch.dtype = torch.float32):
             model = MT5ForConditionalGeneration(MT5Config(**fields)).eval()
             assert model.config.model_type == "mt5"
         return model.to(dtype), {"input_ids": ids, "decoder_input_ids": ids[:, :3]}
-    if model_type in TOWER_TYPES:
+    if model_type in TOWER_TYPES + BARE_TOWER_TYPES:
         return tiny_tower(model_type).to(dtype), {"pixel_values": random_pixels().to(dtype)}
     if spec.family == "vit":
         return tiny_vit().to(dtype), {"pixel_values": random_pixels().to(dtype)}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 TOWER_TYPES = ("deit", "dinov2", "siglip", "clip")
+# the bare vision towers (image embeddings: ``pooler_output``)
+BARE_TOWER_TYPES = ("clip_vision_model", "siglip_vision_model")
 # learned tokens and position embeddings: constants added to the patch tokens
 CONSTANT_TOKENS = ("cls_token", "distillation_token", "register_tokens", "position_embedding", "class_embedding")
 
@@ -32,7 +34,7 @@ def tiny_tower(
     zero_constants: bool = False,
     **overrides,
 ):
-    """An image classifier of ``model_type`` with large random weights; ``bias_free`` zeroes every bias,
+    """An image classifier (or bare vision tower) of ``model_type`` with large random weights; ``bias_free`` zeroes every bias,
     ``zero_constants`` the CLS / distillation / register tokens and position embeddings."""
     import transformers as tf
 
@@ -50,6 +52,10 @@ def tiny_tower(
     elif model_type == "clip":
         config = tf.CLIPConfig(vision_config=_vision_fields(**overrides), num_labels=3)
         model = tf.CLIPForImageClassification(config)
+    elif model_type == "clip_vision_model":
+        model = tf.CLIPVisionModel(tf.CLIPVisionConfig(**_vision_fields(**overrides)))
+    elif model_type == "siglip_vision_model":
+        model = tf.SiglipVisionModel(tf.SiglipVisionConfig(**_vision_fields(**overrides)))
     else:
         raise ValueError(f"no tiny tower for {model_type}")
     torch.manual_seed(seed)

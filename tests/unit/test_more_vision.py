@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from lrp_llm.analyses.image_bilrp import explain_image_similarity, image_patch_map
 from lrp_llm.engines.vision import explain_image, image_relevance
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.context import lrp_rules
 from tests.support.tiny_t5_vit import random_pixels
-from tests.support.tiny_towers import TOWER_TYPES, tiny_tower
+from tests.support.tiny_towers import BARE_TOWER_TYPES, TOWER_TYPES, tiny_tower
 
 
 def _no_patch_left(model):
@@ -101,3 +102,84 @@ def test_explain_image_reads_the_tower_config(model_type):
     result = explain_image(model, None, image, method="cp-lrp")
     assert result.pixel_relevance.shape == (16, 16) and result.patch_relevance.shape == (4, 4)
     assert result.relevance_sum == pytest.approx(float(result.patch_relevance.sum()), rel=1e-4)
+
+
+# ------------------------------------------------------------------ bare towers: image BiLRP
+@pytest.mark.parametrize("model_type", BARE_TOWER_TYPES)
+def test_image_bilrp_conserves_on_a_bias_free_tower(model_type):
+    model = tiny_tower(model_type, dtype=torch.float64, bias_free=True, zero_constants=True)
+    a, b = random_pixels(1, dtype=torch.float64), random_pixels(2, dtype=torch.float64)
+    with torch.no_grad():
+        phi_a = model(pixel_values=a).pooler_output[0]
+    pm = image_patch_map(model, a, chunk=7)  # chunks of dimensions that do not divide 32
+    assert pm.grid == (4, 4) and pm.contributions.shape == (32, 16)
+    np.testing.assert_allclose(pm.embedding, phi_a.numpy(), atol=1e-12, rtol=0)
+    np.testing.assert_allclose(pm.contributions.sum(1), pm.embedding, atol=1e-9, rtol=0)  # each dimension
+    e = explain_image_similarity(model, a, b)
+    assert e.interactions.shape == (16, 16)
+    assert e.interaction_sum == pytest.approx(e.similarity, rel=1e-9)  # patch pairs sum to the cosine
+    dot = explain_image_similarity(model, a, b, mode="dot")
+    assert dot.interaction_sum == pytest.approx(dot.dot, rel=1e-9)
+    _no_patch_left(model)
+
+
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp"])
+def test_siglip_pooling_head_attention_matches_the_hand_formula(rules):
+    """The probe (query) is a constant: K gets the scores' whole relevance (times 1/2 for A V under AttnLRP)."""
+    model = tiny_tower("siglip_vision_model", dtype=torch.float64)
+    mha = model.head.attention
+    g = torch.Generator().manual_seed(11)
+    h = torch.randn(1, 7, 32, dtype=torch.float64, generator=g)
+    cot = torch.randn(1, 1, 32, dtype=torch.float64, generator=g)
+    probe = model.head.probe
+    with lrp_rules(model, rules):
+        hr = h.clone().requires_grad_(True)
+        out = mha(probe, hr, hr)[0]
+        (grad,) = torch.autograd.grad(out, hr, cot)
+    with torch.no_grad():
+        plain = mha(probe, h, h)[0]
+    torch.testing.assert_close(out, plain, atol=1e-12, rtol=0)
+    wq, wk, wv = mha.in_proj_weight.detach().chunk(3)
+    bq, bk, bv = mha.in_proj_bias.detach().chunk(3)
+    heads, dh = mha.num_heads, 32 // mha.num_heads
+    split = lambda t: t.reshape(-1, heads, dh).transpose(0, 1)  # noqa: E731  (heads, rows, dh)
+    q, k, v = split(probe[0] @ wq.T + bq), split(h[0] @ wk.T + bk), split(h[0] @ wv.T + bv)
+    a = torch.softmax(q @ k.transpose(1, 2) / dh**0.5, -1)  # (heads, 1, 7)
+    c = split(cot[0] @ mha.out_proj.weight.detach())  # gradient at the heads' outputs
+    if rules == "cp-lrp":
+        want = (a.transpose(1, 2) @ c).transpose(0, 1).reshape(7, 32) @ wv
+    else:
+        dv = 0.5 * a.transpose(1, 2) @ c
+        da = 0.5 * c @ v.transpose(1, 2)
+        ds = a * (da - (da * a).sum(-1, keepdim=True)) / dh**0.5
+        dk = ds.transpose(1, 2) @ q  # the probe is constant: no half for the product q k^T
+        merge = lambda t: t.transpose(0, 1).reshape(7, 32)  # noqa: E731
+        want = merge(dk) @ wk + merge(dv) @ wv
+    torch.testing.assert_close(grad[0], want, atol=1e-12, rtol=0)
+
+
+def test_a_saved_clip_tower_folder_loads_and_explains_a_pair(tmp_path):
+    from lrp_llm.checkpoints.loading import load_model
+    from lrp_llm.engines.explain import text_kind
+    from lrp_llm.errors import InputError
+
+    tiny_tower("clip_vision_model").save_pretrained(str(tmp_path / "tower"))
+    model, processor = load_model(tmp_path / "tower")
+    assert type(model).__name__ == "CLIPVisionModel"
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (20, 24, 3), dtype=np.uint8) for _ in range(2)]
+    e = explain_image_similarity(model, *images, processor=processor)
+    assert e.interactions.shape == (16, 16) and np.isfinite(e.interactions).all()
+    with pytest.raises(InputError, match="vision tower .*explain_image_similarity"):
+        text_kind(model)
+    with pytest.raises(InputError, match="vision towers"):
+        image_patch_map(tiny_tower("deit"), random_pixels())
+
+
+def test_text_similarity_refuses_an_image_tower_in_one_line():
+    from lrp_llm.analyses.bilrp import SimilarityExplainer
+    from lrp_llm.errors import InputError
+
+    with pytest.raises(InputError, match="image model; text similarity needs a text embedding model") as info:
+        SimilarityExplainer(tiny_tower("siglip_vision_model"), None)
+    assert "\n" not in str(info.value)
