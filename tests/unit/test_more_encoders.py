@@ -210,3 +210,20 @@ def test_a_saved_sentence_transformers_mpnet_folder_works_with_xai_tui_similarit
     # bias-free: the pair relevance sums to the cosine similarity (float32)
     assert d["interaction_sum"] == pytest.approx(d["similarity"], rel=1e-4)
     assert "cosine" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"share_att_key": False},  # DeBERTa-v2: own pos_key_proj / pos_query_proj
+        {"pos_att_type": ["c2p"], "position_biased_input": True, "type_vocab_size": 2},
+        {"relative_attention": False, "position_biased_input": True},
+    ],
+)
+def test_deberta_variants_conserve_and_both_modes_agree(variant):
+    model = tiny_more_encoder("deberta-v2", dtype=torch.float64, bias=False, **variant)
+    phi, c = first_order_map(model, IDS, strategy="forward")
+    torch.testing.assert_close(c.sum(1), phi, atol=1e-9, rtol=1e-9)
+    _, c_f = first_order_map(model, IDS, rules="attnlrp", strategy="forward")
+    _, c_r = first_order_map(model, IDS, rules="attnlrp", strategy="reverse")
+    torch.testing.assert_close(c_f, c_r, atol=1e-9, rtol=0)
