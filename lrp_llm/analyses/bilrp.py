@@ -362,13 +362,16 @@ class SimilarityExplainer:
     ) -> None:
         _check("method", method, METHODS)
         _check("mode", mode, MODES)
+        spec = get_arch(model)  # an unsupported model fails here, with the supported list
+        if spec.kind in ("image-classification", "image-encoder"):
+            raise InputError(
+                f"{spec.family} is an image model; text similarity needs a text embedding model "
+                "(image pairs: lrp_llm.analyses.image_bilrp.explain_image_similarity)"
+            )
         if method == "bilrp":
             _check("rule set", rules, RULES)
-            spec = get_arch(model)
             if rules not in spec.rules:
                 raise InputError(f"rule set '{rules}' is not available for {spec.family} models")
-        else:
-            get_arch(model)  # an unsupported model fails here, with the supported list
         self.model = model
         self.tokenizer = tokenizer
         self.method = method

@@ -162,6 +162,7 @@ def _load_families() -> None:
         codegen,  # noqa: F401
         cohere,  # noqa: F401
         doge,  # noqa: F401
+        encoders,  # noqa: F401
         falcon,  # noqa: F401
         glm,  # noqa: F401
         gpt2,  # noqa: F401
@@ -186,5 +187,6 @@ def _load_families() -> None:
         stablelm,  # noqa: F401
         starcoder2,  # noqa: F401
         t5,  # noqa: F401
+        vision_towers,  # noqa: F401
         vit,  # noqa: F401
     )

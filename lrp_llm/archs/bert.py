@@ -62,9 +62,13 @@ def _mlp_forward(module: nn.Module):
 
 
 def token_input_norm(model: nn.Module) -> nn.Module:
-    """The embedding LayerNorm: its input (word + position + type embedding) is where token relevance is read."""
+    """The embedding LayerNorm: its input (word + position + type embedding) is where token relevance is read.
+
+    ``embeddings.LayerNorm`` (BERT, MPNet, DistilBERT, DeBERTa-v2) or ``embeddings.norm`` (ModernBERT).
+    """
     base = getattr(model, "base_model", model)
-    norm = getattr(getattr(base, "embeddings", None), "LayerNorm", None)
+    embeddings = getattr(base, "embeddings", None)
+    norm = getattr(embeddings, "LayerNorm", None) or getattr(embeddings, "norm", None)
     if not isinstance(norm, nn.LayerNorm):
         raise UnsupportedModelError(
             f"{type(model).__name__}: no embeddings.LayerNorm; this encoder's layout is not supported"

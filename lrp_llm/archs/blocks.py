@@ -163,7 +163,8 @@ def check_counts(model: nn.Module, parts: TransformerParts, found: dict[str, lis
         "norm": len(found["norms"]),
         "mixer": len(found["mixers"]),
     }
-    want = parts.expected(model.config.get_text_config())
+    # a wrapper's parts are its text model's, counted against the text config
+    want = parts.expected(model.config.get_text_config() if parts.within is not None else model.config)
     if any(got[key] != n for key, n in want.items()):
         expected = ", ".join(f"{n} {key} modules" for key, n in want.items())
         found_text = ", ".join(str(got[key]) for key in want)

@@ -185,7 +185,7 @@ class TransformerParts:
 
     ``expected(config)`` gives the number of attention modules, MLPs and norms a
     checkpoint of this layout has (keys "attention", "mlp", "norm", "mixer"; a key left out is
-    not checked; ``config`` is the text model's, ``config.get_text_config()``); a mismatch
+    not checked; ``config`` is the model's, the text model's with ``within``); a mismatch
     is refused instead of explaining half a model. None: the family's own installer checks
     the layout.
 

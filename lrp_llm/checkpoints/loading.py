@@ -299,6 +299,7 @@ def _hf_model_class(ckpt: Checkpoint):
         "seq2seq": "AutoModelForSeq2SeqLM",
         "image-classification": "AutoModelForImageClassification",
         "encoder": "AutoModel",
+        "image-encoder": "AutoModel",
     }
     return getattr(transformers, name.get(_kind(ckpt), "AutoModelForCausalLM"))
 
@@ -307,7 +308,7 @@ def _hf_preprocessor(ckpt: Checkpoint, trust_remote_code: bool):
     """The tokenizer, or for image classifiers the image processor (the standard ViT one if the folder has none)."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
-    if _kind(ckpt) != "image-classification":
+    if _kind(ckpt) not in ("image-classification", "image-encoder"):
         return AutoTokenizer.from_pretrained(str(ckpt.path), trust_remote_code=trust_remote_code)
     if (ckpt.path / "preprocessor_config.json").is_file():
         return AutoImageProcessor.from_pretrained(str(ckpt.path), trust_remote_code=trust_remote_code)

@@ -33,6 +33,11 @@ def text_kind(model: nn.Module) -> str:
     kind = "causal-lm" if spec is None else spec.kind
     if kind == "image-classification":
         raise InputError("this model classifies images; explain one with explain_image(model, processor, image)")
+    if kind == "image-encoder":
+        raise InputError(
+            "this is a vision tower (image embeddings); explain why two images are similar with "
+            "lrp_llm.analyses.image_bilrp.explain_image_similarity"
+        )
     check_not_encoder(model)
     return kind
 

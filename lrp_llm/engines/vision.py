@@ -75,7 +75,7 @@ def _pixel_values(model, processor, image):
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
             raise InputError("an image array must be (height, width, 3) uint8 RGB")
         image = Image.fromarray(image)
-    processor = processor if processor is not None else default_processor(model.config.image_size)
+    processor = processor if processor is not None else default_processor(vision_config(model).image_size)
     return processor(images=image, return_tensors="pt")["pixel_values"], source
 
 
@@ -121,8 +121,23 @@ def resolve_label(model, target: int | str | None, predicted: int) -> int:
     return int(target)
 
 
+def vision_config(model):
+    """The config with the image fields: the model's, or the ``vision_config`` of a CLIP / SigLIP classifier."""
+    return getattr(model.config, "vision_config", None) or model.config
+
+
+def pixel_projection(model):
+    """The patch embedding's convolution (its weight sets the dtype and device of the pixels): the
+    input embeddings' ``projection`` (ViT, DeiT, DINOv2) or the input embeddings themselves (CLIP, SigLIP)."""
+    try:
+        embeddings = model.get_input_embeddings()
+    except NotImplementedError:  # CLIP's classifier does not say; its tower does
+        embeddings = model.vision_model.get_input_embeddings()
+    return getattr(embeddings, "projection", embeddings)
+
+
 def _patch_size(model) -> tuple[int, int]:
-    p = model.config.patch_size
+    p = vision_config(model).patch_size
     return (p, p) if isinstance(p, int) else (int(p[0]), int(p[1]))
 
 
@@ -149,7 +164,7 @@ def image_relevance(
     method = method or default_method(model)
     get_method(method, "image-classification")
     check_offered(model, method)
-    weight = model.get_input_embeddings().projection.weight
+    weight = pixel_projection(model).weight
     x = pixel_values.to(device=weight.device, dtype=weight.dtype)
     logits_seen: list = []
 
@@ -192,7 +207,7 @@ def batch_image_relevance(model, pixel_values, targets: Sequence[int], *, method
         ]
         return torch.stack(rows)  # type: ignore[arg-type]
     check_offered(model, method)
-    weight = model.get_input_embeddings().projection.weight
+    weight = pixel_projection(model).weight
     x = pixel_values.to(device=weight.device, dtype=weight.dtype)
     classes = torch.as_tensor(list(targets), device=weight.device)
 
@@ -227,7 +242,7 @@ def explain_image(
 
     start = time.perf_counter()
     pixel_values, source = _pixel_values(model, processor, image)
-    weight = model.get_input_embeddings().projection.weight
+    weight = pixel_projection(model).weight
     with torch.no_grad():
         was_training = model.training
         model.eval()

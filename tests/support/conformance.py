@@ -37,10 +37,12 @@ def tiny_for(model_type: str, *, dtype: torch.dtype = torch.float32):
     """A tiny random model of ``model_type`` and the keyword inputs of one forward pass."""
     from tests.support.encoders import tiny_encoder
     from tests.support.models import tiny_causal_lm
+    from tests.support.more_encoders import MORE_ENCODER_TYPES, tiny_more_encoder
     from tests.support.tiny_any import tiny_model
     from tests.support.tiny_gpt import tiny_gpt
     from tests.support.tiny_mamba import tiny_mamba
     from tests.support.tiny_t5_vit import random_pixels, tiny_t5, tiny_vit
+    from tests.support.tiny_towers import BARE_TOWER_TYPES, TOWER_TYPES, tiny_tower
 
     spec = arch_for_model_type(model_type)
     ids = torch.tensor([[3, 7, 1, 9, 4, 2]])
@@ -55,8 +57,12 @@ def tiny_for(model_type: str, *, dtype: torch.dtype = torch.float32):
             model = MT5ForConditionalGeneration(MT5Config(**fields)).eval()
             assert model.config.model_type == "mt5"
         return model.to(dtype), {"input_ids": ids, "decoder_input_ids": ids[:, :3]}
+    if model_type in TOWER_TYPES + BARE_TOWER_TYPES:
+        return tiny_tower(model_type).to(dtype), {"pixel_values": random_pixels().to(dtype)}
     if spec.family == "vit":
         return tiny_vit().to(dtype), {"pixel_values": random_pixels().to(dtype)}
+    if model_type in MORE_ENCODER_TYPES:
+        return tiny_more_encoder(model_type).to(dtype), {"input_ids": ids}
     if spec.family == "bert":
         return tiny_encoder(model_type).to(dtype), {"input_ids": ids}
     if model_type in GPT_STYLE:
