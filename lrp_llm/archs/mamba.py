@@ -1,4 +1,4 @@
-"""MambaLRP for transformers' Mamba and Mamba-2 (``MambaForCausalLM``, ``Mamba2ForCausalLM``).
+"""MambaLRP for transformers' Mamba, Mamba-2 and Falcon-Mamba (``MambaForCausalLM``, ``Mamba2ForCausalLM``, ...).
 
 MambaLRP (Rezaei Jafari et al., NeurIPS 2024), in gradient x input form:
 
@@ -7,6 +7,7 @@ place                       rule
 ==========================  ==================================================
 SiLU after the conv1d       identity rule (relevance passes unchanged)
 dt, B, C (input-dependent)  detached: the scan is linear in its input ``u``
+dt, B, C RMS norms          on the detached path (Falcon-Mamba, Jamba): constant
 A, D                        parameters: constants already
 y * SiLU(z) output gate     half rule: y gets x 1/2, SiLU(z) identity rule x 1/2
 Mamba-2 gated RMSNorm       the same half rule, then 1/rms detached
@@ -108,6 +109,10 @@ def mamba_scan_inputs(mixer: nn.Module, hidden_states: torch.Tensor, rules: bool
     params = mixer.x_proj(u.detach() if rules else u)
     n = mixer.ssm_state_size
     dt_low, B, C = torch.split(params, [mixer.time_step_rank, n, n], dim=-1)
+    if hasattr(mixer, "b_layernorm"):
+        # Falcon-Mamba and Jamba: RMS norms on dt, B and C. Under the rules they lie on the detached
+        # path (computed from u.detach()), so their 1/rms is a constant there as everywhere.
+        dt_low, B, C = mixer.dt_layernorm(dt_low), mixer.b_layernorm(B), mixer.c_layernorm(C)
     dt = F.softplus(_f32(mixer.dt_proj(dt_low)))
     A = -torch.exp(_f32(mixer.A_log))
     if rules:
@@ -164,9 +169,28 @@ def mamba2_mixer_forward(mixer: nn.Module, hidden_states: torch.Tensor, rules: b
     return mixer.out_proj((mixer.norm.weight * normed).to(hidden_states.dtype))
 
 
+def is_mamba2(mixer: nn.Module) -> bool:
+    """Mamba-2 layout (one decay per head, ``dt_bias``, gated norm) rather than Mamba-1 (``x_proj``, ``dt_proj``)."""
+    return hasattr(mixer, "dt_bias")
+
+
+def is_mixer(module: nn.Module) -> bool:
+    """Whether ``module`` is a Mamba-1 or Mamba-2 mixer of the layout the forwards here compute.
+
+    By its parts, not its class name: transformers names it per model (``MambaMixer``,
+    ``FalconMambaMixer``, ``BambaMixer``, ``NemotronHMamba2Mixer``, ...).
+    """
+    common = all(hasattr(module, a) for a in ("in_proj", "conv1d", "out_proj", "A_log", "D"))
+    if not common:
+        return False
+    if is_mamba2(module):
+        return all(hasattr(module, a) for a in ("norm", "n_groups", "head_dim", "time_step_limit"))
+    return all(hasattr(module, a) for a in ("x_proj", "dt_proj", "time_step_rank"))
+
+
 def scan_inputs(mixer: nn.Module, hidden_states: torch.Tensor, attention_mask=None) -> dict:
     """The scan's operands of either mixer type (without rules)."""
-    if type(mixer).__name__ == "Mamba2Mixer":
+    if is_mamba2(mixer):
         return mamba2_scan_inputs(mixer, hidden_states, False, attention_mask)
     return mamba_scan_inputs(mixer, hidden_states, False, attention_mask)
 
@@ -194,7 +218,7 @@ def mixers(model: nn.Module) -> list[nn.Module]:
     layers = MAMBA_BLOCKS.layer_list(model)
     found = [] if layers is None else [resolve(layer, MAMBA_BLOCKS.mixer) for layer in layers]
     n_layers = model.config.num_hidden_layers
-    if len(found) != n_layers or any(type(m).__name__ not in ("MambaMixer", "Mamba2Mixer") for m in found):
+    if len(found) != n_layers or not all(isinstance(m, nn.Module) and is_mixer(m) for m in found):
         raise UnsupportedModelError(
             f"{type(model).__name__}: expected {n_layers} Mamba mixers, found {len(found)}; "
             "this checkpoint's layout is not supported"
@@ -202,13 +226,30 @@ def mixers(model: nn.Module) -> list[nn.Module]:
     return found
 
 
-def _install(patch: ModelPatch, model: nn.Module, rules: bool) -> None:
-    for mixer in mixers(model):
-        forward = mamba2_mixer_forward if type(mixer).__name__ == "Mamba2Mixer" else mamba_mixer_forward
+def install_mixers(patch: ModelPatch, found: list[nn.Module], rules: bool) -> None:
+    """The fast scan forward on every mixer in ``found``: MambaLRP's rules (``rules=True``) or plain gradients.
+
+    The one installer of the mixer rules, for the Mamba family and the hybrids
+    (:mod:`lrp_llm.archs.hybrid`) alike.
+    """
+    for mixer in found:
+        forward = mamba2_mixer_forward if is_mamba2(mixer) else mamba_mixer_forward
         patch.override_forward(mixer, _mixer_override(mixer, forward, rules))
+
+
+def outside_mixers(modules: list[nn.Module], found: list[nn.Module]) -> list[nn.Module]:
+    """``modules`` less those inside a mixer in ``found``: the mixer forwards compute their own norms
+    (Falcon-Mamba's weightless dt/B/C norms even carry a dummy weight of the wrong width)."""
+    inside = {id(m) for mixer in found for m in mixer.modules()}
+    return [m for m in modules if id(m) not in inside]
+
+
+def _install(patch: ModelPatch, model: nn.Module, rules: bool) -> None:
+    found = mixers(model)
+    install_mixers(patch, found, rules)
     if rules:
         norms = [m for m in model.modules() if type(m).__name__.endswith(MAMBA_NORMS.class_suffix)]
-        install_norms(patch, norms, MAMBA_NORMS)
+        install_norms(patch, outside_mixers(norms, found), MAMBA_NORMS)
 
 
 def apply_mamba_rules(patch: ModelPatch, model: nn.Module, rules: str) -> None:
@@ -224,7 +265,8 @@ def apply_mamba_plain(patch: ModelPatch, model: nn.Module) -> None:
 MAMBA_FAMILY = register(
     ArchSpec(
         family="mamba",
-        model_types=("mamba", "mamba2"),
+        # Falcon-Mamba: the Mamba-1 mixer with RMS norms on dt, B and C (see mamba_scan_inputs)
+        model_types=("mamba", "mamba2", "falcon_mamba"),
         kind="causal-lm",
         install=apply_mamba_rules,
         rules=("mambalrp",),

@@ -57,6 +57,13 @@ _SIZES = {
 _PER_LAYER = ("layer_types", "layers_block_type", "mlp_layer_types", "hybrid_override_pattern", "no_rope_layers")
 
 
+def _derived(config_class, name: str) -> bool:
+    """Whether ``name`` (or the field ``attribute_map`` maps it to) is a read-only property of ``config_class``."""
+    name = getattr(config_class, "attribute_map", {}).get(name, name)
+    prop = getattr(config_class, name, None)
+    return isinstance(prop, property) and prop.fset is None
+
+
 def tiny_config(model_type: str, **overrides):
     """The config of ``model_type`` with its size fields shrunk (see the module docstring)."""
     from transformers import AutoConfig
@@ -64,6 +71,8 @@ def tiny_config(model_type: str, **overrides):
     defaults = AutoConfig.for_model(model_type)
     fields = {k: v for k, v in _SIZES.items() if hasattr(defaults, k)}
     for name in _PER_LAYER:
+        if _derived(type(defaults), name):
+            continue  # computed from other fields (a property without a setter): set those in _SPECIAL
         value = getattr(defaults, name, None)
         if isinstance(value, (list, tuple)) and len(value) > LAYERS:
             fields[name] = list(value[:LAYERS])
@@ -106,3 +115,32 @@ def tiny_model(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.flo
 
 
 _SPECIAL: dict[str, dict] = {}
+
+
+# Hybrids: the layer pattern comes from fields the config derives its layer list from; each tiny
+# model gets one attention (or hybrid) layer beside its Mamba layers, as every real checkpoint has
+# (an all-Mamba hybrid also fails in transformers: its cache has no attention layer to count tokens
+# by). Mamba-2 heads of 8 channels (the defaults of 128 heads do not divide 2 x 32), 16 states.
+def _pattern(kinds: list[str]) -> dict:
+    # under both names: the default list is cut under each, and attribute_map aliases one to the other
+    return {"layer_types": kinds, "layers_block_type": kinds, "num_hidden_layers": len(kinds)}
+
+
+_MAMBA2 = {"mamba_n_heads": 8, "mamba_d_head": 8, "mamba_d_state": 16, "mamba_chunk_size": 4}
+_SPECIAL.update(
+    {
+        "bamba": {**_MAMBA2, "attn_layer_indices": [1]},
+        "granitemoehybrid": {**_MAMBA2, **_pattern(["mamba", "attention"]), "num_local_experts": 0},
+        "falcon_h1": {**_MAMBA2, "mamba_d_ssm": 64},
+        "nemotron_h": {
+            **_pattern(["mamba", "attention", "mlp"]),
+            "mamba_num_heads": 8,
+            "mamba_head_dim": 8,
+            "n_groups": 2,
+            "ssm_state_size": 16,
+            "chunk_size": 4,
+        },
+        "zamba2": {**_pattern(["mamba", "hybrid"]), "n_mamba_heads": 8, "mamba_d_state": 16, "chunk_size": 4},
+        "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
+    }
+)
