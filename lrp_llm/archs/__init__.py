@@ -129,6 +129,7 @@ def _load_families() -> None:
         gpt2,  # noqa: F401
         gpt_neox,  # noqa: F401
         gptj,  # noqa: F401
+        hybrid,  # noqa: F401
         llama,  # noqa: F401
         mamba,  # noqa: F401
         phi,  # noqa: F401
