@@ -1,4 +1,4 @@
-"""Hybrid attention / state-space decoders: Bamba, Nemotron-H, Granite-4 hybrid (dense), Zamba2.
+"""Hybrid attention / state-space decoders: Bamba, Nemotron-H, Granite-4 hybrid (dense), Zamba2, Falcon-H1.
 
 Their blocks are either Mamba-2 mixers or attention blocks (Zamba2: one shared attention
 block reused at several depths, with LoRA adapters per depth), with gated or plain MLPs
@@ -21,9 +21,9 @@ Zamba2 MLP adapters    the up half of each adapter's output gets the same x 1/2 
 
 CP-LRP here is CP-LRP on the attention blocks plus MambaLRP on the mixers: both make the
 explained function linear in the propagated path, so on a bias-free model the relevance
-sums to the logit exactly. Patching sites are not offered: the blocks differ from layer to
-layer (a mixer here, attention there), and the site map reads one path per part for every
-block. Mixture-of-experts layers (Nemotron-H ``moe``, Granite-4 hybrid with experts) are
+sums to the logit exactly. Patching sites are offered for Falcon-H1 only (every block has the
+same parts); in the others the blocks differ from layer to layer (a mixer here, attention
+there), and the site map reads one path per part for every block. Mixture-of-experts layers (Nemotron-H ``moe``, Granite-4 hybrid with experts) are
 refused with an error naming the part.
 """
 
@@ -135,7 +135,9 @@ ATTENTION_FUNCTION = AttentionFunctionParts(projection="q_proj")
 _SPEC = dict(kind="causal-lm", rules=("attnlrp", "cp-lrp"))
 
 
-def _register(family: str, model_types: tuple[str, ...], parts: TransformerParts, n_mixers, blocks, **kw) -> ArchSpec:
+def _register(
+    family: str, model_types: tuple[str, ...], parts: TransformerParts, n_mixers, blocks, *, relp: bool = False, **kw
+) -> ArchSpec:
     return register(
         ArchSpec(
             family=family,
@@ -144,6 +146,7 @@ def _register(family: str, model_types: tuple[str, ...], parts: TransformerParts
             install=_installer(parts, n_mixers, **kw),
             plain=_plain(n_mixers),
             blocks=blocks,
+            patching_rules=("relp",) if relp else (),
             **_SPEC,
         )
     )
@@ -209,4 +212,32 @@ ZAMBA2_FAMILY = _register(
     _layers,
     BlockPaths(layers="layers", final_norm="final_layernorm"),
     extra=_zamba2_adapters,
+)
+
+# Falcon-H1: every block runs a Mamba-2 mixer and attention side by side on the same normed input and
+# adds them, then a gated MLP. The muP multipliers (embedding, attention in/out, key, SSM in/out and
+# per-channel on the mixer's in_proj, MLP gate/down, LM head) are constants: linear, no rule. The
+# mixer's optional gated norm (``mamba_rms_norm``) normalises before the gate (``mamba_norm_before_gate``)
+# or after it; 1/rms is detached either way. Its blocks are all alike, so patching has sites (the
+# attention, the mixer, the MLP); RelP holds the attention pattern constant, MambaLRP in the mixer.
+FALCON_H1_FAMILY = _register(
+    "falcon_h1",
+    ("falcon_h1",),
+    TransformerParts(
+        attention=ATTENTION_FUNCTION,
+        mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="act_fn"),),
+        norm=RMS,
+        expected=_counts(_layers, _layers, lambda c: 2 * _layers(c) + 1),
+    ),
+    _layers,
+    BlockPaths(
+        layers="layers",
+        attention="self_attn",
+        heads="self_attn.o_proj",
+        mlp="feed_forward",
+        neurons="feed_forward.down_proj",
+        mixer="mamba",
+        final_norm="final_layernorm",
+    ),
+    relp=True,
 )

@@ -10,7 +10,7 @@ dt, B, C (input-dependent)  detached: the scan is linear in its input ``u``
 dt, B, C RMS norms          on the detached path (Falcon-Mamba, Jamba): constant
 A, D                        parameters: constants already
 y * SiLU(z) output gate     half rule: y gets x 1/2, SiLU(z) identity rule x 1/2
-Mamba-2 gated RMSNorm       the same half rule, then 1/rms detached
+Mamba-2 gated RMSNorm       the same half rule, then 1/rms detached (Falcon-H1: 1/rms, then the gate)
 RMSNorm (blocks, final)     1/rms detached
 in_proj, conv1d, out_proj   linear: unchanged
 ==========================  ==================================================
@@ -136,7 +136,11 @@ def mamba2_scan_inputs(mixer: nn.Module, hidden_states: torch.Tensor, rules: boo
     E, H, P = mixer.intermediate_size, mixer.num_heads, mixer.head_dim
     G, N = mixer.n_groups, mixer.ssm_state_size
     x = _mask(hidden_states, attention_mask)
-    gate, xbc, dt = mixer.in_proj(x).split([E, mixer.conv_dim, H], dim=-1)
+    projected = mixer.in_proj(x * getattr(mixer, "ssm_in_multiplier", 1.0))
+    mup = getattr(mixer, "mup_vector", None)  # Falcon-H1's muP multipliers: constants per channel
+    if mup is not None:
+        projected = projected * mup.to(projected.dtype)
+    gate, xbc, dt = projected.split([E, mixer.conv_dim, H], dim=-1)
     xbc = _mask(_silu(_causal_conv(xbc, mixer.conv1d), rules), attention_mask)
     u, B, C = torch.split(xbc, [E, G * N, G * N], dim=-1)
     if rules:
@@ -156,17 +160,27 @@ def mamba2_scan_inputs(mixer: nn.Module, hidden_states: torch.Tensor, rules: boo
 
 def mamba2_mixer_forward(mixer: nn.Module, hidden_states: torch.Tensor, rules: bool, attention_mask=None):
     """Mamba2Mixer without a cache: hidden_states (batch, L, d_model) -> (batch, L, d_model)."""
-    b, L, _ = hidden_states.shape
-    E, P, G = mixer.intermediate_size, mixer.head_dim, mixer.n_groups
+    P, G = mixer.head_dim, mixer.n_groups
     s = mamba2_scan_inputs(mixer, hidden_states, rules, attention_mask)
     u = s["u"]
     y = _scan(u, s["dt"], s["A"], s["B"], s["C"], use_kernel=False)
     y = _f32(y) + _f32(u) * _f32(mixer.D).repeat_interleave(P)
-    # gated RMSNorm over groups of E / G channels: half rule on the gate, then 1/rms detached
-    gated = _gate(y, _f32(s["z"]), rules).view(b, L, G, E // G)
-    inv = torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + mixer.norm.variance_epsilon)
-    normed = (gated * (inv.detach() if rules else inv)).view(b, L, E)
-    return mixer.out_proj((mixer.norm.weight * normed).to(hidden_states.dtype))
+    z, norm = _f32(s["z"]), mixer.norm
+    if not isinstance(getattr(norm, "weight", None), torch.Tensor):
+        out = _gate(y, z, rules)  # Falcon-H1 without its gated norm (nn.Identity): y * SiLU(z)
+    elif getattr(norm, "norm_before_gate", False):
+        out = _gate(_group_rms(y, norm, G, rules), z, rules)  # Falcon-H1: normalise y, then the gate
+    else:
+        out = _group_rms(_gate(y, z, rules), norm, G, rules)  # Mamba-2: the gate, then normalise
+    return mixer.out_proj(out.to(hidden_states.dtype))
+
+
+def _group_rms(x: torch.Tensor, norm: nn.Module, groups: int, rules: bool) -> torch.Tensor:
+    """``weight * x / rms(x)`` over ``groups`` equal groups of channels; under the rules 1/rms is detached."""
+    b, L, E = x.shape
+    grouped = x.view(b, L, groups, E // groups)
+    inv = torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * (grouped * (inv.detach() if rules else inv)).view(b, L, E)
 
 
 def is_mamba2(mixer: nn.Module) -> bool:

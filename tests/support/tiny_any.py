@@ -131,7 +131,20 @@ _SPECIAL.update(
     {
         "bamba": {**_MAMBA2, "attn_layer_indices": [1]},
         "granitemoehybrid": {**_MAMBA2, **_pattern(["mamba", "attention"]), "num_local_experts": 0},
-        "falcon_h1": {**_MAMBA2, "mamba_d_ssm": 64},
+        # muP multipliers away from 1 so that the rules are checked with them
+        "falcon_h1": {
+            **_MAMBA2,
+            "mamba_d_ssm": 64,
+            "ssm_multipliers": [0.5, 1.5, 0.8, 1.2, 0.9],
+            "mlp_multipliers": [0.7, 1.3],
+            "ssm_in_multiplier": 0.9,
+            "ssm_out_multiplier": 1.1,
+            "attention_in_multiplier": 0.8,
+            "attention_out_multiplier": 1.2,
+            "key_multiplier": 0.6,
+            "embedding_multiplier": 1.5,
+            "lm_head_multiplier": 0.7,
+        },
         "nemotron_h": {
             **_pattern(["mamba", "attention", "mlp"]),
             "mamba_num_heads": 8,

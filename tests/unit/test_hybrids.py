@@ -15,7 +15,13 @@ from lrp_llm.mechanism.context import lrp_rules
 from tests.support.tiny_any import tiny_model
 from tests.support.tiny_mamba import scan_matrix, tiny_mamba
 
-HYBRIDS = ("bamba", "nemotron_h", "granitemoehybrid", "zamba2")
+HYBRIDS = ("bamba", "nemotron_h", "granitemoehybrid", "zamba2", "falcon_h1")
+# Falcon-H1's mixer norm variants: none (y * SiLU(z)), normalise then gate, gate then normalise
+FALCON_H1_NORMS = {
+    "falcon_h1": {},
+    "falcon_h1-norm-before-gate": {"mamba_rms_norm": True, "mamba_norm_before_gate": True, "mamba_n_groups": 2},
+    "falcon_h1-norm-after-gate": {"mamba_rms_norm": True, "mamba_norm_before_gate": False, "mamba_n_groups": 2},
+}
 
 
 def _mixers(model):
@@ -51,12 +57,14 @@ def _ruled_mixer(model, mixer, x, rules):
     return out.detach(), g_out, gx
 
 
-@pytest.mark.parametrize("model_type", HYBRIDS)
+@pytest.mark.parametrize("variant", [*HYBRIDS[:-1], *FALCON_H1_NORMS])
 @pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp"])
-def test_mamba2_mixer_inside_a_hybrid_is_the_hand_written_mambalrp_map(model_type, rules):
+def test_mamba2_mixer_inside_a_hybrid_is_the_hand_written_mambalrp_map(variant, rules):
     """MambaLRP on a hybrid's Mamba-2 mixer under either rule set: SiLU identity rule, the scan as an explicit
-    matrix with detached dt/B/C, the D skip, the half rule on the gate, 1/rms of the gated norm detached."""
-    model = tiny_model(model_type, dtype=torch.float64)
+    matrix with detached dt/B/C, the D skip, the half rule on the gate, 1/rms of the gated norm detached
+    (Falcon-H1: its muP multipliers as constants, the norm absent, before or after the gate)."""
+    model_type = variant.split("-")[0]
+    model = tiny_model(model_type, dtype=torch.float64, **FALCON_H1_NORMS.get(variant, {}))
     mixer = _mixers(model)[0]
     L = 9
     x = torch.randn(1, L, model.config.hidden_size, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
@@ -64,8 +72,10 @@ def test_mamba2_mixer_inside_a_hybrid_is_the_hand_written_mambalrp_map(model_typ
 
     E, H, P = mixer.intermediate_size, mixer.num_heads, mixer.head_dim
     G, N = mixer.n_groups, mixer.ssm_state_size
+    mup = mixer.mup_vector[0, 0, :, None] if hasattr(mixer, "mup_vector") else 1.0  # Falcon-H1's muP, per channel
+    w_in = mup * mixer.in_proj.weight * getattr(mixer, "ssm_in_multiplier", 1.0)  # the linear map to z, xBC, dt
     with torch.no_grad():
-        z, xbc, dt = mixer.in_proj(x).split([E, mixer.conv_dim, H], dim=-1)
+        z, xbc, dt = (x @ w_in.T).split([E, mixer.conv_dim, H], dim=-1)
         c = _causal_conv(xbc, mixer.conv1d)
         act = F.silu(c)
         u, B, C = act.split([E, G * N, G * N], dim=-1)
@@ -75,18 +85,34 @@ def test_mamba2_mixer_inside_a_hybrid_is_the_hand_written_mambalrp_map(model_typ
         D = mixer.D.repeat_interleave(P)
         y = torch.einsum("bets,bse->bte", M, u) + u * D
         s = F.silu(z)
-        gated = (y * s).view(1, L, G, E // G)
-        inv = torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + mixer.norm.variance_epsilon)
-        assert torch.allclose(out, mixer.out_proj(mixer.norm.weight * (gated * inv).view(1, L, E)), atol=1e-10)
+        norm = mixer.norm
+        g_p = g @ mixer.out_proj.weight  # the gradient at out_proj's input
 
-        g_gated = ((g @ mixer.out_proj.weight) * mixer.norm.weight).view(1, L, G, E // G) * inv  # 1/rms constant
-        g_gated = g_gated.view(1, L, E)
-        g_y = 0.5 * s * g_gated
-        g_z = 0.5 * (y * s / z) * g_gated  # identity rule on SiLU(z), half of the product
+        def inv_rms(t):  # 1/rms over the groups, expanded to (1, L, E): a constant under the rules
+            grouped = t.view(1, L, G, E // G)
+            inv = torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+            return inv.expand_as(grouped).reshape(1, L, E)
+
+        if not hasattr(norm, "weight"):  # y * SiLU(z)
+            v, g_v = y, g_p
+            assert torch.allclose(out, mixer.out_proj(y * s), atol=1e-10)
+        elif getattr(norm, "norm_before_gate", False):  # (weight * y / rms(y)) * SiLU(z)
+            v = norm.weight * y * inv_rms(y)
+            assert torch.allclose(out, mixer.out_proj(v * s), atol=1e-10)
+            g_v = g_p
+        else:  # weight * (y SiLU(z)) / rms(y SiLU(z))
+            k = norm.weight * inv_rms(y * s)
+            assert torch.allclose(out, mixer.out_proj(k * y * s), atol=1e-10)
+            v, g_v = y, g_p * k
+        g_prod = 0.5 * g_v  # the half rule on the gate product v * SiLU(z)
+        g_z = g_prod * v * s / z  # identity rule on SiLU(z)
+        g_y = g_prod * s
+        if hasattr(norm, "weight") and getattr(norm, "norm_before_gate", False):
+            g_y = g_y * norm.weight * inv_rms(y)  # through y / rms(y) with 1/rms constant
         g_u = torch.einsum("bets,bte->bse", M, g_y) + g_y * D
         g_act = torch.cat([g_u, torch.zeros_like(B), torch.zeros_like(C)], dim=-1)  # B, C detached
         g_xbc = _conv_transpose(g_act * act / c, mixer.conv1d.weight)  # identity rule on the conv's SiLU
-        g_x = torch.cat([g_z, g_xbc, torch.zeros_like(dt[..., :H])], dim=-1) @ mixer.in_proj.weight  # dt detached
+        g_x = torch.cat([g_z, g_xbc, torch.zeros_like(dt[..., :H])], dim=-1) @ w_in  # dt detached
     assert torch.allclose(gx, g_x, atol=1e-10)
     if mixer.in_proj.bias is None and mixer.conv1d.bias is None:
         assert torch.allclose((x * gx).sum(), (out * g).sum(), atol=1e-10)
