@@ -215,3 +215,23 @@ def test_jamba_is_not_registered():
     assert arch_for_model_type("jamba") is None
     with pytest.raises(UnsupportedModelError, match="unsupported architecture 'jamba'"):
         get_arch(tiny_model("jamba"))
+
+
+@pytest.mark.parametrize("model_type", HYBRIDS)
+def test_generation_with_the_cache_and_every_method_run(model_type):
+    """Greedy generation (the cache: the original mixer forwards) gives the tokens of the no-cache forward
+    (the fast scan); explanations run with every rule set and the plain-gradient methods (the fast scan)."""
+    from lrp_llm.engines.causal_lm import relevance
+    from lrp_llm.engines.generation import generate_greedy
+    from tests.support.models import logits_of, random_ids
+
+    model = tiny_model(model_type)
+    ids = random_ids(10)
+    out = generate_greedy(model, ids, 4)
+    seq = list(ids)
+    for _ in range(4):
+        seq.append(int(logits_of(model, seq)[0, -1].argmax()))
+    assert out == seq[10:]
+    for method in (*get_arch(model).rules, "grad-x-input", "integrated-gradients"):
+        r = relevance(model, ids, [9], method=method, steps=4)
+        assert torch.isfinite(r["relevance"]).all() and r["relevance"].abs().sum() > 0, method
