@@ -171,6 +171,7 @@ def _load_families() -> None:
         gpt_neox,  # noqa: F401
         gpt_neox_japanese,  # noqa: F401
         gptj,  # noqa: F401
+        hybrid,  # noqa: F401
         lfm2,  # noqa: F401
         llama,  # noqa: F401
         mamba,  # noqa: F401

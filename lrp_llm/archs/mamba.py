@@ -1,4 +1,4 @@
-"""MambaLRP for transformers' Mamba and Mamba-2 (``MambaForCausalLM``, ``Mamba2ForCausalLM``).
+"""MambaLRP for transformers' Mamba, Mamba-2 and Falcon-Mamba (``MambaForCausalLM``, ``Mamba2ForCausalLM``, ...).
 
 MambaLRP (Rezaei Jafari et al., NeurIPS 2024), in gradient x input form:
 
@@ -7,9 +7,10 @@ place                       rule
 ==========================  ==================================================
 SiLU after the conv1d       identity rule (relevance passes unchanged)
 dt, B, C (input-dependent)  detached: the scan is linear in its input ``u``
+dt, B, C RMS norms          on the detached path (Falcon-Mamba, Jamba): constant
 A, D                        parameters: constants already
 y * SiLU(z) output gate     half rule: y gets x 1/2, SiLU(z) identity rule x 1/2
-Mamba-2 gated RMSNorm       the same half rule, then 1/rms detached
+Mamba-2 gated RMSNorm       the same half rule, then 1/rms detached (Falcon-H1: 1/rms, then the gate)
 RMSNorm (blocks, final)     1/rms detached
 in_proj, conv1d, out_proj   linear: unchanged
 ==========================  ==================================================
@@ -108,6 +109,10 @@ def mamba_scan_inputs(mixer: nn.Module, hidden_states: torch.Tensor, rules: bool
     params = mixer.x_proj(u.detach() if rules else u)
     n = mixer.ssm_state_size
     dt_low, B, C = torch.split(params, [mixer.time_step_rank, n, n], dim=-1)
+    if hasattr(mixer, "b_layernorm"):
+        # Falcon-Mamba and Jamba: RMS norms on dt, B and C. Under the rules they lie on the detached
+        # path (computed from u.detach()), so their 1/rms is a constant there as everywhere.
+        dt_low, B, C = mixer.dt_layernorm(dt_low), mixer.b_layernorm(B), mixer.c_layernorm(C)
     dt = F.softplus(_f32(mixer.dt_proj(dt_low)))
     A = -torch.exp(_f32(mixer.A_log))
     if rules:
@@ -131,7 +136,11 @@ def mamba2_scan_inputs(mixer: nn.Module, hidden_states: torch.Tensor, rules: boo
     E, H, P = mixer.intermediate_size, mixer.num_heads, mixer.head_dim
     G, N = mixer.n_groups, mixer.ssm_state_size
     x = _mask(hidden_states, attention_mask)
-    gate, xbc, dt = mixer.in_proj(x).split([E, mixer.conv_dim, H], dim=-1)
+    projected = mixer.in_proj(x * getattr(mixer, "ssm_in_multiplier", 1.0))
+    mup = getattr(mixer, "mup_vector", None)  # Falcon-H1's muP multipliers: constants per channel
+    if mup is not None:
+        projected = projected * mup.to(projected.dtype)
+    gate, xbc, dt = projected.split([E, mixer.conv_dim, H], dim=-1)
     xbc = _mask(_silu(_causal_conv(xbc, mixer.conv1d), rules), attention_mask)
     u, B, C = torch.split(xbc, [E, G * N, G * N], dim=-1)
     if rules:
@@ -151,22 +160,51 @@ def mamba2_scan_inputs(mixer: nn.Module, hidden_states: torch.Tensor, rules: boo
 
 def mamba2_mixer_forward(mixer: nn.Module, hidden_states: torch.Tensor, rules: bool, attention_mask=None):
     """Mamba2Mixer without a cache: hidden_states (batch, L, d_model) -> (batch, L, d_model)."""
-    b, L, _ = hidden_states.shape
-    E, P, G = mixer.intermediate_size, mixer.head_dim, mixer.n_groups
+    P, G = mixer.head_dim, mixer.n_groups
     s = mamba2_scan_inputs(mixer, hidden_states, rules, attention_mask)
     u = s["u"]
     y = _scan(u, s["dt"], s["A"], s["B"], s["C"], use_kernel=False)
     y = _f32(y) + _f32(u) * _f32(mixer.D).repeat_interleave(P)
-    # gated RMSNorm over groups of E / G channels: half rule on the gate, then 1/rms detached
-    gated = _gate(y, _f32(s["z"]), rules).view(b, L, G, E // G)
-    inv = torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + mixer.norm.variance_epsilon)
-    normed = (gated * (inv.detach() if rules else inv)).view(b, L, E)
-    return mixer.out_proj((mixer.norm.weight * normed).to(hidden_states.dtype))
+    z, norm = _f32(s["z"]), mixer.norm
+    if not isinstance(getattr(norm, "weight", None), torch.Tensor):
+        out = _gate(y, z, rules)  # Falcon-H1 without its gated norm (nn.Identity): y * SiLU(z)
+    elif getattr(norm, "norm_before_gate", False):
+        out = _gate(_group_rms(y, norm, G, rules), z, rules)  # Falcon-H1: normalise y, then the gate
+    else:
+        out = _group_rms(_gate(y, z, rules), norm, G, rules)  # Mamba-2: the gate, then normalise
+    return mixer.out_proj(out.to(hidden_states.dtype))
+
+
+def _group_rms(x: torch.Tensor, norm: nn.Module, groups: int, rules: bool) -> torch.Tensor:
+    """``weight * x / rms(x)`` over ``groups`` equal groups of channels; under the rules 1/rms is detached."""
+    b, L, E = x.shape
+    grouped = x.view(b, L, groups, E // groups)
+    inv = torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * (grouped * (inv.detach() if rules else inv)).view(b, L, E)
+
+
+def is_mamba2(mixer: nn.Module) -> bool:
+    """Mamba-2 layout (one decay per head, ``dt_bias``, gated norm) rather than Mamba-1 (``x_proj``, ``dt_proj``)."""
+    return hasattr(mixer, "dt_bias")
+
+
+def is_mixer(module: nn.Module) -> bool:
+    """Whether ``module`` is a Mamba-1 or Mamba-2 mixer of the layout the forwards here compute.
+
+    By its parts, not its class name: transformers names it per model (``MambaMixer``,
+    ``FalconMambaMixer``, ``BambaMixer``, ``NemotronHMamba2Mixer``, ...).
+    """
+    common = all(hasattr(module, a) for a in ("in_proj", "conv1d", "out_proj", "A_log", "D"))
+    if not common:
+        return False
+    if is_mamba2(module):
+        return all(hasattr(module, a) for a in ("norm", "n_groups", "head_dim", "time_step_limit"))
+    return all(hasattr(module, a) for a in ("x_proj", "dt_proj", "time_step_rank"))
 
 
 def scan_inputs(mixer: nn.Module, hidden_states: torch.Tensor, attention_mask=None) -> dict:
     """The scan's operands of either mixer type (without rules)."""
-    if type(mixer).__name__ == "Mamba2Mixer":
+    if is_mamba2(mixer):
         return mamba2_scan_inputs(mixer, hidden_states, False, attention_mask)
     return mamba_scan_inputs(mixer, hidden_states, False, attention_mask)
 
@@ -194,7 +232,7 @@ def mixers(model: nn.Module) -> list[nn.Module]:
     layers = MAMBA_BLOCKS.layer_list(model)
     found = [] if layers is None else [resolve(layer, MAMBA_BLOCKS.mixer) for layer in layers]
     n_layers = model.config.num_hidden_layers
-    if len(found) != n_layers or any(type(m).__name__ not in ("MambaMixer", "Mamba2Mixer") for m in found):
+    if len(found) != n_layers or not all(isinstance(m, nn.Module) and is_mixer(m) for m in found):
         raise UnsupportedModelError(
             f"{type(model).__name__}: expected {n_layers} Mamba mixers, found {len(found)}; "
             "this checkpoint's layout is not supported"
@@ -202,13 +240,30 @@ def mixers(model: nn.Module) -> list[nn.Module]:
     return found
 
 
-def _install(patch: ModelPatch, model: nn.Module, rules: bool) -> None:
-    for mixer in mixers(model):
-        forward = mamba2_mixer_forward if type(mixer).__name__ == "Mamba2Mixer" else mamba_mixer_forward
+def install_mixers(patch: ModelPatch, found: list[nn.Module], rules: bool) -> None:
+    """The fast scan forward on every mixer in ``found``: MambaLRP's rules (``rules=True``) or plain gradients.
+
+    The one installer of the mixer rules, for the Mamba family and the hybrids
+    (:mod:`lrp_llm.archs.hybrid`) alike.
+    """
+    for mixer in found:
+        forward = mamba2_mixer_forward if is_mamba2(mixer) else mamba_mixer_forward
         patch.override_forward(mixer, _mixer_override(mixer, forward, rules))
+
+
+def outside_mixers(modules: list[nn.Module], found: list[nn.Module]) -> list[nn.Module]:
+    """``modules`` less those inside a mixer in ``found``: the mixer forwards compute their own norms
+    (Falcon-Mamba's weightless dt/B/C norms even carry a dummy weight of the wrong width)."""
+    inside = {id(m) for mixer in found for m in mixer.modules()}
+    return [m for m in modules if id(m) not in inside]
+
+
+def _install(patch: ModelPatch, model: nn.Module, rules: bool) -> None:
+    found = mixers(model)
+    install_mixers(patch, found, rules)
     if rules:
         norms = [m for m in model.modules() if type(m).__name__.endswith(MAMBA_NORMS.class_suffix)]
-        install_norms(patch, norms, MAMBA_NORMS)
+        install_norms(patch, outside_mixers(norms, found), MAMBA_NORMS)
 
 
 def apply_mamba_rules(patch: ModelPatch, model: nn.Module, rules: str) -> None:
@@ -224,7 +279,8 @@ def apply_mamba_plain(patch: ModelPatch, model: nn.Module) -> None:
 MAMBA_FAMILY = register(
     ArchSpec(
         family="mamba",
-        model_types=("mamba", "mamba2"),
+        # Falcon-Mamba: the Mamba-1 mixer with RMS norms on dt, B and C (see mamba_scan_inputs)
+        model_types=("mamba", "mamba2", "falcon_mamba"),
         kind="causal-lm",
         install=apply_mamba_rules,
         rules=("mambalrp",),

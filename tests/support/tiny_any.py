@@ -57,6 +57,13 @@ _SIZES = {
 _PER_LAYER = ("layer_types", "layers_block_type", "mlp_layer_types", "hybrid_override_pattern", "no_rope_layers")
 
 
+def _derived(config_class, name: str) -> bool:
+    """Whether ``name`` (or the field ``attribute_map`` maps it to) is a read-only property of ``config_class``."""
+    name = getattr(config_class, "attribute_map", {}).get(name, name)
+    prop = getattr(config_class, name, None)
+    return isinstance(prop, property) and prop.fset is None
+
+
 def tiny_config(model_type: str, **overrides):
     """The config of ``model_type`` with its size fields shrunk (see the module docstring)."""
     from transformers import AutoConfig
@@ -66,6 +73,8 @@ def tiny_config(model_type: str, **overrides):
     defaults = AutoConfig.for_model(model_type)
     fields = {k: v for k, v in _SIZES.items() if _has(defaults, k)}
     for name in _PER_LAYER:
+        if _derived(type(defaults), name):
+            continue  # computed from other fields (a property without a setter): set those in _SPECIAL
         value = getattr(defaults, name, None) if _has(defaults, name) else None
         if isinstance(value, (list, tuple)) and len(value) > LAYERS:
             fields[name] = list(value[:LAYERS])
@@ -140,6 +149,48 @@ _SPECIAL.update({t: _BART_STYLE for t in ("bart", "plbart", "blenderbot-small", 
 # Marian's default decoder start token (58100) lies outside the tiny vocabulary
 _SPECIAL["marian"] = {**_BART_STYLE, "decoder_start_token_id": 0}
 _SPECIAL["trocr"] = {"decoder_ffn_dim": MLP, "decoder_start_token_id": 0}
+
+
+# Hybrids: the layer pattern comes from fields the config derives its layer list from; each tiny
+# model gets one attention (or hybrid) layer beside its Mamba layers, as every real checkpoint has
+# (an all-Mamba hybrid also fails in transformers: its cache has no attention layer to count tokens
+# by). Mamba-2 heads of 8 channels (the defaults of 128 heads do not divide 2 x 32), 16 states.
+def _pattern(kinds: list[str]) -> dict:
+    # under both names: the default list is cut under each, and attribute_map aliases one to the other
+    return {"layer_types": kinds, "layers_block_type": kinds, "num_hidden_layers": len(kinds)}
+
+
+_MAMBA2 = {"mamba_n_heads": 8, "mamba_d_head": 8, "mamba_d_state": 16, "mamba_chunk_size": 4}
+_SPECIAL.update(
+    {
+        "bamba": {**_MAMBA2, "attn_layer_indices": [1]},
+        "granitemoehybrid": {**_MAMBA2, **_pattern(["mamba", "attention"]), "num_local_experts": 0},
+        # muP multipliers away from 1 so that the rules are checked with them
+        "falcon_h1": {
+            **_MAMBA2,
+            "mamba_d_ssm": 64,
+            "ssm_multipliers": [0.5, 1.5, 0.8, 1.2, 0.9],
+            "mlp_multipliers": [0.7, 1.3],
+            "ssm_in_multiplier": 0.9,
+            "ssm_out_multiplier": 1.1,
+            "attention_in_multiplier": 0.8,
+            "attention_out_multiplier": 1.2,
+            "key_multiplier": 0.6,
+            "embedding_multiplier": 1.5,
+            "lm_head_multiplier": 0.7,
+        },
+        "nemotron_h": {
+            **_pattern(["mamba", "attention", "mlp"]),
+            "mamba_num_heads": 8,
+            "mamba_head_dim": 8,
+            "n_groups": 2,
+            "ssm_state_size": 16,
+            "chunk_size": 4,
+        },
+        "zamba2": {**_pattern(["mamba", "hybrid"]), "n_mamba_heads": 8, "mamba_d_state": 16, "chunk_size": 4},
+        "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
+    }
+)
 
 
 def _gemma3_multimodal(**overrides):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-MAMBA_FAMILIES = ("mamba", "mamba2")
+MAMBA_FAMILIES = ("mamba", "mamba2", "falcon_mamba")
 
 
 def tiny_mamba(
@@ -38,7 +38,7 @@ def tiny_mamba(
         bos_token_id=1,
         eos_token_id=2,
     )
-    if family == "mamba":
+    if family in ("mamba", "falcon_mamba"):  # Falcon-Mamba: the Mamba-1 config (and norms on dt, B, C)
         common.update(time_step_rank=4)
     else:
         common.update(num_heads=4, head_dim=8, n_groups=2, chunk_size=8)

@@ -1,0 +1,243 @@
+"""Hybrid attention / state-space decoders: Bamba, Nemotron-H, Granite-4 hybrid (dense), Zamba2, Falcon-H1.
+
+Their blocks are either Mamba-2 mixers or attention blocks (Zamba2: one shared attention
+block reused at several depths, with LoRA adapters per depth), with gated or plain MLPs
+and RMSNorms. The rules are composed from the two existing sets, nothing new:
+
+=====================  =========================================================
+part                   rule
+=====================  =========================================================
+attention, MLPs,       the shared installers (:mod:`lrp_llm.archs.blocks`) under the
+RMSNorms               rule set asked for: AttnLRP (Q, K x 1/4, V x 1/2, gate half
+                       rule) or CP-LRP (attention probabilities and gate detached);
+                       Q, K, V are ruled where they enter the attention function, so
+                       Zamba2's adapters on Q, K, V are covered
+Mamba-2 mixers         MambaLRP under both rule sets (:func:`lrp_llm.archs.mamba.install_mixers`):
+                       dt, B, C, the decays detached, SiLU identity rule, output
+                       gate half rule, gated norm with 1/rms detached
+Zamba2 MLP adapters    the up half of each adapter's output gets the same x 1/2 as the
+                       up half of ``gate_up_proj`` (up = the sum of both)
+=====================  =========================================================
+
+CP-LRP here is CP-LRP on the attention blocks plus MambaLRP on the mixers: both make the
+explained function linear in the propagated path, so on a bias-free model the relevance
+sums to the logit exactly. Patching sites are offered for Falcon-H1 only (every block has the
+same parts); in the others the blocks differ from layer to layer (a mixer here, attention
+there), and the site map reads one path per part for every block. Mixture-of-experts layers (Nemotron-H ``moe``, Granite-4 hybrid with experts) are
+refused with an error naming the part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from lrp_llm.archs import ArchSpec, register
+from lrp_llm.archs.blocks import GATE_RULE, install_transformer_rules, scale_second_half
+from lrp_llm.archs.description import (
+    AttentionFunctionParts,
+    BlockPaths,
+    FusedGatedMLPParts,
+    GatedMLPParts,
+    MLPParts,
+    NormParts,
+    TransformerParts,
+)
+from lrp_llm.archs.mamba import install_mixers, is_mixer
+from lrp_llm.errors import UnsupportedModelError
+from lrp_llm.mechanism.patch import ModelPatch
+
+ATTENTION = ("full_attention", "attention", "hybrid")
+MAMBA = ("linear_attention", "mamba")
+
+
+def _kinds(config: Any) -> list[str]:
+    kinds = getattr(config, "layers_block_type", None) or getattr(config, "layer_types", None)
+    return list(kinds or [])
+
+
+def hybrid_mixers(model: nn.Module, expected: int) -> list[nn.Module]:
+    """The Mamba mixers of ``model`` (module order), or a one-line error when there are not ``expected`` of them."""
+    found = [m for m in model.modules() if is_mixer(m)]
+    if len(found) != expected:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: expected {expected} Mamba mixers, found {len(found)}; "
+            "this checkpoint's layout is not supported"
+        )
+    return found
+
+
+def refuse_experts(model: nn.Module, part: str) -> None:
+    """A one-line error when a mixture-of-experts block ``part`` is present (no rule here for its routing)."""
+    if any(type(m).__name__ == part for m in model.modules()):
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: its mixture-of-experts blocks ({part}) have no LRP rule in the hybrid family; "
+            "only dense hybrid checkpoints are supported"
+        )
+
+
+def _zamba2_adapters(patch: ModelPatch, model: nn.Module, rules: str) -> None:
+    # Zamba2MLP: up = gate_up_proj(x)[up half] + adapter(x)[up half]; the shared installer scales the
+    # first term's gradient, the adapters' outputs (used at this block's depths) get the same factor.
+    if GATE_RULE[rules] != "uniform":
+        return
+    for module in model.modules():
+        for adapter in getattr(module, "gate_up_proj_adapter_list", ()):
+            if isinstance(adapter, nn.Sequential):  # nn.Identity entries belong to other blocks' depths
+                patch.hook_output(adapter, scale_second_half(0.5))
+
+
+def _installer(
+    parts: TransformerParts,
+    n_mixers: Callable[[Any], int],
+    *,
+    experts: str | None = None,
+    extra: Callable[[ModelPatch, nn.Module, str], None] | None = None,
+):
+    def install(patch: ModelPatch, model: nn.Module, rules: str) -> None:
+        if experts is not None:
+            refuse_experts(model, experts)
+        found = hybrid_mixers(model, n_mixers(model.config))
+        install_transformer_rules(patch, model, parts, rules)
+        if extra is not None:
+            extra(patch, model, rules)
+        install_mixers(patch, found, rules=True)
+
+    return install
+
+
+def _plain(n_mixers: Callable[[Any], int]):
+    def plain(patch: ModelPatch, model: nn.Module) -> None:
+        install_mixers(patch, hybrid_mixers(model, n_mixers(model.config)), rules=False)
+
+    return plain
+
+
+def _count(kinds: tuple[str, ...]) -> Callable[[Any], int]:
+    return lambda config: sum(k in kinds for k in _kinds(config))
+
+
+def _counts(attention: Callable[[Any], int], mlp: Callable[[Any], int], norms: Callable[[Any], int]):
+    def expected(config: Any) -> dict[str, int]:
+        return {"attention": attention(config), "mlp": mlp(config), "norm": norms(config)}
+
+    return expected
+
+
+def _layers(config: Any) -> int:
+    return len(_kinds(config)) or config.num_hidden_layers
+
+
+RMS = NormParts(kind="rms", class_suffix="RMSNorm")  # the gated norms (``...RMSNormGated``) are the mixers'
+ATTENTION_FUNCTION = AttentionFunctionParts(projection="q_proj")
+_SPEC = dict(kind="causal-lm", rules=("attnlrp", "cp-lrp"))
+
+
+def _register(
+    family: str, model_types: tuple[str, ...], parts: TransformerParts, n_mixers, blocks, *, relp: bool = False, **kw
+) -> ArchSpec:
+    return register(
+        ArchSpec(
+            family=family,
+            model_types=model_types,
+            parts=parts,
+            install=_installer(parts, n_mixers, **kw),
+            plain=_plain(n_mixers),
+            blocks=blocks,
+            patching_rules=("relp",) if relp else (),
+            **_SPEC,
+        )
+    )
+
+
+# Bamba: every block a Mamba-2 mixer or attention, then a gated MLP; two norms per block
+BAMBA_FAMILY = _register(
+    "bamba",
+    ("bamba",),
+    TransformerParts(
+        attention=ATTENTION_FUNCTION,
+        mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="act_fn"),),
+        norm=RMS,
+        expected=_counts(_count(ATTENTION), _layers, lambda c: 2 * _layers(c) + 1),
+    ),
+    _count(MAMBA),
+    BlockPaths(layers="layers", final_norm="final_layernorm"),
+)
+
+# Nemotron-H: every block one mixer (Mamba-2, attention or a squared-ReLU MLP) and one norm
+NEMOTRON_H_FAMILY = _register(
+    "nemotron_h",
+    ("nemotron_h",),
+    TransformerParts(
+        attention=ATTENTION_FUNCTION,
+        mlps=(MLPParts(up="up_proj", act="act_fn", down="down_proj"),),
+        norm=RMS,
+        expected=_counts(_count(ATTENTION), _count(("mlp",)), lambda c: _layers(c) + 1),
+    ),
+    _count(MAMBA),
+    BlockPaths(layers="layers", final_norm="norm_f"),
+    experts="NemotronHMoE",
+)
+
+# Granite-4 hybrid, dense (granite-4.0-h-micro: no experts): a Mamba-2 mixer or attention, then
+# the fused gated ``shared_mlp``; the embedding, residual, attention and logit multipliers are constants
+GRANITE_HYBRID_FAMILY = _register(
+    "granitemoehybrid",
+    ("granitemoehybrid",),
+    TransformerParts(
+        attention=ATTENTION_FUNCTION,
+        mlps=(FusedGatedMLPParts(gate_up="input_linear", down="output_linear", act="activation"),),
+        norm=RMS,
+        expected=_counts(_count(ATTENTION), _layers, lambda c: 2 * _layers(c) + 1),
+    ),
+    _count(MAMBA),
+    BlockPaths(layers="layers", final_norm="norm"),
+    experts="GraniteMoeHybridMoE",
+)
+
+# Zamba2: every block has a Mamba-2 mixer; "hybrid" blocks first run a shared attention block
+# (input: the hidden state next to the embeddings) through a per-depth linear map. The shared
+# blocks are counted by the installer's one-per-module search, not per depth.
+ZAMBA2_FAMILY = _register(
+    "zamba2",
+    ("zamba2",),
+    TransformerParts(
+        attention=ATTENTION_FUNCTION,
+        mlps=(FusedGatedMLPParts(gate_up="gate_up_proj", down="down_proj", act="act_fn"),),
+        norm=RMS,
+        expected=None,
+    ),
+    _layers,
+    BlockPaths(layers="layers", final_norm="final_layernorm"),
+    extra=_zamba2_adapters,
+)
+
+# Falcon-H1: every block runs a Mamba-2 mixer and attention side by side on the same normed input and
+# adds them, then a gated MLP. The muP multipliers (embedding, attention in/out, key, SSM in/out and
+# per-channel on the mixer's in_proj, MLP gate/down, LM head) are constants: linear, no rule. The
+# mixer's optional gated norm (``mamba_rms_norm``) normalises before the gate (``mamba_norm_before_gate``)
+# or after it; 1/rms is detached either way. Its blocks are all alike, so patching has sites (the
+# attention, the mixer, the MLP); RelP holds the attention pattern constant, MambaLRP in the mixer.
+FALCON_H1_FAMILY = _register(
+    "falcon_h1",
+    ("falcon_h1",),
+    TransformerParts(
+        attention=ATTENTION_FUNCTION,
+        mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="act_fn"),),
+        norm=RMS,
+        expected=_counts(_layers, _layers, lambda c: 2 * _layers(c) + 1),
+    ),
+    _layers,
+    BlockPaths(
+        layers="layers",
+        attention="self_attn",
+        heads="self_attn.o_proj",
+        mlp="feed_forward",
+        neurons="feed_forward.down_proj",
+        mixer="mamba",
+        final_norm="final_layernorm",
+    ),
+    relp=True,
+)
