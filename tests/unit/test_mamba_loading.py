@@ -12,6 +12,9 @@ from lrp_llm.errors import CheckpointError, UnsupportedModelError
 from tests.support.models import random_ids, tiny_tokenizer
 from tests.support.tiny_mamba import MAMBA_FAMILIES, tiny_mamba
 
+# mamba-ssm's own checkpoint layout exists for Mamba-1 and Mamba-2; Falcon-Mamba ships in transformers' layout
+MAMBA_SSM_LAYOUTS = ("mamba", "mamba2")
+
 
 def _mamba_ssm_config(family: str, vocab: int) -> dict:
     ssm = {"d_state": 4, "d_conv": 4, "expand": 2, "bias": False, "conv_bias": False}
@@ -61,7 +64,7 @@ def test_transformers_layout_loads(tmp_path, family):
     assert torch.equal(_logits(loaded, ids), _logits(model, ids))
 
 
-@pytest.mark.parametrize("family", MAMBA_FAMILIES)
+@pytest.mark.parametrize("family", MAMBA_SSM_LAYOUTS)
 def test_mamba_ssm_layout_is_converted(tmp_path, family):
     model = tiny_mamba(family, vocab=len(tiny_tokenizer()))
     folder = _save_mamba_ssm(model, tmp_path / "ckpt", family)
@@ -138,7 +141,7 @@ def test_mismatched_weights_are_a_one_line_error(tmp_path):
         load_model(folder)
 
 
-@pytest.mark.parametrize("family", MAMBA_FAMILIES)
+@pytest.mark.parametrize("family", MAMBA_SSM_LAYOUTS)
 def test_cli_explain_works_on_the_mamba_ssm_layout(tmp_path, family):
     from tui.cli import main
 
