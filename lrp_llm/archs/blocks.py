@@ -403,5 +403,9 @@ def install_transformer_rules(patch: ModelPatch, model: nn.Module, parts: Transf
     install_norms(patch, found["norms"], parts.norm)
     install_attention(patch, found["attentions"], parts.attention, rules)
     install_mlps(patch, model, parts, rules)
+    if parts.moe is not None:
+        from lrp_llm.archs.experts import install_moe
+
+        install_moe(patch, model, parts.moe, rules)
     if parts.logit_softcap is not None:
         install_logit_softcap(patch, model, parts.logit_softcap)

@@ -93,6 +93,23 @@ class FusedGatedMLPParts:
 
 
 @dataclass(frozen=True)
+class MoEParts:
+    """Mixture-of-experts blocks: routed experts (and optionally a shared expert with its own gate).
+
+    The routed experts are transformers 5's fused experts modules (3-D ``gate_up_proj`` /
+    ``down_proj``, ``forward(hidden_states, top_k_index, top_k_weights)``), found by their
+    layout, so they need no names; :mod:`lrp_llm.archs.experts` gives them an eager forward
+    with the rules. A shared expert is an ordinary MLP (list it in ``TransformerParts.mlps``);
+    ``shared_gate`` and ``shared_expert`` name, inside the MoE block, the projection whose
+    sigmoid scales the shared expert's output and that expert (Qwen2-MoE:
+    ``"shared_expert_gate"``, ``"shared_expert"``), None where the family has no such gate.
+    """
+
+    shared_gate: str | None = None
+    shared_expert: str | None = None
+
+
+@dataclass(frozen=True)
 class NormParts:
     """The norms (by class-name suffix) and their kind; the 1/sigma factor is detached under every rule set."""
 
@@ -135,6 +152,8 @@ class TransformerParts:
     # the config attribute of a final-logit soft-cap ``cap * tanh(logits / cap)`` that the
     # model's forward applies after the LM head (Gemma-2: "final_logit_softcapping"); None: no cap
     logit_softcap: str | None = None
+    # mixture-of-experts blocks (routed experts, shared-expert gates); None: the family has none
+    moe: MoEParts | None = None
 
 
 @dataclass(frozen=True)

@@ -105,4 +105,9 @@ def tiny_model(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.flo
     return model.to(dtype).eval()
 
 
-_SPECIAL: dict[str, dict] = {}
+_SPECIAL: dict[str, dict] = {
+    # dots1's config leaves the shared-expert count unset (None) and its MoE block multiplies by it
+    "dots1": {"n_shared_experts": 1},
+    # its shared MLP is off by default (width 0); on, so that its rules are checked
+    "granitemoeshared": {"shared_intermediate_size": 48},
+}
