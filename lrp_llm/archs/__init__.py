@@ -131,6 +131,7 @@ def _load_families() -> None:
         gptj,  # noqa: F401
         llama,  # noqa: F401
         mamba,  # noqa: F401
+        mla,  # noqa: F401
         moe,  # noqa: F401
         phi,  # noqa: F401
         phi3,  # noqa: F401

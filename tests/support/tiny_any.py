@@ -105,7 +105,24 @@ def tiny_model(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.flo
     return model.to(dtype).eval()
 
 
+# DeepSeek multi-head latent attention: consistent low ranks and head widths (the defaults are
+# full-size), rotary width = head_dim, and one K/V head per query head (K and V come per head out of kv_b_proj)
+_MLA = {
+    "kv_lora_rank": 16,
+    "q_lora_rank": 24,
+    "qk_rope_head_dim": 4,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 8,
+    "num_key_value_heads": HEADS,
+}
+
 _SPECIAL: dict[str, dict] = {
+    **{
+        t: {**_MLA, "head_dim": 4}
+        for t in ("deepseek_v2", "deepseek_v3", "glm4_moe_lite", "longcat_flash", "minicpm3", "youtu")
+    },
+    # its router groups the experts (8 groups by default): one group of the 4
+    "axk1": {**_MLA, "head_dim": 4, "n_group": 1, "topk_group": 1},
     # dots1's config leaves the shared-expert count unset (None) and its MoE block multiplies by it
     "dots1": {"n_shared_experts": 1},
     # its shared MLP is off by default (width 0); on, so that its rules are checked
