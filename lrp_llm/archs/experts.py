@@ -55,7 +55,12 @@ def experts_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if is_fused_experts(m)]
 
 
-def _check_layout(module: nn.Module) -> None:
+def _check_layout(module: nn.Module) -> str:
+    """The gating function of ``module``'s experts: "default" (``act(g) * u``) or "clamped_swiglu" (gpt-oss).
+
+    A family's own ``_apply_gate`` is recognised by its output on a probe input, not by its
+    name; one that matches no known form is refused with a one-line error naming the class.
+    """
     from transformers.integrations.moe import _default_apply_gate
 
     name = type(module).__name__
@@ -63,10 +68,48 @@ def _check_layout(module: nn.Module) -> None:
         raise UnsupportedModelError(
             f"{name}: expert-parallel experts are not supported by the LRP rules; load the model on one device"
         )
-    if module.has_gate and getattr(type(module), "_apply_gate", _default_apply_gate) is not _default_apply_gate:
-        raise UnsupportedModelError(
-            f"{name}: its experts' gating function (_apply_gate) has no LRP rule; this checkpoint's layout is not supported"
-        )
+    if not module.has_gate or getattr(type(module), "_apply_gate", _default_apply_gate) is _default_apply_gate:
+        return "default"
+    if _is_clamped_swiglu(module):
+        return "clamped_swiglu"
+    raise UnsupportedModelError(
+        f"{name}: its experts' gating function (_apply_gate) has no LRP rule; this checkpoint's layout is not supported"
+    )
+
+
+def _clamped_swiglu_value(gate_up: torch.Tensor, limit: float, alpha: float) -> tuple[torch.Tensor, ...]:
+    """gpt-oss's gate (interleaved ``gate_up``): ``g' = min(g, L)``, ``u' = clamp(u, -L, L)``,
+    ``glu = g' * sigmoid(alpha * g')``; returns ``(g, u, u' + 1, glu)``, the same operations as transformers."""
+    gate, up = gate_up[..., ::2], gate_up[..., 1::2]
+    clamped = gate.clamp(min=None, max=limit)
+    glu = clamped * torch.sigmoid(clamped * alpha)
+    return gate, up, up.clamp(min=-limit, max=limit) + 1, glu
+
+
+def _is_clamped_swiglu(module: nn.Module) -> bool:
+    limit, alpha = getattr(module, "limit", None), getattr(module, "alpha", None)
+    if not (isinstance(limit, int | float) and isinstance(alpha, int | float)) or module.is_concatenated:
+        return False
+    width = module.down_proj.shape[1 if module.is_transposed else 2]
+    probe = 2 * limit * torch.randn(3, 2 * width, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        _, _, shifted, glu = _clamped_swiglu_value(probe, limit, alpha)
+        return bool(torch.allclose(module._apply_gate(probe), shifted * glu, rtol=1e-12, atol=1e-12))
+
+
+def clamped_swiglu(gate_up: torch.Tensor, limit: float, alpha: float, gate_rule: str) -> torch.Tensor:
+    """gpt-oss's ``(clamp(u) + 1) * swish_alpha(min(g, L))`` under the rules.
+
+    The gate side ``g -> min(g, L) * sigmoid(alpha * min(g, L))`` is one element-wise
+    activation: identity rule. The product with ``u' + 1``: uniform rule (x 1/2 each side;
+    the up side loses what its ``+ 1`` absorbs) under AttnLRP and RelP; under CP-LRP the
+    ``u' + 1`` side is held constant (not the gate side: the ``+ 1`` would absorb relevance),
+    so all of it passes through the gate side and the product conserves.
+    """
+    gate, _up, shifted, glu = _clamped_swiglu_value(gate_up, limit, alpha)
+    if gate_rule == "detach":
+        return shifted.detach() * identity_rule(gate, glu)
+    return scale_grad(shifted, 0.5) * identity_rule(gate, glu, 0.5)
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> torch.Tensor:
@@ -85,13 +128,20 @@ def gated_product(act_fn, gate: torch.Tensor, up: torch.Tensor, gate_rule: str) 
     return identity_rule(gate, activated, 0.5, ratio) * scale_grad(up, 0.5)
 
 
-def expert_forward(module: nn.Module, expert: int, x: torch.Tensor, gate_rule: str) -> torch.Tensor:
-    """Expert ``expert`` of the fused ``module`` on its tokens ``x`` (n, hidden) -> (n, hidden), with the rules inside."""
+def expert_forward(
+    module: nn.Module, expert: int, x: torch.Tensor, gate_rule: str, gating: str = "default"
+) -> torch.Tensor:
+    """Expert ``expert`` of the fused ``module`` on its tokens ``x`` (n, hidden) -> (n, hidden), with the rules inside.
+
+    ``gating``: the experts' gating function, as :func:`_check_layout` found it.
+    """
     transposed = module.is_transposed
     first = "gate_up_proj" if module.has_gate else "up_proj"
     bias = getattr(module, f"{first}_bias")[expert] if module.has_bias else None
     h = _linear(x, getattr(module, first)[expert], bias, transposed)
-    if module.has_gate:
+    if gating == "clamped_swiglu":
+        h = clamped_swiglu(h, module.limit, module.alpha, gate_rule)
+    elif module.has_gate:
         if module.is_concatenated:
             gate, up = h.chunk(2, dim=-1)
         else:  # interleaved [g0, u0, g1, u1, ...]
@@ -106,7 +156,7 @@ def expert_forward(module: nn.Module, expert: int, x: torch.Tensor, gate_rule: s
     return h
 
 
-def routed_forward(module: nn.Module, rules: str):
+def routed_forward(module: nn.Module, rules: str, gating: str = "default"):
     """The make-function for :meth:`ModelPatch.override_forward`: ``module``'s eager forward with ``rules``.
 
     The forward takes ``hidden_states`` (tokens, hidden), ``top_k_index`` and ``top_k_weights``
@@ -123,7 +173,7 @@ def routed_forward(module: nn.Module, rules: str):
                 if not 0 <= expert < n_experts:  # a sentinel index marks an empty slot
                     continue
                 token, slot = torch.where(top_k_index == expert)
-                h = expert_forward(module, expert, hidden_states[token], gate_rule)
+                h = expert_forward(module, expert, hidden_states[token], gate_rule, gating)
                 out.index_add_(0, token, (h * weights[token, slot, None]).to(out.dtype))
             # the uniform rule on sum_k w_k * E_k: half of the gradient to each factor
             return scale_grad(out, 0.5) if router_rule == "uniform" else out
@@ -135,9 +185,16 @@ def routed_forward(module: nn.Module, rules: str):
 
 def install_experts(patch: ModelPatch, model: nn.Module, rules: str) -> None:
     """The eager forward with ``rules`` on every fused experts module of ``model`` (refused where its layout has no rule)."""
+    for module in model.modules():
+        down = getattr(module, "down_proj", None)
+        if isinstance(down, torch.Tensor) and down.dim() == 3 and not is_fused_experts(module):
+            raise UnsupportedModelError(
+                f"{type(module).__name__}: experts without transformers' fused-experts layout have no LRP rule here; "
+                "this checkpoint's layout is not supported"
+            )
     for module in experts_modules(model):
-        _check_layout(module)
-        patch.override_forward(module, routed_forward(module, rules))
+        gating = _check_layout(module)
+        patch.override_forward(module, routed_forward(module, rules, gating))
 
 
 def install_shared_gates(patch: ModelPatch, model: nn.Module, parts: MoEParts, rules: str) -> None:

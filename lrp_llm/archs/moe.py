@@ -80,6 +80,10 @@ MOE_FAMILY = _moe_family(
         "hy_v3",
         "kolibri1",
         "aria_text",
+        # attention sinks (a learned logit per head, a constant column of the softmax: under
+        # CP-LRP/RelP the probabilities are constants anyway; under AttnLRP it takes its share
+        # like a bias) and a clamped SwiGLU in the experts (lrp_llm.archs.experts.clamped_swiglu)
+        "gpt_oss",
         "dots1",
     ),
 )

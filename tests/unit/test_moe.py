@@ -16,8 +16,12 @@ from lrp_llm.mechanism.patch import ModelPatch
 from tests.support.conformance import conservation_ratios, without_biases_and_position_embeddings
 from tests.support.tiny_any import tiny_model
 
+# every type whose family describes MoE blocks, less the MLA models that have none (dense MLPs only)
+DENSE_MLA = ("minicpm3", "youtu")
 MOE_TYPES = [
-    t for t in supported_model_types() if (arch_for_model_type(t).parts or None) and arch_for_model_type(t).parts.moe
+    t
+    for t in supported_model_types()
+    if arch_for_model_type(t).parts is not None and arch_for_model_type(t).parts.moe and t not in DENSE_MLA
 ]
 RULES = ("attnlrp", "cp-lrp", "relp")
 
@@ -206,3 +210,47 @@ def test_an_experts_gate_without_a_rule_is_refused_with_one_line_and_the_model_r
             pass
     assert _state(model) == before
     experts.__class__ = cls
+
+
+@pytest.mark.parametrize("gate_rule", ["uniform", "detach"])
+def test_clamped_swiglu_matches_the_hand_written_rule(gate_rule):
+    from lrp_llm.archs.experts import clamped_swiglu
+
+    limit, alpha = 1.5, 1.702
+    # interleaved [g0, u0, g1, u1, ...]; values beyond the limit on both sides
+    gate_up = 2.0 * torch.randn(4, 6, generator=torch.Generator().manual_seed(17), dtype=torch.float64)
+    c = torch.randn(4, 3, generator=torch.Generator().manual_seed(18), dtype=torch.float64)
+    assert (gate_up.abs() > limit).any()
+    x = gate_up.clone().requires_grad_(True)
+    out = clamped_swiglu(x, limit, alpha, gate_rule)
+    (grad,) = torch.autograd.grad((out * c).sum(), x)
+    g, u = gate_up[:, ::2], gate_up[:, 1::2]
+    gc, uc = g.clamp(max=limit), u.clamp(-limit, limit)
+    glu = gc * torch.sigmoid(alpha * gc)
+    shifted = uc + 1
+    torch.testing.assert_close(out, shifted * glu, atol=0, rtol=0)
+    half = 0.5 if gate_rule == "uniform" else 1.0
+    want = torch.zeros_like(gate_up)
+    want[:, ::2] = half * c * shifted * glu / g  # identity rule on g -> glu(min(g, L))
+    if gate_rule == "uniform":  # the clamp's plain gradient on the up side: 1 inside, 0 beyond the limit
+        want[:, 1::2] = 0.5 * c * glu * (u.abs() < limit)
+    torch.testing.assert_close(grad, want, atol=1e-12, rtol=0)
+    if gate_rule == "detach":  # all relevance through the gate side: conserves
+        torch.testing.assert_close((gate_up * grad).sum(), (out * c).sum())
+
+
+def test_gpt_oss_experts_gate_is_recognised_by_its_output():
+    from lrp_llm.archs.experts import _check_layout
+
+    model = tiny_model("gpt_oss")
+    assert all(_check_layout(m) == "clamped_swiglu" for m in experts_modules(model))
+    assert all(_check_layout(m) == "default" for m in experts_modules(tiny_model("mixtral")))
+
+
+def test_experts_without_the_fused_layout_are_refused_with_one_line():
+    block = nn.Module()
+    block.experts = nn.Module()
+    block.experts.down_proj = nn.Parameter(torch.zeros(2, 3, 4))  # 3-D expert weights, no layout flags
+    with pytest.raises(UnsupportedModelError, match=r"^Module: experts without transformers' fused-experts layout"):
+        with ModelPatch(block) as patch:
+            install_experts(patch, block, "cp-lrp")
