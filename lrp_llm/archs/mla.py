@@ -14,9 +14,15 @@ from __future__ import annotations
 from lrp_llm.archs.description import AttentionFunctionParts, MoEParts
 from lrp_llm.archs.moe import _moe_family
 
+_MLA_ATTENTION = AttentionFunctionParts(projection="kv_a_proj_with_mqa")
+
 MLA_FAMILY = _moe_family(
-    "mla",
-    ("deepseek_v2", "deepseek_v3", "minicpm3", "glm4_moe_lite", "youtu", "axk1"),
-    attention=AttentionFunctionParts(projection="kv_a_proj_with_mqa"),
-    moe=MoEParts(),
+    "mla", ("deepseek_v3", "glm4_moe_lite", "youtu", "axk1"), attention=_MLA_ATTENTION, moe=MoEParts()
+)
+
+# The layer stepper refuses these (it verifies itself against the model's forward): DeepSeek-V2
+# passes its rotary embedding as one complex tensor, MiniCPM3's stepped layers differ from its
+# forward; sweeps use the batched engine.
+MLA_BATCHED_FAMILY = _moe_family(
+    "mla", ("deepseek_v2", "minicpm3"), attention=_MLA_ATTENTION, moe=MoEParts(), steps=False
 )

@@ -35,18 +35,20 @@ _GATED = GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="ac
 _RMS = NormParts(kind="rms", class_suffix="RMSNorm")
 
 
-def _blocks(mlp: str) -> BlockPaths:
+def _blocks(mlp: str, steps: bool = True) -> BlockPaths:
     return BlockPaths(
         layers="layers",
         attention="self_attn",
         heads="self_attn.o_proj",
         mlp=mlp,
         final_norm="norm",
-        steps_from_keys_values=True,
+        steps_from_keys_values=steps,
     )
 
 
-def _moe_family(family: str, model_types: tuple[str, ...], *, mlp: str = "mlp", **parts: Any) -> ArchSpec:
+def _moe_family(
+    family: str, model_types: tuple[str, ...], *, mlp: str = "mlp", steps: bool = True, **parts: Any
+) -> ArchSpec:
     fields: dict[str, Any] = dict(
         attention=_LLAMA_ATTENTION, mlps=(_GATED,), norm=_RMS, expected=_attention_per_block, moe=MoEParts()
     )
@@ -58,7 +60,7 @@ def _moe_family(family: str, model_types: tuple[str, ...], *, mlp: str = "mlp", 
             kind="causal-lm",
             patching_rules=("relp",),
             parts=TransformerParts(**fields),
-            blocks=_blocks(mlp),
+            blocks=_blocks(mlp, steps),
         )
     )
 

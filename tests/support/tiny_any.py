@@ -119,7 +119,8 @@ _MLA = {
 _SPECIAL: dict[str, dict] = {
     **{t: {**_MLA, "head_dim": 4} for t in ("deepseek_v2", "glm4_moe_lite", "longcat_flash", "minicpm3", "youtu")},
     # the first 3 layers are dense by default: one, so that the second has routed experts
-    "deepseek_v3": {**_MLA, "head_dim": 4, "first_k_dense_replace": 1},
+    # and its router groups the experts (8 groups by default): one group of the 4
+    "deepseek_v3": {**_MLA, "head_dim": 4, "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1},
     # its router groups the experts (8 groups by default): one group of the 4
     "axk1": {**_MLA, "head_dim": 4, "n_group": 1, "topk_group": 1},
     # dots1's config leaves the shared-expert count unset (None) and its MoE block multiplies by it
