@@ -107,6 +107,10 @@ class MoEParts:
 
     shared_gate: str | None = None
     shared_expert: str | None = None
+    # Llama-4: the router's scores scale the experts' *input* (``E(w * x)``, every expert run on
+    # every token, unselected ones with w = 0), in a block with attributes ``router``,
+    # ``experts`` (3-D ``gate_up_proj`` [E, H, 2I], ``down_proj`` [E, I, H]) and ``shared_expert``
+    scores_scale_input: bool = False
 
 
 @dataclass(frozen=True)

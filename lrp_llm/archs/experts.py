@@ -214,7 +214,55 @@ def install_shared_gates(patch: ModelPatch, model: nn.Module, parts: MoEParts, r
             patch.hook_output(gate, detach_output)
 
 
+def _input_scaled_blocks(model: nn.Module) -> list[nn.Module]:
+    return [
+        m
+        for m in model.modules()
+        if all(isinstance(getattr(m, a, None), nn.Module) for a in ("router", "experts", "shared_expert"))
+        and isinstance(getattr(m.experts, "gate_up_proj", None), torch.Tensor)
+        and m.experts.gate_up_proj.dim() == 3
+    ]
+
+
+def input_scaled_forward(block: nn.Module, rules: str):
+    """The make-function for a Llama-4 MoE block's forward with ``rules``: (batch, pos, hidden) ->
+    ((tokens, hidden), router logits), as the block's own.
+
+    ``routed_in = x * w`` (w: the router's sigmoid scores, 0 for unselected experts) is a product
+    of two input-dependent factors: uniform rule (x 1/2 to each) under AttnLRP, ``w`` held
+    constant under CP-LRP and RelP. Each expert ``down(act(g) * u)`` on ``routed_in`` gets the
+    gated MLP's rules; the sum over experts and the shared expert are linear.
+    """
+    gate_rule, router_rule = GATE_RULE[rules], ROUTER_RULE[rules]
+    experts = block.experts
+
+    def make(_original):
+        def forward(hidden_states: torch.Tensor):
+            hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+            scores, logits = block.router(hidden)  # (tokens, experts)
+            if router_rule == "uniform":
+                scores, x_side = scale_grad(scores, 0.5), scale_grad(hidden, 0.5)
+            else:
+                scores, x_side = scores.detach(), hidden
+            n_experts = scores.shape[1]
+            routed_in = x_side.repeat(n_experts, 1) * scores.transpose(0, 1).reshape(-1, 1)
+            routed_in = routed_in.view(n_experts, -1, hidden.shape[-1])
+            gate, up = torch.bmm(routed_in, experts.gate_up_proj).chunk(2, dim=-1)
+            routed_out = torch.bmm(gated_product(experts.act_fn, gate, up, gate_rule), experts.down_proj)
+            out = block.shared_expert(hidden)
+            out.add_(routed_out.reshape(n_experts, -1, routed_out.shape[-1]).sum(dim=0))
+            return out, logits
+
+        return forward
+
+    return make
+
+
 def install_moe(patch: ModelPatch, model: nn.Module, parts: MoEParts, rules: str) -> None:
     """The routed experts and the shared-expert gates of every MoE block of ``model``."""
+    if parts.scores_scale_input:
+        for block in _input_scaled_blocks(model):
+            patch.override_forward(block, input_scaled_forward(block, rules))
+        return
     install_experts(patch, model, rules)
     install_shared_gates(patch, model, parts, rules)

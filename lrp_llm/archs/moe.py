@@ -107,3 +107,15 @@ GRANITE_MOE_FAMILY = _moe_family(
     mlp="block_sparse_moe",
     mlps=(FusedGatedMLPParts(gate_up="input_linear", down="output_linear", act="activation"),),
 )
+
+# Llama-4 (text): the router's sigmoid scores scale the experts' input; a shared expert; dense
+# layers where ``moe_layers`` leaves them; L2 q/k norm (an RMSNorm without weight, 1/rms held
+# constant like the others: found by the suffix "Norm"); chunked attention is a constant mask
+LLAMA4_FAMILY = _moe_family(
+    "llama4",
+    ("llama4_text",),
+    mlp="feed_forward",
+    mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="activation_fn"),),
+    norm=NormParts(kind="rms", class_suffix="Norm"),
+    moe=MoEParts(scores_scale_input=True),
+)

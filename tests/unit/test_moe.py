@@ -23,6 +23,8 @@ MOE_TYPES = [
     for t in supported_model_types()
     if arch_for_model_type(t).parts is not None and arch_for_model_type(t).parts.moe and t not in DENSE_MLA
 ]
+# the fused experts layout (Llama-4's scores scale the experts' input instead: its own test below)
+FUSED_TYPES = [t for t in MOE_TYPES if not arch_for_model_type(t).parts.moe.scores_scale_input]
 RULES = ("attnlrp", "cp-lrp", "relp")
 
 
@@ -122,7 +124,7 @@ def test_shared_expert_gate_matches_the_hand_written_rule(rules):
     torch.testing.assert_close(grad, want, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("model_type", MOE_TYPES)
+@pytest.mark.parametrize("model_type", FUSED_TYPES)
 def test_the_eager_experts_forward_equals_the_models_own(model_type):
     # float32: the kernels transformers picks by default (grouped_mm) refuse float64
     model = tiny_model(model_type)
@@ -254,3 +256,59 @@ def test_experts_without_the_fused_layout_are_refused_with_one_line():
     with pytest.raises(UnsupportedModelError, match=r"^Module: experts without transformers' fused-experts layout"):
         with ModelPatch(block) as patch:
             install_experts(patch, block, "cp-lrp")
+
+
+@pytest.mark.parametrize("rules", RULES)
+def test_llama4_input_scaled_experts_match_the_hand_written_rule(rules):
+    from lrp_llm.archs.blocks import install_mlps
+    from lrp_llm.archs.experts import install_moe
+
+    parts = arch_for_model_type("llama4_text").parts
+    model = tiny_model("llama4_text", dtype=torch.float64)
+    block = model.model.layers[1].feed_forward
+    model.requires_grad_(False)
+    g = torch.Generator().manual_seed(19)
+    x = torch.randn(1, 5, model.config.hidden_size, generator=g, dtype=torch.float64)
+    c = torch.randn(5, model.config.hidden_size, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        own = block(x)[0]
+    with ModelPatch(block) as patch:
+        install_mlps(patch, block, parts, rules)  # the shared expert's gated product
+        install_moe(patch, block, parts.moe, rules)
+        xr = x.clone().requires_grad_(True)
+        out = block(xr)[0]
+        (grad,) = torch.autograd.grad((out * c).sum(), xr)
+    torch.testing.assert_close(out, own, atol=1e-12, rtol=0)
+
+    # by hand: y = shared(x) + sum_e D_e(silu(G_e (w_e x)) * U_e (w_e x)), w = sigmoid of the selected router logits
+    h = x[0]
+    shared = block.shared_expert
+    a_s, u_s = h @ shared.gate_proj.weight.T, h @ shared.up_proj.weight.T
+    gs = c @ shared.down_proj.weight  # gradient at the shared expert's product
+    act_s = a_s * torch.sigmoid(a_s)
+    if rules == "cp-lrp":
+        want = (gs * act_s) @ shared.up_proj.weight
+    else:
+        want = (0.5 * gs * u_s * act_s / a_s) @ shared.gate_proj.weight + (0.5 * gs * act_s) @ shared.up_proj.weight
+    logits = h @ block.router.weight.T
+    top = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.topk(block.top_k, dim=1).indices, True)
+    # (tokens, experts); the router computes the sigmoid in float32
+    w = torch.where(top, torch.sigmoid(logits.float()).double(), torch.zeros_like(logits))
+    x_half = 0.5 if rules == "attnlrp" else 1.0  # the uniform rule on w * x, or w constant
+    for e in range(w.shape[1]):
+        G, U = block.experts.gate_up_proj[e].chunk(2, dim=-1)  # [H, I] each
+        D = block.experts.down_proj[e]  # [I, H]
+        r = h * w[:, e : e + 1]
+        a, u = r @ G, r @ U
+        act = a * torch.sigmoid(a)
+        gh = c @ D.T
+        if rules == "cp-lrp":
+            gr = (gh * act) @ U.T
+        else:
+            gr = (0.5 * gh * u * torch.where(a == 0, torch.full_like(a, 0.5), act / a)) @ G.T + (0.5 * gh * act) @ U.T
+        want = want + x_half * gr * w[:, e : e + 1]
+        if rules == "attnlrp":  # the scores' half: through the sigmoid of the selected logits (plain gradient)
+            gw = 0.5 * (gr * h).sum(-1, keepdim=True) * w[:, e : e + 1] * (1 - w[:, e : e + 1]) * top[:, e : e + 1]
+            want = want + gw * block.router.weight[e]
+    # under AttnLRP the scores' half passes the router's float32 sigmoid backward: float32 rounding there
+    torch.testing.assert_close(grad[0], want, atol=1e-6 if rules == "attnlrp" else 1e-10, rtol=0)
