@@ -35,20 +35,28 @@ _GATED = GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="ac
 _RMS = NormParts(kind="rms", class_suffix="RMSNorm")
 
 
-def _blocks(mlp: str, steps: bool = True) -> BlockPaths:
+def _blocks(mlp: str | None, steps: bool = True, base: str = "") -> BlockPaths:
     return BlockPaths(
-        layers="layers",
+        layers=f"{base}layers",
         attention="self_attn",
         heads="self_attn.o_proj",
         mlp=mlp,
-        final_norm="norm",
+        final_norm=f"{base}norm",
         steps_from_keys_values=steps,
     )
 
 
 def _moe_family(
-    family: str, model_types: tuple[str, ...], *, mlp: str = "mlp", steps: bool = True, **parts: Any
+    family: str,
+    model_types: tuple[str, ...],
+    *,
+    mlp: str | None = "mlp",
+    steps: bool = True,
+    base: str = "",
+    **parts: Any,
 ) -> ArchSpec:
+    """Register a MoE family: Llama-layout attention and gated MLPs unless ``parts`` says otherwise;
+    ``base``: the prefix of the block list from ``model.base_model``."""
     fields: dict[str, Any] = dict(
         attention=_LLAMA_ATTENTION, mlps=(_GATED,), norm=_RMS, expected=_attention_per_block, moe=MoEParts()
     )
@@ -60,7 +68,7 @@ def _moe_family(
             kind="causal-lm",
             patching_rules=("relp",),
             parts=TransformerParts(**fields),
-            blocks=_blocks(mlp, steps),
+            blocks=_blocks(mlp, steps, base),
         )
     )
 
@@ -114,7 +122,12 @@ GRANITE_MOE_FAMILY = _moe_family(
 LLAMA4_FAMILY = _moe_family(
     "llama4",
     ("llama4_text",),
-    mlp="feed_forward",
+    # its MoE block returns (tokens, hidden), reshaped by the layer: no "mlp" patching site
+    mlp=None,
+    # its chunked attention asks the cache for its length, which the layer stepper's recorder does not keep
+    steps=False,
+    # Llama4ForCausalLM names its base model "language_model" but keeps it at ``model``: base_model is the LM
+    base="model.",
     mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="activation_fn"),),
     norm=NormParts(kind="rms", class_suffix="Norm"),
     moe=MoEParts(scores_scale_input=True),
