@@ -121,9 +121,9 @@ _SPECIAL: dict[str, dict] = {
     # the first 3 layers are dense by default: one, so that the second has routed experts
     # and its router groups the experts (8 groups by default): one group of the 4
     "deepseek_v3": {**_MLA, "head_dim": 4, "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1},
-    # chunked attention within the 12-token prompts, a NoPE second layer (with its query
+    # chunked attention within the 12-token prompts (the sweeps, 7 tokens, stay in one chunk), a NoPE second layer (with its query
     # temperature) and a dense first layer, so that each is checked
-    "llama4_text": {"attention_chunk_size": 4, "no_rope_layers": [1, 0], "moe_layers": [1]},
+    "llama4_text": {"attention_chunk_size": 8, "no_rope_layers": [1, 0], "moe_layers": [1]},
     # its router groups the experts (8 groups by default): one group of the 4
     "axk1": {**_MLA, "head_dim": 4, "n_group": 1, "topk_group": 1},
     # dots1's config leaves the shared-expert count unset (None) and its MoE block multiplies by it
