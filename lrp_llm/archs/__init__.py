@@ -66,6 +66,16 @@ def register(spec: ArchSpec) -> ArchSpec:
     return spec
 
 
+# model types known not to be supported, with the part that has no rule (for the error message)
+_REFUSED: dict[str, str] = {}
+
+
+def refuse(model_types: tuple[str, ...], part: str) -> None:
+    """Record that ``model_types`` are not supported because ``part`` has no LRP rule (named in get_arch's error)."""
+    for model_type in model_types:
+        _REFUSED[model_type] = part
+
+
 def supported_model_types() -> list[str]:
     _load_families()
     return sorted(_REGISTRY)
@@ -93,6 +103,8 @@ def get_arch(model: nn.Module) -> ArchSpec:
     spec = find_arch(model)
     if spec is None:
         name = getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
+        if name in _REFUSED:
+            raise UnsupportedModelError(f"unsupported architecture '{name}': {_REFUSED[name]} has no LRP rule here")
         raise UnsupportedModelError(
             f"unsupported architecture '{name}'; supported: {', '.join(supported_model_types())}"
         )

@@ -10,7 +10,10 @@ act(gate)       identity rule, gradient x 1/2   detached (gate constant)    iden
 up (gated)      gradient x 1/2                  unchanged                   gradient x 1/2
 act (plain)     identity rule                   identity rule               identity rule
 logit soft-cap  identity rule                   identity rule               identity rule
+MoE w_k * E_k   uniform (x 1/2)                 w_k detached                w_k detached
 ==============  ==============================  ==========================  ==========================
+
+Mixture-of-experts blocks (``TransformerParts.moe``) are installed by :mod:`lrp_llm.archs.experts`.
 
 The rules touch only module outputs (and norm forwards), never the attention kernel,
 so fused kernels (SDPA) stay. Where Q, K and V come out of one fused projection

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lrp_llm.archs import ArchSpec, register
+from lrp_llm.archs import ArchSpec, refuse, register
 from lrp_llm.archs.description import (
     AttentionParts,
     BlockPaths,
@@ -132,3 +132,9 @@ LLAMA4_FAMILY = _moe_family(
     norm=NormParts(kind="rms", class_suffix="Norm"),
     moe=MoEParts(scores_scale_input=True),
 )
+
+# Tried and not supported: the part that has no rule here
+refuse(("laguna", "afmoe"), "the sigmoid output gate of its attention (o * sigmoid(g(x)))")
+refuse(("cohere2_moe",), "its mean-centred LayerNorm without bias (Cohere2MoeLayerNorm)")
+refuse(("longcat_flash",), "its unfused experts with identity (zero) experts (LongcatFlashExperts)")
+refuse(("axk2",), "its gated RMSNorm with its own MLP (AXK2GatedRMSNorm)")
