@@ -175,7 +175,9 @@ def _load_families() -> None:
         lfm2,  # noqa: F401
         llama,  # noqa: F401
         mamba,  # noqa: F401
+        mla,  # noqa: F401
         modernbert_decoder,  # noqa: F401
+        moe,  # noqa: F401
         moshi,  # noqa: F401
         mpt,  # noqa: F401
         olmo,  # noqa: F401

@@ -10,7 +10,10 @@ act(gate)       identity rule, gradient x 1/2   detached (gate constant)    iden
 up (gated)      gradient x 1/2                  unchanged                   gradient x 1/2
 act (plain)     identity rule                   identity rule               identity rule
 logit soft-cap  identity rule                   identity rule               identity rule
+MoE w_k * E_k   uniform (x 1/2)                 w_k detached                w_k detached
 ==============  ==============================  ==========================  ==========================
+
+Mixture-of-experts blocks (``TransformerParts.moe``) are installed by :mod:`lrp_llm.archs.experts`.
 
 The rules touch only module outputs (and norm forwards), never the attention kernel,
 so fused kernels (SDPA) stay. Where Q, K and V come out of one fused projection
@@ -475,5 +478,9 @@ def install_transformer_rules(patch: ModelPatch, model: nn.Module, parts: Transf
     install_attention(patch, found["attentions"], parts.attention, rules)
     install_mlps(patch, model, parts, rules)
     install_gated_convs(patch, found["mixers"], parts, rules)
+    if parts.moe is not None:
+        from lrp_llm.archs.experts import install_moe
+
+        install_moe(patch, model, parts.moe, rules)
     if parts.logit_softcap is not None:
         install_logit_softcap(patch, model, parts.logit_softcap)

@@ -154,6 +154,27 @@ class GatedConvParts:
 
 
 @dataclass(frozen=True)
+class MoEParts:
+    """Mixture-of-experts blocks: routed experts (and optionally a shared expert with its own gate).
+
+    The routed experts are transformers 5's fused experts modules (3-D ``gate_up_proj`` /
+    ``down_proj``, ``forward(hidden_states, top_k_index, top_k_weights)``), found by their
+    layout, so they need no names; :mod:`lrp_llm.archs.experts` gives them an eager forward
+    with the rules. A shared expert is an ordinary MLP (list it in ``TransformerParts.mlps``);
+    ``shared_gate`` and ``shared_expert`` name, inside the MoE block, the projection whose
+    sigmoid scales the shared expert's output and that expert (Qwen2-MoE:
+    ``"shared_expert_gate"``, ``"shared_expert"``), None where the family has no such gate.
+    """
+
+    shared_gate: str | None = None
+    shared_expert: str | None = None
+    # Llama-4: the router's scores scale the experts' *input* (``E(w * x)``, every expert run on
+    # every token, unselected ones with w = 0), in a block with attributes ``router``,
+    # ``experts`` (3-D ``gate_up_proj`` [E, H, 2I], ``down_proj`` [E, I, H]) and ``shared_expert``
+    scores_scale_input: bool = False
+
+
+@dataclass(frozen=True)
 class NormParts:
     """The norms (by class-name suffix) and their kind; the 1/sigma factor is detached under every rule set."""
 
@@ -206,6 +227,8 @@ class TransformerParts:
     within: str | None = None
     # token mixers other than attention (LFM2's gated convolutions); counted under "mixer"
     mixers: tuple[GatedConvParts, ...] = ()
+    # mixture-of-experts blocks (routed experts, shared-expert gates); None: the family has none
+    moe: MoEParts | None = None
 
 
 @dataclass(frozen=True)

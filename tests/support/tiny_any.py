@@ -193,6 +193,35 @@ _SPECIAL.update(
 )
 
 
+# DeepSeek multi-head latent attention: consistent low ranks and head widths (the defaults are
+# full-size), rotary width = head_dim, and one K/V head per query head (K and V come per head out of kv_b_proj)
+_MLA = {
+    "kv_lora_rank": 16,
+    "q_lora_rank": 24,
+    "qk_rope_head_dim": 4,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 8,
+    "num_key_value_heads": HEADS,
+}
+_SPECIAL.update(
+    {
+        **{t: {**_MLA, "head_dim": 4} for t in ("deepseek_v2", "glm4_moe_lite", "longcat_flash", "minicpm3", "youtu")},
+        # the first 3 layers are dense by default: one, so that the second has routed experts
+        # and its router groups the experts (8 groups by default): one group of the 4
+        "deepseek_v3": {**_MLA, "head_dim": 4, "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1},
+        # chunked attention within the 12-token prompts (the sweeps, 7 tokens, stay in one chunk), a NoPE
+        # second layer (with its query temperature) and a dense first layer, so that each is checked
+        "llama4_text": {"attention_chunk_size": 8, "no_rope_layers": [1, 0], "moe_layers": [1]},
+        # its router groups the experts (8 groups by default): one group of the 4
+        "axk1": {**_MLA, "head_dim": 4, "n_group": 1, "topk_group": 1},
+        # dots1's config leaves the shared-expert count unset (None) and its MoE block multiplies by it
+        "dots1": {"n_shared_experts": 1},
+        # its shared MLP is off by default (width 0); on, so that its rules are checked
+        "granitemoeshared": {"shared_intermediate_size": 48},
+    }
+)
+
+
 def _gemma3_multimodal(**overrides):
     """Gemma-3's multimodal config: the tiny Gemma-3 text model beside a one-layer SigLIP vision tower
     (28x28 images of 14x14 patches, 4 image tokens); the last vocabulary ids are the image tokens."""
