@@ -166,7 +166,6 @@ def _load_families() -> None:
         falcon,  # noqa: F401
         glm,  # noqa: F401
         gpt2,  # noqa: F401
-        gpt_bigcode,  # noqa: F401
         gpt_neo,  # noqa: F401
         gpt_neox,  # noqa: F401
         gpt_neox_japanese,  # noqa: F401

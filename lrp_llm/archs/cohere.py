@@ -10,7 +10,13 @@ block is a sum and the final ``logit_scale`` a constant factor: both linear, not
 from __future__ import annotations
 
 from lrp_llm.archs import ArchSpec, register
-from lrp_llm.archs.description import AttentionParts, BlockPaths, GatedMLPParts, NormParts, TransformerParts
+from lrp_llm.archs.description import (
+    DECODER_BLOCKS,
+    AttentionParts,
+    GatedMLPParts,
+    NormParts,
+    TransformerParts,
+)
 
 
 def _expected(config) -> dict[str, int]:
@@ -32,14 +38,6 @@ COHERE_FAMILY = register(
             norm=NormParts(kind="layer", class_suffix="LayerNorm"),
             expected=_expected,
         ),
-        blocks=BlockPaths(
-            layers="layers",
-            attention="self_attn",
-            heads="self_attn.o_proj",
-            mlp="mlp",
-            neurons="mlp.down_proj",
-            final_norm="norm",
-            steps_from_keys_values=True,
-        ),
+        blocks=DECODER_BLOCKS,
     )
 )

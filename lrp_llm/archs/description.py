@@ -258,6 +258,19 @@ class BlockPaths:
         return layers if isinstance(layers, nn.ModuleList) else None
 
 
+# The usual layout of a transformers decoder (Llama's modules, which most families reuse):
+# families with it name this, or ``dataclasses.replace`` it where a path differs.
+DECODER_BLOCKS = BlockPaths(
+    layers="layers",
+    attention="self_attn",
+    heads="self_attn.o_proj",
+    mlp="mlp",
+    neurons="mlp.down_proj",
+    final_norm="norm",
+    steps_from_keys_values=True,
+)
+
+
 def resolve(module: nn.Module, path: str) -> Any:
     """``module.a.b`` for the path ``"a.b"``, or None where an attribute is missing."""
     for name in path.split("."):

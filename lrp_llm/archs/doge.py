@@ -16,16 +16,15 @@ from __future__ import annotations
 from torch import nn
 
 from lrp_llm.archs import ArchSpec, register
-from lrp_llm.archs.description import AttentionParts, BlockPaths, GatedMLPParts, NormParts, TransformerParts, per_block
+from lrp_llm.archs.description import (
+    DECODER_BLOCKS,
+)
+from lrp_llm.archs.llama import LLAMA_PARTS
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.patch import ModelPatch
 
-DOGE_PARTS = TransformerParts(
-    attention=AttentionParts(q="q_proj", k="k_proj", v="v_proj"),
-    mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="act_fn"),),
-    norm=NormParts(kind="rms", class_suffix="RMSNorm"),
-    expected=per_block(norms=None),
-)
+# Llama's parts and names; the dynamic mask is what differs (installed below)
+DOGE_PARTS = LLAMA_PARTS
 
 
 def install_doge(patch: ModelPatch, model: nn.Module, rules: str) -> None:
@@ -50,14 +49,6 @@ DOGE_FAMILY = register(
         patching_rules=("relp",),
         parts=DOGE_PARTS,
         install=install_doge,
-        blocks=BlockPaths(
-            layers="layers",
-            attention="self_attn",
-            heads="self_attn.o_proj",
-            mlp="mlp",
-            neurons="mlp.down_proj",
-            final_norm="norm",
-            steps_from_keys_values=True,
-        ),
+        blocks=DECODER_BLOCKS,
     )
 )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from lrp_llm.archs import ArchSpec, register
 from lrp_llm.archs.description import (
+    DECODER_BLOCKS,
     AttentionParts,
-    BlockPaths,
     FusedGatedMLPParts,
     NormParts,
     TransformerParts,
@@ -30,14 +30,6 @@ GLM_FAMILY = register(
             norm=NormParts(kind="rms", class_suffix="RMSNorm"),
             expected=per_block(norms=None),
         ),
-        blocks=BlockPaths(
-            layers="layers",
-            attention="self_attn",
-            heads="self_attn.o_proj",
-            mlp="mlp",
-            neurons="mlp.down_proj",
-            final_norm="norm",
-            steps_from_keys_values=True,
-        ),
+        blocks=DECODER_BLOCKS,
     )
 )

@@ -14,6 +14,12 @@ absorbs relevance the token embeddings do not get (conservation is exact without
 
 The layer stepper is not offered: GPT-2's model passes each block its cache and mask as
 positional arguments, which the stepper does not replace (the sweep uses the batched engine).
+
+GPTBigCode (StarCoder 1, SantaCoder) has the same layout and names; its ``c_attn`` is a Linear
+that gives multi-query attention (one key/value head shared by every query head) or full
+heads. Q, K and V get their rules where they enter the attention function whatever the split,
+and the broadcast of the single key/value head to every query head is linear. Its blocks take
+their cache as ``layer_past`` (no layer stepper either).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from lrp_llm.archs.description import (
 GPT2_FAMILY = register(
     ArchSpec(
         family="gpt2",
-        model_types=("gpt2",),
+        model_types=("gpt2", "gpt_bigcode"),
         kind="causal-lm",
         patching_rules=("relp",),
         parts=TransformerParts(

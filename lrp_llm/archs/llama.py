@@ -22,23 +22,21 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lrp_llm.archs import ArchSpec, register
-from lrp_llm.archs.description import AttentionParts, BlockPaths, GatedMLPParts, NormParts, TransformerParts, per_block
+from lrp_llm.archs.description import (
+    DECODER_BLOCKS,
+    AttentionParts,
+    GatedMLPParts,
+    NormParts,
+    TransformerParts,
+    per_block,
+)
 
-_LLAMA_PARTS = TransformerParts(
+LLAMA_PARTS = TransformerParts(
     attention=AttentionParts(q="q_proj", k="k_proj", v="v_proj"),
     mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="act_fn"),),
     norm=NormParts(kind="rms", class_suffix="RMSNorm"),
     expected=per_block(norms=None),
     logit_softcap="final_logit_softcapping",
-)
-_LLAMA_BLOCKS = BlockPaths(
-    layers="layers",
-    attention="self_attn",
-    heads="self_attn.o_proj",
-    mlp="mlp",
-    neurons="mlp.down_proj",
-    final_norm="norm",
-    steps_from_keys_values=True,
 )
 
 LLAMA_FAMILY = register(
@@ -77,8 +75,8 @@ LLAMA_FAMILY = register(
         ),
         kind="causal-lm",
         patching_rules=("relp",),
-        parts=_LLAMA_PARTS,
-        blocks=_LLAMA_BLOCKS,
+        parts=LLAMA_PARTS,
+        blocks=DECODER_BLOCKS,
     )
 )
 
@@ -88,7 +86,7 @@ GEMMA3_MULTIMODAL = register(
         model_types=("gemma3",),
         kind="causal-lm",
         patching_rules=("relp",),
-        parts=replace(_LLAMA_PARTS, within="language_model"),
-        blocks=replace(_LLAMA_BLOCKS, layers="language_model.layers", final_norm="language_model.norm"),
+        parts=replace(LLAMA_PARTS, within="language_model"),
+        blocks=replace(DECODER_BLOCKS, layers="language_model.layers", final_norm="language_model.norm"),
     )
 )

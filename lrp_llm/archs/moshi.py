@@ -5,10 +5,12 @@ gate first): :class:`FusedGatedMLPParts`, like Phi-3.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lrp_llm.archs import ArchSpec, register
 from lrp_llm.archs.description import (
+    DECODER_BLOCKS,
     AttentionParts,
-    BlockPaths,
     FusedGatedMLPParts,
     NormParts,
     TransformerParts,
@@ -27,14 +29,6 @@ MOSHI_FAMILY = register(
             norm=NormParts(kind="rms", class_suffix="RMSNorm"),
             expected=per_block(),
         ),
-        blocks=BlockPaths(
-            layers="layers",
-            attention="self_attn",
-            heads="self_attn.o_proj",
-            mlp="mlp",
-            neurons="mlp.fc2",
-            final_norm="norm",
-            steps_from_keys_values=True,
-        ),
+        blocks=replace(DECODER_BLOCKS, neurons="mlp.fc2"),
     )
 )

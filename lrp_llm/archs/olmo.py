@@ -12,7 +12,14 @@ from __future__ import annotations
 from torch import nn
 
 from lrp_llm.archs import ArchSpec, register
-from lrp_llm.archs.description import AttentionParts, BlockPaths, GatedMLPParts, NormParts, TransformerParts, per_block
+from lrp_llm.archs.description import (
+    DECODER_BLOCKS,
+    AttentionParts,
+    GatedMLPParts,
+    NormParts,
+    TransformerParts,
+    per_block,
+)
 from lrp_llm.mechanism.patch import ModelPatch, output_tensor
 from lrp_llm.mechanism.primitives import identity_rule
 
@@ -62,14 +69,6 @@ OLMO_FAMILY = register(
         patching_rules=("relp",),
         parts=OLMO_PARTS,
         install=install_olmo,
-        blocks=BlockPaths(
-            layers="layers",
-            attention="self_attn",
-            heads="self_attn.o_proj",
-            mlp="mlp",
-            neurons="mlp.down_proj",
-            final_norm="norm",
-            steps_from_keys_values=True,
-        ),
+        blocks=DECODER_BLOCKS,
     )
 )

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from lrp_llm.archs import ArchSpec, register
 from lrp_llm.archs.description import (
+    DECODER_BLOCKS,
     AttentionFunctionParts,
-    BlockPaths,
     FusedGatedMLPParts,
     NormParts,
     TransformerParts,
@@ -31,14 +31,6 @@ PHI3_FAMILY = register(
             norm=NormParts(kind="rms", class_suffix="RMSNorm"),
             expected=per_block(),
         ),
-        blocks=BlockPaths(
-            layers="layers",
-            attention="self_attn",
-            heads="self_attn.o_proj",
-            mlp="mlp",
-            neurons="mlp.down_proj",
-            final_norm="norm",
-            steps_from_keys_values=True,
-        ),
+        blocks=DECODER_BLOCKS,
     )
 )

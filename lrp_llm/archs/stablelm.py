@@ -8,7 +8,13 @@ one norm's output, summed; linear). Partial RoPE sits after the Q/K output hooks
 from __future__ import annotations
 
 from lrp_llm.archs import ArchSpec, register
-from lrp_llm.archs.description import AttentionParts, BlockPaths, GatedMLPParts, NormParts, TransformerParts
+from lrp_llm.archs.description import (
+    DECODER_BLOCKS,
+    AttentionParts,
+    GatedMLPParts,
+    NormParts,
+    TransformerParts,
+)
 
 
 def _expected(config) -> dict[str, int]:
@@ -31,14 +37,6 @@ STABLELM_FAMILY = register(
             norm=NormParts(kind="layer", class_suffix="LayerNorm"),
             expected=_expected,
         ),
-        blocks=BlockPaths(
-            layers="layers",
-            attention="self_attn",
-            heads="self_attn.o_proj",
-            mlp="mlp",
-            neurons="mlp.down_proj",
-            final_norm="norm",
-            steps_from_keys_values=True,
-        ),
+        blocks=DECODER_BLOCKS,
     )
 )

@@ -7,8 +7,17 @@ part (Q, K, V output hooks; LayerNorm 1/sigma detached; the identity rule on ``a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from lrp_llm.archs import ArchSpec, register
-from lrp_llm.archs.description import AttentionParts, BlockPaths, MLPParts, NormParts, TransformerParts, per_block
+from lrp_llm.archs.description import (
+    DECODER_BLOCKS,
+    AttentionParts,
+    MLPParts,
+    NormParts,
+    TransformerParts,
+    per_block,
+)
 
 STARCODER2_FAMILY = register(
     ArchSpec(
@@ -22,14 +31,6 @@ STARCODER2_FAMILY = register(
             norm=NormParts(kind="layer", class_suffix="LayerNorm"),
             expected=per_block(),
         ),
-        blocks=BlockPaths(
-            layers="layers",
-            attention="self_attn",
-            heads="self_attn.o_proj",
-            mlp="mlp",
-            neurons="mlp.c_proj",
-            final_norm="norm",
-            steps_from_keys_values=True,
-        ),
+        blocks=replace(DECODER_BLOCKS, neurons="mlp.c_proj"),
     )
 )
