@@ -133,6 +133,8 @@ _SPECIAL: dict[str, dict] = {
     # GPT-Neo expands (pattern, repeats) pairs to one attention type per layer; the validator
     # wants exactly one per layer: one global and one local layer
     "gpt_neo": {"attention_types": [[["global", "local"], LAYERS // 2]], "window_size": 4},
+    # layers_block_type is derived from block_types (repeated to the layer count): one recurrent, one attention block
+    "recurrent_gemma": {"block_types": ["recurrent", "attention"]},
 }
 
 # BART-style encoder-decoders: num_hidden_layers / num_attention_heads map to the encoder's
