@@ -48,7 +48,8 @@ _CHANNEL_MIX = ("time_mix_key", "time_mix_receptance", "key", "receptance", "val
 def _shifted(mixer: nn.Module, hidden: torch.Tensor, state, slot: int) -> torch.Tensor:
     """The previous token's hidden state (batch, L, d): the shift, or the cached one in ``state[slot]``.
 
-    The same state handling as transformers' mixers (the cache is updated in place).
+    The same state handling as transformers' mixers. For one token the result is a view of the
+    cache: :func:`_remember` the new token only once the mixes are computed.
     """
     if hidden.size(1) == 1 and state is not None:
         shifted = state[slot][:, :, mixer.layer_id]
@@ -56,9 +57,13 @@ def _shifted(mixer: nn.Module, hidden: torch.Tensor, state, slot: int) -> torch.
         shifted = mixer.time_shift(hidden)
         if state is not None:
             shifted[:, 0] = state[slot][:, :, mixer.layer_id]
+    return shifted
+
+
+def _remember(mixer: nn.Module, hidden: torch.Tensor, state, slot: int) -> None:
+    """The last token's hidden state into the cache ``state[slot]`` (in place), for the next step's shift."""
     if state is not None:
         state[slot][:, :, mixer.layer_id] = hidden[:, -1]
-    return shifted
 
 
 def _mix(hidden: torch.Tensor, shifted: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -82,6 +87,7 @@ def _time_mix_forward(mixer: nn.Module, rules: str):
             key = mixer.key(_mix(hidden, shifted, mixer.time_mix_key))
             value = mixer.value(_mix(hidden, shifted, mixer.time_mix_value))
             receptance = _gate(mixer.receptance(_mix(hidden, shifted, mixer.time_mix_receptance)), uniform)
+            _remember(mixer, hidden, state, 1)
             layer_state = tuple(s[:, :, mixer.layer_id] for s in state[2:]) if state is not None else None
             # the keys are the WKV's weights: constants, so the WKV is a fixed average of the values
             wkv, layer_state = rwkv_linear_attention(
@@ -109,6 +115,7 @@ def _channel_mix_forward(mixer: nn.Module, rules: str):
             key = identity_rule(pre, torch.square(torch.relu(pre)))  # relu(x)^2 / x = relu(x)
             value = mixer.value(key)
             receptance = _gate(mixer.receptance(_mix(hidden, shifted, mixer.time_mix_receptance)), uniform)
+            _remember(mixer, hidden, state, 0)
             if uniform:
                 value = scale_grad(value, 0.5)
             return receptance * value, state
