@@ -36,7 +36,7 @@ from torch import nn
 
 from lrp_llm.archs import ArchSpec, register
 from lrp_llm.archs.blocks import GATE_RULE, detach_output, identity_output, install_transformer_rules, scale_output
-from lrp_llm.archs.description import AttentionParts, GatedMLPParts, NormParts, TransformerParts
+from lrp_llm.archs.description import AttentionParts, BlockPaths, GatedMLPParts, NormParts, TransformerParts
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.patch import ModelPatch, output_tensor
 from lrp_llm.mechanism.primitives import identity_rule
@@ -168,5 +168,14 @@ RECURRENT_GEMMA_FAMILY = register(
         model_types=("recurrent_gemma",),
         kind="causal-lm",
         install=install_recurrent_gemma_rules,
+        patching_rules=("relp",),
+        # the temporal block (RG-LRU block or local attention) is each block's token mixer
+        blocks=BlockPaths(
+            layers="layers",
+            mixer="temporal_block",
+            mlp="mlp_block",
+            neurons="mlp_block.down_proj",
+            final_norm="final_norm",
+        ),
     )
 )

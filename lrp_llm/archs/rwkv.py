@@ -35,7 +35,7 @@ from torch import nn
 
 from lrp_llm.archs import ArchSpec, register
 from lrp_llm.archs.blocks import GATE_RULE, install_norms
-from lrp_llm.archs.description import NormParts
+from lrp_llm.archs.description import BlockPaths, NormParts
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.patch import ModelPatch
 from lrp_llm.mechanism.primitives import identity_rule, scale_grad
@@ -166,5 +166,10 @@ RWKV_FAMILY = register(
         model_types=("rwkv",),
         kind="causal-lm",
         install=install_rwkv_rules,
+        patching_rules=("relp",),
+        # time mixing is the token mixer; channel mixing the MLP, its neurons the squared-ReLU keys
+        blocks=BlockPaths(
+            layers="blocks", mixer="attention", mlp="feed_forward", neurons="feed_forward.value", final_norm="ln_out"
+        ),
     )
 )
