@@ -330,3 +330,90 @@ def test_rwkv_layout_mismatch_is_refused_in_one_line():
             pass
     assert "\n" not in str(err.value)
     assert _hooks(model) == before
+
+
+# ------------------------------------------------------------------ xLSTM
+@pytest.fixture(scope="module")
+def xlstm():
+    return tiny_model("xlstm", dtype=torch.float64)
+
+
+def _mlstm_matrix(q: torch.Tensor, k: torch.Tensor, i_pre: torch.Tensor, f_pre: torch.Tensor, eps: float):
+    """The mLSTM cell as the linear map h = A v it is with q, k and the gates held: A (heads, L, L).
+
+    q, k (heads, L, d); i_pre, f_pre (heads, L). Written out from the stabilised recurrence
+    (m_t = max(log f_t + m_{t-1}, i_t), m_0 = 0): the state's weight of step s at step t is
+    exp(sum_{s<r<=t} log f_r + i_s - m_t), and h_t = sum_s w_ts (q_t . k_s) v_s / (max(|q_t . n_t|, exp(-m_t)) + eps).
+    """
+    heads, length, d = q.shape
+    qs = q * d**-0.5
+    A = torch.zeros(heads, length, length, dtype=torch.float64)
+    for h in range(heads):
+        logf = [math.log(1 / (1 + math.exp(-float(f_pre[h, t])))) for t in range(length)]
+        m = 0.0
+        for t in range(length):
+            m = max(logf[t] + m, float(i_pre[h, t]))
+            w = [math.exp(sum(logf[s + 1 : t + 1]) + float(i_pre[h, s]) - m) for s in range(t + 1)]
+            n = sum(w[s] * k[h, s] for s in range(t + 1))
+            den = max(abs(float(qs[h, t] @ n)), math.exp(-m)) + eps
+            for s in range(t + 1):
+                A[h, t, s] = w[s] * float(qs[h, t] @ k[h, s]) / den
+    return A
+
+
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp", "relp"])
+def test_mlstm_rule_is_the_cell_with_held_query_key_and_gates(xlstm, rules):
+    from lrp_llm.archs.xlstm import install_mlstm_layers, mlstm_layers
+
+    layer = mlstm_layers(xlstm)[1]
+    heads, d_model = xlstm.config.num_heads, layer.q.in_features
+    x, c = 0.3 * _randn(1, L, d_model, seed=9), _randn(1, L, d_model, seed=10)
+    with ModelPatch(xlstm) as patch:
+        install_mlstm_layers(patch, [layer], rules)
+        xr = x.clone().requires_grad_(True)
+        out, _ = layer(xr)
+        (grad,) = torch.autograd.grad((out * c).sum(), xr)
+    with torch.no_grad():
+        x0 = x[0]
+        per_head = lambda t: t.reshape(L, heads, -1).transpose(0, 1)  # noqa: E731  (L, H*D) -> (H, L, D)
+        cap = xlstm.config.gate_soft_cap
+        i_pre = (cap * torch.tanh(layer.igate_preact(x0) / cap)).T
+        f_pre = (cap * torch.tanh(layer.fgate_preact(x0) / cap)).T
+        A = _mlstm_matrix(per_head(layer.q(x0)), per_head(layer.k(x0)), i_pre, f_pre, xlstm.config.eps)
+        v = per_head(layer.v(x0))
+        h = A @ v  # (H, L, Dv)
+        norm = layer.multihead_norm
+        centred = h - h.mean(-1, keepdim=True)
+        inv = 1 / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + norm.eps)
+        hn = (centred * inv).transpose(0, 1).reshape(L, -1) * norm.weight
+        o_pre = layer.ogate_preact(x0)
+        gate = torch.sigmoid(o_pre)
+        # transformers' cell keeps its states in float32: rounding of that order
+        torch.testing.assert_close(out[0], layer.out_proj(gate * hn), atol=1e-5, rtol=1e-5)
+        g = c[0] @ layer.out_proj.weight  # gradient at sigmoid(o) * hn
+        half = 0.5 if rules != "cp-lrp" else 1.0
+        g_hn = per_head(half * g * gate * norm.weight) * inv  # through the norm with 1/sigma held
+        g_h = g_hn - g_hn.mean(-1, keepdim=True)
+        g_v = A.transpose(1, 2) @ g_h  # (H, L, Dv)
+        want = g_v.transpose(0, 1).reshape(L, -1) @ layer.v.weight
+        if rules != "cp-lrp":  # the output gate's half, by the identity rule sigmoid(x) / x
+            want = want + (0.5 * g * hn * gate / o_pre) @ layer.ogate_preact.weight
+    torch.testing.assert_close(grad[0], want, atol=1e-5, rtol=1e-5)
+
+
+def test_xlstm_other_layouts_are_refused_in_one_line():
+    import copy
+
+    model = tiny_model("xlstm")
+    before = _hooks(model)
+    del model.backbone.blocks[1].mlstm_layer.q
+    with pytest.raises(UnsupportedModelError, match=r"^xLSTMForCausalLM: expected 2 mLSTM layers, found 1") as err:
+        with lrp_rules(model, "cp-lrp"):
+            pass
+    assert "\n" not in str(err.value) and _hooks(model) == before
+    # transformers 5.23 cannot build a fused model (its weight init fails), but a checkpoint's config may name it
+    model.config = copy.copy(model.config)
+    model.config.weight_mode = "fused"
+    with pytest.raises(UnsupportedModelError, match=r"^xLSTMForCausalLM: xLSTM weight_mode 'fused' .* has no LRP rule"):
+        with lrp_rules(model, "cp-lrp"):
+            pass
