@@ -417,3 +417,20 @@ def test_xlstm_other_layouts_are_refused_in_one_line():
     with pytest.raises(UnsupportedModelError, match=r"^xLSTMForCausalLM: xLSTM weight_mode 'fused' .* has no LRP rule"):
         with lrp_rules(model, "cp-lrp"):
             pass
+
+
+# ------------------------------------------------------------------ generation
+@pytest.mark.parametrize("model_type", ["recurrent_gemma", "rwkv", "xlstm"])
+def test_greedy_generation_matches_the_uncached_argmax(model_type):
+    """RWKV passes its cache as ``state``, xLSTM as ``cache_params``; RecurrentGemma returns none
+    (its state lives in its modules and restarts on a call without a cache): each decodes right."""
+    from lrp_llm.engines.generation import generate_greedy
+
+    model = tiny_model(model_type, seed=3)
+    ids = [3, 7, 1, 9, 4, 2]
+    want, seq = [], list(ids)
+    with torch.no_grad():
+        for _ in range(5):
+            want.append(int(model(torch.tensor([seq]), use_cache=False).logits[0, -1].argmax()))
+            seq.append(want[-1])
+    assert generate_greedy(model, ids, 5) == want
