@@ -434,3 +434,16 @@ def test_greedy_generation_matches_the_uncached_argmax(model_type):
             want.append(int(model(torch.tensor([seq]), use_cache=False).logits[0, -1].argmax()))
             seq.append(want[-1])
     assert generate_greedy(model, ids, 5) == want
+
+
+@pytest.mark.parametrize("model_type", ["recurrent_gemma", "rwkv", "xlstm"])
+def test_checkpointed_relevance_equals_the_stored_one(model_type):
+    """Long prompts recompute each block in the backward pass: the recurrent state must not leak between the two runs."""
+    from lrp_llm.engines.causal_lm import relevance
+    from tests.support.models import random_ids
+
+    model, ids = tiny_model(model_type, dtype=torch.float64), random_ids(12)
+    for method in ("attnlrp", "cp-lrp"):
+        stored = relevance(model, ids, [8, 11], method=method, checkpoint=False)["relevance"]
+        recomputed = relevance(model, ids, [8, 11], method=method, checkpoint=True)["relevance"]
+        torch.testing.assert_close(recomputed, stored, atol=1e-12, rtol=0)
