@@ -39,6 +39,7 @@ from lrp_llm.archs.blocks import (
     identity_output,
     install_mlps,
     install_norms,
+    mlp_modules,
 )
 from lrp_llm.archs.description import BlockPaths, GatedMLPParts, NormParts, TransformerParts
 from lrp_llm.archs.recurrent_gemma import install_forward_softcap
@@ -114,6 +115,12 @@ def install_xlstm_rules(patch: ModelPatch, model: nn.Module, rules: str) -> None
     if len(norms) != 2 * n + 1:
         raise UnsupportedModelError(
             f"{type(model).__name__}: expected {2 * n + 1} RMSNorms, found {len(norms)}; "
+            "this checkpoint's layout is not supported"
+        )
+    ffns = mlp_modules(model, PARTS.mlps[0])
+    if len(ffns) != n:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: expected {n} gated feed-forward blocks, found {len(ffns)}; "
             "this checkpoint's layout is not supported"
         )
     install_norms(patch, norms, PARTS.norm)

@@ -411,6 +411,13 @@ def test_xlstm_other_layouts_are_refused_in_one_line():
         with lrp_rules(model, "cp-lrp"):
             pass
     assert "\n" not in str(err.value) and _hooks(model) == before
+    model = tiny_model("xlstm")
+    model.backbone.blocks[0].ffn.act_fn = None  # an MLP of another layout: refused, not left without rules
+    with pytest.raises(
+        UnsupportedModelError, match=r"^xLSTMForCausalLM: expected 2 gated feed-forward blocks, found 1"
+    ):
+        with lrp_rules(model, "cp-lrp"):
+            pass
     # transformers 5.23 cannot build a fused model (its weight init fails), but a checkpoint's config may name it
     model.config = copy.copy(model.config)
     model.config.weight_mode = "fused"
