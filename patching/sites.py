@@ -6,7 +6,7 @@ site                            what                                            
 ``layer.{i}.resid``             residual stream after block ``i``                (batch, pos, d_model)
 ``layer.{i}.attn``              attention output (after ``o_proj``)              (batch, pos, d_model)
 ``layer.{i}.mlp``               MLP output (after ``down_proj``)                 (batch, pos, d_model)
-``layer.{i}.mixer``             Mamba mixer output (Mamba / Mamba-2 only)        (batch, pos, d_model)
+``layer.{i}.mixer``             token mixer output (Mamba, RG-LRU / RWKV)        (batch, pos, d_model)
 ``layer.{i}.attn.head.{h}``     head ``h`` at the input of ``o_proj``            (batch, pos, head_dim)
 ``layer.{i}.mlp.neuron.{n}``    neuron ``n`` at the input of ``down_proj``       (batch, pos)
 ==============================  ===============================================  ====================

@@ -186,9 +186,12 @@ def _load_families() -> None:
         phi,  # noqa: F401
         phi3,  # noqa: F401
         plain_mlp,  # noqa: F401
+        recurrent_gemma,  # noqa: F401
+        rwkv,  # noqa: F401
         stablelm,  # noqa: F401
         starcoder2,  # noqa: F401
         t5,  # noqa: F401
         vision_towers,  # noqa: F401
         vit,  # noqa: F401
+        xlstm,  # noqa: F401
     )

@@ -160,24 +160,27 @@ def generate_greedy(
                 "past_key_values",
             )
         else:
-            # state-space models (Mamba) name their cache ``cache_params``
-            has_cache_params = "cache_params" in inspect.signature(model.forward).parameters
+            # recurrent models name their cache ``cache_params`` (Mamba, xLSTM) or ``state`` (RWKV)
+            parameters = inspect.signature(model.forward).parameters
             fixed = {"logits_to_keep": 1}
             cur, ids_key = prompt, "input_ids"
-            cache_key = "cache_params" if has_cache_params else "past_key_values"
+            cache_key = next((k for k in ("cache_params", "state") if k in parameters), "past_key_values")
         past = None
         out_ids: list[int] = []
         for _ in range(max_new_tokens):
             check_cancel(should_cancel)
             out = model(use_cache=True, **fixed, **{ids_key: cur, cache_key: past})
-            past = getattr(out, cache_key)
+            past = getattr(out, cache_key, None)
             nxt = int(out.logits[0, -1].argmax())
             out_ids.append(nxt)
             if on_token is not None:
                 on_token(nxt)
             if stop and nxt in stop:
                 break
-            cur = torch.tensor([[nxt]], device=device)
+            step = torch.tensor([[nxt]], device=device)
+            # a model that returns no cache (RecurrentGemma keeps its state in its modules and starts
+            # afresh on a call without one) gets the whole sequence again
+            cur = step if past is not None else torch.cat((cur, step), dim=1)
         return out_ids
     finally:
         model.train(was_training)

@@ -133,6 +133,11 @@ _SPECIAL: dict[str, dict] = {
     # GPT-Neo expands (pattern, repeats) pairs to one attention type per layer; the validator
     # wants exactly one per layer: one global and one local layer
     "gpt_neo": {"attention_types": [[["global", "local"], LAYERS // 2]], "window_size": 4},
+    # layers_block_type is derived from block_types (repeated to the layer count): one recurrent, one attention block
+    "recurrent_gemma": {"block_types": ["recurrent", "attention"]},
+    # the config rounds the q/k and v widths up to multiples of 64, the layers do not: width 64 with
+    # factors 1 makes them agree (4 heads of 16); the MLP 64 wide
+    "xlstm": {"hidden_size": 64, "embedding_dim": 64, "qk_dim_factor": 1.0, "ffn_proj_factor": 1.0},
 }
 
 # BART-style encoder-decoders: num_hidden_layers / num_attention_heads map to the encoder's
