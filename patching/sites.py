@@ -6,7 +6,7 @@ site                            what                                            
 ``layer.{i}.resid``             residual stream after block ``i``                (batch, pos, d_model)
 ``layer.{i}.attn``              attention output (after ``o_proj``)              (batch, pos, d_model)
 ``layer.{i}.mlp``               MLP output (after ``down_proj``)                 (batch, pos, d_model)
-``layer.{i}.mixer``             Mamba mixer output (Mamba / Mamba-2 only)        (batch, pos, d_model)
+``layer.{i}.mixer``             token mixer output (Mamba, hybrids, LFM2 conv)   (batch, pos, d_model)
 ``layer.{i}.attn.head.{h}``     head ``h`` at the input of ``o_proj``            (batch, pos, head_dim)
 ``layer.{i}.mlp.neuron.{n}``    neuron ``n`` at the input of ``down_proj``       (batch, pos)
 ==============================  ===============================================  ====================
@@ -17,7 +17,8 @@ the concatenation of the heads' outputs, ``head_dim`` values each. Attention edg
 
 Where each site lives comes from the family's description (``ArchSpec.blocks``, a
 :class:`lrp_llm.archs.description.BlockPaths`): a family offers the kinds whose parts it
-names (Llama family: attention, heads, MLP, neurons; Mamba: the mixer).
+names (Llama family: attention, heads, MLP, neurons; Mamba: the mixer). Where blocks differ
+from layer to layer (``BlockPaths.layer_parts``), a kind's sites exist in the blocks that have it.
 """
 
 from __future__ import annotations
