@@ -166,8 +166,9 @@ class SiteMap:
             self.n_neurons = widths.pop()
 
     def _resolve(self, layer: nn.Module, kind: str) -> nn.Module | None:
-        if kind == "head":  # heads exist where the attention does, at its output projection
-            return resolve(layer, self.blocks.heads) if resolve(layer, self.blocks.attention) is not None else None
+        attention = self.blocks.attention
+        if kind == "head" and attention is not None and resolve(layer, attention) is None:
+            return None  # heads exist where the attention does (at its output projection)
         return resolve(layer, getattr(self.blocks, _PART[kind]))
 
     def has(self, layer: int, kind: str) -> bool:
@@ -232,7 +233,8 @@ class SiteMap:
                 out.append(self.check(p))
                 continue
             # a pattern over layers covers the blocks that have the kind (hybrids: not every block)
-            kind = "head" if ".head." in p else ("neuron" if ".neuron." in p else p.split(".")[2])
+            fields = p.split(".")
+            kind = "head" if ".head." in p else ("neuron" if ".neuron." in p else fields[min(2, len(fields) - 1)])
             layers = self.layers_with(kind) if p.startswith("layer.*.") and kind in self.kinds else range(self.n_layers)
             heads = range(self.n_heads)
             for i in layers:
