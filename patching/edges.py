@@ -251,6 +251,11 @@ def install_edge_edits(
             raise InputError(
                 f"attention edge layer {e.layer} is out of range; the model has layers 0..{sm.n_layers - 1}"
             )
+        if not sm.has(e.layer, "attn"):
+            where = ", ".join(map(str, sm.layers_with("attn")))
+            raise InputError(
+                f"attention edge layer {e.layer} has no attention (its block has {sm.describe_layer(e.layer)}); attention layers: {where}"
+            )
         by_layer.setdefault(e.layer, []).append(e)
     _acquire()
     patch.on_exit(_release)

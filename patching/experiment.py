@@ -163,6 +163,12 @@ def run_patching(
         "metrics": list(metrics),
         "engine": engines,
         "family": sm.family,
+        # hybrids: the layers whose blocks lack a swept kind (their grid rows are null)
+        "absent": {
+            k: [i for i in range(sm.n_layers) if not sm.has(i, k)]
+            for k in kinds
+            if sm.layers_with(k) != list(range(sm.n_layers))
+        },
         "positions": None if positions is None else [int(p) for p in positions],
     }
     return result

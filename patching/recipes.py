@@ -87,7 +87,8 @@ def attention_knockout(
 
     ids = _ids(tokenizer, prompt)
     span = list(positions) if positions is not None else find_span(tokenizer, prompt, subject)
-    layer_list = list(range(site_map(model).n_layers)) if layers is None else [int(i) for i in layers]
+    # every layer with attention (hybrids: not every block has it)
+    layer_list = site_map(model).layers_with("attn") if layers is None else [int(i) for i in layers]
     aid = _answer_id(tokenizer, answer)
     before = float(_last_probs(model, ids)[aid])
     after = float(_last_probs(model, ids, cut_edges(layer_list, queries=[-1], keys=span, renormalize=renormalize))[aid])

@@ -44,10 +44,11 @@ RULES = ("relp", "attnlrp", "cp-lrp", None)
 
 
 def _capture_modules(sm: SiteMap, kinds: Sequence[str]) -> list[tuple[str, int, nn.Module, str]]:
-    """(kind, layer, module, "output"|"input") for every tensor the estimate needs."""
+    """(kind, layer, module, "output"|"input") for every tensor the estimate needs (only blocks that have the kind)."""
     out = []
     for kind in kinds:
-        for i, layer in enumerate(sm.layers):
+        for i in sm.layers_with(kind):
+            layer = sm.layers[i]
             if kind == "resid":
                 out.append((kind, i, layer, "output"))
             elif kind == "head":  # all heads of a layer at once: the whole input of the output projection

@@ -6,7 +6,7 @@ site                            what                                            
 ``layer.{i}.resid``             residual stream after block ``i``                (batch, pos, d_model)
 ``layer.{i}.attn``              attention output (after ``o_proj``)              (batch, pos, d_model)
 ``layer.{i}.mlp``               MLP output (after ``down_proj``)                 (batch, pos, d_model)
-``layer.{i}.mixer``             token mixer output (Mamba, RG-LRU / RWKV)        (batch, pos, d_model)
+``layer.{i}.mixer``             token mixer (Mamba, LFM2 conv, RG-LRU, RWKV)    (batch, pos, d_model)
 ``layer.{i}.attn.head.{h}``     head ``h`` at the input of ``o_proj``            (batch, pos, head_dim)
 ``layer.{i}.mlp.neuron.{n}``    neuron ``n`` at the input of ``down_proj``       (batch, pos)
 ==============================  ===============================================  ====================
@@ -17,7 +17,8 @@ the concatenation of the heads' outputs, ``head_dim`` values each. Attention edg
 
 Where each site lives comes from the family's description (``ArchSpec.blocks``, a
 :class:`lrp_llm.archs.description.BlockPaths`): a family offers the kinds whose parts it
-names (Llama family: attention, heads, MLP, neurons; Mamba: the mixer).
+names (Llama family: attention, heads, MLP, neurons; Mamba: the mixer). Where blocks differ
+from layer to layer (``BlockPaths.layer_parts``), a kind's sites exist in the blocks that have it.
 """
 
 from __future__ import annotations
@@ -101,8 +102,18 @@ def _unsupported(model: nn.Module) -> UnsupportedModelError:
     return UnsupportedModelError(f"patching does not support '{name}'; supported: {', '.join(supported)}")
 
 
+# site kind -> the BlockPaths part it lives in
+_PART = {"attn": "attention", "mlp": "mlp", "mixer": "mixer", "head": "heads", "neuron": "neurons"}
+
+
 class SiteMap:
-    """The sites of one model, read from its family's :class:`BlockPaths`."""
+    """The sites of one model, read from its family's :class:`BlockPaths`.
+
+    Where blocks differ from layer to layer (``BlockPaths.layer_parts``: hybrids, LFM2), a
+    kind's sites exist only in the blocks that have its part: :meth:`has` and
+    :meth:`layers_with` say where, patterns (``layer.*.attn``) expand to those layers only,
+    and naming a site a block lacks is a one-line error.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         from lrp_llm.archs import find_arch
@@ -121,35 +132,56 @@ class SiteMap:
         self.blocks = blocks
         self.layers = layers
         self.n_layers = len(layers)
-        first = layers[0]
-        paths = {
-            "attn": blocks.attention,
-            "mlp": blocks.mlp,
-            "mixer": blocks.mixer,
-            "head": blocks.heads,
-            "neuron": blocks.neurons,
-        }
-        missing = [p for p in paths.values() if p is not None and resolve(first, p) is None]
-        if missing:
-            raise UnsupportedModelError(
-                f"{type(model).__name__}: blocks of type {type(first).__name__} have no {', '.join(missing)}; "
-                "this checkpoint's layout is not supported for patching"
-            )
-        self._paths = {kind: p for kind, p in paths.items() if p is not None}
+        cfg = model.config.get_text_config()  # the text model of a multimodal wrapper
+        parts = blocks.parts_per_layer(cfg, self.n_layers)
+        # per layer: the site kinds its block has, each checked to resolve there
+        self._present: list[frozenset[str]] = []
+        for i, (layer, have) in enumerate(zip(layers, parts)):
+            kinds = frozenset(k for k, part in _PART.items() if part in have)
+            missing = [getattr(blocks, _PART[k]) for k in kinds if self._resolve(layer, k) is None]
+            if missing:
+                raise UnsupportedModelError(
+                    f"{type(model).__name__}: block {i} ({type(layer).__name__}) has no {', '.join(sorted(missing))}; "
+                    "this checkpoint's layout is not supported for patching"
+                )
+            self._present.append(kinds)
         self.kinds: tuple[str, ...] = (
             "resid",
-            *(k for k in ("attn", "mlp", "mixer", "head", "neuron") if k in self._paths),
+            *(k for k in ("attn", "mlp", "mixer", "head", "neuron") if any(k in p for p in self._present)),
         )
         self.n_heads = 0
         self.head_dim = 0
         self.n_neurons = 0
-        if "head" in self._paths:
-            cfg = model.config.get_text_config()  # the text model of a multimodal wrapper
-            attn = resolve(first, blocks.attention)
+        if "head" in self.kinds:
+            attn = self.module(self.layers_with("head")[0], "attn")
             self.n_heads = int(cfg.num_attention_heads)
             self.head_dim = int(getattr(attn, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
-        if "neuron" in self._paths:
-            self.n_neurons = input_width(resolve(first, blocks.neurons))
+        if "neuron" in self.kinds:
+            widths = {input_width(self.module(i, "neuron")) for i in self.layers_with("neuron")}
+            if len(widths) != 1:
+                raise UnsupportedModelError(
+                    f"{type(model).__name__}: its MLPs have different widths ({sorted(widths)}); "
+                    "neuron sites need one width"
+                )
+            self.n_neurons = widths.pop()
+
+    def _resolve(self, layer: nn.Module, kind: str) -> nn.Module | None:
+        attention = self.blocks.attention
+        if kind == "head" and attention is not None and resolve(layer, attention) is None:
+            return None  # heads exist where the attention does (at its output projection)
+        return resolve(layer, getattr(self.blocks, _PART[kind]))
+
+    def has(self, layer: int, kind: str) -> bool:
+        """Whether block ``layer`` has sites of ``kind`` (every block has ``resid``)."""
+        return 0 <= layer < self.n_layers and (kind == "resid" or kind in self._present[layer])
+
+    def layers_with(self, kind: str) -> list[int]:
+        """The layers whose blocks have sites of ``kind``."""
+        return [i for i in range(self.n_layers) if self.has(i, kind)]
+
+    def describe_layer(self, layer: int) -> str:
+        """``"resid, mixer, mlp"``: the site kinds of block ``layer``."""
+        return ", ".join(k for k in self.kinds if self.has(layer, k))
 
     # -- names ---------------------------------------------------------------------
     @property
@@ -166,6 +198,12 @@ class SiteMap:
         if not 0 <= s.layer < self.n_layers:
             raise InputError(
                 f"site '{s.name}': layer {s.layer} is out of range; the model has layers 0..{self.n_layers - 1}"
+            )
+        if not self.has(s.layer, s.kind):
+            where = ", ".join(map(str, self.layers_with(s.kind)))
+            raise InputError(
+                f"site '{s.name}' does not exist: block {s.layer} of this {self.family}-family model has "
+                f"{self.describe_layer(s.layer)}; {s.kind} sites are in layers {where}"
             )
         if s.kind == "head" and not 0 <= int(s.index) < self.n_heads:
             raise InputError(
@@ -194,7 +232,10 @@ class SiteMap:
             if "*" not in p:
                 out.append(self.check(p))
                 continue
-            layers = range(self.n_layers)
+            # a pattern over layers covers the blocks that have the kind (hybrids: not every block)
+            fields = p.split(".")
+            kind = "head" if ".head." in p else ("neuron" if ".neuron." in p else fields[min(2, len(fields) - 1)])
+            layers = self.layers_with(kind) if p.startswith("layer.*.") and kind in self.kinds else range(self.n_layers)
             heads = range(self.n_heads)
             for i in layers:
                 if p.endswith("head.*"):
@@ -207,7 +248,9 @@ class SiteMap:
     # -- modules -------------------------------------------------------------------
     def module(self, layer: int, kind: str) -> nn.Module:
         """The module of ``kind`` (attn, mlp, mixer; head/neuron: the projection they enter) in block ``layer``."""
-        return resolve(self.layers[layer], self._paths[kind])
+        if not self.has(layer, kind):
+            self.check(Site(layer, kind, 0 if kind in INDEXED_KINDS else None))  # raises the one-line error
+        return self._resolve(self.layers[layer], kind)
 
     def locate(self, site: str | Site) -> Location:
         s = self.check(site)

@@ -36,6 +36,11 @@ class _KVRecorder:
     def __init__(self) -> None:
         self.kv: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    def get_seq_length(self, layer_idx: int | None = 0) -> int:
+        """Positions cached before this call: none, the base run starts at position 0 (Llama-4's
+        NoPE layers scale queries by their absolute position, read from here)."""
+        return 0
+
     def update(self, key_states, value_states, layer_idx=None, *args, **kwargs):
         self.kv = (key_states.detach(), value_states.detach())
         return key_states, value_states
@@ -47,6 +52,10 @@ class _PrefixKV:
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         self.keys, self.values = keys, values  # (1, kv_heads, start, dim)
+
+    def get_seq_length(self, layer_idx: int | None = 0) -> int:
+        """Positions cached before the batch's first one: the batch computes positions ``start..T-1``."""
+        return int(self.keys.shape[2])
 
     def update(self, key_states, value_states, layer_idx=None, *args, **kwargs):
         n = key_states.shape[0]
@@ -62,7 +71,10 @@ class LayerStepper:
 
     def __init__(self, model: nn.Module, ids: torch.Tensor, sm: SiteMap, answer_id: int, wrong_id: int) -> None:
         if not sm.blocks.steps_from_keys_values:
-            raise StepperUnsupported(f"{sm.family} blocks keep a recurrent state, not keys and values")
+            raise StepperUnsupported(
+                f"{sm.family} blocks are not described as reading earlier positions through keys and values only "
+                "(BlockPaths.steps_from_keys_values)"
+            )
         self.model, self.sm = model, sm
         self.answer_id, self.wrong_id = answer_id, wrong_id
         self.T = ids.shape[1]
@@ -125,6 +137,8 @@ class LayerStepper:
             pe = kw.get("position_embeddings")
             if isinstance(pe, (tuple, list)):
                 kw["position_embeddings"] = tuple(t[..., s:, :] for t in pe)
+            elif isinstance(pe, torch.Tensor) and pe.dim() >= 2 and pe.shape[-2] == T:
+                kw["position_embeddings"] = pe[..., s:, :]  # one tensor per position (Llama-4: complex freqs_cis)
             elif pe is not None:
                 raise StepperUnsupported("position embeddings of an unknown form")
             for name in ("position_ids", "cache_position"):

@@ -50,7 +50,14 @@ class SweepOutput:
 
 
 def sweep_kinds(sm: SiteMap, kinds: Sequence[str]) -> list[str]:
-    """The kinds to sweep, checked against the model's; attn/mlp read as mixer in a family that has only mixers."""
+    """The kinds to sweep, checked against the model's; attn/mlp read as mixer in a family that has only mixers.
+
+    In a hybrid whose blocks mix tokens by attention in some layers and by a mixer in others,
+    ``attn`` brings ``mixer`` along: the token mixing of every layer is swept.
+    """
+    mixes_otherwise = any(sm.has(i, "mixer") and not sm.has(i, "attn") for i in range(sm.n_layers))
+    if "attn" in kinds and "attn" in sm.kinds and mixes_otherwise and "mixer" not in kinds:
+        kinds = [x for k in kinds for x in ((k, "mixer") if k == "attn" else (k,))]
     out = []
     for k in kinds:
         k = (

@@ -44,9 +44,9 @@ def make_variants(
     out: list[Variant] = []
     for kind in kinds:
         if kind == "head":
-            out += [Variant("head", i, hpos, h) for i in range(sm.n_layers) for h in range(sm.n_heads)]
-        else:
-            out += [Variant(kind, i, (p,)) for p in pos for i in range(sm.n_layers)]
+            out += [Variant("head", i, hpos, h) for i in sm.layers_with("head") for h in range(sm.n_heads)]
+        else:  # only the blocks that have the kind (hybrids); the grids keep NaN in the others' rows
+            out += [Variant(kind, i, (p,)) for p in pos for i in sm.layers_with(kind)]
     return out
 
 

@@ -14,7 +14,7 @@ classes, so one entry covers every checkpoint with that layout:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,6 +231,9 @@ class TransformerParts:
     moe: MoEParts | None = None
 
 
+BLOCK_PARTS = ("attention", "heads", "mlp", "neurons", "mixer")
+
+
 @dataclass(frozen=True)
 class BlockPaths:
     """The list of blocks and the paths of their parts.
@@ -238,6 +241,12 @@ class BlockPaths:
     ``layers`` and ``final_norm`` are paths from ``model.base_model``; the others are
     paths inside one block. A part left as None does not exist in the family, and the
     patching sites that need it are not offered.
+
+    Blocks that differ from layer to layer (hybrids: a Mamba mixer here, attention there)
+    set ``layer_parts``: ``layer_parts(config)[i]`` names the parts block ``i`` has (of
+    :data:`BLOCK_PARTS`; ``config`` is the text model's), and the sites of a part exist
+    only in the blocks that have it (:func:`by_layer_type` builds it from the config's
+    per-layer types). None: every block has every part named.
     """
 
     layers: str
@@ -245,17 +254,58 @@ class BlockPaths:
     heads: str | None = None  # its input: the heads side by side (batch, pos, n_heads * head_dim)
     mlp: str | None = None  # its output: the MLP output
     neurons: str | None = None  # its input: the MLP neurons (batch, pos, d_mlp)
-    mixer: str | None = None  # its output: the Mamba mixer output
+    mixer: str | None = None  # its output: the token mixer's output (Mamba, LFM2's gated convolution)
     final_norm: str | None = None
     # The blocks read earlier positions only through ``past_key_values.update`` (keys and
     # values), so the layer stepper can run blocks i..L-1 on a suffix of positions.
     # Recurrent blocks (Mamba) keep a state instead.
     steps_from_keys_values: bool = False
+    layer_parts: Callable[[Any], Sequence[Collection[str]]] | None = None
 
     def layer_list(self, model: nn.Module) -> nn.ModuleList | None:
         """The blocks of ``model``, or None when the path does not resolve."""
         layers = resolve(getattr(model, "base_model", model), self.layers)
         return layers if isinstance(layers, nn.ModuleList) else None
+
+    def parts_per_layer(self, config: Any, n_layers: int) -> list[frozenset[str]]:
+        """The parts (of :data:`BLOCK_PARTS`) each of the ``n_layers`` blocks has, by ``layer_parts`` or all named."""
+        named = frozenset(p for p in BLOCK_PARTS if getattr(self, p) is not None)
+        if self.layer_parts is None:
+            return [named] * n_layers
+        per = [frozenset(parts) & named for parts in self.layer_parts(config)]
+        if len(per) != n_layers:
+            from lrp_llm.errors import UnsupportedModelError
+
+            raise UnsupportedModelError(
+                f"the config lists {len(per)} layer types for {n_layers} blocks; this checkpoint's layout is not supported"
+            )
+        return per
+
+
+def by_layer_type(parts: dict[str, Collection[str]]) -> Callable[[Any], list[frozenset[str]]]:
+    """A ``BlockPaths.layer_parts`` read from the config's per-layer types (``layer_types``,
+    or ``layers_block_type``): ``parts[type]`` names the parts a block of that type has.
+
+    A type not in ``parts`` is refused with a one-line error naming it.
+    """
+
+    def layer_parts(config: Any) -> list[frozenset[str]]:
+        from lrp_llm.errors import UnsupportedModelError
+
+        types = getattr(config, "layer_types", None) or getattr(config, "layers_block_type", None)
+        if not types:
+            raise UnsupportedModelError(
+                f"{type(config).__name__} lists no layer types; patching cannot tell which blocks have which parts"
+            )
+        unknown = sorted({t for t in types if t not in parts})
+        if unknown:
+            raise UnsupportedModelError(
+                f"blocks of type {', '.join(map(repr, unknown))} have no patching sites here; "
+                f"known block types: {', '.join(parts)}"
+            )
+        return [frozenset(parts[t]) for t in types]
+
+    return layer_parts
 
 
 # The usual layout of a transformers decoder (Llama's modules, which most families reuse):

@@ -22,6 +22,7 @@ from lrp_llm.archs.description import (
     InlineGatedMLPParts,
     NormParts,
     TransformerParts,
+    by_layer_type,
 )
 
 
@@ -45,6 +46,22 @@ LFM2_FAMILY = register(
             expected=_expected,
             mixers=(GatedConvParts(in_proj="in_proj", conv="conv", out_proj="out_proj"),),
         ),
-        blocks=BlockPaths(layers="layers", mlp="feed_forward", neurons="feed_forward.w2", final_norm="embedding_norm"),
+        # a block mixes tokens by attention or by the gated convolution (a "mixer" site), then its MLP
+        blocks=BlockPaths(
+            layers="layers",
+            attention="self_attn",
+            heads="self_attn.out_proj",
+            mlp="feed_forward",
+            neurons="feed_forward.w2",
+            mixer="conv",
+            final_norm="embedding_norm",
+            layer_parts=by_layer_type(
+                {
+                    "conv": ("mixer", "mlp", "neurons"),
+                    "full_attention": ("attention", "heads", "mlp", "neurons"),
+                    "sliding_attention": ("attention", "heads", "mlp", "neurons"),
+                }
+            ),
+        ),
     )
 )

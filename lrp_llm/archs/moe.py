@@ -124,8 +124,9 @@ LLAMA4_FAMILY = _moe_family(
     ("llama4_text",),
     # its MoE block returns (tokens, hidden), reshaped by the layer: no "mlp" patching site
     mlp=None,
-    # its chunked attention asks the cache for its length, which the layer stepper's recorder does not keep
-    steps=False,
+    # its NoPE layers ask the cache for its length (query temperature by absolute position): the
+    # stepper's stand-ins answer it
+    steps=True,
     # Llama4ForCausalLM names its base model "language_model" but keeps it at ``model``: base_model is the LM
     base="model.",
     mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="activation_fn"),),

@@ -56,8 +56,12 @@ def grid_block(g: dict[str, Any], centre: float = 0.0) -> str:
     axis = "head" if kind == "head" else "position"
     centre = centre if centre == centre else 0.0  # NaN (unknown base) -> raw values
     change = (values - centre) * (-1.0 if g["metric"] == "kl" else 1.0)
+    # hybrids: a row with no value at all is a layer whose block has no such part (no site there)
+    absent = [r for r in range(len(rows)) if len(cols) and bool(np.isnan(values[r]).all())]
 
     def tip(r: int, c: int, _: float) -> str:
+        if r in absent:
+            return f"{rows[r]}: this layer's block has no {kind} site"
         site = f"{rows[r]}.head.{c}" if kind == "head" else rows[r]
         where = cols[c] if kind == "head" else f"position {c} {cols[c]!r}"
         v = float(values[r, c])
@@ -69,10 +73,18 @@ def grid_block(g: dict[str, Any], centre: float = 0.0) -> str:
         f"{METRIC_NAMES.get(str(g['metric']), g['metric'])}"
     )
     return (
-        f"<div class='pgrid'><h3>{esc(title)}</h3><p class='note'>rows: layers, columns: {axis}s</p>"
+        f"<div class='pgrid'><h3>{esc(title)}</h3><p class='note'>rows: layers, columns: {axis}s"
+        f"{_absent_note(rows, absent, kind)}</p>"
         f"{legend('largest change from the unpatched run in this grid', scale=scale)}"
         f"<div class='scroll'>{svg}</div></div>"
     )
+
+
+def _absent_note(rows: list[str], absent: list[int], kind: str) -> str:
+    if not absent:
+        return ""
+    names = ", ".join(rows[r].split(".")[1] if rows[r].startswith("layer.") else rows[r] for r in absent)
+    return esc(f"; grey rows (layers {names}): their blocks have no {kind} site")
 
 
 def render(result: Any) -> str:

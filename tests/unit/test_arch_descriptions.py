@@ -72,8 +72,9 @@ def test_blocks_and_sites_resolve(model_type):
     for name in sm.expand([k for k in sm.kinds if k not in ("neuron",)]):
         loc = sm.locate(name)
         assert any(loc.module is m for m in model.modules())
-    if "neuron" in sm.kinds:
-        assert sm.locate("layer.0.mlp.neuron.0").module is resolve(layers[0], spec.blocks.neurons)
+    if "neuron" in sm.kinds:  # the first block with an MLP (hybrids: not every block has one)
+        i = sm.layers_with("neuron")[0]
+        assert sm.locate(f"layer.{i}.mlp.neuron.0").module is resolve(layers[i], spec.blocks.neurons)
 
 
 def test_unregistered_model_has_a_one_line_error_naming_the_supported():
