@@ -222,6 +222,19 @@ _SPECIAL.update(
 )
 
 
+# Gated DeltaNet hybrids: one linear-attention and one full-attention layer (an all-linear model
+# has no attention layer for its cache to count tokens by), 2 key heads serving 4 value heads of 8
+_DELTANET = {
+    "layer_types": ["linear_attention", "full_attention"],
+    "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4,
+    "linear_key_head_dim": HEAD_DIM,
+    "linear_value_head_dim": HEAD_DIM,
+    "linear_conv_kernel_dim": 4,
+}
+_SPECIAL.update({t: _DELTANET for t in ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text")})
+
+
 def _gemma3_multimodal(**overrides):
     """Gemma-3's multimodal config: the tiny Gemma-3 text model beside a one-layer SigLIP vision tower
     (28x28 images of 14x14 patches, 4 image tokens); the last vocabulary ids are the image tokens."""
