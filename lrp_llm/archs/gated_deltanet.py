@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrp_llm.archs import ArchSpec, refuse, register
-from lrp_llm.archs.blocks import ATTENTION_RULE, GATE_RULE, _RULES_ATTR, install_transformer_rules
+from lrp_llm.archs.blocks import _RULES_ATTR, ATTENTION_RULE, GATE_RULE, install_transformer_rules
 from lrp_llm.archs.description import (
     AttentionFunctionParts,
     BlockPaths,
