@@ -190,3 +190,28 @@ def test_unsupported_delta_rule_variants_name_the_part(model_type):
     from lrp_llm.archs import refusal
 
     assert "delta" in refusal(model_type).lower()
+
+
+@pytest.mark.parametrize("model_type", ["qwen3_next", "qwen3_5_text"])
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp"])
+def test_a_deltanet_layer_under_the_rules_keeps_its_output_and_conserves(model_type, rules):
+    # one layer on its own (bias-free: the conv and projections have none), float64: the relevance of its
+    # input equals that of its output under both rule sets (the held factors make it linear, or bilinear
+    # with half to each factor under AttnLRP)
+    from lrp_llm.archs.gated_deltanet import deltanet_forward, deltanets
+    from tests.support.tiny_any import tiny_model
+
+    model = tiny_model(model_type, dtype=torch.float64)
+    (mixer,) = deltanets(model, 1)
+    x = torch.randn(2, 9, model.config.hidden_size, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    w = torch.randn(2, 9, model.config.hidden_size, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = mixer(x)
+    x.requires_grad_(True)
+    with ModelPatch(mixer) as patch:
+        patch.override_forward(mixer, deltanet_forward(mixer, rules))
+        out = mixer(x)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)  # the kernel computes in float32
+    (out * w).sum().backward()
+    torch.testing.assert_close((x * x.grad).sum(), (out * w).sum(), atol=1e-5, rtol=1e-5)
+    assert "forward" not in mixer.__dict__  # restored
