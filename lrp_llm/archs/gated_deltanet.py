@@ -49,6 +49,7 @@ from lrp_llm.archs import ArchSpec, refuse, register
 from lrp_llm.archs.blocks import _RULES_ATTR, ATTENTION_RULE, GATE_RULE, install_transformer_rules
 from lrp_llm.archs.description import (
     AttentionFunctionParts,
+    AttentionParts,
     BlockPaths,
     GatedMLPParts,
     MoEParts,
@@ -117,14 +118,24 @@ def gated_rms_norm(norm: nn.Module, x: torch.Tensor, gate: torch.Tensor, rules: 
 
 def _qkv_z_b_a(mixer: nn.Module, x: torch.Tensor):
     """The projections of one linear-attention module: mixed q|k|v (batch, L, 2 key_dim + value_dim),
-    z (batch, L, value_dim), b, a (batch, L, v_heads)."""
+    z (the output gate's input, batch, L, value_dim), b, a (batch, L, v_heads)."""
     batch, length = x.shape[:2]
     if hasattr(mixer, "in_proj_qkvz"):  # Qwen3-Next: per key head [q | k | v | z], then [b | a]
         q, k, v, z, b, a = mixer.fix_query_key_value_ordering(mixer.in_proj_qkvz(x), mixer.in_proj_ba(x))
         qkv = torch.cat([t.reshape(batch, length, -1) for t in (q, k, v)], dim=-1)
         return qkv, z.reshape(batch, length, -1), b, a
-    # Qwen3.5: separate projections
-    return mixer.in_proj_qkv(x), mixer.in_proj_z(x), mixer.in_proj_b(x), mixer.in_proj_a(x)
+    if hasattr(mixer, "in_proj_qkv"):  # Qwen3.5: q|k|v fused, the others apart
+        return mixer.in_proj_qkv(x), mixer.in_proj_z(x), mixer.in_proj_b(x), mixer.in_proj_a(x)
+    # OLMo-hybrid: every projection apart, the output gate from g_proj
+    qkv = torch.cat([mixer.q_proj(x), mixer.k_proj(x), mixer.v_proj(x)], dim=-1)
+    return qkv, mixer.g_proj(x), mixer.b_proj(x), mixer.a_proj(x)
+
+
+def _norm_and_out(mixer: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The gated RMSNorm and the output projection (Qwen: ``norm``, ``out_proj``; OLMo-hybrid: ``o_norm``, ``o_proj``)."""
+    if hasattr(mixer, "o_norm"):
+        return mixer.o_norm, mixer.o_proj
+    return mixer.norm, mixer.out_proj
 
 
 def deltanet_forward(mixer: nn.Module, rules: str | None):
@@ -155,6 +166,8 @@ def deltanet_forward(mixer: nn.Module, rules: str | None):
             k = k.reshape(batch, length, -1, mixer.head_k_dim)
             v = v.reshape(batch, length, -1, mixer.head_v_dim)
             beta = b.sigmoid()
+            if getattr(mixer, "allow_neg_eigval", False):  # OLMo-hybrid: beta in (0, 2)
+                beta = beta * 2.0
             g = -mixer.A_log.float().exp() * F.softplus(a.float() + mixer.dt_bias)
             out = gated_delta_rule(kernel, q, k, v, g, beta, rules)
             if cache_params is not None:
@@ -170,8 +183,9 @@ def deltanet_forward(mixer: nn.Module, rules: str | None):
                         output_final_state=True,
                     )
                 cache_params.update_recurrent_state(state, mixer.layer_idx)
-            out = gated_rms_norm(mixer.norm, out.reshape(-1, mixer.head_v_dim), z.reshape(-1, mixer.head_v_dim), rules)
-            return mixer.out_proj(out.reshape(batch, length, -1))
+            norm, out_proj = _norm_and_out(mixer)
+            out = gated_rms_norm(norm, out.reshape(-1, mixer.head_v_dim), z.reshape(-1, mixer.head_v_dim), rules)
+            return out_proj(out.reshape(batch, length, -1))
 
         return forward
 
@@ -179,11 +193,13 @@ def deltanet_forward(mixer: nn.Module, rules: str | None):
 
 
 def is_deltanet(module: nn.Module) -> bool:
-    """A gated DeltaNet module of a layout this family knows (Qwen3-Next's fused or Qwen3.5's split projections)."""
-    common = all(hasattr(module, a) for a in ("conv1d", "A_log", "dt_bias", "norm", "out_proj", "head_k_dim"))
-    fused = hasattr(module, "in_proj_qkvz") and hasattr(module, "in_proj_ba")
-    split = all(hasattr(module, a) for a in ("in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a"))
-    return common and (fused or split)
+    """A gated DeltaNet module of a layout this family knows (Qwen3-Next's fused, Qwen3.5's or OLMo-hybrid's
+    split projections)."""
+    common = all(hasattr(module, a) for a in ("conv1d", "A_log", "dt_bias", "head_k_dim", "conv_kernel_size"))
+    fused = all(hasattr(module, a) for a in ("in_proj_qkvz", "in_proj_ba", "norm", "out_proj"))
+    split = all(hasattr(module, a) for a in ("in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a", "norm", "out_proj"))
+    olmo = all(hasattr(module, a) for a in ("q_proj", "k_proj", "v_proj", "g_proj", "a_proj", "b_proj", "o_norm"))
+    return common and (fused or split or olmo)
 
 
 def deltanets(model: nn.Module, expected: int) -> list[nn.Module]:
@@ -272,13 +288,46 @@ GATED_DELTANET_FAMILY = register(
     )
 )
 
+
+# OLMo-hybrid: the same DeltaNet (separate projections, beta up to 2) beside OLMo-2-style attention
+# (q/k norms over all heads, found by them: the DeltaNets have q/k/v projections too, no q/k norms;
+# the Q and K factors sit on the norms' outputs, linear up to the kernel) and post-norms; no output gate
+def _olmo_expected(config: Any) -> dict[str, int]:
+    n = config.num_hidden_layers
+    attention = sum(k == "full_attention" for k in _kinds(config))
+    # attention blocks: two post-norms and q/k norms; DeltaNet blocks: two pre-norms; the final one
+    return {"attention": attention, "mlp": n, "norm": 4 * attention + 2 * (n - attention) + 1}
+
+
+OLMO_PARTS = TransformerParts(
+    attention=AttentionParts(q="q_norm", k="k_norm", v="v_proj"),
+    mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="act_fn"),),
+    norm=NormParts(kind="rms", class_suffix="RMSNorm"),
+    expected=_olmo_expected,
+)
+
+
+def install_olmo(patch: ModelPatch, model: nn.Module, rules: str) -> None:
+    """The rule set ``rules`` on OLMo-hybrid: the shared rules, then the DeltaNets."""
+    found = deltanets(model, _n_deltanets(model.config))
+    install_transformer_rules(patch, model, OLMO_PARTS, rules)
+    for mixer in found:
+        patch.override_forward(mixer, deltanet_forward(mixer, rules))
+
+
+OLMO_HYBRID_FAMILY = register(
+    ArchSpec(
+        family="olmo_hybrid",
+        model_types=("olmo_hybrid",),
+        kind="causal-lm",
+        parts=OLMO_PARTS,
+        install=install_olmo,
+        blocks=BlockPaths(layers="layers", mlp="mlp", final_norm="norm"),
+    )
+)
+
 # Tried and not supported: the part that has no rule here
 refuse(
     ("kimi_linear", "bailing_hybrid"),
     "its Kimi delta attention (a per-channel forget gate in chunk_kimi_delta_attention) has no LRP rule here",
-)
-refuse(
-    ("olmo_hybrid",),
-    "its gated DeltaNet layout (OlmoHybridGatedDeltaNet: separate q/k/v/g projections, beta up to 2) "
-    "is not wired to the gated DeltaNet rule here",
 )

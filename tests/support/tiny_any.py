@@ -232,7 +232,7 @@ _DELTANET = {
     "linear_value_head_dim": HEAD_DIM,
     "linear_conv_kernel_dim": 4,
 }
-_SPECIAL.update({t: _DELTANET for t in ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text")})
+_SPECIAL.update({t: _DELTANET for t in ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "olmo_hybrid")})
 
 
 def _gemma3_multimodal(**overrides):
