@@ -1,10 +1,13 @@
-"""Gated DeltaNet hybrids (Qwen3-Next, Qwen3.5): linear-attention layers beside gated full attention.
+"""Gated DeltaNet hybrids (Qwen3-Next, Qwen3.5, OLMo-hybrid) and Kimi delta attention (Kimi Linear,
+Bailing hybrid): linear-attention layers beside full attention (with an output gate in Qwen and Bailing).
 
 The gated delta rule, per value head (state S: k_dim x v_dim, decay alpha_t = exp(g_t)):
 
     S_t = alpha_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,    o_t = S_t^T q_t
 
-No published LRP rule covers it; this one is derived the way MambaLRP was:
+Kimi delta attention decays per key channel: ``S_t = (I - beta_t k_t k_t^T) diag(alpha_t) S_{t-1} + ...``
+(alpha from its ``forget_gate`` module), held the same way. No published LRP rule covers either; this one
+is derived the way MambaLRP was:
 
 ==============================  ==========================  ==========================  ===================
 place                           AttnLRP                     CP-LRP                      RelP
@@ -15,11 +18,14 @@ o = S^T q                       uniform: q x 1/2, v x 1/2   q detached (like A) 
 L2 norm of q (and k)            1/||q|| detached            (q detached)                (q detached)
 SiLU after the short conv       identity rule               identity rule               identity rule
 causal depthwise conv, projs    linear: unchanged           unchanged                   unchanged
-gated RMSNorm o/rms * SiLU(z)   1/rms detached; o x 1/2,    1/rms detached; SiLU(z)     as AttnLRP
-                                SiLU(z) identity rule x 1/2 detached
+gated RMSNorm o/rms * act(z)    1/rms detached; o x 1/2,    1/rms detached; act(z)      as AttnLRP
+(act: SiLU; Kimi: sigmoid)      act(z) identity rule x 1/2  detached
 attention output o * sig(gate)  uniform: o x 1/2, gate x    gate detached               as AttnLRP
                                 1/2 (plain sigmoid grad)
 ==============================  ==========================  ==========================  ===================
+
+(RelP's column is the rule set patching would install; these families offer no patching sites yet,
+their blocks hold either a DeltaNet or attention.)
 
 Conservation: with alpha, beta, k (and q under CP-LRP) held, the recurrence and its read-out are
 linear in v; the convolution and projections are linear, SiLU passes its relevance on by the
@@ -45,8 +51,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrp_llm.archs import ArchSpec, refuse, register
-from lrp_llm.archs.blocks import _RULES_ATTR, ATTENTION_RULE, GATE_RULE, install_transformer_rules
+from lrp_llm.archs import ArchSpec, register
+from lrp_llm.archs.blocks import (
+    _RULES_ATTR,
+    ATTENTION_RULE,
+    GATE_RULE,
+    detach_output,
+    install_transformer_rules,
+    scale_output,
+)
 from lrp_llm.archs.description import (
     AttentionFunctionParts,
     AttentionParts,
@@ -98,8 +111,9 @@ def gated_delta_rule(kernel, q, k, v, g, beta, rules: str | None, **kwargs) -> t
 
 
 def gated_rms_norm(norm: nn.Module, x: torch.Tensor, gate: torch.Tensor, rules: str | None) -> torch.Tensor:
-    """``weight * x / rms(x) * SiLU(gate)`` (x, gate: (..., v_dim)), as transformers' gated RMSNorm (norm
-    before gate), with 1/rms detached and the gate product's rule under ``rules``."""
+    """``weight * x / rms(x) * act(gate)`` (x, gate: (..., v_dim); act: SiLU, or sigmoid where the norm's
+    ``activation`` says so), as transformers' gated RMSNorm (norm before gate), with 1/rms detached and
+    the gate product's rule under ``rules`` (uniform: the identity rule on act, x 1/2 each side)."""
     dtype = x.dtype
     xf = x.to(torch.float32) if dtype != torch.float64 else x
     inv = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
@@ -107,10 +121,11 @@ def gated_rms_norm(norm: nn.Module, x: torch.Tensor, gate: torch.Tensor, rules: 
         inv = inv.detach()
     y = norm.weight * (xf * inv).to(dtype)
     gf = gate.to(torch.float32) if gate.dtype != torch.float64 else gate
-    act = F.silu(gf)
+    sigmoid = getattr(norm, "activation", "silu") == "sigmoid"  # Kimi's gate is a sigmoid
+    act = torch.sigmoid(gf) if sigmoid else F.silu(gf)
     if rules is not None:
         if GATE_RULE[rules] == "uniform":
-            y, act = scale_grad(y, 0.5), identity_rule(gf, act, 0.5, silu_ratio(gf))
+            y, act = scale_grad(y, 0.5), identity_rule(gf, act, 0.5, None if sigmoid else silu_ratio(gf))
         else:
             act = act.detach()
     return (y * act).to(dtype)
@@ -126,9 +141,19 @@ def _qkv_z_b_a(mixer: nn.Module, x: torch.Tensor):
         return qkv, z.reshape(batch, length, -1), b, a
     if hasattr(mixer, "in_proj_qkv"):  # Qwen3.5: q|k|v fused, the others apart
         return mixer.in_proj_qkv(x), mixer.in_proj_z(x), mixer.in_proj_b(x), mixer.in_proj_a(x)
-    # OLMo-hybrid: every projection apart, the output gate from g_proj
+    # OLMo-hybrid and Kimi delta attention: every projection apart; the output gate from g_proj (or Kimi's
+    # low-rank g_a_proj, g_b_proj); Kimi's decay comes from its forget_gate module (a: None)
     qkv = torch.cat([mixer.q_proj(x), mixer.k_proj(x), mixer.v_proj(x)], dim=-1)
-    return qkv, mixer.g_proj(x), mixer.b_proj(x), mixer.a_proj(x)
+    z = mixer.g_b_proj(mixer.g_a_proj(x)) if hasattr(mixer, "g_a_proj") else mixer.g_proj(x)
+    a = None if hasattr(mixer, "forget_gate") else mixer.a_proj(x)
+    return qkv, z, mixer.b_proj(x), a
+
+
+def _dims(mixer: nn.Module) -> tuple[int, int, int, int]:
+    """key_dim, value_dim (all heads), the key and value head widths."""
+    if hasattr(mixer, "forget_gate"):  # Kimi: q, k, v heads alike
+        return mixer.qkv_dim, mixer.qkv_dim, mixer.head_dim, mixer.head_dim
+    return mixer.key_dim, mixer.value_dim, mixer.head_k_dim, mixer.head_v_dim
 
 
 def _norm_and_out(mixer: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -140,7 +165,10 @@ def _norm_and_out(mixer: nn.Module) -> tuple[nn.Module, nn.Module]:
 
 def deltanet_forward(mixer: nn.Module, rules: str | None):
     """The make-function for a gated DeltaNet module's forward: (batch, L, hidden) -> (batch, L, hidden)."""
-    kernel = getattr(sys.modules[type(mixer).__module__], "torch_chunk_gated_delta_rule", None)
+    # Kimi delta attention: the same recurrence with a per-channel decay, in its own kernel
+    name = "chunk_kimi_delta_attention" if hasattr(mixer, "forget_gate") else "torch_chunk_gated_delta_rule"
+    kernel = getattr(sys.modules[type(mixer).__module__], name, None)
+    key_dim, value_dim, head_k, head_v = _dims(mixer)
     if kernel is None:
         raise UnsupportedModelError(f"{type(mixer).__name__}: its module has no gated delta rule kernel to wrap")
 
@@ -161,14 +189,17 @@ def deltanet_forward(mixer: nn.Module, rules: str | None):
             if rules is not None:
                 act = identity_rule(conv, act, 1.0, silu_ratio(conv))
             act = act.to(hidden_states.dtype).transpose(1, 2)
-            q, k, v = torch.split(act, [mixer.key_dim, mixer.key_dim, mixer.value_dim], dim=-1)
-            q = q.reshape(batch, length, -1, mixer.head_k_dim)
-            k = k.reshape(batch, length, -1, mixer.head_k_dim)
-            v = v.reshape(batch, length, -1, mixer.head_v_dim)
+            q, k, v = torch.split(act, [key_dim, key_dim, value_dim], dim=-1)
+            q = q.reshape(batch, length, -1, head_k)
+            k = k.reshape(batch, length, -1, head_k)
+            v = v.reshape(batch, length, -1, head_v)
             beta = b.sigmoid()
             if getattr(mixer, "allow_neg_eigval", False):  # OLMo-hybrid: beta in (0, 2)
                 beta = beta * 2.0
-            g = -mixer.A_log.float().exp() * F.softplus(a.float() + mixer.dt_bias)
+            if a is None:  # Kimi: (batch, L, heads, head_dim), one log decay per channel
+                g = mixer.forget_gate(hidden_states)
+            else:
+                g = -mixer.A_log.float().exp() * F.softplus(a.float() + mixer.dt_bias)
             out = gated_delta_rule(kernel, q, k, v, g, beta, rules)
             if cache_params is not None:
                 # the state the original forward would cache, for the next step (no gradient needed there)
@@ -184,7 +215,7 @@ def deltanet_forward(mixer: nn.Module, rules: str | None):
                     )
                 cache_params.update_recurrent_state(state, mixer.layer_idx)
             norm, out_proj = _norm_and_out(mixer)
-            out = gated_rms_norm(norm, out.reshape(-1, mixer.head_v_dim), z.reshape(-1, mixer.head_v_dim), rules)
+            out = gated_rms_norm(norm, out.reshape(-1, head_v), z.reshape(-1, head_v), rules)
             return out_proj(out.reshape(batch, length, -1))
 
         return forward
@@ -194,12 +225,19 @@ def deltanet_forward(mixer: nn.Module, rules: str | None):
 
 def is_deltanet(module: nn.Module) -> bool:
     """A gated DeltaNet module of a layout this family knows (Qwen3-Next's fused, Qwen3.5's or OLMo-hybrid's
-    split projections)."""
-    common = all(hasattr(module, a) for a in ("conv1d", "A_log", "dt_bias", "head_k_dim", "conv_kernel_size"))
-    fused = all(hasattr(module, a) for a in ("in_proj_qkvz", "in_proj_ba", "norm", "out_proj"))
-    split = all(hasattr(module, a) for a in ("in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a", "norm", "out_proj"))
-    olmo = all(hasattr(module, a) for a in ("q_proj", "k_proj", "v_proj", "g_proj", "a_proj", "b_proj", "o_norm"))
-    return common and (fused or split or olmo)
+    split projections, Kimi delta attention)."""
+
+    def has(*names: str) -> bool:
+        return all(hasattr(module, a) for a in names)
+
+    if not has("conv1d", "conv_kernel_size", "layer_idx"):
+        return False
+    qwen = has("A_log", "dt_bias", "head_k_dim", "norm", "out_proj")
+    fused = qwen and has("in_proj_qkvz", "in_proj_ba")
+    split = qwen and has("in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a")
+    olmo = has("A_log", "dt_bias", "head_k_dim", "q_proj", "k_proj", "v_proj", "g_proj", "a_proj", "b_proj", "o_norm")
+    kimi = has("forget_gate", "qkv_dim", "head_dim", "q_proj", "k_proj", "v_proj", "b_proj", "o_norm", "o_proj")
+    return fused or split or olmo or kimi
 
 
 def deltanets(model: nn.Module, expected: int) -> list[nn.Module]:
@@ -227,12 +265,21 @@ def _gate_half(rule: str, n_heads: int):
     return hook
 
 
-def install_output_gates(patch: ModelPatch, attentions: list[nn.Module], rules: str) -> None:
+def install_output_gates(
+    patch: ModelPatch, attentions: list[nn.Module], rules: str, gate_projection: str | None = None
+) -> None:
     """``o_proj(attn * sigmoid(gate))``: under the uniform rule the attention output's factors (on Q, K, V
-    where they enter the attention function) are halved and the gate's gradient halved; else the gate held."""
+    where they enter the attention function) are halved and the gate's gradient halved; else the gate held.
+
+    ``gate_projection``: the attention's own gate projection (Bailing: ``g_proj``, one gate per head);
+    None: the gate is the second half of each head of ``q_proj``'s output (Qwen3-Next, Qwen3.5)."""
     rule = GATE_RULE[rules]
     for attn in attentions:
-        patch.hook_output(attn.q_proj, _gate_half(rule, attn.config.num_attention_heads))
+        if gate_projection is None:
+            patch.hook_output(attn.q_proj, _gate_half(rule, attn.config.num_attention_heads))
+        else:
+            hook = detach_output if rule == "detach" else scale_output(0.5)
+            patch.hook_output(getattr(attn, gate_projection), hook)
         if rule == "uniform":
             original, q, k, v, forward_mode = getattr(attn, _RULES_ATTR)
             half = tuple(None if f is None else 0.5 * f for f in (q, k, v))
@@ -326,8 +373,52 @@ OLMO_HYBRID_FAMILY = register(
     )
 )
 
-# Tried and not supported: the part that has no rule here
-refuse(
-    ("kimi_linear", "bailing_hybrid"),
-    "its Kimi delta attention (a per-channel forget gate in chunk_kimi_delta_attention) has no LRP rule here",
+
+# Kimi Linear: Kimi delta attention (a per-channel decay from its forget_gate module, a sigmoid output
+# gate in its norm) beside DeepSeek MLA attention (its Q, K, V ruled where they enter the attention
+# function, as the MLA family's), routed experts with ungated shared experts
+def _kimi_expected(config: Any) -> dict[str, int]:
+    return {"attention": sum(k == "full_attention" for k in _kinds(config))}
+
+
+KIMI_PARTS = TransformerParts(
+    attention=AttentionFunctionParts(projection="kv_a_proj_with_mqa"),
+    mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="act_fn"),),
+    norm=NormParts(kind="rms", class_suffix="RMSNorm"),
+    expected=_kimi_expected,
+    moe=MoEParts(),
 )
+
+
+def _kimi_installer(gate_projection: str | None):
+    def install(patch: ModelPatch, model: nn.Module, rules: str) -> None:
+        """The shared rules (MLA, MLPs, experts), the attention output gates (Bailing), the delta attentions."""
+        from lrp_llm.archs.blocks import find_parts
+
+        found = deltanets(model, _n_deltanets(model.config))
+        install_transformer_rules(patch, model, KIMI_PARTS, rules)
+        if gate_projection is not None:
+            install_output_gates(patch, find_parts(model, KIMI_PARTS)["attentions"], rules, gate_projection)
+        for mixer in found:
+            patch.override_forward(mixer, deltanet_forward(mixer, rules))
+
+    return install
+
+
+def _register_kimi(family: str, model_type: str, gate_projection: str | None) -> ArchSpec:
+    return register(
+        ArchSpec(
+            family=family,
+            model_types=(model_type,),
+            kind="causal-lm",
+            parts=KIMI_PARTS,
+            install=_kimi_installer(gate_projection),
+            blocks=BlockPaths(layers="layers", mlp="mlp", final_norm="norm"),
+        )
+    )
+
+
+KIMI_LINEAR_FAMILY = _register_kimi("kimi_linear", "kimi_linear", None)
+# Bailing hybrid (Ling): the same delta attention (its decay, lower_bound * sigmoid(...) or -softplus, held
+# like Kimi's), MLA with a per-head sigmoid output gate ``g_proj`` (the attention output gate's rule)
+BAILING_HYBRID_FAMILY = _register_kimi("bailing_hybrid", "bailing_hybrid", "g_proj")

@@ -43,8 +43,11 @@ def _inputs(seed=0):
 
 
 def _loop(q_hat, k_hat, v, decay, beta):
-    """The plain recurrence on already normalised q, k (batch, L, k_heads, d_k): o (batch, L, v_heads, d_v)."""
-    rep = VH // KH
+    """The plain recurrence on already normalised q, k (batch, L, k_heads, d_k): o (batch, L, v_heads, d_v).
+
+    ``decay``: (batch, L, v_heads) one log decay per head, or (batch, L, v_heads, d_k) one per key channel
+    (Kimi delta attention: ``S_t = (I - beta k k^T) diag(alpha_t) S_{t-1} + beta k v^T``)."""
+    rep = VH // q_hat.shape[2]
     q_hat, k_hat = q_hat.repeat_interleave(rep, dim=2), k_hat.repeat_interleave(rep, dim=2)
     outs = []
     for b in range(B):
@@ -107,17 +110,46 @@ def test_attnlrp_splits_o_equals_s_q_half_and_half_with_the_norm_of_q_held():
     torch.testing.assert_close(total, (out * weight).sum(), atol=1e-5, rtol=1e-5)
 
 
+def test_kimi_delta_attention_with_per_channel_decay_held_is_linear_in_v_and_splits_q_and_v():
+    from transformers.models.kimi_linear.modeling_kimi_linear import chunk_kimi_delta_attention
+
+    def kernel(*args, **kwargs):
+        return chunk_kimi_delta_attention(*args, chunk_size=4, **kwargs)
+
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(B, L, VH, DK, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(B, L, VH, DK, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(B, L, VH, DV, generator=g, dtype=torch.float64, requires_grad=True)
+    decay = -torch.rand(B, L, VH, DK, generator=g, dtype=torch.float64)
+    beta = torch.rand(B, L, VH, generator=g, dtype=torch.float64)
+    weight = torch.randn(B, L, VH, DV, generator=g, dtype=torch.float64)
+    out = gated_delta_rule(kernel, q, k, v, decay, beta, "attnlrp")
+    c = 1.0 / torch.sqrt((q.detach() ** 2).sum(-1, keepdim=True) + 1e-6)
+    q_ref = q.detach().clone().requires_grad_(True)
+    v_ref = v.detach().clone().requires_grad_(True)
+    ref = _loop(q_ref * c, _normalised(k.detach()), v_ref, decay, beta)
+    torch.testing.assert_close(out, ref.detach(), atol=1e-5, rtol=1e-5)
+    (out * weight).sum().backward()
+    (ref * weight).sum().backward()
+    assert k.grad is None
+    torch.testing.assert_close(q.grad, 0.5 * q_ref.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(v.grad, 0.5 * v_ref.grad, atol=1e-5, rtol=1e-5)
+
+
 class _Norm(nn.Module):
-    def __init__(self):
+    def __init__(self, activation="silu"):
         super().__init__()
+        self.activation = activation
         self.weight = nn.Parameter(1.0 + 0.3 * torch.randn(DV, dtype=torch.float64))
         self.variance_epsilon = 1e-6
 
 
+@pytest.mark.parametrize("activation", ["silu", "sigmoid"])
 @pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp"])
-def test_gated_rms_norm_holds_rms_and_splits_or_holds_the_gate(rules):
+def test_gated_rms_norm_holds_rms_and_splits_or_holds_the_gate(rules, activation):
     torch.manual_seed(0)
-    norm = _Norm()
+    norm = _Norm(activation)
+    act = F.silu if activation == "silu" else torch.sigmoid
     x = torch.randn(6, DV, dtype=torch.float64, requires_grad=True)
     z = torch.randn(6, DV, dtype=torch.float64, requires_grad=True)
     w = torch.randn(6, DV, dtype=torch.float64)
@@ -125,16 +157,16 @@ def test_gated_rms_norm_holds_rms_and_splits_or_holds_the_gate(rules):
     xd, zd = x.detach(), z.detach()
     inv = 1.0 / torch.sqrt((xd**2).mean(-1, keepdim=True) + 1e-6)
     normed = norm.weight.detach() * xd * inv
-    torch.testing.assert_close(out, normed * F.silu(zd))
+    torch.testing.assert_close(out, normed * act(zd))
     (out * w).sum().backward()
     if rules == "cp-lrp":
-        torch.testing.assert_close(x.grad, w * norm.weight.detach() * inv * F.silu(zd))
+        torch.testing.assert_close(x.grad, w * norm.weight.detach() * inv * act(zd))
         assert z.grad is None
         torch.testing.assert_close((x * x.grad).sum(), (out * w).sum())
     else:
-        torch.testing.assert_close(x.grad, 0.5 * w * norm.weight.detach() * inv * F.silu(zd))
-        # identity rule on SiLU: the gradient at z is (upstream) * silu(z) / z, times 1/2
-        torch.testing.assert_close(z.grad, 0.5 * w * normed * torch.sigmoid(zd))
+        torch.testing.assert_close(x.grad, 0.5 * w * norm.weight.detach() * inv * act(zd))
+        # identity rule on the activation: the gradient at z is (upstream) * act(z) / z, times 1/2
+        torch.testing.assert_close(z.grad, 0.5 * w * normed * act(zd) / zd)
         torch.testing.assert_close((x * x.grad).sum() + (z * z.grad).sum(), (out * w).sum())
 
 
@@ -177,6 +209,28 @@ def test_the_attention_output_gate_is_held_or_halved_and_restored(rules):
     assert not attn.q_proj._forward_hooks
 
 
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp"])
+def test_a_per_head_gate_projection_is_held_or_halved(rules):
+    # Bailing: sigmoid(g_proj(x)) per head scales the attention output
+    torch.manual_seed(0)
+    attn = _GatedAttention()
+    attn.g_proj = nn.Linear(5, 2, bias=False, dtype=torch.float64)
+    x = torch.randn(4, 5, dtype=torch.float64)
+    upstream = torch.randn(4, 2, dtype=torch.float64)
+    with ModelPatch(attn) as patch:
+        install_output_gates(patch, [attn], rules, "g_proj")
+        y = attn.g_proj(x)
+        factors = attn._lrp_attention_rules[1:4]
+    torch.testing.assert_close(y.detach(), x @ attn.g_proj.weight.detach().T)
+    if rules == "cp-lrp":
+        assert not y.requires_grad and factors == (0.25, 0.25, 0.5)
+    else:
+        (grad,) = torch.autograd.grad(y, attn.g_proj.weight, upstream)
+        torch.testing.assert_close(grad, 0.5 * upstream.T @ x)
+        assert factors == (0.125, 0.125, 0.25)
+    assert not attn.g_proj._forward_hooks and attn._lrp_attention_rules[1:4] == (0.25, 0.25, 0.5)
+
+
 def test_a_checkpoint_without_its_deltanets_is_refused_in_one_line():
     from lrp_llm.archs.gated_deltanet import deltanets
 
@@ -185,14 +239,7 @@ def test_a_checkpoint_without_its_deltanets_is_refused_in_one_line():
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("model_type", ["kimi_linear", "bailing_hybrid"])
-def test_unsupported_delta_rule_variants_name_the_part(model_type):
-    from lrp_llm.archs import refusal
-
-    assert "delta" in refusal(model_type).lower()
-
-
-@pytest.mark.parametrize("model_type", ["qwen3_next", "qwen3_5_text", "olmo_hybrid"])
+@pytest.mark.parametrize("model_type", ["qwen3_next", "qwen3_5_text", "olmo_hybrid", "kimi_linear", "bailing_hybrid"])
 @pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp"])
 def test_a_deltanet_layer_under_the_rules_keeps_its_output_and_conserves(model_type, rules):
     # one layer on its own (bias-free: the conv and projections have none), float64: the relevance of its
@@ -215,3 +262,21 @@ def test_a_deltanet_layer_under_the_rules_keeps_its_output_and_conserves(model_t
     (out * w).sum().backward()
     torch.testing.assert_close((x * x.grad).sum(), (out * w).sum(), atol=1e-5, rtol=1e-5)
     assert "forward" not in mixer.__dict__  # restored
+
+
+@pytest.mark.parametrize("model_type", ["qwen3_next", "kimi_linear"])
+def test_a_cached_prefill_under_the_rules_leaves_the_cache_the_next_step_needs(model_type):
+    from lrp_llm.archs import get_arch
+    from tests.support.tiny_any import tiny_model
+
+    model = tiny_model(model_type)
+    ids = torch.tensor([[3, 7, 1, 9, 4, 2, 8, 5, 6]])
+    with torch.no_grad():
+        plain = model(ids[:, :8], use_cache=True)
+        want = model(ids[:, 8:], past_key_values=plain.past_key_values, use_cache=True).logits
+        with ModelPatch(model) as patch:
+            get_arch(model).apply(patch, model, "attnlrp")
+            ruled = model(ids[:, :8], use_cache=True)
+            step = model(ids[:, 8:], past_key_values=ruled.past_key_values, use_cache=True).logits
+    torch.testing.assert_close(ruled.logits, plain.logits, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(step, want, atol=1e-4, rtol=1e-5)
