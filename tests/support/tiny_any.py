@@ -219,12 +219,48 @@ _SPECIAL.update(
         "llama4_text": {"attention_chunk_size": 8, "no_rope_layers": [1, 0], "moe_layers": [1]},
         # its router groups the experts (8 groups by default): one group of the 4
         "axk1": {**_MLA, "head_dim": 4, "n_group": 1, "topk_group": 1},
+        # Kimi Linear: one Kimi-delta-attention and one MLA layer (dense, then MoE), 4 linear heads of 8
+        "kimi_linear": {
+            **_MLA,
+            "head_dim": 4,
+            "n_group": 1,
+            "topk_group": 1,
+            "layer_types": ["linear_attention", "full_attention"],
+            "mlp_layer_types": ["dense", "sparse"],
+            "linear_num_heads": 4,
+            "linear_head_dim": HEAD_DIM,
+            "linear_conv_kernel_dim": 4,
+        },
+        # Bailing hybrid: the same, its linear heads from num_attention_heads and head_dim (the latter then
+        # overwritten by the rotary width)
+        "bailing_hybrid": {
+            **_MLA,
+            "head_dim": HEAD_DIM,
+            "n_group": 1,
+            "topk_group": 1,
+            "layer_types": ["linear_attention", "full_attention"],
+            "mlp_layer_types": ["dense", "sparse"],
+            "short_conv_kernel_size": 4,
+        },
         # dots1's config leaves the shared-expert count unset (None) and its MoE block multiplies by it
         "dots1": {"n_shared_experts": 1},
         # its shared MLP is off by default (width 0); on, so that its rules are checked
         "granitemoeshared": {"shared_intermediate_size": 48},
     }
 )
+
+
+# Gated DeltaNet hybrids: one linear-attention and one full-attention layer (an all-linear model
+# has no attention layer for its cache to count tokens by), 2 key heads serving 4 value heads of 8
+_DELTANET = {
+    "layer_types": ["linear_attention", "full_attention"],
+    "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4,
+    "linear_key_head_dim": HEAD_DIM,
+    "linear_value_head_dim": HEAD_DIM,
+    "linear_conv_kernel_dim": 4,
+}
+_SPECIAL.update({t: _DELTANET for t in ("qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "olmo_hybrid")})
 
 
 def _gemma3_multimodal(**overrides):
