@@ -164,6 +164,7 @@ def _load_families() -> None:
         doge,  # noqa: F401
         encoders,  # noqa: F401
         falcon,  # noqa: F401
+        gated_attention,  # noqa: F401
         glm,  # noqa: F401
         gpt2,  # noqa: F401
         gpt_bigcode,  # noqa: F401

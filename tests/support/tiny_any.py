@@ -220,6 +220,20 @@ _SPECIAL.update(
         "granitemoeshared": {"shared_intermediate_size": 48},
     }
 )
+# Gated attention output (o * act(g(x))): a sliding (RoPE) and a full-attention (NoPE) layer, a dense
+# and a routed-experts MLP, so that every part is checked; Beam's router groups the experts (8 groups by
+# default): one group of the 4
+_SPECIAL.update(
+    {
+        "beam": {
+            "layer_types": ["sliding_attention", "full_attention"],
+            "mlp_layer_types": ["dense", "sparse"],
+            "n_group": 1,
+            "topk_group": 1,
+        },
+        "afmoe": {"layer_types": ["sliding_attention", "full_attention"], "num_dense_layers": 1},
+    }
+)
 
 
 def _gemma3_multimodal(**overrides):
