@@ -179,6 +179,7 @@ def _load_families() -> None:
         mla,  # noqa: F401
         modernbert_decoder,  # noqa: F401
         moe,  # noqa: F401
+        moe_more,  # noqa: F401
         moshi,  # noqa: F401
         mpt,  # noqa: F401
         olmo,  # noqa: F401

@@ -232,6 +232,13 @@ _SPECIAL.update(
             "topk_group": 1,
         },
         "afmoe": {"layer_types": ["sliding_attention", "full_attention"], "num_dense_layers": 1},
+        # a dense prefix layer and a routed one with a shared MLP, a sliding and a full-attention layer
+        "cohere2_moe": {
+            "layer_types": ["sliding_attention", "full_attention"],
+            "mlp_layer_types": ["dense", "sparse"],
+            "num_shared_experts": 1,
+            "prefix_dense_intermediate_size": MLP,
+        },
     }
 )
 

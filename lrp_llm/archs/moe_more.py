@@ -1,0 +1,39 @@
+"""More mixture-of-experts decoders on the MoE family's rules (:mod:`lrp_llm.archs.moe`): Mellum, Cohere-2-MoE.
+
+Mellum: Llama-layout attention with per-head q/k RMS norms (1/rms held constant like every
+norm) and routed experts in every block. Cohere-2-MoE: Cohere's parallel block (attention and
+MLP on one norm's output, summed: linear), dense prefix MLPs, routed experts with an optional
+ungated shared MLP (a sum or an average with the routed output: linear), and a constant
+``logit_scale``. Its norms are mean-centred LayerNorms without bias, or RMSNorms where the
+config sets ``rms_norm_eps`` (transformers picks the class from the config): the installer
+picks the norm rule the same way, so neither kind is left without its 1/sigma detached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from torch import nn
+
+from lrp_llm.archs import register
+from lrp_llm.archs.blocks import install_transformer_rules
+from lrp_llm.archs.description import NormParts
+from lrp_llm.archs.moe import _moe_family
+from lrp_llm.mechanism.patch import ModelPatch
+
+MELLUM_FAMILY = _moe_family("mellum", ("mellum",))
+
+_LAYER_NORM = NormParts(kind="layer", class_suffix="LayerNorm")
+_RMS_NORM = NormParts(kind="rms", class_suffix="RMSNorm")
+
+
+def _install_cohere2_moe(patch: ModelPatch, model: nn.Module, rules: str) -> None:
+    rms = getattr(model.config.get_text_config(), "rms_norm_eps", None) is not None
+    parts = replace(COHERE2_MOE_FAMILY.parts, norm=_RMS_NORM if rms else _LAYER_NORM)
+    install_transformer_rules(patch, model, parts, rules)
+
+
+# the installer reads the norm kind from the config; the spec keeps the default's parts for the other readers
+COHERE2_MOE_FAMILY = register(
+    replace(_moe_family("cohere2_moe", ("cohere2_moe",), norm=_LAYER_NORM), install=_install_cohere2_moe)
+)
