@@ -109,7 +109,8 @@ def _is_plain_gate(module: nn.Module) -> bool:
     else:
         gate, up = probe[..., ::2], probe[..., 1::2]
     with torch.no_grad():
-        return bool(torch.allclose(module._apply_gate(probe), module.act_fn(gate) * up, rtol=1e-6, atol=1e-6))
+        applied, want = module._apply_gate(probe), module.act_fn(gate) * up
+        return applied.shape == want.shape and bool(torch.allclose(applied, want, rtol=1e-6, atol=1e-6))
 
 
 def clamped_swiglu(gate_up: torch.Tensor, limit: float, alpha: float, gate_rule: str) -> torch.Tensor:

@@ -164,7 +164,8 @@ _MAMBA2 = {"mamba_n_heads": 8, "mamba_d_head": 8, "mamba_d_state": 16, "mamba_ch
 _SPECIAL.update(
     {
         "bamba": {**_MAMBA2, "attn_layer_indices": [1]},
-        "granitemoehybrid": {**_MAMBA2, **_pattern(["mamba", "attention"]), "num_local_experts": 0},
+        # with routed experts beside the shared MLP (a dense checkpoint: tests/unit/test_moe_hybrids.py)
+        "granitemoehybrid": {**_MAMBA2, **_pattern(["mamba", "attention"])},
         # muP multipliers away from 1 so that the rules are checked with them
         "falcon_h1": {
             **_MAMBA2,
@@ -180,7 +181,7 @@ _SPECIAL.update(
             "lm_head_multiplier": 0.7,
         },
         "nemotron_h": {
-            **_pattern(["mamba", "attention", "mlp"]),
+            **_pattern(["mamba", "attention", "mlp", "moe"]),
             "mamba_num_heads": 8,
             "mamba_head_dim": 8,
             "n_groups": 2,

@@ -15,18 +15,25 @@ from tests.support.conformance import without_biases_and_position_embeddings
 from tests.support.models import random_ids
 from tests.support.tiny_any import tiny_model
 
-# name -> (model type, config overrides): each has routed experts in at least one block
+# name -> (model type, config overrides, whether it has routed experts)
 CASES = {
-    "jamba": ("jamba", {}),
-    "nemotron_h-moe": ("nemotron_h", {"layer_types": ["mamba", "attention", "moe", "mlp"], "layers_block_type": None}),
-    "granitemoehybrid-experts": ("granitemoehybrid", {"num_local_experts": 4}),
-    "cohere2_moe-rms": ("cohere2_moe", {"rms_norm_eps": 1e-6}),
+    "jamba": ("jamba", {}, True),
+    # the suite's tiny Nemotron-H has its moe block last; here it comes before a dense MLP block
+    "nemotron_h-moe-first": (
+        "nemotron_h",
+        {"layer_types": ["mamba", "moe", "attention", "mlp"], "layers_block_type": None},
+        True,
+    ),
+    "granitemoehybrid-experts": ("granitemoehybrid", {"num_local_experts": 4}, True),
+    # the dense Granite-4 hybrid (granite-4.0-h-micro): the MoE installer finds nothing and changes nothing
+    "granitemoehybrid-dense": ("granitemoehybrid", {"num_local_experts": 0}, False),
+    "cohere2_moe-rms": ("cohere2_moe", {"rms_norm_eps": 1e-6}, True),
 }
 IDS = torch.tensor([[3, 7, 1, 9, 4, 2]])
 
 
 def _model(name: str, dtype=torch.float32):
-    model_type, overrides = CASES[name]
+    model_type, overrides, _ = CASES[name]
     return tiny_model(model_type, dtype=dtype, **overrides)
 
 
@@ -39,7 +46,7 @@ def _hooks_and_overrides(model) -> tuple[int, int]:
 def test_every_rule_set_keeps_the_forward_rules_the_experts_and_restores(name):
     model = _model(name)
     experts = experts_modules(model)
-    assert experts, f"{name}: the tiny model has no routed experts to check"
+    assert bool(experts) == CASES[name][2], f"{name}: routed experts {'missing' if CASES[name][2] else 'present'}"
     with torch.no_grad():
         plain = model(IDS, use_cache=False).logits
     before = _hooks_and_overrides(model)
