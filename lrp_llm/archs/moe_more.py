@@ -1,4 +1,5 @@
-"""More mixture-of-experts decoders on the MoE family's rules (:mod:`lrp_llm.archs.moe`): Mellum, Cohere-2-MoE.
+"""More mixture-of-experts decoders on the MoE family's rules (:mod:`lrp_llm.archs.moe`): Mellum, MiMo-V2-Flash,
+Cohere-2-MoE.
 
 Mellum: Llama-layout attention with per-head q/k RMS norms (1/rms held constant like every
 norm) and routed experts in every block. Cohere-2-MoE: Cohere's parallel block (attention and
@@ -22,6 +23,11 @@ from lrp_llm.archs.moe import _moe_family
 from lrp_llm.mechanism.patch import ModelPatch
 
 MELLUM_FAMILY = _moe_family("mellum", ("mellum",))
+# MiMo-V2-Flash: sliding-window layers with attention sinks (a learned logit per head: a constant column of the
+# softmax, as in gpt-oss) and twice the key/value heads, a constant value scale, sigmoid-scored routed experts
+# its value heads are wider than the query/key heads the site map reads from the config: no head sites
+_MIMO = _moe_family("mimo_v2_flash", ("mimo_v2_flash",))
+MIMO_V2_FLASH_FAMILY = register(replace(_MIMO, blocks=replace(_MIMO.blocks, heads=None)))
 
 _LAYER_NORM = NormParts(kind="layer", class_suffix="LayerNorm")
 _RMS_NORM = NormParts(kind="rms", class_suffix="RMSNorm")
