@@ -1,5 +1,5 @@
 """More mixture-of-experts decoders on the MoE family's rules (:mod:`lrp_llm.archs.moe`): Mellum, MiMo-V2-Flash,
-Cohere-2-MoE.
+LFM2-MoE, Cohere-2-MoE.
 
 Mellum: Llama-layout attention with per-head q/k RMS norms (1/rms held constant like every
 norm) and routed experts in every block. Cohere-2-MoE: Cohere's parallel block (attention and
@@ -13,12 +13,14 @@ picks the norm rule the same way, so neither kind is left without its 1/sigma de
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from torch import nn
 
 from lrp_llm.archs import register
 from lrp_llm.archs.blocks import install_transformer_rules
-from lrp_llm.archs.description import NormParts
+from lrp_llm.archs.description import MoEParts, NormParts
+from lrp_llm.archs.lfm2 import LFM2_FAMILY
 from lrp_llm.archs.moe import _moe_family
 from lrp_llm.mechanism.patch import ModelPatch
 
@@ -28,6 +30,26 @@ MELLUM_FAMILY = _moe_family("mellum", ("mellum",))
 # its value heads are wider than the query/key heads the site map reads from the config: no head sites
 _MIMO = _moe_family("mimo_v2_flash", ("mimo_v2_flash",))
 MIMO_V2_FLASH_FAMILY = register(replace(_MIMO, blocks=replace(_MIMO.blocks, heads=None)))
+
+
+# LFM2-MoE: LFM2's blocks (attention or a short gated convolution, :mod:`lrp_llm.archs.lfm2`) with routed
+# experts in place of the gated MLP after the first ``num_dense_layers`` blocks
+def _lfm2_moe_counts(config: Any) -> dict[str, int]:
+    n = config.num_hidden_layers
+    attention = sum(t != "conv" for t in config.layer_types)
+    return {"attention": attention, "mixer": n - attention, "mlp": min(config.num_dense_layers, n)}
+
+
+LFM2_MOE_FAMILY = register(
+    replace(
+        LFM2_FAMILY,
+        family="lfm2_moe",
+        model_types=("lfm2_moe",),
+        parts=replace(LFM2_FAMILY.parts, expected=_lfm2_moe_counts, moe=MoEParts()),
+        # the routed experts have no single neuron axis
+        blocks=replace(LFM2_FAMILY.blocks, neurons=None),
+    )
+)
 
 _LAYER_NORM = NormParts(kind="layer", class_suffix="LayerNorm")
 _RMS_NORM = NormParts(kind="rms", class_suffix="RMSNorm")

@@ -233,6 +233,9 @@ _SPECIAL.update(
             "topk_group": 1,
         },
         "afmoe": {"layer_types": ["sliding_attention", "full_attention"], "num_dense_layers": 1},
+        # both token mixers, a dense MLP and routed experts (its config has no default list of layer types:
+        # without one the model does not build)
+        "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},
         # a dense prefix layer and a routed one with a shared MLP, a sliding and a full-attention layer
         "cohere2_moe": {
             "layer_types": ["sliding_attention", "full_attention"],
