@@ -164,6 +164,7 @@ def _load_families() -> None:
         doge,  # noqa: F401
         encoders,  # noqa: F401
         falcon,  # noqa: F401
+        gated_attention,  # noqa: F401
         gated_deltanet,  # noqa: F401
         glm,  # noqa: F401
         gpt2,  # noqa: F401
@@ -178,6 +179,7 @@ def _load_families() -> None:
         mla,  # noqa: F401
         modernbert_decoder,  # noqa: F401
         moe,  # noqa: F401
+        moe_more,  # noqa: F401
         moshi,  # noqa: F401
         mpt,  # noqa: F401
         olmo,  # noqa: F401

@@ -11,6 +11,7 @@ up (gated)      gradient x 1/2                  unchanged                   grad
 act (plain)     identity rule                   identity rule               identity rule
 logit soft-cap  identity rule                   identity rule               identity rule
 MoE w_k * E_k   uniform (x 1/2)                 w_k detached                w_k detached
+o * act(g)      identity rule x 1/2, o x 1/2    detached (gate constant)    identity x 1/2, o x 1/2
 ==============  ==============================  ==========================  ==========================
 
 Mixture-of-experts blocks (``TransformerParts.moe``) are installed by :mod:`lrp_llm.archs.experts`.
@@ -478,6 +479,10 @@ def install_transformer_rules(patch: ModelPatch, model: nn.Module, parts: Transf
     install_attention(patch, found["attentions"], parts.attention, rules)
     install_mlps(patch, model, parts, rules)
     install_gated_convs(patch, found["mixers"], parts, rules)
+    if parts.attention_gate is not None:
+        from lrp_llm.archs.attention_gate import install_attention_gates
+
+        install_attention_gates(patch, found["attentions"], parts.attention_gate, rules)
     if parts.moe is not None:
         from lrp_llm.archs.experts import install_moe
 

@@ -175,6 +175,27 @@ class MoEParts:
 
 
 @dataclass(frozen=True)
+class AttentionOutputGateParts:
+    """An output gate on attention: ``o_proj(o * act(gate(x) [+ bias]))`` inside each attention module.
+
+    ``o`` (batch, pos, heads * head_dim) is the attention output, ``gate`` a projection of the
+    block's input of width heads * head_dim (one gate per channel) or heads (one per head,
+    broadcast over head_dim); ``bias`` names a per-head parameter (heads,) added to the gate's
+    input (Beam), None where there is none; ``act`` is "sigmoid" (AFMoE, Beam) or "softplus"
+    (Laguna). The product of two input-dependent factors gets the gated MLP's rules
+    (:data:`lrp_llm.archs.blocks.GATE_RULE`): the identity rule x 1/2 through ``act`` and x 1/2
+    on ``o`` (AttnLRP, RelP), or the gate held constant (CP-LRP). Installed by
+    :mod:`lrp_llm.archs.attention_gate` on the gate projection's output and the output
+    projection's input.
+    """
+
+    gate: str
+    output: str
+    act: str
+    bias: str | None = None
+
+
+@dataclass(frozen=True)
 class NormParts:
     """The norms (by class-name suffix) and their kind; the 1/sigma factor is detached under every rule set."""
 
@@ -229,6 +250,8 @@ class TransformerParts:
     mixers: tuple[GatedConvParts, ...] = ()
     # mixture-of-experts blocks (routed experts, shared-expert gates); None: the family has none
     moe: MoEParts | None = None
+    # an output gate inside every attention module (``o * sigmoid(g(x))``); None: the family has none
+    attention_gate: AttentionOutputGateParts | None = None
 
 
 BLOCK_PARTS = ("attention", "heads", "mlp", "neurons", "mixer")

@@ -72,6 +72,8 @@ def _check_layout(module: nn.Module) -> str:
         return "default"
     if _is_clamped_swiglu(module):
         return "clamped_swiglu"
+    if _is_plain_gate(module):
+        return "default"
     raise UnsupportedModelError(
         f"{name}: its experts' gating function (_apply_gate) has no LRP rule; this checkpoint's layout is not supported"
     )
@@ -95,6 +97,20 @@ def _is_clamped_swiglu(module: nn.Module) -> bool:
     with torch.no_grad():
         _, _, shifted, glu = _clamped_swiglu_value(probe, limit, alpha)
         return bool(torch.allclose(module._apply_gate(probe), shifted * glu, rtol=1e-12, atol=1e-12))
+
+
+def _is_plain_gate(module: nn.Module) -> bool:
+    """Whether the family's ``_apply_gate`` computes ``act(g) * u`` of the layout's halves, perhaps in float32
+    (Beam): probed in float32 against the default form."""
+    width = module.down_proj.shape[1 if module.is_transposed else 2]
+    probe = 3 * torch.randn(3, 2 * width, generator=torch.Generator().manual_seed(0))
+    if module.is_concatenated:
+        gate, up = probe.chunk(2, dim=-1)
+    else:
+        gate, up = probe[..., ::2], probe[..., 1::2]
+    with torch.no_grad():
+        applied, want = module._apply_gate(probe), module.act_fn(gate) * up
+        return applied.shape == want.shape and bool(torch.allclose(applied, want, rtol=1e-6, atol=1e-6))
 
 
 def clamped_swiglu(gate_up: torch.Tensor, limit: float, alpha: float, gate_rule: str) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Hybrid attention / state-space decoders: Bamba, Nemotron-H, Granite-4 hybrid (dense), Zamba2, Falcon-H1.
+"""Hybrid attention / state-space decoders: Jamba, Bamba, Nemotron-H, Granite-4 hybrid, Zamba2, Falcon-H1.
 
 Their blocks are either Mamba-2 mixers or attention blocks (Zamba2: one shared attention
 block reused at several depths, with LoRA adapters per depth), with gated or plain MLPs
@@ -12,7 +12,7 @@ RMSNorms               rule set asked for: AttnLRP (Q, K x 1/4, V x 1/2, gate ha
                        rule) or CP-LRP (attention probabilities and gate detached);
                        Q, K, V are ruled where they enter the attention function, so
                        Zamba2's adapters on Q, K, V are covered
-Mamba-2 mixers         MambaLRP under both rule sets (:func:`lrp_llm.archs.mamba.install_mixers`):
+Mamba-1/2 mixers       MambaLRP under both rule sets (:func:`lrp_llm.archs.mamba.install_mixers`):
                        dt, B, C, the decays detached, SiLU identity rule, output
                        gate half rule, gated norm with 1/rms detached
 Zamba2 MLP adapters    the up half of each adapter's output gets the same x 1/2 as the
@@ -23,9 +23,11 @@ CP-LRP here is CP-LRP on the attention blocks plus MambaLRP on the mixers: both 
 explained function linear in the propagated path, so on a bias-free model the relevance
 sums to the logit exactly. Patching sites follow each block's parts (``BlockPaths.layer_parts``
 from the config's layer types): a "mixer" site where a block has a Mamba mixer, "attn" and heads
-where it has attention, "mlp" and neurons where it has an MLP. Zamba2 offers none (see its entry).
-Mixture-of-experts layers (Nemotron-H ``moe``, Granite-4 hybrid with experts) are
-refused with an error naming the part.
+where it has attention, "mlp" and neurons where it has an MLP. Zamba2 and Jamba offer none (see
+their entries). Mixture-of-experts layers (Jamba, Nemotron-H ``moe``, Granite-4 hybrid with
+experts) get the MoE rules (:mod:`lrp_llm.archs.experts`: router scores x expert outputs under
+the uniform rule for AttnLRP, the scores held constant under CP-LRP, so CP-LRP + MambaLRP still
+conserve exactly).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from lrp_llm.archs.description import (
     FusedGatedMLPParts,
     GatedMLPParts,
     MLPParts,
+    MoEParts,
     NormParts,
     TransformerParts,
     by_layer_type,
@@ -71,15 +74,6 @@ def hybrid_mixers(model: nn.Module, expected: int) -> list[nn.Module]:
     return found
 
 
-def refuse_experts(model: nn.Module, part: str) -> None:
-    """A one-line error when a mixture-of-experts block ``part`` is present (no rule here for its routing)."""
-    if any(type(m).__name__ == part for m in model.modules()):
-        raise UnsupportedModelError(
-            f"{type(model).__name__}: its mixture-of-experts blocks ({part}) have no LRP rule in the hybrid family; "
-            "only dense hybrid checkpoints are supported"
-        )
-
-
 def _zamba2_adapters(patch: ModelPatch, model: nn.Module, rules: str) -> None:
     # Zamba2MLP: up = gate_up_proj(x)[up half] + adapter(x)[up half]; the shared installer scales the
     # first term's gradient, the adapters' outputs (used at this block's depths) get the same factor.
@@ -95,12 +89,9 @@ def _installer(
     parts: TransformerParts,
     n_mixers: Callable[[Any], int],
     *,
-    experts: str | None = None,
     extra: Callable[[ModelPatch, nn.Module, str], None] | None = None,
 ):
     def install(patch: ModelPatch, model: nn.Module, rules: str) -> None:
-        if experts is not None:
-            refuse_experts(model, experts)
         found = hybrid_mixers(model, n_mixers(model.config))
         install_transformer_rules(patch, model, parts, rules)
         if extra is not None:
@@ -203,7 +194,9 @@ NEMOTRON_H_FAMILY = _register(
         attention=ATTENTION_FUNCTION,
         mlps=(MLPParts(up="up_proj", act="act_fn", down="down_proj"),),
         norm=RMS,
-        expected=_counts(_count(ATTENTION), _count(("mlp",)), lambda c: _layers(c) + 1),
+        # a ``moe`` block's shared expert is a squared-ReLU MLP like an ``mlp`` block
+        expected=_counts(_count(ATTENTION), _count(("mlp", "moe")), lambda c: _layers(c) + 1),
+        moe=MoEParts(),
     ),
     _count(MAMBA),
     # the one module of each block is ``mixer``, whatever its kind; an MoE block's output is an "mlp" site
@@ -224,12 +217,11 @@ NEMOTRON_H_FAMILY = _register(
             }
         ),
     ),
-    experts="NemotronHMoE",
     relp=True,
 )
 
-# Granite-4 hybrid, dense (granite-4.0-h-micro: no experts): a Mamba-2 mixer or attention, then
-# the fused gated ``shared_mlp``; the embedding, residual, attention and logit multipliers are constants
+# Granite-4 hybrid (granite-4.0-h-micro: no experts; -h-tiny/-h-small: routed experts beside it): a Mamba-2
+# mixer or attention, then the fused gated ``shared_mlp``; the embedding, residual, attention and logit multipliers are constants
 GRANITE_HYBRID_FAMILY = _register(
     "granitemoehybrid",
     ("granitemoehybrid",),
@@ -238,6 +230,7 @@ GRANITE_HYBRID_FAMILY = _register(
         mlps=(FusedGatedMLPParts(gate_up="input_linear", down="output_linear", act="activation"),),
         norm=RMS,
         expected=_counts(_count(ATTENTION), _layers, lambda c: 2 * _layers(c) + 1),
+        moe=MoEParts(),
     ),
     _count(MAMBA),
     BlockPaths(
@@ -250,8 +243,34 @@ GRANITE_HYBRID_FAMILY = _register(
         final_norm="norm",
         layer_parts=_granite_parts,
     ),
-    experts="GraniteMoeHybridMoE",
     relp=True,
+)
+
+
+# Jamba: a Mamba-1 mixer (with RMS norms on dt, B, C: on the detached path under the rules) or attention
+# in each block, then a gated MLP or, every ``expert_layer_period`` layers, routed experts
+def _jamba_counts(config: Any) -> dict[str, int]:
+    mixers = sum(k == "mamba" for k in config.layers_block_type)
+    return {
+        "attention": config.num_hidden_layers - mixers,
+        "mlp": sum(n == 1 for n in config.layers_num_experts),
+        # two per block, the final one, and the dt/B/C norms of each mixer
+        "norm": 2 * config.num_hidden_layers + 1 + 3 * mixers,
+    }
+
+
+JAMBA_FAMILY = _register(
+    "jamba",
+    ("jamba",),
+    TransformerParts(
+        attention=ATTENTION_FUNCTION,
+        mlps=(GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="act_fn"),),
+        norm=RMS,
+        expected=_jamba_counts,
+        moe=MoEParts(),
+    ),
+    lambda config: sum(k == "mamba" for k in config.layers_block_type),
+    BlockPaths(layers="layers", final_norm="final_layernorm"),
 )
 
 # Zamba2: every block has a Mamba-2 mixer; "hybrid" blocks first run a shared attention block

@@ -135,8 +135,6 @@ LLAMA4_FAMILY = _moe_family(
 )
 
 # Tried and not supported: the part that has no rule here
-refuse(("laguna", "afmoe"), "the sigmoid output gate of its attention (o * sigmoid(g(x))) has no LRP rule here")
-refuse(("cohere2_moe",), "its mean-centred LayerNorm without bias (Cohere2MoeLayerNorm) has no LRP rule here")
 refuse(
     ("longcat_flash",), "its unfused experts with identity (zero) experts (LongcatFlashExperts) have no LRP rule here"
 )

@@ -169,7 +169,8 @@ _MAMBA2 = {"mamba_n_heads": 8, "mamba_d_head": 8, "mamba_d_state": 16, "mamba_ch
 _SPECIAL.update(
     {
         "bamba": {**_MAMBA2, "attn_layer_indices": [1]},
-        "granitemoehybrid": {**_MAMBA2, **_pattern(["mamba", "attention"]), "num_local_experts": 0},
+        # with routed experts beside the shared MLP (a dense checkpoint: tests/unit/test_moe_hybrids.py)
+        "granitemoehybrid": {**_MAMBA2, **_pattern(["mamba", "attention"])},
         # muP multipliers away from 1 so that the rules are checked with them
         "falcon_h1": {
             **_MAMBA2,
@@ -185,7 +186,7 @@ _SPECIAL.update(
             "lm_head_multiplier": 0.7,
         },
         "nemotron_h": {
-            **_pattern(["mamba", "attention", "mlp"]),
+            **_pattern(["mamba", "attention", "mlp", "moe"]),
             "mamba_num_heads": 8,
             "mamba_head_dim": 8,
             "n_groups": 2,
@@ -246,6 +247,30 @@ _SPECIAL.update(
         "dots1": {"n_shared_experts": 1},
         # its shared MLP is off by default (width 0); on, so that its rules are checked
         "granitemoeshared": {"shared_intermediate_size": 48},
+    }
+)
+# Gated attention output (o * act(g(x))): a sliding (RoPE) and a full-attention (NoPE) layer, a dense
+# and a routed-experts MLP, so that every part is checked; Beam's router groups the experts (8 groups by
+# default): one group of the 4
+_SPECIAL.update(
+    {
+        "beam": {
+            "layer_types": ["sliding_attention", "full_attention"],
+            "mlp_layer_types": ["dense", "sparse"],
+            "n_group": 1,
+            "topk_group": 1,
+        },
+        "afmoe": {"layer_types": ["sliding_attention", "full_attention"], "num_dense_layers": 1},
+        # both token mixers, a dense MLP and routed experts (its config has no default list of layer types:
+        # without one the model does not build)
+        "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},
+        # a dense prefix layer and a routed one with a shared MLP, a sliding and a full-attention layer
+        "cohere2_moe": {
+            "layer_types": ["sliding_attention", "full_attention"],
+            "mlp_layer_types": ["dense", "sparse"],
+            "num_shared_experts": 1,
+            "prefix_dense_intermediate_size": MLP,
+        },
     }
 )
 

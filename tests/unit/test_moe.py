@@ -314,14 +314,11 @@ def test_llama4_input_scaled_experts_match_the_hand_written_rule(rules):
     torch.testing.assert_close(grad[0], want, atol=1e-6 if rules == "attnlrp" else 1e-10, rtol=0)
 
 
-@pytest.mark.parametrize(
-    "model_type,part",
-    [("laguna", "sigmoid output gate of its attention"), ("longcat_flash", "LongcatFlashExperts")],
-)
+@pytest.mark.parametrize("model_type,part", [("longcat_flash", "LongcatFlashExperts")])
 def test_moe_types_without_a_rule_are_refused_naming_the_part(model_type, part):
     from lrp_llm.archs import get_arch
 
-    model = tiny_model(model_type, **({} if model_type == "laguna" else {"kv_lora_rank": 16, "q_lora_rank": 24}))
+    model = tiny_model(model_type, kv_lora_rank=16, q_lora_rank=24)
     with pytest.raises(
         UnsupportedModelError, match=rf"^unsupported architecture '{model_type}' \(.*{part}.* no LRP rule"
     ):
