@@ -238,7 +238,22 @@ def load_model(
         model = model.to(device)
     model.eval()
     model.name_or_path = str(ckpt.path)
+    if torch_dtype == torch.float64:
+        eager_experts(model)
     return model, tokenizer
+
+
+def eager_experts(model) -> None:
+    """Run a mixture-of-experts model's experts as a loop over experts (transformers' "eager"
+    implementation), where its default grouped matrix-multiply kernel has no float64 path;
+    a model without experts is left as it is."""
+    set_experts = getattr(model, "set_experts_implementation", None)
+    if set_experts is None:
+        return
+    try:
+        set_experts("eager")
+    except ValueError:  # transformers: this model has no experts implementation to set
+        pass
 
 
 def _check_size(ckpt: Checkpoint, torch_dtype, device: str, trust_remote_code: bool) -> None:

@@ -121,6 +121,10 @@ def tiny_model(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.flo
     scale_weights(
         model, norm_offset=model_type.startswith("gemma") and model_type not in ("gemma3n_text", "gemma4_text")
     )
+    if dtype == torch.float64:
+        from lrp_llm.checkpoints.loading import eager_experts
+
+        eager_experts(model)  # as the loader does: grouped_mm has no float64 path
     return model.to(dtype).eval()
 
 

@@ -132,3 +132,21 @@ def test_an_offload_folder_with_weights_lives_as_long_as_the_model(tmp_path):
     del model
     gc.collect()
     assert not folder.exists()
+
+
+def test_a_mixture_of_experts_checkpoint_runs_in_float64(tmp_path):
+    """transformers' default grouped experts kernel has no float64 path: the loader runs the experts as a loop."""
+    from lrp_llm.engines.causal_lm import relevance
+    from tests.support.models import random_ids, tiny_tokenizer
+    from tests.support.tiny_any import tiny_model
+
+    model = tiny_model("mixtral")
+    model.save_pretrained(str(tmp_path))
+    tiny_tokenizer().save_pretrained(str(tmp_path))
+    loaded, _ = load_model(str(tmp_path), dtype="float64")
+    ids = torch.tensor([random_ids(6)])
+    with torch.no_grad():
+        # against the float32 model (its own kernel): agreement to float32 rounding
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits.double(), atol=1e-4, rtol=1e-4)
+    out = relevance(loaded, random_ids(6), [5], method="grad-x-input")  # the plain forward, no rules
+    assert torch.isfinite(torch.as_tensor(out["relevance"][0])).all()
