@@ -68,6 +68,7 @@ from lrp_llm.archs.description import (
     MoEParts,
     NormParts,
     TransformerParts,
+    by_layer_type,
 )
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.patch import ModelPatch, output_tensor
@@ -323,6 +324,19 @@ def install(patch: ModelPatch, model: nn.Module, rules: str) -> None:
         patch.override_forward(mixer, deltanet_forward(mixer, rules))
 
 
+# Each block is a DeltaNet ("linear_attention": the "mixer" site) or attention ("full_attention"),
+# then an MLP or experts (an "mlp" site; no neuron sites: the experts are not one MLP)
+DELTA_OR_ATTENTION_BLOCKS = BlockPaths(
+    layers="layers",
+    attention="self_attn",
+    heads="self_attn.o_proj",
+    mixer="linear_attn",
+    mlp="mlp",
+    final_norm="norm",
+    layer_parts=by_layer_type({"linear_attention": ("mixer", "mlp"), "full_attention": ("attention", "heads", "mlp")}),
+)
+
+
 GATED_DELTANET_FAMILY = register(
     ArchSpec(
         family="gated_deltanet",
@@ -330,8 +344,8 @@ GATED_DELTANET_FAMILY = register(
         kind="causal-lm",
         parts=PARTS,
         install=install,
-        # the blocks differ (a DeltaNet or attention): no per-block attention/mixer site to patch
-        blocks=BlockPaths(layers="layers", mlp="mlp", final_norm="norm"),
+        patching_rules=("relp",),
+        blocks=DELTA_OR_ATTENTION_BLOCKS,
     )
 )
 
@@ -369,7 +383,8 @@ OLMO_HYBRID_FAMILY = register(
         kind="causal-lm",
         parts=OLMO_PARTS,
         install=install_olmo,
-        blocks=BlockPaths(layers="layers", mlp="mlp", final_norm="norm"),
+        patching_rules=("relp",),
+        blocks=DELTA_OR_ATTENTION_BLOCKS,
     )
 )
 
