@@ -23,8 +23,8 @@ CP-LRP here is CP-LRP on the attention blocks plus MambaLRP on the mixers: both 
 explained function linear in the propagated path, so on a bias-free model the relevance
 sums to the logit exactly. Patching sites follow each block's parts (``BlockPaths.layer_parts``
 from the config's layer types): a "mixer" site where a block has a Mamba mixer, "attn" and heads
-where it has attention, "mlp" and neurons where it has an MLP. Zamba2 and Jamba offer none (see
-their entries). Mixture-of-experts layers (Jamba, Nemotron-H ``moe``, Granite-4 hybrid with
+where it has attention, "mlp" and neurons where it has an MLP. Zamba2 offers none (see
+its entry). Mixture-of-experts layers (Jamba, Nemotron-H ``moe``, Granite-4 hybrid with
 experts) get the MoE rules (:mod:`lrp_llm.archs.experts`: router scores x expert outputs under
 the uniform rule for AttnLRP, the scores held constant under CP-LRP, so CP-LRP + MambaLRP still
 conserve exactly).
@@ -270,7 +270,19 @@ JAMBA_FAMILY = _register(
         moe=MoEParts(),
     ),
     lambda config: sum(k == "mamba" for k in config.layers_block_type),
-    BlockPaths(layers="layers", final_norm="final_layernorm"),
+    # a Mamba-1 mixer or attention, then a gated MLP or experts (an "mlp" site; no neuron sites)
+    BlockPaths(
+        layers="layers",
+        attention="self_attn",
+        heads="self_attn.o_proj",
+        mlp="feed_forward",
+        mixer="mamba",
+        final_norm="final_layernorm",
+        layer_parts=by_layer_type(
+            {"linear_attention": ("mixer", "mlp"), "full_attention": ("attention", "heads", "mlp")}
+        ),
+    ),
+    relp=True,
 )
 
 # Zamba2: every block has a Mamba-2 mixer; "hybrid" blocks first run a shared attention block
