@@ -33,6 +33,7 @@ conserve exactly).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from torch import nn
@@ -124,6 +125,16 @@ def _layers(config: Any) -> int:
 
 
 # Bamba, Granite-4 hybrid: a block mixes tokens by a Mamba-2 mixer or by attention, then runs its MLP
+# Where Bamba, Falcon-H1 and Jamba keep their parts (a block's mixer is ``mamba``, its MLP ``feed_forward``)
+_MAMBA_ATTENTION_MLP = BlockPaths(
+    layers="layers",
+    attention="self_attn",
+    heads="self_attn.o_proj",
+    mlp="feed_forward",
+    neurons="feed_forward.down_proj",
+    mixer="mamba",
+    final_norm="final_layernorm",
+)
 _mixer_or_attention_then_mlp = by_layer_type(
     {
         **{t: ("mixer", "mlp", "neurons") for t in MAMBA},
@@ -173,16 +184,7 @@ BAMBA_FAMILY = _register(
         expected=_counts(_count(ATTENTION), _layers, lambda c: 2 * _layers(c) + 1),
     ),
     _count(MAMBA),
-    BlockPaths(
-        layers="layers",
-        attention="self_attn",
-        heads="self_attn.o_proj",
-        mlp="feed_forward",
-        neurons="feed_forward.down_proj",
-        mixer="mamba",
-        final_norm="final_layernorm",
-        layer_parts=_mixer_or_attention_then_mlp,
-    ),
+    replace(_MAMBA_ATTENTION_MLP, layer_parts=_mixer_or_attention_then_mlp),
     relp=True,
 )
 
@@ -271,13 +273,9 @@ JAMBA_FAMILY = _register(
     ),
     lambda config: sum(k == "mamba" for k in config.layers_block_type),
     # a Mamba-1 mixer or attention, then a gated MLP or experts (an "mlp" site; no neuron sites)
-    BlockPaths(
-        layers="layers",
-        attention="self_attn",
-        heads="self_attn.o_proj",
-        mlp="feed_forward",
-        mixer="mamba",
-        final_norm="final_layernorm",
+    replace(
+        _MAMBA_ATTENTION_MLP,
+        neurons=None,
         layer_parts=by_layer_type(
             {"linear_attention": ("mixer", "mlp"), "full_attention": ("attention", "heads", "mlp")}
         ),
@@ -322,14 +320,6 @@ FALCON_H1_FAMILY = _register(
         expected=_counts(_layers, _layers, lambda c: 2 * _layers(c) + 1),
     ),
     _layers,
-    BlockPaths(
-        layers="layers",
-        attention="self_attn",
-        heads="self_attn.o_proj",
-        mlp="feed_forward",
-        neurons="feed_forward.down_proj",
-        mixer="mamba",
-        final_norm="final_layernorm",
-    ),
+    _MAMBA_ATTENTION_MLP,
     relp=True,
 )
