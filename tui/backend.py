@@ -53,6 +53,8 @@ class LoadOptions:
     allow_pickle: bool = False
     trust_remote_code: bool = False
     allow_missing: bool = False  # tensors missing from the checkpoint: randomly initialised, with a warning
+    revision: str | None = None  # of an ``org/name`` from the Hugging Face cache
+    allow_download: bool = False  # let an ``org/name`` missing from the cache be downloaded
 
     @classmethod
     def from_args(cls, args: Any, path: str | None = None) -> LoadOptions:
@@ -66,6 +68,8 @@ class LoadOptions:
             allow_pickle=args.allow_pickle,
             trust_remote_code=args.trust_remote_code,
             allow_missing=getattr(args, "allow_missing_weights", False),
+            revision=getattr(args, "revision", None),
+            allow_download=getattr(args, "allow_download", False),
         )
 
     def load_model(self) -> tuple[Any, Any]:
@@ -80,7 +84,20 @@ class LoadOptions:
             allow_pickle=self.allow_pickle,
             trust_remote_code=self.trust_remote_code,
             allow_missing=self.allow_missing,
+            revision=self.revision,
+            allow_download=self.allow_download,
         )
+
+
+def display_name(path: str) -> str:
+    """A checkpoint's name on screen: a folder's or file's own name, a Hub name ``org/name`` whole."""
+    from pathlib import Path
+
+    from lrp_llm.checkpoints.hub import is_repo_name
+
+    if is_repo_name(path) and not Path(path).expanduser().exists():
+        return path
+    return PurePath(path).name or str(path)
 
 
 class _Backend:
@@ -93,7 +110,7 @@ class _Backend:
     def __init__(self, options: LoadOptions | None = None, *, name: str | None = None) -> None:
         self.options = options or LoadOptions()
         path = self.options.path
-        self.name = name or (self.BUNDLED_NAME if path is None else PurePath(path).name or str(path))
+        self.name = name or (self.BUNDLED_NAME if path is None else display_name(path))
         self.lock = threading.Lock()
         self.model: Any = None
         self.tokenizer: Any = None

@@ -74,7 +74,10 @@ def inspect_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = Fal
     """Check a path before loading anything heavy; raise a one-line error if it is not usable."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise CheckpointError(f"no such file or folder: {p}; pass a Hugging Face model folder or a .gguf file")
+        raise CheckpointError(
+            f"no such file or folder: {p}; pass a Hugging Face model folder, a .gguf file "
+            "or an org/name from the local Hugging Face cache"
+        )
     if p.is_file():
         if p.suffix.lower() != ".gguf":
             raise CheckpointError(f"{p} is not a model: pass a folder with config.json or a .gguf file")
@@ -145,8 +148,14 @@ def load_model(
     trust_remote_code: bool = False,
     check_supported: bool = True,
     allow_missing: bool = False,
+    revision: str | None = None,
+    allow_download: bool = False,
 ):
     """Load ``(model, tokenizer)`` from a local checkpoint (default: the bundled demo model).
+
+    ``path``: a folder, a ``.gguf`` file, or a Hub name ``org/name`` found in the local
+    Hugging Face cache at ``revision`` (:func:`lrp_llm.checkpoints.hub.resolve_checkpoint`;
+    fetched from the hub only with ``allow_download=True``).
 
     Causal LMs, encoder-decoders (T5) and image classifiers (ViT) are told apart by the
     config's ``model_type``; for an image classifier the second item is its image processor.
@@ -162,7 +171,13 @@ def load_model(
     checkpoint anyway (those tensors randomly initialised) with a
     :class:`~lrp_llm.errors.CheckpointWarning`.
     """
-    ckpt = inspect_checkpoint(demo_model_path() if path is None else path, allow_pickle=allow_pickle)
+    if path is None:
+        path = demo_model_path()
+    else:
+        from lrp_llm.checkpoints.hub import resolve_checkpoint
+
+        path = resolve_checkpoint(path, revision=revision, allow_download=allow_download, allow_pickle=allow_pickle)
+    ckpt = inspect_checkpoint(path, allow_pickle=allow_pickle)
     if check_supported:
         _check_supported(ckpt)
     _quiet_transformers()

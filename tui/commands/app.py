@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "checkpoint",
         nargs="?",
         metavar="CHECKPOINT",
-        help="HF model folder or .gguf file (default: the bundled SmolLM2)",
+        help="HF model folder, .gguf file, or org/name from the local Hugging Face cache (default: the bundled SmolLM2)",
     )
     add_model_args(p)
     g = p.add_argument_group("start with")
@@ -49,15 +49,32 @@ def run(args: argparse.Namespace) -> int:
     from ..backend import LoadOptions, ModelBackend
 
     options = LoadOptions.from_args(args, path=args.checkpoint)
+    name = None
     if options.path is not None:
+        # a typo, or a name missing from the Hugging Face cache, fails here, before the screen opens;
+        # an org/name is resolved (and downloaded, when allowed) once, then loaded from its folder
+        from dataclasses import replace
         from pathlib import Path
 
-        if not Path(options.path).expanduser().exists():  # a typo fails here, before the screen opens
+        from lrp_llm.checkpoints.hub import resolve_checkpoint
+
+        from ..backend import display_name
+
+        folder = resolve_checkpoint(
+            options.path,
+            revision=options.revision,
+            allow_download=options.allow_download,
+            allow_pickle=options.allow_pickle,
+        )
+        if not Path(folder).exists():
             raise InputError(
-                f"no such file or folder: {options.path}; pass a Hugging Face model folder or a .gguf file"
+                f"no such file or folder: {options.path}; pass a Hugging Face model folder, a .gguf file "
+                "or an org/name from the local Hugging Face cache"
             )
+        name = display_name(options.path)
+        options = replace(options, path=str(folder), revision=None, allow_download=False)
     app = XaiApp(
-        ModelBackend(options),
+        ModelBackend(options, name=name),
         method=args.method,
         question=args.prompt,
         context=args.context,

@@ -76,7 +76,18 @@ MAX_ITEMS = 10_000_000  # items of a data set (--limit)
 def add_model_args(parser: argparse.ArgumentParser, *, what: str = "the bundled SmolLM2-135M-Instruct") -> None:
     g = parser.add_argument_group("model")
     g.add_argument(
-        "--model", metavar="PATH", help=f"HF model folder (config.json + safetensors) or .gguf file; default: {what}"
+        "--model",
+        metavar="PATH",
+        help="HF model folder (config.json + safetensors), .gguf file, or org/name from the local Hugging Face "
+        f"cache; default: {what}",
+    )
+    g.add_argument(
+        "--revision", metavar="REV", help="branch, tag or commit of an org/name model in the cache (default: main)"
+    )
+    g.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="download an org/name model missing from the local cache (off: the cache only, never the network)",
     )
     g.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run (default: cpu)")
     g.add_argument(
