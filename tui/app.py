@@ -27,7 +27,16 @@ from lrp_llm.methods import METHODS, label
 from lrp_llm.text import visible
 
 from .backend import AskRequest, EncoderBackend, LoadOptions, ModelBackend, PatchRequest
-from .messages import AnswerToken, ExplanationReady, ExportDone, JobProgress, ModelLoaded, PromptTokens, ResultReady
+from .messages import (
+    AnswerToken,
+    ExplanationReady,
+    ExportDone,
+    JobProgress,
+    ModelLoaded,
+    PartialExplanation,
+    PromptTokens,
+    ResultReady,
+)
 from .views import VIEWS, available_views, view
 
 if TYPE_CHECKING:
@@ -113,6 +122,7 @@ class XaiApp(App[None]):
         self._job = 0
         self._current: dict[str, int] = {}  # the live job of each worker group
         self._pending: AskRequest | None = None
+        self._partial_job: int | None = None  # the job whose partial explanation is on screen
         for v in available_views():  # a view's module is imported when it is first shown
             self.add_mode(v.id, lambda v=v: v.screen_class()())
         self.set_reactive(XaiApp.method, method)
@@ -228,6 +238,7 @@ class XaiApp(App[None]):
             request,
             on_prompt=lambda tokens: post(PromptTokens(job, tokens)),
             on_token=on_token,
+            on_partial=lambda partial: post(PartialExplanation(job, partial)),
             progress=lambda done, total: post(JobProgress(job, "explaining", done, total)),
             should_cancel=lambda: worker.is_cancelled,
         )
@@ -255,6 +266,7 @@ class XaiApp(App[None]):
         result = backend.reexplain(
             attribution,
             method,
+            on_partial=lambda partial: self.post_message(PartialExplanation(job, partial)),
             progress=lambda done, total: self.post_message(JobProgress(job, "explaining", done, total)),
             should_cancel=lambda: worker.is_cancelled,
         )
@@ -294,6 +306,25 @@ class XaiApp(App[None]):
             total = f"/{message.total}" if message.total else ""
             self.status = (f"{message.label} {message.done}{total} … (Esc cancels)", "busy")
 
+    def on_partial_explanation(self, message: PartialExplanation) -> None:
+        """Colour the answer tokens explained so far; the user moves over them while the rest are computed."""
+        if not self._live(message.job, "explain"):
+            return
+        a = message.attribution
+        first = self._partial_job != message.job
+        if first:  # the first of this job: start at the first answer token
+            self._partial_job = message.job
+            self.set_reactive(XaiApp.target, 0)
+        self.attribution = a
+        if first:  # the answer is generated: the views leave their streaming display
+            self.stream_prompt, self.stream_answer = None, ()
+        total = a.meta.get("answer_tokens", len(a.targets))
+        self.status = (
+            f"{len(a.targets)}/{total} answer tokens explained with {label(a.method)}; "
+            "←/→ move over them while the rest are computed (Esc cancels)",
+            "busy",
+        )
+
     def on_explanation_ready(self, message: ExplanationReady) -> None:
         if not self._live(message.job, "explain"):
             return  # a newer request replaced this one
@@ -304,7 +335,9 @@ class XaiApp(App[None]):
             self.source = message.source
             self._update_title()
         self.method = a.method
-        self.set_reactive(XaiApp.target, 0)
+        if self._partial_job != message.job:  # shown for the first time: from the first answer token
+            self.set_reactive(XaiApp.target, 0)
+        self._partial_job = None
         self.attribution = a
         where = f" from {message.source}" if message.source else ""
         self.status = (
@@ -457,6 +490,9 @@ class XaiApp(App[None]):
         result = screen.export_target() if isinstance(screen, ViewScreen) else None
         if result is None:
             self.show_error("nothing to export yet; ask a question first")
+            return
+        if self._partial_job is not None and self._live(self._partial_job, "explain"):
+            self.show_error("the answer is still being explained; export when it is done (or press Esc to stop)")
             return
         path = f"{result.stem}.{fmt or 'html'}"
 

@@ -188,10 +188,16 @@ class ModelBackend(_Backend):
         *,
         on_prompt: Callable[[list[str]], None] | None = None,
         on_token: Callable[[str], None] | None = None,
+        on_partial: Callable[[Attribution], None] | None = None,
         progress: Progress | None = None,
         should_cancel: ShouldCancel | None = None,
     ) -> Attribution:
-        """Generate the answer (streamed through ``on_token``) and explain every token of it."""
+        """Generate the answer (streamed through ``on_token``) and explain every token of it.
+
+        ``on_partial(attribution)``: the answer with the tokens explained so far (the first after one
+        forward and one backward pass; ``meta["partial"]`` is True), each time one more is done."""
+        import time
+
         from lrp_llm.engines.explain import explain
         from lrp_llm.engines.generation import build_prompt_ids, token_strings
         from lrp_llm.errors import InputError
@@ -200,13 +206,15 @@ class ModelBackend(_Backend):
             raise InputError("the question is empty; type a question (or a prompt) first")
         with self.lock:
             self._check_loaded()
+            start = time.perf_counter()
             prompt_ids = build_prompt_ids(self.tokenizer, request.question, request.context or None, chat=request.chat)
             if on_prompt is not None:
                 on_prompt(token_strings(self.tokenizer, prompt_ids))
-            decode = None
-            if on_token is not None:
+            answer_ids: list[int] = []
 
-                def decode(token_id: int) -> None:
+            def decode(token_id: int) -> None:
+                answer_ids.append(token_id)
+                if on_token is not None:
                     on_token(token_strings(self.tokenizer, [token_id])[0])
 
             return explain(
@@ -219,6 +227,7 @@ class ModelBackend(_Backend):
                 progress=progress,
                 on_token=decode,
                 should_cancel=should_cancel,
+                on_target=self._partials(on_partial, request.method, prompt_ids, answer_ids, start),
             )
 
     def reexplain(
@@ -226,25 +235,73 @@ class ModelBackend(_Backend):
         attribution: Attribution,
         method: str,
         *,
+        on_partial: Callable[[Attribution], None] | None = None,
         progress: Progress | None = None,
         should_cancel: ShouldCancel | None = None,
     ) -> Attribution:
-        """The same prompt and answer explained with another ``method`` (no new generation)."""
+        """The same prompt and answer explained with another ``method`` (no new generation);
+        ``on_partial`` as for :meth:`ask`."""
+        import time
+
         from lrp_llm.engines.explain import explain
 
         with self.lock:
             self._check_loaded()
             n = attribution.prompt_length
+            prompt_ids, answer_ids = attribution.input_ids[:n], attribution.input_ids[n:]
             return explain(
                 self.model,
                 self.tokenizer,
-                prompt_ids=attribution.input_ids[:n],
-                answer_ids=attribution.input_ids[n:],
+                prompt_ids=prompt_ids,
+                answer_ids=answer_ids,
                 method=method,
                 model_name=self.name,
                 progress=progress,
                 should_cancel=should_cancel,
+                on_target=self._partials(on_partial, method, prompt_ids, answer_ids, time.perf_counter()),
             )
+
+    def _partials(
+        self,
+        on_partial: Callable[[Attribution], None] | None,
+        method: str,
+        prompt_ids: list[int],
+        answer_ids: list[int],
+        start: float,
+    ) -> Callable[[int, Any], None] | None:
+        """An ``on_target`` for :func:`~lrp_llm.engines.explain.explain` that hands ``on_partial`` the
+        answer with its explained tokens so far. ``answer_ids`` is complete when the first target comes
+        (the answer is generated before it is explained)."""
+        if on_partial is None:
+            return None
+        import time
+
+        from lrp_llm.engines.generation import token_strings
+        from lrp_llm.results.attribution import Attribution
+
+        done: list[Any] = []
+        ids: list[int] = []
+        tokens: list[str] = []
+
+        def on_target(index: int, target: Any) -> None:
+            if not ids:  # the answer is complete by now: its strings once
+                ids.extend([*prompt_ids, *answer_ids])
+                tokens.extend(token_strings(self.tokenizer, ids))
+            done.append(target)
+            on_partial(
+                Attribution(
+                    model=self.name,
+                    method=method,
+                    tokens=list(tokens),
+                    input_ids=list(ids),
+                    prompt_length=len(prompt_ids),
+                    targets=list(done),
+                    seconds=time.perf_counter() - start,
+                    meta={"partial": True, "answer_tokens": len(answer_ids)},
+                )
+            )
+
+        return on_target
 
     def patch(self, request: PatchRequest, *, progress=None, should_cancel: ShouldCancel | None = None):
         """Run a patching experiment: a ``patching.result.PatchingResult``.
@@ -302,7 +359,13 @@ class EncoderBackend(_Backend):
 
         o = self.options
         return load_encoder(
-            o.path, device=o.device, dtype=o.dtype, allow_pickle=o.allow_pickle, allow_missing=o.allow_missing
+            o.path,
+            device=o.device,
+            dtype=o.dtype,
+            allow_pickle=o.allow_pickle,
+            allow_missing=o.allow_missing,
+            revision=o.revision,
+            allow_download=o.allow_download,
         )
 
     def load(self) -> None:

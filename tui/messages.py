@@ -68,6 +68,18 @@ class ExplanationReady(Message):
 
 
 @dataclass
+class PartialExplanation(Message):
+    """The answer with the tokens explained so far (``attribution.meta["partial"]``), while the
+    rest are computed. Replaceable: a newer one of the same job supersedes one still queued."""
+
+    job: int
+    attribution: Attribution
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, PartialExplanation) and message.job == self.job
+
+
+@dataclass
 class ExportDone(Message):
     """A file was written."""
 

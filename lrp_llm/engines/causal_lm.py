@@ -9,7 +9,7 @@ graph. Relevance of token ``j`` for target ``t`` is ``sum_d e[j, d] * grad[j, d]
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ from lrp_llm.archs import check_not_encoder
 from lrp_llm.engines.finite import check_finite
 from lrp_llm.engines.generation import (
     AnswerExplanation,
+    OnTarget,
+    TargetStream,
     build_prompt_ids,
     context_length,
     input_device,
@@ -30,6 +32,9 @@ from lrp_llm.errors import InputError, ShouldCancel
 from lrp_llm.mechanism.gradients import Progress, input_relevance, method_rules
 from lrp_llm.methods import check_offered, default_method, get_method
 from lrp_llm.results.attribution import TargetRelevance
+
+# on_rows(first, relevance (b, seq), logits (b,), probabilities (b,)): targets first .. first + b - 1 are done
+OnTargetRows = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 # Inputs longer than this recompute block activations in the backward pass.
 CHECKPOINT_ABOVE_TOKENS = 4096
@@ -48,6 +53,7 @@ def relevance(
     checkpoint: bool | None = None,
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
+    on_rows: OnTargetRows | None = None,
 ) -> dict[str, object]:
     """Relevance of every token for the token at each of ``positions``.
 
@@ -55,6 +61,8 @@ def relevance(
     ``logits`` (n_targets,), ``probabilities`` (n_targets,) and ``timings``.
     The target at position ``p`` is ``input_ids[p]``, predicted from position ``p - 1``.
     ``method=None`` is the model family's default (AttnLRP; MambaLRP for Mamba).
+    ``on_rows(first, relevance, logits, probabilities)``: targets ``first`` .. are done
+    (rows of the returned tensors, in order), called as the backward passes finish.
     """
     check_not_encoder(model)
     method = default_method(model) if method is None else method
@@ -77,19 +85,42 @@ def relevance(
     timings: dict[str, float] = {}
     # float64 models keep float64 relevance (exact conservation checks); others float32.
     acc = torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
+    cpu_rows, cpu_targets = rows.cpu(), target_ids.cpu()
+
+    def pick(all_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, vocab) logits at the kept positions -> the targets' logits and probabilities (n,), on the CPU."""
+        all_logits = all_logits.to(acc).cpu()
+        return all_logits[cpu_rows, cpu_targets], torch.softmax(all_logits, dim=-1)[cpu_rows, cpu_targets]
+
     if method == "hidden-attention":
         t0 = time.perf_counter()
         all_logits, rel = hidden_attention(model, ids, keep, progress=progress, should_cancel=should_cancel)
         timings["forward_backward"] = time.perf_counter() - t0
-        logits, rel = all_logits.to(acc), rel.to(acc)
+        rel = rel.to(acc)
+        target_logits, probs = pick(all_logits)
     else:
         seen: list[torch.Tensor] = []
+        picked: list[tuple[torch.Tensor, torch.Tensor]] = []  # pick(the logits at the input), once
 
         def score(xs: list[torch.Tensor]) -> torch.Tensor:
             all_logits = model(inputs_embeds=xs[0], use_cache=False, logits_to_keep=keep).logits  # (b, n, vocab)
             if not seen:  # the first scoring is at the input itself (IG scores it before the path)
                 seen.append(all_logits[0].detach())
             return all_logits[:, rows, target_ids]
+
+        def scores_at_input() -> tuple[torch.Tensor, torch.Tensor]:
+            if not picked:
+                picked.append(pick(seen[0]))
+            return picked[0]
+
+        def rows_done(first: int, done: list[torch.Tensor]) -> None:
+            (rel_rows,) = done
+            b = rel_rows.shape[0]
+            logits, probabilities = scores_at_input()
+            rel_rows = rel_rows.clone()
+            for j in range(b):  # the random baseline has no causal mask of its own
+                rel_rows[j, positions[first + j] :] = 0.0
+            on_rows(first, rel_rows, logits[first : first + b], probabilities[first : first + b])  # type: ignore[misc]
 
         with method_rules(model, method, checkpoint=checkpoint):
             with torch.no_grad():
@@ -107,15 +138,12 @@ def relevance(
                 progress=progress,
                 should_cancel=should_cancel,
                 timings=timings,
+                on_rows=None if on_rows is None else rows_done,
             )
-        logits = seen[0].to(acc)
+        target_logits, probs = scores_at_input()
         del seen, embeds
     for i, p in enumerate(positions):
         rel[i, p:] = 0.0
-    logits = logits.cpu()
-    rows, target_ids = rows.cpu(), target_ids.cpu()
-    target_logits = logits[rows, target_ids]
-    probs = torch.softmax(logits, dim=-1)[rows, target_ids]
     check_finite(model, rel)
     return {"relevance": rel, "logits": target_logits, "probabilities": probs, "timings": timings}
 
@@ -141,13 +169,31 @@ def explain_answer(
     checkpoint: bool | None,
     progress: Progress | None,
     should_cancel: ShouldCancel | None,
+    on_target: OnTarget | None = None,
 ) -> AnswerExplanation:
-    """Every answer token explained over the tokens before it (prompt + earlier answer tokens)."""
+    """Every answer token explained over the tokens before it (prompt + earlier answer tokens).
+
+    ``on_target(i, target)``: answer token ``i`` is explained, called in order as the backward passes end."""
     ids = prompt_ids + answer_ids
     limit = context_length(model)
     if limit is not None and len(ids) > limit:
         too_long(len(ids), limit)
     positions = list(range(len(prompt_ids), len(ids)))
+    tokens = token_strings(tokenizer, ids)
+
+    def make(i: int, rel: torch.Tensor, logit: torch.Tensor, probability: torch.Tensor) -> TargetRelevance:
+        p = positions[i]
+        return TargetRelevance(
+            position=p,
+            token=tokens[p],
+            id=ids[p],
+            logit=float(logit),
+            probability=float(probability),
+            relevance=rel[:p].numpy().astype(np.float32),
+            relevance_sum=float(rel[:p].double().sum()),
+        )
+
+    stream = TargetStream(on_target, make)
     result = relevance(
         model,
         ids,
@@ -158,21 +204,12 @@ def explain_answer(
         checkpoint=checkpoint,
         progress=progress,
         should_cancel=should_cancel,
+        on_rows=None if on_target is None else stream.rows,
     )
-    tokens = token_strings(tokenizer, ids)
     rel: torch.Tensor = result["relevance"]  # type: ignore[assignment]
-    targets = [
-        TargetRelevance(
-            position=p,
-            token=tokens[p],
-            id=ids[p],
-            logit=float(result["logits"][i]),  # type: ignore[index]
-            probability=float(result["probabilities"][i]),  # type: ignore[index]
-            relevance=rel[i, :p].numpy().astype(np.float32),
-            relevance_sum=float(rel[i, :p].double().sum()),
-        )
-        for i, p in enumerate(positions)
-    ]
+    logits, probs = result["logits"], result["probabilities"]
+    targets = [make(i, rel[i], logits[i], probs[i]) for i in range(len(positions))]  # type: ignore[index]
+    stream.finish(targets)
     return AnswerExplanation(tokens, ids, len(prompt_ids), targets, result["timings"])  # type: ignore[arg-type]
 
 

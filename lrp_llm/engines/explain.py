@@ -16,7 +16,7 @@ from torch import nn
 
 from lrp_llm.archs import check_not_encoder, find_arch
 from lrp_llm.engines import causal_lm, seq2seq
-from lrp_llm.engines.generation import checkpoint_name, context_length, input_device, resolve_answer_ids
+from lrp_llm.engines.generation import OnTarget, checkpoint_name, context_length, input_device, resolve_answer_ids
 from lrp_llm.errors import InputError, ShouldCancel
 from lrp_llm.mechanism.gradients import Progress
 from lrp_llm.methods import default_method, get_method
@@ -62,6 +62,7 @@ def explain(
     progress: Progress | None = None,
     on_token: Callable[[int], None] | None = None,
     should_cancel: ShouldCancel | None = None,
+    on_target: OnTarget | None = None,
 ) -> Attribution:
     """Explain every answer token of ``prompt``.
 
@@ -73,6 +74,9 @@ def explain(
     ``source_relevance``) and the decoder tokens before it; ``chat`` and ``system`` (a chat
     template's turns) do not apply there and are refused. ``checkpoint``: recompute block
     activations in the backward pass (long inputs; causal LMs do it above 4096 tokens).
+    ``on_token(id)``: each generated token as it comes; ``on_target(i, target)``: answer token
+    ``i``'s :class:`~lrp_llm.results.attribution.TargetRelevance` as soon as it is explained,
+    in order (the first after one forward and one backward pass), equal to ``targets[i]``.
     """
     start = time.perf_counter()
     kind = text_kind(model)
@@ -117,6 +121,7 @@ def explain(
         checkpoint=checkpoint,
         progress=progress,
         should_cancel=should_cancel,
+        on_target=on_target,
     )
     timings.update(part.timings)
     timings["explain"] = time.perf_counter() - t0

@@ -34,6 +34,38 @@ class AnswerExplanation:
     source_ids: list[int] | None = None
 
 
+# on_target(index, target): answer token ``index`` is explained (a TargetRelevance)
+OnTarget = Callable[[int, Any], None]
+
+
+class TargetStream:
+    """Hands every answer token's :class:`~lrp_llm.results.attribution.TargetRelevance` to
+    ``on_target`` once, in order: each as soon as its backward pass ends (:meth:`rows`, from
+    the gradient engine's ``on_rows``), the rest when the whole answer is done (:meth:`finish`).
+
+    ``make(index, *row)`` builds a target from its rows; the engine builds its final list
+    with the same ``make``, so what was streamed equals what is returned.
+    """
+
+    def __init__(self, on_target: OnTarget | None, make: Callable[..., Any]) -> None:
+        self.on_target, self.make, self.sent = on_target, make, 0
+
+    def rows(self, first: int, *rows: Any) -> None:
+        """Targets ``first`` .. ``first + len(rows[0]) - 1`` are done; ``rows[k][j]`` is target ``first + j``'s."""
+        if self.on_target is None:
+            return
+        for j in range(len(rows[0])):
+            self.on_target(first + j, self.make(first + j, *(r[j] for r in rows)))
+        self.sent = max(self.sent, first + len(rows[0]))
+
+    def finish(self, targets: Sequence[Any]) -> None:
+        """Every target not streamed yet (methods that finish all targets at once)."""
+        if self.on_target is not None:
+            for i in range(self.sent, len(targets)):
+                self.on_target(i, targets[i])
+            self.sent = len(targets)
+
+
 # --------------------------------------------------------------------------- prompts
 def check_text(what: str, text: str | None) -> None:
     """A one-line :class:`InputError` when ``text`` holds a lone surrogate (undecodable bytes from

@@ -20,6 +20,8 @@ from torch import nn
 from lrp_llm.engines.finite import check_finite
 from lrp_llm.engines.generation import (
     AnswerExplanation,
+    OnTarget,
+    TargetStream,
     decoder_start_id,
     input_device,
     source_ids,
@@ -79,6 +81,7 @@ def seq2seq_relevance(
     checkpoint: bool = False,
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
+    on_rows: Callable[..., None] | None = None,
 ) -> dict[str, object]:
     """Relevance of the source and decoder tokens for each answer token.
 
@@ -86,6 +89,8 @@ def seq2seq_relevance(
     ``i`` covers the decoder inputs (start token, answer[:-1]) and is zero from column
     ``i + 1`` on, ``logits`` and ``probabilities`` (n_answer,), and ``timings``.
     ``checkpoint``: encoder and decoder blocks recompute their activations in the backward pass.
+    ``on_rows(first, source, decoder, logits, probabilities)``: answer tokens ``first`` .. are
+    done (rows of the returned tensors, in order), called as the backward passes finish.
     """
     get_method(method, "seq2seq")
     src_ids = [int(i) for i in src_ids]
@@ -109,13 +114,32 @@ def seq2seq_relevance(
         return logits[:, rows, targets]
 
     timings: dict[str, float] = {}
+    picked: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def scores_at_input() -> tuple[torch.Tensor, torch.Tensor]:
+        """The answer tokens' logits (float32, float64 for a float64 model) and probabilities (float64)."""
+        if not picked:  # the first scoring is always at the input itself
+            logits = last_logits[0].cpu()[torch.arange(n), torch.tensor(answer_ids)]
+            acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+            probs = torch.softmax(last_logits[0].cpu().double(), dim=-1)[torch.arange(n), torch.tensor(answer_ids)]
+            picked.append((logits.to(acc), probs))
+        return picked[0]
+
+    def rows_done(first: int, done: list[torch.Tensor]) -> None:
+        src_rows, dec_rows = done[0], done[1].clone()
+        b = src_rows.shape[0]
+        for j in range(b):  # the random baseline has no causal mask of its own
+            dec_rows[j, first + j + 1 :] = 0.0
+        logits, probs = scores_at_input()
+        on_rows(first, src_rows, dec_rows, logits[first : first + b], probs[first : first + b])  # type: ignore[misc]
+
     embed_src, embed_dec = stack_embeddings(model)
     with method_rules(model, method, checkpoint=checkpoint):
         with torch.no_grad():
             src_e = embed_src(torch.tensor([src_ids], device=device))
             dec_e = embed_dec(torch.tensor([dec_ids], device=device))
         t0 = time.perf_counter()
-        (r_src, r_dec), values = input_relevance(
+        (r_src, r_dec), _ = input_relevance(
             score,
             [src_e, dec_e],
             [-1, -1],
@@ -125,14 +149,14 @@ def seq2seq_relevance(
             seed=seed,
             progress=progress,
             should_cancel=should_cancel,
+            on_rows=None if on_rows is None else rows_done,
         )
         timings["forward_backward"] = time.perf_counter() - t0
     for i in range(n):
         r_dec[i, i + 1 :] = 0.0  # the random baseline has no causal mask of its own
-    logits = last_logits[0].cpu()  # the first scoring is always at the input itself
-    probs = torch.softmax(logits.double(), dim=-1)[torch.arange(n), torch.tensor(answer_ids)]
+    logits, probs = scores_at_input()
     check_finite(model, r_src, r_dec)
-    return {"source": r_src, "decoder": r_dec, "logits": values, "probabilities": probs, "timings": timings}
+    return {"source": r_src, "decoder": r_dec, "logits": logits, "probabilities": probs, "timings": timings}
 
 
 def batch_seq2seq_relevance(
@@ -204,13 +228,31 @@ def explain_answer(
     checkpoint: bool | None,
     progress: Progress | None,
     should_cancel: ShouldCancel | None,
+    on_target: OnTarget | None = None,
 ) -> AnswerExplanation:
     """Every answer token explained over the source (encoder) tokens and the decoder tokens before it.
 
     ``tokens`` are the decoder's (start token, then the answer; ``prompt_length`` 1), each
     target carries ``source_relevance`` beside ``relevance`` (decoder side), and its
-    ``relevance_sum`` adds both.
+    ``relevance_sum`` adds both. ``on_target(i, target)``: answer token ``i`` is explained,
+    called in order as the backward passes end.
     """
+    dec_ids = [decoder_start_id(model)] + answer_ids
+    tokens = token_strings(tokenizer, dec_ids)
+
+    def make(i: int, src: torch.Tensor, dec: torch.Tensor, logit: torch.Tensor, probability: torch.Tensor):
+        return TargetRelevance(
+            position=i + 1,
+            token=tokens[i + 1],
+            id=dec_ids[i + 1],
+            logit=float(logit),
+            probability=float(probability),
+            relevance=dec[: i + 1].numpy().astype(np.float32),
+            relevance_sum=float(dec[: i + 1].double().sum() + src.double().sum()),
+            source_relevance=src.numpy().astype(np.float32),
+        )
+
+    stream = TargetStream(on_target, make)
     result = seq2seq_relevance(
         model,
         prompt_ids,
@@ -221,24 +263,13 @@ def explain_answer(
         checkpoint=bool(checkpoint),
         progress=progress,
         should_cancel=should_cancel,
+        on_rows=None if on_target is None else stream.rows,
     )
-    dec_ids = [decoder_start_id(model)] + answer_ids
-    tokens = token_strings(tokenizer, dec_ids)
     r_src: torch.Tensor = result["source"]  # type: ignore[assignment]
     r_dec: torch.Tensor = result["decoder"]  # type: ignore[assignment]
-    targets = [
-        TargetRelevance(
-            position=i + 1,
-            token=tokens[i + 1],
-            id=dec_ids[i + 1],
-            logit=float(result["logits"][i]),  # type: ignore[index]
-            probability=float(result["probabilities"][i]),  # type: ignore[index]
-            relevance=r_dec[i, : i + 1].numpy().astype(np.float32),
-            relevance_sum=float(r_dec[i, : i + 1].double().sum() + r_src[i].double().sum()),
-            source_relevance=r_src[i].numpy().astype(np.float32),
-        )
-        for i in range(len(answer_ids))
-    ]
+    logits, probs = result["logits"], result["probabilities"]
+    targets = [make(i, r_src[i], r_dec[i], logits[i], probs[i]) for i in range(len(answer_ids))]  # type: ignore[index]
+    stream.finish(targets)
     return AnswerExplanation(
         tokens,
         dec_ids,

@@ -10,7 +10,9 @@ the random baseline draws uniform noise in [-1, 1).
 
 Up to ``backward_batch`` targets share one backward pass (a batch of one-hot
 cotangents, ``is_grads_batched``); an op without a batching rule, or checkpointed
-blocks, fall back to one backward pass per target.
+blocks, fall back to one backward pass per target. A caller that shows results as they
+come (``on_rows``) gets the first target from a backward pass of its own, so its
+relevance is ready after one forward and one backward pass.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from lrp_llm.methods import get_method
 # score(inputs) -> (batch, n_targets): the target scores of each example (or IG step) of the batch
 Score = Callable[[list[torch.Tensor]], torch.Tensor]
 Progress = Callable[[int, int], None]
+# on_rows(first, rows): targets first .. first + b - 1 are done; rows[i] (b, ...) per input
+OnRows = Callable[[int, list[torch.Tensor]], None]
 
 
 @contextmanager
@@ -54,6 +58,7 @@ def input_relevance(
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
     timings: dict[str, float] | None = None,
+    on_rows: OnRows | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Relevance of each input of one example for each of its target scores.
 
@@ -65,7 +70,9 @@ def input_relevance(
     for float64 inputs else float32, on the CPU; and the target scores (n_targets,) at
     the input. ``checkpoint``: the blocks recompute their activations (one target per
     backward pass). ``timings`` gets "forward" and "backward" (integrated gradients:
-    "forward_backward") in seconds.
+    "forward_backward") in seconds. ``on_rows(first, rows)`` is called as targets are done,
+    in order, with the finished rows of every input (the rows of the returned tensors);
+    integrated gradients and the random baseline finish every target at once.
     """
     computation = _gradient_computation(method)
     acc = torch.float64 if inputs[0].dtype == torch.float64 else torch.float32
@@ -77,6 +84,8 @@ def input_relevance(
     if computation == "integrated-gradients":
         out, values = _integrated_gradients(score, base, dims, acc, steps, ig_batch, batch, progress, should_cancel)
         timings["forward_backward"] = time.perf_counter() - t0
+        if on_rows is not None:
+            on_rows(0, out)
         return out, values
     with torch.enable_grad():
         xs = [x.clone().requires_grad_(True) for x in base]
@@ -88,16 +97,21 @@ def input_relevance(
         if computation == "random":
             gen = torch.Generator().manual_seed(seed)
             out = [torch.rand(n, *_reduced(x, d), generator=gen, dtype=acc) * 2 - 1 for x, d in zip(base, dims)]
+            if on_rows is not None:
+                on_rows(0, out)
             if progress is not None:
                 progress(n, n)
         else:
             out = [torch.zeros(n, *_reduced(x, d), dtype=acc) for x, d in zip(base, dims)]
             if progress is not None:
                 progress(0, n)  # the forward pass is done; backward passes follow
-            for i, b, grads in _target_gradients(scores, xs, batch, should_cancel):
+            first = 1 if on_rows is not None else batch
+            for i, b, grads in _target_gradients(scores, xs, batch, should_cancel, first=first):
                 for k, (x, g, d) in enumerate(zip(base, grads, dims)):
                     if g is not None:  # an input the targets do not depend on keeps zero relevance
                         out[k][i : i + b] = _reduce(computation, x[0], g[:, 0], d, acc)
+                if on_rows is not None:
+                    on_rows(i, [o[i : i + b] for o in out])
                 if progress is not None:
                     progress(i + b, n)
         timings["backward"] = time.perf_counter() - t1
@@ -161,7 +175,12 @@ def _reduced(x: torch.Tensor, dim: int) -> tuple[int, ...]:
 
 
 def _target_gradients(
-    scores: torch.Tensor, inputs: Sequence[torch.Tensor], batch: int, should_cancel: ShouldCancel | None
+    scores: torch.Tensor,
+    inputs: Sequence[torch.Tensor],
+    batch: int,
+    should_cancel: ShouldCancel | None,
+    *,
+    first: int | None = None,
 ) -> Iterator[tuple[int, int, tuple[torch.Tensor | None, ...]]]:
     """Yield ``(first_target, b, grads)``: per input, grads (b, *input.shape) of targets first .. first + b - 1.
 
@@ -169,13 +188,14 @@ def _target_gradients(
     Up to ``batch`` targets share one backward pass (a batch of one-hot cotangents,
     ``is_grads_batched``); the graph is kept until the last target. Falls back to one
     backward per target where batching is not possible (an op without a batching rule).
-    An input the targets do not reach gets None.
+    ``first``: the size of the first group (1: the first target is ready after one
+    backward pass); default ``batch``. An input the targets do not reach gets None.
     """
     n = scores.shape[-1]
     i = 0
     while i < n:
         check_cancel(should_cancel)
-        b = min(batch, n - i)
+        b = min(batch if i or first is None else max(1, first), n - i)
         last = i + b >= n
         if b > 1:
             cotangents = torch.zeros(b, *scores.shape, dtype=scores.dtype, device=scores.device)
@@ -230,4 +250,4 @@ def _integrated_gradients(score, base, dims, acc, steps, ig_batch, backward_batc
     return out, values
 
 
-__all__ = ["Progress", "Score", "batch_relevance", "input_relevance", "method_rules"]
+__all__ = ["OnRows", "Progress", "Score", "batch_relevance", "input_relevance", "method_rules"]

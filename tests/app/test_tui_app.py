@@ -199,7 +199,7 @@ class BlockingBackend(ModelBackend):
         self.model = object()
         self.saw_cancel = threading.Event()
 
-    def ask(self, request, *, on_prompt=None, on_token=None, progress=None, should_cancel=None):
+    def ask(self, request, *, on_prompt=None, on_token=None, on_partial=None, progress=None, should_cancel=None):
         from lrp_llm.errors import Cancelled
 
         on_prompt(["<s>", "hello"])
@@ -510,3 +510,53 @@ async def test_question_from_the_command_line_is_asked_once_loaded(reference):
         expected = explain(model, tokenizer, QUESTION, context=CONTEXT, generate=3)
         assert app.attribution.tokens == expected.tokens and len(app.attribution.targets) == 3
         assert app.screen.query_one("#question").value == QUESTION
+
+
+async def test_the_first_heatmap_shows_before_the_last_token_is_explained(reference):
+    """The worker is held after the first answer token is explained: its heatmap is on screen, the
+    user moves over the explained tokens only, export waits; then the rest arrive and the
+    selection stays where the user left it."""
+    backend = tui_backend()
+    release, held = threading.Event(), threading.Event()
+    partials = backend._partials
+
+    def holding(on_partial, *args):
+        on_target = partials(on_partial, *args)
+
+        def hold(index, target):
+            on_target(index, target)
+            if index == 1:  # two tokens explained: the worker waits for the test
+                held.set()
+                assert release.wait(120), "the test did not release the worker"
+
+        return hold
+
+    backend._partials = holding
+    app = XaiApp(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        app.screen.query_one("#context").insert_text_at_cursor(CONTEXT)
+        app.screen.query_one("#question").insert_text_at_cursor(QUESTION)
+        await pilot.click("#question")
+        await pilot.press("enter")
+        await wait_for(
+            pilot, lambda: app.attribution is not None and len(app.attribution.targets) == 2, what="a partial result"
+        )
+        a = app.attribution
+        n = len(reference.targets)
+        assert a.meta["partial"] and a.meta["answer_tokens"] == n > 2 and held.is_set()
+        assert app.stream_prompt is None and "2/" in app.status[0]
+        prompt = app.screen.query_one("#prompt", TokenFlow)
+        np.testing.assert_allclose(prompt.values, reference.targets[0].relevance, rtol=1e-5, atol=1e-6)
+        answer = app.screen.query_one("#answer", AnswerTokens)
+        assert answer.tokens == reference.tokens[reference.prompt_length :]  # the whole answer is shown
+        await pilot.press("right", "right", "right")  # only the explained tokens can be selected
+        assert answer.cursor == 1
+        np.testing.assert_allclose(prompt.values, reference.targets[1].relevance, rtol=1e-5, atol=1e-6)
+        await pilot.press("ctrl+s")
+        assert app.status[1] == "error" and "still being explained" in app.status[0]
+        release.set()
+        await settle(app, pilot)
+        await wait_for(pilot, lambda: not app.attribution.meta.get("partial"), what="the whole explanation")
+        assert len(app.attribution.targets) == n and answer.cursor == 1
+        for got, expected in zip(app.attribution.targets, reference.targets):
+            np.testing.assert_allclose(got.relevance, expected.relevance, rtol=1e-5, atol=1e-6)

@@ -153,7 +153,7 @@ class AskScreen(ViewScreen):
             self.query_one("#prompt", TokenFlow).clear()
             return
         t = min(self.xai.target, len(attribution.targets) - 1)
-        answer.set_answer(attribution.tokens[attribution.prompt_length :], t)
+        answer.set_answer(attribution.tokens[attribution.prompt_length :], t, len(attribution.targets))
         self._show_target()
         if self.app.focused is None or isinstance(self.app.focused, Input):
             answer.focus()
@@ -173,8 +173,12 @@ class AskScreen(ViewScreen):
         prompt.border_title = literal(f"Input relevance for {compact(tr.token)} · {unit}")
         answer = self.query_one("#answer", AnswerTokens)
         if answer.cursor != t:
-            answer.set_answer(answer.tokens, t)
-        answer.border_title = f"Answer · token {t + 1}/{len(a.targets)} · ←/→ or mouse"
+            answer.set_answer(answer.tokens, t, len(a.targets))
+        n_answer = len(a.tokens) - a.prompt_length
+        if len(a.targets) < n_answer:  # the rest are being explained (or the run was stopped)
+            answer.border_title = f"Answer · token {t + 1}/{n_answer} · {len(a.targets)} explained · ←/→ or mouse"
+        else:
+            answer.border_title = f"Answer · token {t + 1}/{len(a.targets)} · ←/→ or mouse"
         answer.border_subtitle = literal(
             f"{compact(tr.token)}  logit {tr.logit:.2f}  p {tr.probability:.3f}  ΣR/logit {tr.conservation:.2f}"
         )

@@ -74,7 +74,7 @@ class LongRangeScreen(ViewScreen):
             answer.set_answer([], None)
             return
         t = min(self.xai.target, len(attribution.targets) - 1)
-        answer.set_answer(attribution.tokens[attribution.prompt_length :], t)
+        answer.set_answer(attribution.tokens[attribution.prompt_length :], t, len(attribution.targets))
         self._show_target()
 
     def _show_target(self) -> None:
@@ -87,7 +87,7 @@ class LongRangeScreen(ViewScreen):
         tr = a.targets[t]
         answer = self.query_one("#lr-answer", AnswerTokens)
         if answer.cursor != t:
-            answer.set_answer(answer.tokens, t)
+            answer.set_answer(answer.tokens, t, len(a.targets))
         answer.border_title = f"Answer · token {t + 1}/{len(a.targets)} · ←/→ or mouse"
         profile = relevance_by_distance(tr.relevance)
         self.profile = profile

@@ -299,12 +299,23 @@ class AnswerTokens(TokenFlow):
     follow_mouse = True
     """Hovering a token selects it (as the arrow keys do)."""
 
+    selectable: int | None = None
+    """How many tokens from the first can be selected (those explained so far); None: all."""
+
     def _extra_style(self, index: int) -> Style:
         if index == self.cursor:
             return Style(reverse=True, bold=True)
+        if self.selectable is not None and index >= self.selectable:
+            return Style(dim=True, italic=True)  # not explained yet
         return super()._extra_style(index)
 
-    def set_answer(self, tokens: Sequence[str], cursor: int | None) -> None:
+    def _last(self) -> int:
+        n = len(self.tokens) if self.selectable is None else min(self.selectable, len(self.tokens))
+        return max(0, n - 1)
+
+    def set_answer(self, tokens: Sequence[str], cursor: int | None, selectable: int | None = None) -> None:
+        """Show ``tokens`` with the cursor on ``cursor``; only the first ``selectable`` can be selected."""
+        self.selectable = selectable
         self.set_tokens(tokens)
         self.set_reactive(AnswerTokens.cursor, cursor)
         self._style_cache.clear()
@@ -321,11 +332,11 @@ class AnswerTokens(TokenFlow):
 
     def action_move(self, step: int) -> None:
         if self.tokens and self.cursor is not None:
-            self.cursor = max(0, min(len(self.tokens) - 1, self.cursor + step))
+            self.cursor = max(0, min(self._last(), self.cursor + step))
 
     def action_move_to(self, index: int) -> None:
         if self.tokens and self.cursor is not None:
-            self.cursor = index % len(self.tokens)
+            self.cursor = index % (self._last() + 1)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("move", "move_to"):
@@ -344,5 +355,5 @@ class AnswerTokens(TokenFlow):
         if offset is None or self.cursor is None:
             return
         index = self.token_at(offset)
-        if index is not None and index != self.cursor:
+        if index is not None and index != self.cursor and index <= self._last():
             self.cursor = index
