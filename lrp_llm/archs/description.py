@@ -176,23 +176,39 @@ class MoEParts:
 
 @dataclass(frozen=True)
 class AttentionOutputGateParts:
-    """An output gate on attention: ``o_proj(o * act(gate(x) [+ bias]))`` inside each attention module.
+    """An output gate on attention: ``o_proj(o * act(x))`` inside each attention module, ``x`` the gate's input.
 
-    ``o`` (batch, pos, heads * head_dim) is the attention output, ``gate`` a projection of the
-    block's input of width heads * head_dim (one gate per channel) or heads (one per head,
-    broadcast over head_dim); ``bias`` names a per-head parameter (heads,) added to the gate's
-    input (Beam), None where there is none; ``act`` is "sigmoid" (AFMoE, Beam) or "softplus"
-    (Laguna). The product of two input-dependent factors gets the gated MLP's rules
-    (:data:`lrp_llm.archs.blocks.GATE_RULE`): the identity rule x 1/2 through ``act`` and x 1/2
-    on ``o`` (AttnLRP, RelP), or the gate held constant (CP-LRP). Installed by
-    :mod:`lrp_llm.archs.attention_gate` on the gate projection's output and the output
-    projection's input.
+    ``o`` (batch, pos, heads * head_dim) is the attention output, ``output`` the projection it enters.
+    Where ``x`` comes from (``source``):
+
+    - "projection": the whole output of the projection ``gate`` (AFMoE, Beam, Laguna: ``gate_proj`` /
+      ``g_proj``; Bailing: ``g_proj``);
+    - "query_heads": the second half of each head of ``gate``'s output, which is per head
+      [query | gate] (Qwen3-Next, Qwen3.5: ``gate="q_proj"``; the head width is ``attn.head_dim``).
+
+    ``groups``: "element" (one gate per channel of ``o``), "head" (one per head, broadcast over
+    head_dim: Bailing) or "width" (either, read from the checkpoint's gate width: Laguna's
+    ``config.gating``). ``bias`` names a per-head parameter (heads,) added to ``x`` (Beam), None where
+    there is none; ``act`` is "sigmoid" or "softplus" (Laguna). The product of two input-dependent
+    factors gets the gated MLP's rules (:data:`lrp_llm.archs.blocks.GATE_RULE`): the identity rule
+    x 1/2 through ``act`` and x 1/2 on ``o`` (AttnLRP, RelP), or the gate held constant (CP-LRP).
+    Installed by :mod:`lrp_llm.archs.attention_gate` on ``gate``'s output and ``output``'s input.
     """
 
     gate: str
     output: str
     act: str
     bias: str | None = None
+    source: str = "projection"
+    groups: str = "element"
+
+    def __post_init__(self) -> None:
+        if self.source not in ("projection", "query_heads"):
+            raise ValueError(f"AttentionOutputGateParts.source {self.source!r}: use 'projection' or 'query_heads'")
+        if self.groups not in ("element", "head", "width"):
+            raise ValueError(f"AttentionOutputGateParts.groups {self.groups!r}: use 'element', 'head' or 'width'")
+        if self.source == "query_heads" and self.groups != "element":
+            raise ValueError("AttentionOutputGateParts: a gate sliced from the query heads is one per element")
 
 
 @dataclass(frozen=True)
@@ -250,7 +266,7 @@ class TransformerParts:
     mixers: tuple[GatedConvParts, ...] = ()
     # mixture-of-experts blocks (routed experts, shared-expert gates); None: the family has none
     moe: MoEParts | None = None
-    # an output gate inside every attention module (``o * sigmoid(g(x))``); None: the family has none
+    # an output gate inside every attention module (``o * act(g(x))``); None: the family has none
     attention_gate: AttentionOutputGateParts | None = None
 
 
