@@ -24,8 +24,8 @@ attention output o * sig(gate)  uniform: o x 1/2, sig(gate)  gate detached      
                                 identity rule x 1/2
 ==============================  ==========================  ==========================  ===================
 
-(RelP's column is the rule set patching would install; these families offer no patching sites yet,
-their blocks hold either a DeltaNet or attention.)
+(RelP's column is the rule set patching installs; a block holds either a DeltaNet, the "mixer" site, or
+attention, the "attn" and head sites.)
 
 Conservation: with alpha, beta, k (and q under CP-LRP) held, the recurrence and its read-out are
 linear in v; the convolution and projections are linear, SiLU passes its relevance on by the
@@ -380,6 +380,21 @@ def _kimi_installer(parts: TransformerParts):
     return install
 
 
+# Each block's token mixer is at ``self_attn``, whichever it is: Kimi delta attention ("linear_attention": the
+# "mixer" site) or MLA ("full_attention": the "attn" site, its value heads at ``o_proj``'s input the head sites);
+# then an MLP or experts (an "mlp" site; no neuron sites: the experts are not one MLP)
+KIMI_BLOCKS = BlockPaths(
+    layers="layers",
+    attention="self_attn",
+    heads="self_attn.o_proj",
+    mlp="mlp",
+    final_norm="norm",
+    layer_parts=by_layer_type(
+        {"linear_attention": {"mixer": "self_attn", "mlp": "mlp"}, "full_attention": ("attention", "heads", "mlp")}
+    ),
+)
+
+
 def _register_kimi(family: str, model_type: str, parts: TransformerParts) -> ArchSpec:
     return register(
         ArchSpec(
@@ -388,7 +403,8 @@ def _register_kimi(family: str, model_type: str, parts: TransformerParts) -> Arc
             kind="causal-lm",
             parts=parts,
             install=_kimi_installer(parts),
-            blocks=BlockPaths(layers="layers", mlp="mlp", final_norm="norm"),
+            blocks=KIMI_BLOCKS,
+            patching_rules=("relp",),
         )
     )
 
