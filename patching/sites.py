@@ -18,7 +18,8 @@ the concatenation of the heads' outputs, ``head_dim`` values each. Attention edg
 Where each site lives comes from the family's description (``ArchSpec.blocks``, a
 :class:`lrp_llm.archs.description.BlockPaths`): a family offers the kinds whose parts it
 names (Llama family: attention, heads, MLP, neurons; Mamba: the mixer). Where blocks differ
-from layer to layer (``BlockPaths.layer_parts``), a kind's sites exist in the blocks that have it.
+from layer to layer (``BlockPaths.layer_parts``), a kind's sites exist in the blocks that have it,
+at the path the block keeps it at.
 """
 
 from __future__ import annotations
@@ -133,12 +134,13 @@ class SiteMap:
         self.layers = layers
         self.n_layers = len(layers)
         cfg = model.config.get_text_config()  # the text model of a multimodal wrapper
-        parts = blocks.parts_per_layer(cfg, self.n_layers)
+        # per layer: part -> its path in that block (hybrids keep a part at different paths in different blocks)
+        self._paths = blocks.paths_per_layer(cfg, self.n_layers)
         # per layer: the site kinds its block has, each checked to resolve there
         self._present: list[frozenset[str]] = []
-        for i, (layer, have) in enumerate(zip(layers, parts)):
-            kinds = frozenset(k for k, part in _PART.items() if part in have)
-            missing = [getattr(blocks, _PART[k]) for k in kinds if self._resolve(layer, k) is None]
+        for i, (layer, paths) in enumerate(zip(layers, self._paths)):
+            kinds = frozenset(k for k, part in _PART.items() if part in paths)
+            missing = [paths[_PART[k]] for k in kinds if self._resolve(i, k) is None]
             if missing:
                 raise UnsupportedModelError(
                     f"{type(model).__name__}: block {i} ({type(layer).__name__}) has no {', '.join(sorted(missing))}; "
@@ -155,7 +157,9 @@ class SiteMap:
         if "head" in self.kinds:
             attn = self.module(self.layers_with("head")[0], "attn")
             self.n_heads = int(cfg.num_attention_heads)
-            self.head_dim = int(getattr(attn, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+            # the heads side by side at the output projection's input are value heads (MLA: v_head_dim)
+            width = getattr(attn, "v_head_dim", None) or getattr(attn, "head_dim", None)
+            self.head_dim = int(width or cfg.hidden_size // cfg.num_attention_heads)
         if "neuron" in self.kinds:
             widths = {input_width(self.module(i, "neuron")) for i in self.layers_with("neuron")}
             if len(widths) != 1:
@@ -165,11 +169,13 @@ class SiteMap:
                 )
             self.n_neurons = widths.pop()
 
-    def _resolve(self, layer: nn.Module, kind: str) -> nn.Module | None:
-        attention = self.blocks.attention
+    def _resolve(self, i: int, kind: str) -> nn.Module | None:
+        paths, layer = self._paths[i], self.layers[i]
+        attention = paths.get("attention")
         if kind == "head" and attention is not None and resolve(layer, attention) is None:
             return None  # heads exist where the attention does (at its output projection)
-        return resolve(layer, getattr(self.blocks, _PART[kind]))
+        path = paths.get(_PART[kind])
+        return None if path is None else resolve(layer, path)
 
     def has(self, layer: int, kind: str) -> bool:
         """Whether block ``layer`` has sites of ``kind`` (every block has ``resid``)."""
@@ -250,7 +256,7 @@ class SiteMap:
         """The module of ``kind`` (attn, mlp, mixer; head/neuron: the projection they enter) in block ``layer``."""
         if not self.has(layer, kind):
             self.check(Site(layer, kind, 0 if kind in INDEXED_KINDS else None))  # raises the one-line error
-        return self._resolve(self.layers[layer], kind)
+        return self._resolve(layer, kind)
 
     def locate(self, site: str | Site) -> Location:
         s = self.check(site)

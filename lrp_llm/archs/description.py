@@ -14,7 +14,7 @@ classes, so one entry covers every checkpoint with that layout:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,23 +176,39 @@ class MoEParts:
 
 @dataclass(frozen=True)
 class AttentionOutputGateParts:
-    """An output gate on attention: ``o_proj(o * act(gate(x) [+ bias]))`` inside each attention module.
+    """An output gate on attention: ``o_proj(o * act(x))`` inside each attention module, ``x`` the gate's input.
 
-    ``o`` (batch, pos, heads * head_dim) is the attention output, ``gate`` a projection of the
-    block's input of width heads * head_dim (one gate per channel) or heads (one per head,
-    broadcast over head_dim); ``bias`` names a per-head parameter (heads,) added to the gate's
-    input (Beam), None where there is none; ``act`` is "sigmoid" (AFMoE, Beam) or "softplus"
-    (Laguna). The product of two input-dependent factors gets the gated MLP's rules
-    (:data:`lrp_llm.archs.blocks.GATE_RULE`): the identity rule x 1/2 through ``act`` and x 1/2
-    on ``o`` (AttnLRP, RelP), or the gate held constant (CP-LRP). Installed by
-    :mod:`lrp_llm.archs.attention_gate` on the gate projection's output and the output
-    projection's input.
+    ``o`` (batch, pos, heads * head_dim) is the attention output, ``output`` the projection it enters.
+    Where ``x`` comes from (``source``):
+
+    - "projection": the whole output of the projection ``gate`` (AFMoE, Beam, Laguna: ``gate_proj`` /
+      ``g_proj``; Bailing: ``g_proj``);
+    - "query_heads": the second half of each head of ``gate``'s output, which is per head
+      [query | gate] (Qwen3-Next, Qwen3.5: ``gate="q_proj"``; the head width is ``attn.head_dim``).
+
+    ``groups``: "element" (one gate per channel of ``o``), "head" (one per head, broadcast over
+    head_dim: Bailing) or "width" (either, read from the checkpoint's gate width: Laguna's
+    ``config.gating``). ``bias`` names a per-head parameter (heads,) added to ``x`` (Beam), None where
+    there is none; ``act`` is "sigmoid" or "softplus" (Laguna). The product of two input-dependent
+    factors gets the gated MLP's rules (:data:`lrp_llm.archs.blocks.GATE_RULE`): the identity rule
+    x 1/2 through ``act`` and x 1/2 on ``o`` (AttnLRP, RelP), or the gate held constant (CP-LRP).
+    Installed by :mod:`lrp_llm.archs.attention_gate` on ``gate``'s output and ``output``'s input.
     """
 
     gate: str
     output: str
     act: str
     bias: str | None = None
+    source: str = "projection"
+    groups: str = "element"
+
+    def __post_init__(self) -> None:
+        if self.source not in ("projection", "query_heads"):
+            raise ValueError(f"AttentionOutputGateParts.source {self.source!r}: use 'projection' or 'query_heads'")
+        if self.groups not in ("element", "head", "width"):
+            raise ValueError(f"AttentionOutputGateParts.groups {self.groups!r}: use 'element', 'head' or 'width'")
+        if self.source == "query_heads" and self.groups != "element":
+            raise ValueError("AttentionOutputGateParts: a gate sliced from the query heads is one per element")
 
 
 @dataclass(frozen=True)
@@ -250,7 +266,7 @@ class TransformerParts:
     mixers: tuple[GatedConvParts, ...] = ()
     # mixture-of-experts blocks (routed experts, shared-expert gates); None: the family has none
     moe: MoEParts | None = None
-    # an output gate inside every attention module (``o * sigmoid(g(x))``); None: the family has none
+    # an output gate inside every attention module (``o * act(g(x))``); None: the family has none
     attention_gate: AttentionOutputGateParts | None = None
 
 
@@ -269,7 +285,11 @@ class BlockPaths:
     set ``layer_parts``: ``layer_parts(config)[i]`` names the parts block ``i`` has (of
     :data:`BLOCK_PARTS`; ``config`` is the text model's), and the sites of a part exist
     only in the blocks that have it (:func:`by_layer_type` builds it from the config's
-    per-layer types). None: every block has every part named.
+    per-layer types). None: every block has every part named. A block's entry is either
+    the part names (each at the path named here) or a mapping part -> path, for blocks
+    that keep a part at a path of their own (Zamba2's hybrid blocks: the mixer at
+    ``mamba_decoder.mamba``; Kimi Linear: the linear-attention mixer at ``self_attn``, where
+    the other blocks keep their attention); a mapped part need not be named here.
     """
 
     layers: str
@@ -283,7 +303,7 @@ class BlockPaths:
     # values), so the layer stepper can run blocks i..L-1 on a suffix of positions.
     # Recurrent blocks (Mamba) keep a state instead.
     steps_from_keys_values: bool = False
-    layer_parts: Callable[[Any], Sequence[Collection[str]]] | None = None
+    layer_parts: Callable[[Any], Sequence[Collection[str] | Mapping[str, str]]] | None = None
 
     def layer_list(self, model: nn.Module) -> nn.ModuleList | None:
         """The blocks of ``model``, or None when the path does not resolve."""
@@ -292,10 +312,23 @@ class BlockPaths:
 
     def parts_per_layer(self, config: Any, n_layers: int) -> list[frozenset[str]]:
         """The parts (of :data:`BLOCK_PARTS`) each of the ``n_layers`` blocks has, by ``layer_parts`` or all named."""
-        named = frozenset(p for p in BLOCK_PARTS if getattr(self, p) is not None)
+        return [frozenset(paths) for paths in self.paths_per_layer(config, n_layers)]
+
+    def paths_per_layer(self, config: Any, n_layers: int) -> list[dict[str, str]]:
+        """Per block of the ``n_layers``: part (of :data:`BLOCK_PARTS`) -> its path inside the block, for the parts
+        the block has (``layer_parts``' own paths, else the paths named here)."""
+        named = {p: getattr(self, p) for p in BLOCK_PARTS if getattr(self, p) is not None}
         if self.layer_parts is None:
-            return [named] * n_layers
-        per = [frozenset(parts) & named for parts in self.layer_parts(config)]
+            return [dict(named) for _ in range(n_layers)]
+        per = []
+        for parts in self.layer_parts(config):
+            if isinstance(parts, Mapping):
+                unknown = sorted(set(parts) - set(BLOCK_PARTS))
+                if unknown:
+                    raise ValueError(f"BlockPaths.layer_parts: {', '.join(unknown)} are not block parts")
+                per.append(dict(parts))
+            else:
+                per.append({p: named[p] for p in parts if p in named})
         if len(per) != n_layers:
             from lrp_llm.errors import UnsupportedModelError
 
@@ -305,14 +338,17 @@ class BlockPaths:
         return per
 
 
-def by_layer_type(parts: dict[str, Collection[str]]) -> Callable[[Any], list[frozenset[str]]]:
+def by_layer_type(
+    parts: dict[str, Collection[str] | Mapping[str, str]],
+) -> Callable[[Any], list[frozenset[str] | Mapping[str, str]]]:
     """A ``BlockPaths.layer_parts`` read from the config's per-layer types (``layer_types``,
-    or ``layers_block_type``): ``parts[type]`` names the parts a block of that type has.
+    or ``layers_block_type``): ``parts[type]`` names the parts a block of that type has, or maps
+    each of them to its path in such a block.
 
     A type not in ``parts`` is refused with a one-line error naming it.
     """
 
-    def layer_parts(config: Any) -> list[frozenset[str]]:
+    def layer_parts(config: Any) -> list[frozenset[str] | Mapping[str, str]]:
         from lrp_llm.errors import UnsupportedModelError
 
         types = getattr(config, "layer_types", None) or getattr(config, "layers_block_type", None)
@@ -326,7 +362,7 @@ def by_layer_type(parts: dict[str, Collection[str]]) -> Callable[[Any], list[fro
                 f"blocks of type {', '.join(map(repr, unknown))} have no patching sites here; "
                 f"known block types: {', '.join(parts)}"
             )
-        return [frozenset(parts[t]) for t in types]
+        return [parts[t] if isinstance(parts[t], Mapping) else frozenset(parts[t]) for t in types]
 
     return layer_parts
 

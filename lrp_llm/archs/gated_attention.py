@@ -15,7 +15,9 @@ from lrp_llm.archs.description import AttentionOutputGateParts
 from lrp_llm.archs.moe import _moe_family
 
 LAGUNA_FAMILY = _moe_family(
-    "laguna", ("laguna",), attention_gate=AttentionOutputGateParts(gate="g_proj", output="o_proj", act="softplus")
+    "laguna",
+    ("laguna",),
+    attention_gate=AttentionOutputGateParts(gate="g_proj", output="o_proj", act="softplus", groups="width"),
 )
 AFMOE_FAMILY = _moe_family(
     "afmoe", ("afmoe",), attention_gate=AttentionOutputGateParts(gate="gate_proj", output="o_proj", act="sigmoid")

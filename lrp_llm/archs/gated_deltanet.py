@@ -20,12 +20,12 @@ SiLU after the short conv       identity rule               identity rule       
 causal depthwise conv, projs    linear: unchanged           unchanged                   unchanged
 gated RMSNorm o/rms * act(z)    1/rms detached; o x 1/2,    1/rms detached; act(z)      as AttnLRP
 (act: SiLU; Kimi: sigmoid)      act(z) identity rule x 1/2  detached
-attention output o * sig(gate)  uniform: o x 1/2, gate x    gate detached               as AttnLRP
-                                1/2 (plain sigmoid grad)
+attention output o * sig(gate)  uniform: o x 1/2, sig(gate)  gate detached               as AttnLRP
+                                identity rule x 1/2
 ==============================  ==========================  ==========================  ===================
 
-(RelP's column is the rule set patching would install; these families offer no patching sites yet,
-their blocks hold either a DeltaNet or attention.)
+(RelP's column is the rule set patching installs; a block holds either a DeltaNet, the "mixer" site, or
+attention, the "attn" and head sites.)
 
 Conservation: with alpha, beta, k (and q under CP-LRP) held, the recurrence and its read-out are
 linear in v; the convolution and projections are linear, SiLU passes its relevance on by the
@@ -45,6 +45,7 @@ from a cached recurrent state (a generation step) runs the original forward.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -53,15 +54,13 @@ from torch import nn
 
 from lrp_llm.archs import ArchSpec, register
 from lrp_llm.archs.blocks import (
-    _RULES_ATTR,
     ATTENTION_RULE,
     GATE_RULE,
-    detach_output,
     install_transformer_rules,
-    scale_output,
 )
 from lrp_llm.archs.description import (
     AttentionFunctionParts,
+    AttentionOutputGateParts,
     AttentionParts,
     BlockPaths,
     GatedMLPParts,
@@ -71,7 +70,7 @@ from lrp_llm.archs.description import (
     by_layer_type,
 )
 from lrp_llm.errors import UnsupportedModelError
-from lrp_llm.mechanism.patch import ModelPatch, output_tensor
+from lrp_llm.mechanism.patch import ModelPatch
 from lrp_llm.mechanism.primitives import identity_rule, scale_grad, silu_ratio
 
 # the kernel's own L2 norm (transformers' ``l2norm``): x * rsqrt(sum(x^2) + eps)
@@ -252,41 +251,6 @@ def deltanets(model: nn.Module, expected: int) -> list[nn.Module]:
     return found
 
 
-# ------------------------------------------------------------------- gated attention output
-def _gate_half(rule: str, n_heads: int):
-    """Forward hook on ``q_proj`` whose output is, per head, [query | gate]: the gate held or its gradient x 1/2."""
-
-    def hook(_module, _args, output):
-        out = output_tensor(output)
-        per_head = out.view(*out.shape[:-1], n_heads, 2, -1)
-        query, gate = per_head.unbind(dim=-2)
-        gate = gate.detach() if rule == "detach" else scale_grad(gate, 0.5)
-        return torch.stack((query, gate), dim=-2).reshape(out.shape)
-
-    return hook
-
-
-def install_output_gates(
-    patch: ModelPatch, attentions: list[nn.Module], rules: str, gate_projection: str | None = None
-) -> None:
-    """``o_proj(attn * sigmoid(gate))``: under the uniform rule the attention output's factors (on Q, K, V
-    where they enter the attention function) are halved and the gate's gradient halved; else the gate held.
-
-    ``gate_projection``: the attention's own gate projection (Bailing: ``g_proj``, one gate per head);
-    None: the gate is the second half of each head of ``q_proj``'s output (Qwen3-Next, Qwen3.5)."""
-    rule = GATE_RULE[rules]
-    for attn in attentions:
-        if gate_projection is None:
-            patch.hook_output(attn.q_proj, _gate_half(rule, attn.config.num_attention_heads))
-        else:
-            hook = detach_output if rule == "detach" else scale_output(0.5)
-            patch.hook_output(getattr(attn, gate_projection), hook)
-        if rule == "uniform":
-            original, q, k, v, forward_mode = getattr(attn, _RULES_ATTR)
-            half = tuple(None if f is None else 0.5 * f for f in (q, k, v))
-            patch.replace_attribute(attn, _RULES_ATTR, (original, *half, forward_mode))
-
-
 # ------------------------------------------------------------------- the family
 def _kinds(config: Any) -> list[str]:
     return list(config.layer_types)
@@ -310,16 +274,16 @@ PARTS = TransformerParts(
     norm=NormParts(kind="rms", class_suffix="RMSNorm"),
     expected=_expected,
     moe=MoEParts(shared_gate="shared_expert_gate", shared_expert="shared_expert"),
+    # the gate is the second half of each query head: ``o_proj(o * sigmoid(gate))``
+    attention_gate=AttentionOutputGateParts(gate="q_proj", output="o_proj", act="sigmoid", source="query_heads"),
 )
 
 
 def install(patch: ModelPatch, model: nn.Module, rules: str) -> None:
-    """The rule set ``rules`` on a gated DeltaNet hybrid: the shared rules, the attention output gates, the DeltaNets."""
-    from lrp_llm.archs.blocks import find_parts
-
+    """The rule set ``rules`` on a gated DeltaNet hybrid: the shared rules (with the attention output gates), the
+    DeltaNets."""
     found = deltanets(model, _n_deltanets(model.config.get_text_config()))
     install_transformer_rules(patch, model, PARTS, rules)
-    install_output_gates(patch, find_parts(model, PARTS)["attentions"], rules)
     for mixer in found:
         patch.override_forward(mixer, deltanet_forward(mixer, rules))
 
@@ -405,35 +369,54 @@ KIMI_PARTS = TransformerParts(
 )
 
 
-def _kimi_installer(gate_projection: str | None):
+def _kimi_installer(parts: TransformerParts):
     def install(patch: ModelPatch, model: nn.Module, rules: str) -> None:
-        """The shared rules (MLA, MLPs, experts), the attention output gates (Bailing), the delta attentions."""
-        from lrp_llm.archs.blocks import find_parts
-
+        """The shared rules (MLA, MLPs, experts, Bailing's attention output gates), the delta attentions."""
         found = deltanets(model, _n_deltanets(model.config))
-        install_transformer_rules(patch, model, KIMI_PARTS, rules)
-        if gate_projection is not None:
-            install_output_gates(patch, find_parts(model, KIMI_PARTS)["attentions"], rules, gate_projection)
+        install_transformer_rules(patch, model, parts, rules)
         for mixer in found:
             patch.override_forward(mixer, deltanet_forward(mixer, rules))
 
     return install
 
 
-def _register_kimi(family: str, model_type: str, gate_projection: str | None) -> ArchSpec:
+# Each block's token mixer is at ``self_attn``, whichever it is: Kimi delta attention ("linear_attention": the
+# "mixer" site) or MLA ("full_attention": the "attn" site, its value heads at ``o_proj``'s input the head sites);
+# then an MLP or experts (an "mlp" site; no neuron sites: the experts are not one MLP)
+KIMI_BLOCKS = BlockPaths(
+    layers="layers",
+    attention="self_attn",
+    heads="self_attn.o_proj",
+    mlp="mlp",
+    final_norm="norm",
+    layer_parts=by_layer_type(
+        {"linear_attention": {"mixer": "self_attn", "mlp": "mlp"}, "full_attention": ("attention", "heads", "mlp")}
+    ),
+)
+
+
+def _register_kimi(family: str, model_type: str, parts: TransformerParts) -> ArchSpec:
     return register(
         ArchSpec(
             family=family,
             model_types=(model_type,),
             kind="causal-lm",
-            parts=KIMI_PARTS,
-            install=_kimi_installer(gate_projection),
-            blocks=BlockPaths(layers="layers", mlp="mlp", final_norm="norm"),
+            parts=parts,
+            install=_kimi_installer(parts),
+            blocks=KIMI_BLOCKS,
+            patching_rules=("relp",),
         )
     )
 
 
-KIMI_LINEAR_FAMILY = _register_kimi("kimi_linear", "kimi_linear", None)
+KIMI_LINEAR_FAMILY = _register_kimi("kimi_linear", "kimi_linear", KIMI_PARTS)
 # Bailing hybrid (Ling): the same delta attention (its decay, lower_bound * sigmoid(...) or -softplus, held
 # like Kimi's), MLA with a per-head sigmoid output gate ``g_proj`` (the attention output gate's rule)
-BAILING_HYBRID_FAMILY = _register_kimi("bailing_hybrid", "bailing_hybrid", "g_proj")
+BAILING_HYBRID_FAMILY = _register_kimi(
+    "bailing_hybrid",
+    "bailing_hybrid",
+    replace(
+        KIMI_PARTS,
+        attention_gate=AttentionOutputGateParts(gate="g_proj", output="o_proj", act="sigmoid", groups="head"),
+    ),
+)

@@ -23,8 +23,8 @@ CP-LRP here is CP-LRP on the attention blocks plus MambaLRP on the mixers: both 
 explained function linear in the propagated path, so on a bias-free model the relevance
 sums to the logit exactly. Patching sites follow each block's parts (``BlockPaths.layer_parts``
 from the config's layer types): a "mixer" site where a block has a Mamba mixer, "attn" and heads
-where it has attention, "mlp" and neurons where it has an MLP. Zamba2 offers none (see
-its entry). Mixture-of-experts layers (Jamba, Nemotron-H ``moe``, Granite-4 hybrid with
+where it has attention, "mlp" and neurons where it has an MLP, each at its block's own path
+(Zamba2: the mixer only, see its entry). Mixture-of-experts layers (Jamba, Nemotron-H ``moe``, Granite-4 hybrid with
 experts) get the MoE rules (:mod:`lrp_llm.archs.experts`: router scores x expert outputs under
 the uniform rule for AttnLRP, the scores held constant under CP-LRP, so CP-LRP + MambaLRP still
 conserve exactly).
@@ -296,12 +296,19 @@ ZAMBA2_FAMILY = _register(
         expected=None,
     ),
     _layers,
-    # no patching sites: its shared attention block is one module called at several depths (a site on it
-    # would patch every depth at once); its mixers (``mamba``, ``mamba_decoder.mamba`` in hybrid blocks) would
-    # do, but on the tiny test model the batched sweep's float32 noise (logits move ~1e-5 with the batch size)
-    # exceeds the conformance check's 1e-4 on the recovery metric, whose clean/corrupted gap there is 0.023
-    BlockPaths(layers="layers", final_norm="final_layernorm"),
+    # patching sites: the mixer of every block, at ``mamba`` in Mamba blocks and ``mamba_decoder.mamba`` in
+    # hybrid ones. None on the shared attention block: it is one module called at several depths (a site on it
+    # would patch every depth at once), and what each depth adds (``linear``'s output) is the whole shared
+    # block (attention and MLP) entering the mixer's input, neither an attention nor an MLP output.
+    BlockPaths(
+        layers="layers",
+        mixer="mamba",
+        final_norm="final_layernorm",
+        # its config calls a Mamba block "linear_attention" (older configs: "mamba")
+        layer_parts=by_layer_type({**{t: ("mixer",) for t in MAMBA}, "hybrid": {"mixer": "mamba_decoder.mamba"}}),
+    ),
     extra=_zamba2_adapters,
+    relp=True,
 )
 
 # Falcon-H1: every block runs a Mamba-2 mixer and attention side by side on the same normed input and

@@ -1,5 +1,7 @@
-"""The attention output gate ``o_proj(o * act(x))`` (Laguna, AFMoE, Beam): its rule against hand formulas
-in float64, on the product alone and inside tiny models of each family, and its refusals."""
+"""The attention output gate ``o_proj(o * act(x))`` (Laguna, AFMoE, Beam, Qwen3-Next, Qwen3.5, Bailing): its
+rule against hand formulas in float64, on the product alone and inside tiny models of each family (every gate
+layout: its own projection per channel or per head, with a per-head bias, a slice of the query heads), and
+its refusals."""
 
 from __future__ import annotations
 
@@ -49,19 +51,34 @@ def test_a_saturated_sigmoid_gate_keeps_its_relevance():
     torch.testing.assert_close(x * x.grad, torch.full_like(x, 0.5))
 
 
-# family -> (config overrides, the gate projection, its activation, the per-head bias or None)
+# case -> (model type, config overrides, the gate's projection, its activation, the per-head bias or None,
+# the gate's source: "projection" or "query_heads", one gate per head)
 FAMILIES = {
-    "laguna-per-head": ("laguna", {"gating": True}, "g_proj", "softplus", None),
-    "laguna-per-channel": ("laguna", {"gating": False}, "g_proj", "softplus", None),
-    "afmoe": ("afmoe", {}, "gate_proj", "sigmoid", None),
-    "beam": ("beam", {}, "gate_proj", "sigmoid", "gate_bias"),
+    "laguna-per-head": ("laguna", {"gating": True}, "g_proj", "softplus", None, "projection", True),
+    "laguna-per-channel": ("laguna", {"gating": False}, "g_proj", "softplus", None, "projection", False),
+    "afmoe": ("afmoe", {}, "gate_proj", "sigmoid", None, "projection", False),
+    "beam": ("beam", {}, "gate_proj", "sigmoid", "gate_bias", "projection", False),
+    "qwen3_next": ("qwen3_next", {}, "q_proj", "sigmoid", None, "query_heads", False),
+    "qwen3_5_text": ("qwen3_5_text", {}, "q_proj", "sigmoid", None, "query_heads", False),
+    "bailing_hybrid": ("bailing_hybrid", {}, "g_proj", "sigmoid", None, "projection", True),
 }
 
 
 def _attentions(model, gate_name: str) -> list[nn.Module]:
+    # attention modules only: the DeltaNets have q_proj / g_proj too, but no o_proj (Qwen) or no o_proj beside
+    # a gate of the head count (Kimi's delta attention); the attention modules hold a config
     return [
-        m for m in model.modules() if all(isinstance(getattr(m, a, None), nn.Linear) for a in (gate_name, "o_proj"))
+        m
+        for m in model.modules()
+        if all(isinstance(getattr(m, a, None), nn.Linear) for a in (gate_name, "o_proj")) and not hasattr(m, "conv1d")
     ]
+
+
+def _gate_of(output: torch.Tensor, source: str, heads: int) -> torch.Tensor:
+    """The gate's part (…, width) of the gate projection's output (per head [query | gate] for "query_heads")."""
+    if source == "projection":
+        return output
+    return output.view(*output.shape[:-1], heads, 2, -1)[..., 1, :].reshape(*output.shape[:-1], -1)
 
 
 def _gradients_at_the_gate(model, gate_name: str, rules: str):
@@ -97,35 +114,81 @@ def _gradients_at_the_gate(model, gate_name: str, rules: str):
     finally:
         for handle in handles:
             handle.remove()
+    assert seen and all("p" in r for r in seen)
     return [(r["g"], r["g"].grad, r["p"], r["out"].grad @ r["w"]) for r in seen]
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_the_gate_in_each_family_gets_the_identity_rule_times_half(name):
-    model_type, overrides, gate_name, act, bias_name = FAMILIES[name]
+    model_type, overrides, gate_name, act, bias_name, source, per_head = FAMILIES[name]
     model = tiny_model(model_type, dtype=torch.float64, **overrides)
     attentions = _attentions(model, gate_name)
-    assert len(attentions) == model.config.num_hidden_layers
+    # every block has attention but the hybrids' linear-attention ones
+    types = getattr(model.config, "layer_types", None) or ["full_attention"] * model.config.num_hidden_layers
+    assert len(attentions) == sum(t != "linear_attention" for t in types) > 0
     for attn, (g, grad, p, c) in zip(attentions, _gradients_at_the_gate(model, gate_name, "attnlrp"), strict=True):
-        heads = attn.o_proj.in_features // attn.head_dim
-        x = g.detach().view(*g.shape[:-1], heads, -1)
+        heads = model.config.num_attention_heads
+        gate, gate_grad = _gate_of(g.detach(), source, heads), _gate_of(grad, source, heads)
+        x = gate.view(*gate.shape[:-1], heads, -1)
         if bias_name is not None:
             x = x + getattr(attn, bias_name).detach()[:, None]
-        shape = (*p.shape[:-1], heads, attn.head_dim)
+        shape = (*p.shape[:-1], heads, -1)
+        # the forward is the plain one: p = o * act(x), with o recovered from p (act > 0 here)
         # the identity rule x 1/2 on act: d/dx = 1/2 * c * p / x, summed over head_dim for a per-head gate
         want = 0.5 * c.view(shape) * p.view(shape) / x
-        if x.shape[-1] == 1:
+        if per_head:
             want = want.sum(-1)
-        torch.testing.assert_close(grad, want.reshape(grad.shape), rtol=1e-9, atol=1e-12)
-        assert (g.shape[-1] == heads) == name.endswith("per-head")
+        torch.testing.assert_close(gate_grad, want.reshape(gate_grad.shape), rtol=1e-9, atol=1e-12)
+        assert (gate.shape[-1] == heads) == per_head
+        if source == "query_heads":
+            # the query half of q_proj's output still carries the attention's gradient
+            query_grad = grad.view(*grad.shape[:-1], heads, 2, -1)[..., 0, :]
+            assert query_grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["laguna-per-head", "beam"])
+@pytest.mark.parametrize("name", ["laguna-per-head", "beam", "bailing_hybrid"])
 def test_cp_lrp_holds_the_gate_constant(name):
-    model_type, overrides, gate_name, _act, _bias = FAMILIES[name]
+    model_type, overrides, gate_name, _act, _bias, _source, _per_head = FAMILIES[name]
     model = tiny_model(model_type, dtype=torch.float64, **overrides)
     for g, grad, _p, _c in _gradients_at_the_gate(model, gate_name, "cp-lrp"):
         assert g.requires_grad and (grad is None or not grad.any())
+
+
+@pytest.mark.parametrize("rules", ["cp-lrp", "attnlrp"])
+def test_a_gate_sliced_from_the_query_heads_is_held_there_and_the_query_left_alone(rules):
+    # on q_proj alone (CP-LRP detaches the query inside the model, so this is where the halves can be told apart):
+    # the output unchanged, the query half's gradient the plain one, the gate half's none (held, or handed to the
+    # output projection's rule under AttnLRP), and the hook gone afterwards
+    model = tiny_model("qwen3_next", dtype=torch.float64)
+    attn = _attentions(model, "q_proj")[0]
+    heads, parts = model.config.num_attention_heads, model_spec_gate("qwen3_next")
+    x = torch.randn(2, 3, attn.q_proj.in_features, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    upstream = torch.randn(2, 3, attn.q_proj.out_features, dtype=torch.float64)
+    with ModelPatch(model) as patch:
+        install_attention_gates(patch, [attn], parts, rules)
+        y = attn.q_proj(x)
+    torch.testing.assert_close(y, attn.q_proj(x), rtol=0, atol=0)
+    (grad,) = torch.autograd.grad(y, attn.q_proj.weight, upstream)
+    plain = (upstream.reshape(-1, upstream.shape[-1]).T @ x.reshape(-1, x.shape[-1])).view(heads, 2, -1, x.shape[-1])
+    torch.testing.assert_close(grad.view(heads, 2, -1, x.shape[-1])[:, 0], plain[:, 0])
+    assert not grad.view(heads, 2, -1, x.shape[-1])[:, 1].any()
+    assert not attn.q_proj._forward_hooks and "forward" not in vars(attn.o_proj)
+
+
+def model_spec_gate(model_type: str) -> AttentionOutputGateParts:
+    from lrp_llm.archs import arch_for_model_type
+
+    return arch_for_model_type(model_type).parts.attention_gate
+
+
+def test_the_uniform_rule_halves_what_enters_the_gated_product():
+    # the product's two sides, inside a Qwen3-Next attention: the relevance at the gate's input plus the
+    # relevance the attention output receives (p.grad after the rule, times o) is the relevance of p
+    model = tiny_model("qwen3_next", dtype=torch.float64)
+    heads = model.config.num_attention_heads
+    for g, grad, p, c in _gradients_at_the_gate(model, "q_proj", "attnlrp"):
+        gate, gate_grad = _gate_of(g.detach(), "query_heads", heads), _gate_of(grad, "query_heads", heads)
+        torch.testing.assert_close((gate * gate_grad).sum(), 0.5 * (p * c).sum(), rtol=1e-9, atol=1e-12)
 
 
 def test_beams_float32_expert_gate_is_recognised_as_the_plain_gated_product():
@@ -152,3 +215,29 @@ def test_a_gate_whose_width_fits_no_layout_is_refused_in_one_line():
         with ModelPatch(model) as patch:
             install_attention_gates(patch, [attn], parts, "attnlrp")
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "gate_name", "width", "source", "groups"),
+    [
+        ("qwen3_next", "q_proj", 40, "query_heads", "element"),  # not twice the attention output
+        ("bailing_hybrid", "g_proj", 3, "projection", "head"),  # not a divisor of the attention output
+        ("afmoe", "gate_proj", 4, "projection", "element"),  # a per-head width where per element is declared
+    ],
+)
+def test_each_layout_refuses_a_gate_of_another_width_in_one_line(model_type, gate_name, width, source, groups):
+    model = tiny_model(model_type)
+    attn = _attentions(model, gate_name)[0]
+    setattr(attn, gate_name, nn.Linear(getattr(attn, gate_name).in_features, width, bias=False))
+    parts = AttentionOutputGateParts(gate=gate_name, output="o_proj", act="sigmoid", source=source, groups=groups)
+    with pytest.raises(UnsupportedModelError, match="output gate") as error:
+        with ModelPatch(model) as patch:
+            install_attention_gates(patch, [attn], parts, "attnlrp")
+    assert "\n" not in str(error.value)
+
+
+def test_a_gate_layout_that_does_not_exist_is_refused_where_the_family_is_declared():
+    with pytest.raises(ValueError, match="one per element"):
+        AttentionOutputGateParts(gate="q_proj", output="o_proj", act="sigmoid", source="query_heads", groups="head")
+    with pytest.raises(ValueError, match="groups 'channel'"):
+        AttentionOutputGateParts(gate="g", output="o", act="sigmoid", groups="channel")

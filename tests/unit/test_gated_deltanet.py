@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrp_llm.archs.gated_deltanet import gated_delta_rule, gated_rms_norm, install_output_gates
+from lrp_llm.archs.gated_deltanet import gated_delta_rule, gated_rms_norm
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.patch import ModelPatch
 
@@ -168,67 +168,6 @@ def test_gated_rms_norm_holds_rms_and_splits_or_holds_the_gate(rules, activation
         # identity rule on the activation: the gradient at z is (upstream) * act(z) / z, times 1/2
         torch.testing.assert_close(z.grad, 0.5 * w * normed * act(zd) / zd)
         torch.testing.assert_close((x * x.grad).sum() + (z * z.grad).sum(), (out * w).sum())
-
-
-class _GatedAttention(nn.Module):
-    """An attention module's outline: q_proj's output is per head [query | gate]."""
-
-    def __init__(self, heads=2, head_dim=3):
-        super().__init__()
-        self.q_proj = nn.Linear(5, heads * head_dim * 2, bias=False, dtype=torch.float64)
-        self.config = type("Config", (), {"num_attention_heads": heads})()
-        self._lrp_attention_rules = (None, 0.25, 0.25, 0.5, False)
-
-
-@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp"])
-def test_the_attention_output_gate_is_held_or_halved_and_restored(rules):
-    torch.manual_seed(0)
-    attn = _GatedAttention()
-    x = torch.randn(4, 5, dtype=torch.float64)
-    with ModelPatch(attn) as patch:
-        install_output_gates(patch, [attn], rules)
-        out = attn.q_proj(x).detach()
-        y = attn.q_proj(x)
-        factors = attn._lrp_attention_rules[1:4]
-    want = x @ attn.q_proj.weight.detach().T
-    torch.testing.assert_close(out, want)
-    # the gradient of the gate halves (columns 3..5 and 9..11) against the plain one
-    upstream = torch.randn_like(y)
-    (grad,) = torch.autograd.grad(y, attn.q_proj.weight, upstream)
-    gate_cols = torch.tensor([3, 4, 5, 9, 10, 11])
-    query_cols = torch.tensor([0, 1, 2, 6, 7, 8])
-    plain = upstream.T @ x
-    torch.testing.assert_close(grad[query_cols], plain[query_cols])
-    if rules == "cp-lrp":
-        assert torch.count_nonzero(grad[gate_cols]) == 0
-        assert factors == (0.25, 0.25, 0.5)
-    else:
-        torch.testing.assert_close(grad[gate_cols], 0.5 * plain[gate_cols])
-        assert factors == (0.125, 0.125, 0.25)  # the attention output's half
-    assert attn._lrp_attention_rules[1:4] == (0.25, 0.25, 0.5)
-    assert not attn.q_proj._forward_hooks
-
-
-@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp"])
-def test_a_per_head_gate_projection_is_held_or_halved(rules):
-    # Bailing: sigmoid(g_proj(x)) per head scales the attention output
-    torch.manual_seed(0)
-    attn = _GatedAttention()
-    attn.g_proj = nn.Linear(5, 2, bias=False, dtype=torch.float64)
-    x = torch.randn(4, 5, dtype=torch.float64)
-    upstream = torch.randn(4, 2, dtype=torch.float64)
-    with ModelPatch(attn) as patch:
-        install_output_gates(patch, [attn], rules, "g_proj")
-        y = attn.g_proj(x)
-        factors = attn._lrp_attention_rules[1:4]
-    torch.testing.assert_close(y.detach(), x @ attn.g_proj.weight.detach().T)
-    if rules == "cp-lrp":
-        assert not y.requires_grad and factors == (0.25, 0.25, 0.5)
-    else:
-        (grad,) = torch.autograd.grad(y, attn.g_proj.weight, upstream)
-        torch.testing.assert_close(grad, 0.5 * upstream.T @ x)
-        assert factors == (0.125, 0.125, 0.25)
-    assert not attn.g_proj._forward_hooks and attn._lrp_attention_rules[1:4] == (0.25, 0.25, 0.5)
 
 
 def test_a_checkpoint_without_its_deltanets_is_refused_in_one_line():
