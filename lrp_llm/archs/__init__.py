@@ -182,6 +182,7 @@ def _load_families() -> None:
         moe_more,  # noqa: F401
         moshi,  # noqa: F401
         mpt,  # noqa: F401
+        old_causal,  # noqa: F401
         olmo,  # noqa: F401
         openai_gpt,  # noqa: F401
         opt,  # noqa: F401
