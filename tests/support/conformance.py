@@ -87,6 +87,9 @@ def without_biases_and_position_embeddings(model: nn.Module) -> nn.Module:
         for m in model.modules():
             if isinstance(m, nn.Embedding) and m is not tokens:
                 m.weight.zero_()
+        for name, b in model.named_buffers():
+            if name.endswith("pos_encoding"):  # CTRL's fixed sinusoidal encoding, added to every token like a bias
+                b.zero_()
     return model
 
 

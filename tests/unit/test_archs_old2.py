@@ -53,3 +53,39 @@ def test_gpt_sw3_is_the_gpt2_layout():
     from lrp_llm.archs import arch_for_model_type
 
     assert arch_for_model_type("gpt-sw3").family == "gpt2"
+
+
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp", "relp"])
+def test_ctrl_rules_leave_the_callers_embeddings_unchanged(rules):
+    """CTRL scales ``inputs_embeds`` in place; under the rules the model gets a copy and the gradient still arrives."""
+    import torch
+
+    from lrp_llm.mechanism.context import lrp_rules
+    from tests.support.conformance import tiny_for
+
+    torch.manual_seed(0)
+    model, inputs = tiny_for("ctrl", dtype=torch.float64)
+    with torch.no_grad():
+        want = model(**inputs).logits
+        embeds = model.get_input_embeddings()(inputs["input_ids"])
+    before = embeds.clone()
+    embeds.requires_grad_(True)
+    with lrp_rules(model, rules):
+        logits = model(inputs_embeds=embeds).logits
+        logits[0, -1, 3].backward()
+    assert torch.equal(embeds.detach(), before)
+    torch.testing.assert_close(logits.detach(), want, atol=1e-12, rtol=0)
+    assert embeds.grad is not None and embeds.grad.abs().sum() > 0
+
+
+def test_ctrl_plain_gradient_methods_run_on_a_leaf():
+    import torch
+
+    from lrp_llm.engines.causal_lm import relevance
+    from tests.support.conformance import tiny_for
+
+    torch.manual_seed(0)
+    model, _ = tiny_for("ctrl")
+    out = relevance(model, [3, 7, 1, 9, 4, 2], [4, 5], method="grad-x-input")
+    assert torch.isfinite(torch.as_tensor(out["relevance"])).all()
+    assert torch.as_tensor(out["relevance"]).abs().sum() > 0
