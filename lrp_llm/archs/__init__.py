@@ -157,6 +157,7 @@ def _load_families() -> None:
     from lrp_llm.archs import (
         bart,  # noqa: F401
         bert,  # noqa: F401
+        bert_decoders,  # noqa: F401
         biogpt,  # noqa: F401
         bloom,  # noqa: F401
         codegen,  # noqa: F401

@@ -8,19 +8,12 @@ from __future__ import annotations
 
 from lrp_llm.archs import refuse
 
-# BERT-style decoders (``is_decoder=True``): transformers builds them as causal LMs, but their blocks,
-# LM-head transform and the part named below have no causal-LM rules written here
-# (BERT, RoBERTa, ... are explained as encoders: BiLRP).
+# BERT-style decoders (``is_decoder=True``) whose named part keeps them out of lrp_llm.archs.bert_decoders
 _BERT_STYLE = {
-    "bert-generation": "BertGenerationDecoder's post-norm BERT blocks and LM head have no causal-LM rules here",
     "big_bird": "BigBirdBlockSparseAttention (block-sparse attention with random blocks) has no LRP rule here",
-    "megatron-bert": "MegatronBertLayer's pre-LayerNorm BERT blocks have no causal-LM rules here",
-    "rembert": "RemBertForCausalLM's decoupled input/output embeddings and post-norm blocks have no causal-LM rules here",
-    "roberta-prelayernorm": "RobertaPreLayerNormLayer's pre-LayerNorm blocks have no causal-LM rules here",
-    "roc_bert": "RoCBertEmbeddings' pronunciation and shape embeddings (computed from input_ids) have no rule here",
-    "roformer": "RoFormerSelfAttention's sinusoidal rotary q/k in post-norm blocks has no causal-LM rules here",
-    "xlm-roberta-xl": "XLMRobertaXLLayer's pre-LayerNorm blocks have no causal-LM rules here",
-    "xmod": "XmodLayer's per-language adapter MLPs (XmodAdapter) have no LRP rule here",
+    "roc_bert": "RoCBertEmbeddings add pronunciation and shape embeddings from their own id inputs, which the "
+    "explainers (inputs_embeds only) cannot pass",
+    "xmod": "XmodModel picks its per-language adapters (XmodAdapter) by lang_ids, which the explainers do not pass",
 }
 for _model_type, _reason in _BERT_STYLE.items():
     refuse((_model_type,), _reason)

@@ -145,6 +145,14 @@ _SPECIAL: dict[str, dict] = {
     # CTRL's MLP width is `dff` (default 8192, a name the shrinker does not know): at that width float32
     # rounding moved the sweep's normalised recovery by 2e-4 between engines (0 in float64)
     "ctrl": {"dff": 64},
+    # RemBERT's decoupled embedding widths are names the shrinker does not know (256 and 1664 wide): at those widths
+    # float32 rounding moved the sweep's normalised recovery by 6e-3 between engines (0 in float64)
+    "rembert": {"is_decoder": True, "input_embedding_size": 32, "output_embedding_size": 32},
+    # BERT-style types build their causal LM as a decoder only with is_decoder (else bidirectional attention)
+    **{
+        t: {"is_decoder": True}
+        for t in ("bert-generation", "megatron-bert", "roberta-prelayernorm", "roformer", "xlm-roberta-xl")
+    },
 }
 
 # BART-style encoder-decoders: num_hidden_layers / num_attention_heads map to the encoder's

@@ -10,14 +10,8 @@ from lrp_llm.errors import UnsupportedModelError
 
 # model type -> a word of the part its error must name
 REFUSED_PARTS = {
-    "bert-generation": "BertGenerationDecoder",
     "big_bird": "BigBirdBlockSparseAttention",
-    "megatron-bert": "MegatronBertLayer",
-    "rembert": "RemBertForCausalLM",
-    "roberta-prelayernorm": "RobertaPreLayerNormLayer",
     "roc_bert": "RoCBertEmbeddings",
-    "roformer": "RoFormerSelfAttention",
-    "xlm-roberta-xl": "XLMRobertaXLLayer",
     "xmod": "XmodAdapter",
     "xlm": "MultiHeadAttention",
     "cpmant": "inputs_embeds",
@@ -53,6 +47,62 @@ def test_gpt_sw3_is_the_gpt2_layout():
     from lrp_llm.archs import arch_for_model_type
 
     assert arch_for_model_type("gpt-sw3").family == "gpt2"
+
+
+def test_bert_decoder_layer_norm_is_the_modules_value_with_sigma_held():
+    """Value: torch's own LayerNorm, bit for bit. Gradient: ``inv * (w g - mean(w g))`` with ``inv = 1/sigma``
+    a constant (the rule), written out by hand in float64."""
+    import torch
+
+    from lrp_llm.archs.bert_decoders import _layer_norm_exact_value
+    from lrp_llm.mechanism.patch import ModelPatch
+
+    torch.manual_seed(0)
+    norm = nn.LayerNorm(8, eps=1e-5).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3, 8, dtype=torch.float64)
+    want = torch.nn.functional.layer_norm(x, (8,), norm.weight, norm.bias, 1e-5)
+    with ModelPatch(norm) as patch:
+        patch.override_forward(norm, _layer_norm_exact_value(norm))
+        out = norm(x)
+        (out * g).sum().backward()
+    assert torch.equal(out.detach(), want.detach())
+    xd = x.detach()
+    inv = 1 / torch.sqrt(xd.var(-1, unbiased=False, keepdim=True) + 1e-5)
+    wg = norm.weight.detach() * g
+    torch.testing.assert_close(x.grad, inv * (wg - wg.mean(-1, keepdim=True)), atol=1e-12, rtol=0)
+    assert "forward" not in norm.__dict__  # restored
+
+
+@pytest.mark.parametrize("model_type", ["roberta-prelayernorm", "xlm-roberta-xl"])
+def test_roberta_lm_head_gelu_gets_the_identity_rule(model_type):
+    """``decoder(LN(gelu(dense(f))))`` under the rules: the gradient of ``f`` by hand in float64, with GELU's
+    derivative replaced by ``gelu(x) / x`` and the LayerNorm's 1/sigma a constant."""
+    import torch
+
+    from lrp_llm.mechanism.context import lrp_rules
+    from tests.support.conformance import tiny_for
+
+    torch.manual_seed(0)
+    model, _ = tiny_for(model_type, dtype=torch.float64)
+    head = model.lm_head
+    f = torch.randn(2, model.config.hidden_size, dtype=torch.float64, requires_grad=True)
+    k = 5
+    with lrp_rules(model, "cp-lrp"):
+        head(f)[:, k].sum().backward()
+    with torch.no_grad():
+        pre = head.dense(f)
+        a = torch.nn.functional.gelu(pre)
+        norm = head.layer_norm
+        inv = 1 / torch.sqrt(a.var(-1, unbiased=False, keepdim=True) + norm.eps)
+        wg = norm.weight * head.decoder.weight[k]
+        g_a = inv * (wg - wg.mean(-1, keepdim=True))
+        g_pre = g_a * a / pre
+        want = g_pre @ head.dense.weight
+    torch.testing.assert_close(f.grad, want, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp", "relp"])
