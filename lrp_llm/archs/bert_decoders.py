@@ -1,5 +1,5 @@
 """BERT-style decoders built as causal LMs (``is_decoder=True``): BertGeneration, Megatron-BERT, RemBERT,
-RoBERTa-PreLayerNorm, RoFormer, XLM-RoBERTa-XL.
+RoBERTa-PreLayerNorm, RoFormer, XLM-RoBERTa-XL, X-MOD.
 
 The blocks are BERT's: ``attention.self.{query,key,value}`` (causal under ``is_decoder``), an MLP
 ``output.dense(act(intermediate.dense(x)))`` and LayerNorms with bias, after each residual sum (post-norm:
@@ -136,5 +136,28 @@ REMBERT_FAMILY = _register("rembert", "rembert", MLPParts(up="dense", act="activ
 ROFORMER_FAMILY = _register("roformer", "roformer", _BERT_HEAD, None)
 ROBERTA_PRELAYERNORM_FAMILY = _register(
     "roberta-prelayernorm", "roberta-prelayernorm", None, "LayerNorm", roberta_head=True
+)
+# X-MOD: after each block's MLP, one adapter MLP per language ``dense2(act(dense1(x)))`` (the tokens of each
+# language through their own, put back by a mask: linear); the language comes from ``lang_ids`` or, as the
+# explainers pass none, ``config.default_language`` (transformers asks for ``set_default_language`` without it).
+_XMOD_PARTS = TransformerParts(
+    attention=_ATTENTION,
+    mlps=(_BLOCK_MLP, MLPParts(up="dense1", act="adapter_act_fn", down="dense2")),
+    norm=_LAYER_NORM,
+    expected=lambda config: {
+        "attention": config.num_hidden_layers,
+        "mlp": config.num_hidden_layers * (1 + len(config.languages)),
+    },
+)
+XMOD_FAMILY = register(
+    ArchSpec(
+        family="xmod",
+        model_types=("xmod",),
+        kind="causal-lm",
+        patching_rules=("relp",),
+        parts=_XMOD_PARTS,
+        install=_installer(_XMOD_PARTS, roberta_head=True),
+        blocks=_blocks(None),
+    )
 )
 XLM_ROBERTA_XL_FAMILY = _register("xlm-roberta-xl", "xlm-roberta-xl", None, "encoder.LayerNorm", roberta_head=True)

@@ -13,7 +13,6 @@ _BERT_STYLE = {
     "big_bird": "BigBirdBlockSparseAttention (block-sparse attention with random blocks) has no LRP rule here",
     "roc_bert": "RoCBertEmbeddings add pronunciation and shape embeddings from their own id inputs, which the "
     "explainers (inputs_embeds only) cannot pass",
-    "xmod": "XmodModel picks its per-language adapters (XmodAdapter) by lang_ids, which the explainers do not pass",
 }
 for _model_type, _reason in _BERT_STYLE.items():
     refuse((_model_type,), _reason)

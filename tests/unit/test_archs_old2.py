@@ -12,7 +12,6 @@ from lrp_llm.errors import UnsupportedModelError
 REFUSED_PARTS = {
     "big_bird": "BigBirdBlockSparseAttention",
     "roc_bert": "RoCBertEmbeddings",
-    "xmod": "XmodAdapter",
     "xlm": "MultiHeadAttention",
     "cpmant": "inputs_embeds",
     "xglm": "XGLMAttention",
@@ -139,3 +138,26 @@ def test_ctrl_plain_gradient_methods_run_on_a_leaf():
     out = relevance(model, [3, 7, 1, 9, 4, 2], [4, 5], method="grad-x-input")
     assert torch.isfinite(torch.as_tensor(out["relevance"])).all()
     assert torch.as_tensor(out["relevance"]).abs().sum() > 0
+
+
+def test_xmod_adapters_get_the_identity_rule():
+    """Each language adapter ``dense2(act(dense1(x)))``: by hand in float64, the input's gradient with the
+    activation's derivative replaced by ``act(p) / p``."""
+    import torch
+
+    from lrp_llm.mechanism.context import lrp_rules
+    from tests.support.conformance import tiny_for
+
+    torch.manual_seed(0)
+    model, _ = tiny_for("xmod", dtype=torch.float64)
+    adapters = model.roberta.encoder.layer[0].output.adapter_modules
+    assert list(adapters) == ["en_XX", "de_DE"]
+    for adapter in adapters.values():
+        x = torch.randn(3, model.config.hidden_size, dtype=torch.float64, requires_grad=True)
+        g = torch.randn(3, model.config.hidden_size, dtype=torch.float64)
+        with lrp_rules(model, "attnlrp"):
+            (adapter(x) * g).sum().backward()
+        with torch.no_grad():
+            p = adapter.dense1(x)
+            want = ((g @ adapter.dense2.weight) * adapter.adapter_act_fn(p) / p) @ adapter.dense1.weight
+        torch.testing.assert_close(x.grad, want, atol=1e-12, rtol=0)
