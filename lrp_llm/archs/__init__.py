@@ -199,5 +199,6 @@ def _load_families() -> None:
         t5,  # noqa: F401
         vision_towers,  # noqa: F401
         vit,  # noqa: F401
+        xglm,  # noqa: F401
         xlstm,  # noqa: F401
     )

@@ -27,11 +27,6 @@ refuse(
     "the explainers pass embeddings",
 )
 refuse(
-    ("xglm",),
-    "XGLMAttention clamps its scores with torch.full(finfo(dtype).min) in float32, which overflows in float64, "
-    "so its rules cannot be checked for conservation",
-)
-refuse(
     ("reformer",), "its LSH / local chunked attention (LSHSelfAttention) and reversible layers have no LRP rule here"
 )
 refuse(("xlnet",), "XLNetRelativeAttention's two-stream relative attention (content and query streams) has no LRP rule")

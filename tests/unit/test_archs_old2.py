@@ -14,7 +14,6 @@ REFUSED_PARTS = {
     "roc_bert": "RoCBertEmbeddings",
     "xlm": "MultiHeadAttention",
     "cpmant": "inputs_embeds",
-    "xglm": "XGLMAttention",
     "reformer": "LSHSelfAttention",
     "xlnet": "XLNetRelativeAttention",
     "prophetnet": "ProphetNetNgramSelfAttention",
@@ -161,3 +160,44 @@ def test_xmod_adapters_get_the_identity_rule():
             p = adapter.dense1(x)
             want = ((g @ adapter.dense2.weight) * adapter.adapter_act_fn(p) / p) @ adapter.dense1.weight
         torch.testing.assert_close(x.grad, want, atol=1e-12, rtol=0)
+
+
+def test_xglm_runs_in_float64_with_the_float32_models_values():
+    """transformers' XGLM attention raises in float64 (its clamp scalar overflows float32); under the rules and
+    for the plain-gradient methods the family's attention forward runs it, with the float32 model's logits."""
+    import torch
+
+    from lrp_llm.engines.causal_lm import relevance
+    from lrp_llm.mechanism.context import lrp_rules
+    from tests.support.conformance import tiny_for
+
+    torch.manual_seed(0)
+    model, inputs = tiny_for("xglm")
+    with torch.no_grad():
+        want = model(**inputs).logits.double()
+    model = model.double()
+    with pytest.raises(RuntimeError, match="overflow"):
+        model(**inputs)  # the unmodified forward: what the family works around
+    for rules in ("attnlrp", "cp-lrp", "relp"):
+        with lrp_rules(model, rules), torch.no_grad():
+            torch.testing.assert_close(model(**inputs).logits, want, atol=1e-5, rtol=1e-5)
+    out = relevance(model, [3, 7, 1, 9, 4, 2], [4, 5], method="grad-x-input")
+    assert torch.isfinite(torch.as_tensor(out["relevance"])).all()
+
+
+def test_xglm_attention_forward_continues_a_cache_like_the_original():
+    """The family's attention forward appends to the key/value cache as transformers does: a prompt and then one
+    more token give the full sequence's last logits (float64, where the original cannot run)."""
+    import torch
+
+    from lrp_llm.mechanism.context import lrp_rules
+    from tests.support.conformance import tiny_for
+
+    torch.manual_seed(0)
+    model, inputs = tiny_for("xglm", dtype=torch.float64)
+    ids = inputs["input_ids"]
+    with lrp_rules(model, None), torch.no_grad():
+        full = model(input_ids=ids, use_cache=False).logits[:, -1]
+        first = model(input_ids=ids[:, :-1], use_cache=True)
+        step = model(input_ids=ids[:, -1:], past_key_values=first.past_key_values, use_cache=True).logits[:, -1]
+    torch.testing.assert_close(step, full, atol=1e-12, rtol=0)
