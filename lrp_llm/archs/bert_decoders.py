@@ -1,5 +1,5 @@
 """BERT-style decoders built as causal LMs (``is_decoder=True``): BertGeneration, Megatron-BERT, RemBERT,
-RoBERTa-PreLayerNorm, RoFormer, XLM-RoBERTa-XL, X-MOD.
+RoBERTa-PreLayerNorm, RoFormer, XLM-RoBERTa-XL, X-MOD, and GIT's text decoder (text prompts).
 
 The blocks are BERT's: ``attention.self.{query,key,value}`` (causal under ``is_decoder``), an MLP
 ``output.dense(act(intermediate.dense(x)))`` and LayerNorms with bias, after each residual sum (post-norm:
@@ -32,6 +32,7 @@ from torch import nn
 
 from lrp_llm.archs import ArchSpec, register
 from lrp_llm.archs.blocks import check_counts, find_parts, install_attention, install_mlps
+from lrp_llm.archs.ctrl import copy_inputs_embeds
 from lrp_llm.archs.description import AttentionParts, BlockPaths, MLPParts, NormParts, TransformerParts
 from lrp_llm.mechanism.patch import ModelPatch
 from lrp_llm.mechanism.primitives import identity_rule, layer_norm_detached
@@ -99,8 +100,10 @@ def _layer_norm_exact_value(norm: nn.LayerNorm):
     return make
 
 
-def _installer(parts: TransformerParts, *, roberta_head: bool):
+def _installer(parts: TransformerParts, *, roberta_head: bool, copy_embeds: bool = False):
     def install(patch: ModelPatch, model: nn.Module, rules: str) -> None:
+        if copy_embeds:
+            copy_inputs_embeds(patch, model)
         found = find_parts(model, parts)
         check_counts(model, parts, found)
         for norm in found["norms"]:
@@ -113,7 +116,15 @@ def _installer(parts: TransformerParts, *, roberta_head: bool):
     return install
 
 
-def _register(family: str, model_type: str, head_act: MLPParts | None, final_norm: str | None, *, roberta_head=False):
+def _register(
+    family: str,
+    model_type: str,
+    head_act: MLPParts | None,
+    final_norm: str | None,
+    *,
+    roberta_head: bool = False,
+    copy_embeds: bool = False,
+):
     parts = _parts(head_act)
     return register(
         ArchSpec(
@@ -122,7 +133,8 @@ def _register(family: str, model_type: str, head_act: MLPParts | None, final_nor
             kind="causal-lm",
             patching_rules=("relp",),
             parts=parts,
-            install=_installer(parts, roberta_head=roberta_head),
+            install=_installer(parts, roberta_head=roberta_head, copy_embeds=copy_embeds),
+            plain=copy_inputs_embeds if copy_embeds else None,
             blocks=_blocks(final_norm),
         )
     )
@@ -160,4 +172,8 @@ XMOD_FAMILY = register(
         blocks=_blocks(None),
     )
 )
+# GIT without an image (text prompts): its text decoder is BERT's post-norm blocks under a causal mask, the LM
+# head a Linear (``output``); the vision tower and its projection are not run, so the rules on their norms are inert.
+# GitEmbeddings adds the position embeddings to ``inputs_embeds`` in place: the base model gets a copy (as CTRL's)
+GIT_FAMILY = _register("git", "git", None, None, copy_embeds=True)
 XLM_ROBERTA_XL_FAMILY = _register("xlm-roberta-xl", "xlm-roberta-xl", None, "encoder.LayerNorm", roberta_head=True)

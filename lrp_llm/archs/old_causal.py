@@ -31,7 +31,3 @@ refuse(
 )
 refuse(("xlnet",), "XLNetRelativeAttention's two-stream relative attention (content and query streams) has no LRP rule")
 refuse(("prophetnet",), "ProphetNetNgramSelfAttention's n-gram predicting streams have no LRP rule here")
-refuse(
-    ("git",),
-    "GitForCausalLM's image tokens (GitProjection) and its post-norm BERT-style text layers have no LRP rules here",
-)

@@ -17,7 +17,6 @@ REFUSED_PARTS = {
     "reformer": "LSHSelfAttention",
     "xlnet": "XLNetRelativeAttention",
     "prophetnet": "ProphetNetNgramSelfAttention",
-    "git": "GitProjection",
 }
 
 
@@ -103,16 +102,18 @@ def test_roberta_lm_head_gelu_gets_the_identity_rule(model_type):
     torch.testing.assert_close(f.grad, want, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("model_type", ["ctrl", "git"])
 @pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp", "relp"])
-def test_ctrl_rules_leave_the_callers_embeddings_unchanged(rules):
-    """CTRL scales ``inputs_embeds`` in place; under the rules the model gets a copy and the gradient still arrives."""
+def test_rules_leave_the_callers_embeddings_unchanged(model_type, rules):
+    """CTRL scales ``inputs_embeds`` in place, GIT adds its position embeddings to them in place; under the rules
+    the model gets a copy and the gradient still arrives."""
     import torch
 
     from lrp_llm.mechanism.context import lrp_rules
     from tests.support.conformance import tiny_for
 
     torch.manual_seed(0)
-    model, inputs = tiny_for("ctrl", dtype=torch.float64)
+    model, inputs = tiny_for(model_type, dtype=torch.float64)
     with torch.no_grad():
         want = model(**inputs).logits
         embeds = model.get_input_embeddings()(inputs["input_ids"])
@@ -126,14 +127,15 @@ def test_ctrl_rules_leave_the_callers_embeddings_unchanged(rules):
     assert embeds.grad is not None and embeds.grad.abs().sum() > 0
 
 
-def test_ctrl_plain_gradient_methods_run_on_a_leaf():
+@pytest.mark.parametrize("model_type", ["ctrl", "git"])
+def test_plain_gradient_methods_run_on_a_leaf(model_type):
     import torch
 
     from lrp_llm.engines.causal_lm import relevance
     from tests.support.conformance import tiny_for
 
     torch.manual_seed(0)
-    model, _ = tiny_for("ctrl")
+    model, _ = tiny_for(model_type)
     out = relevance(model, [3, 7, 1, 9, 4, 2], [4, 5], method="grad-x-input")
     assert torch.isfinite(torch.as_tensor(out["relevance"])).all()
     assert torch.as_tensor(out["relevance"]).abs().sum() > 0
