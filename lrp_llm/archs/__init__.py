@@ -157,10 +157,12 @@ def _load_families() -> None:
     from lrp_llm.archs import (
         bart,  # noqa: F401
         bert,  # noqa: F401
+        bert_decoders,  # noqa: F401
         biogpt,  # noqa: F401
         bloom,  # noqa: F401
         codegen,  # noqa: F401
         cohere,  # noqa: F401
+        ctrl,  # noqa: F401
         doge,  # noqa: F401
         encoders,  # noqa: F401
         falcon,  # noqa: F401
@@ -182,6 +184,7 @@ def _load_families() -> None:
         moe_more,  # noqa: F401
         moshi,  # noqa: F401
         mpt,  # noqa: F401
+        old_causal,  # noqa: F401
         olmo,  # noqa: F401
         openai_gpt,  # noqa: F401
         opt,  # noqa: F401
@@ -196,5 +199,6 @@ def _load_families() -> None:
         t5,  # noqa: F401
         vision_towers,  # noqa: F401
         vit,  # noqa: F401
+        xglm,  # noqa: F401
         xlstm,  # noqa: F401
     )

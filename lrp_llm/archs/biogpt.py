@@ -5,9 +5,7 @@ BioGPT's attention calls transformers' attention function on the outputs of sepa
 modules, so output hooks carry the Q/K/V rules. The learned position embedding is added to
 every token like a bias (conservation is exact without it).
 
-XGLM has the same layout but is not registered: its attention cannot run in float64 (it
-clamps the scores with a float32 scalar of the float64 minimum, which overflows), so the
-conservation check cannot be run on it.
+XGLM has the same layout (:mod:`lrp_llm.archs.xglm`).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from lrp_llm.archs.description import (
 GPT2_FAMILY = register(
     ArchSpec(
         family="gpt2",
-        model_types=("gpt2", "gpt_bigcode"),
+        model_types=("gpt2", "gpt_bigcode", "gpt-sw3"),
         kind="causal-lm",
         patching_rules=("relp",),
         parts=TransformerParts(

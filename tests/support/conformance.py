@@ -87,6 +87,10 @@ def without_biases_and_position_embeddings(model: nn.Module) -> nn.Module:
         for m in model.modules():
             if isinstance(m, nn.Embedding) and m is not tokens:
                 m.weight.zero_()
+        for name, b in model.named_buffers():
+            # fixed sinusoidal encodings (CTRL, XGLM), added to every token like a bias
+            if name.endswith("pos_encoding") or name.endswith(".embed_positions.weights"):
+                b.zero_()
     return model
 
 

@@ -78,12 +78,12 @@ def test_blocks_and_sites_resolve(model_type):
 
 
 def test_unregistered_model_has_a_one_line_error_naming_the_supported():
-    from transformers import CTRLConfig, CTRLLMHeadModel
+    from transformers import XLNetConfig, XLNetLMHeadModel
 
-    model = CTRLLMHeadModel(CTRLConfig(n_layer=1, n_embd=8, n_head=2, dff=16, vocab_size=11))
-    with pytest.raises(UnsupportedModelError, match=r"patching does not support 'ctrl'; supported: .*mamba2.*qwen3"):
+    model = XLNetLMHeadModel(XLNetConfig(n_layer=1, d_model=8, n_head=2, d_inner=16, vocab_size=11))
+    with pytest.raises(UnsupportedModelError, match=r"patching does not support 'xlnet'; supported: .*mamba2.*qwen3"):
         SiteMap(model)
-    assert arch_for_model_type("ctrl") is None and arch_for_model_type(None) is None
+    assert arch_for_model_type("xlnet") is None and arch_for_model_type(None) is None
     assert arch_for_model_type("qwen2").family == "llama"
 
 

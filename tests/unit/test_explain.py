@@ -103,8 +103,8 @@ def test_bad_inputs_raise_one_line_errors(tiny):
 
 
 def test_unsupported_architecture_names_the_supported_ones():
-    from transformers import CTRLConfig, CTRLLMHeadModel
+    from transformers import XLNetConfig, XLNetLMHeadModel
 
-    model = CTRLLMHeadModel(CTRLConfig(n_layer=1, n_embd=16, n_head=2, dff=32, vocab_size=20))
-    with pytest.raises(UnsupportedModelError, match="unsupported architecture 'ctrl'; supported: .*llama"):
+    model = XLNetLMHeadModel(XLNetConfig(n_layer=1, d_model=16, n_head=2, d_inner=32, vocab_size=20))
+    with pytest.raises(UnsupportedModelError, match=r"unsupported architecture 'xlnet' \(.*\); supported: .*llama"):
         relevance(model, [1, 2, 3], [2], method="attnlrp")

@@ -90,9 +90,9 @@ def test_corrupt_safetensors_give_a_checkpoint_error(tiny_dir, tmp_path):
 
 
 def test_unsupported_architecture_is_refused_before_loading(tmp_path):
-    (tmp_path / "config.json").write_text('{"model_type": "ctrl"}')
+    (tmp_path / "config.json").write_text('{"model_type": "xlnet"}')
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(UnsupportedModelError, match="unsupported architecture 'ctrl'.*supported: .*llama"):
+    with pytest.raises(UnsupportedModelError, match="unsupported architecture 'xlnet'.*supported: .*llama"):
         load_model(tmp_path)
 
 
