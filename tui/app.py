@@ -109,8 +109,10 @@ class XaiApp(App[None]):
         chat: bool = True,
         max_new_tokens: int = 20,
         encoder: EncoderBackend | None = None,
+        kind: str = "causal-lm",
     ) -> None:
         super().__init__()
+        self.model_kind = kind  # the checkpoint's kind ("causal-lm", "seq2seq", "image-classification")
         self.backend = backend
         self.encoder = encoder  # the similarity view's model, loaded on its first use
         self.result_path = result_path
@@ -123,8 +125,14 @@ class XaiApp(App[None]):
         self._current: dict[str, int] = {}  # the live job of each worker group
         self._pending: AskRequest | None = None
         self._partial_job: int | None = None  # the job whose partial explanation is on screen
-        for v in available_views():  # a view's module is imported when it is first shown
+        views = available_views(kind)
+        if not views:
+            from lrp_llm.errors import InputError
+
+            raise InputError(f"the app has no view for a {kind} model; use the xai-tui subcommands (xai-tui --help)")
+        for v in views:  # a view's module is imported when it is first shown
             self.add_mode(v.id, lambda v=v: v.screen_class()())
+        self.DEFAULT_MODE = views[0].id  # the kind's main view
         self.set_reactive(XaiApp.method, method)
         self.set_reactive(XaiApp.chat, chat)
 
@@ -458,17 +466,17 @@ class XaiApp(App[None]):
         if action == "cancel":
             return self._running_jobs() or self._pending is not None
         if action == "switch_view":
-            return any(v.id == parameters[0] for v in available_views())
+            return any(v.id == parameters[0] for v in available_views(self.model_kind))
         return True
 
     def action_switch_view(self, view_id: str) -> None:
-        if view_id != self.current_mode and any(v.id == view_id for v in available_views()):
+        if view_id != self.current_mode and any(v.id == view_id for v in available_views(self.model_kind)):
             self.switch_mode(view_id)
 
     def action_help(self) -> None:
         from .screens.help import HelpScreen
 
-        self.push_screen(HelpScreen(self.help_sections(), intro=HELP_INTRO))
+        self.push_screen(HelpScreen(self.help_sections(), intro=HELP_INTRO, kind=self.model_kind))
 
     def help_sections(self) -> list[tuple[str, type]]:
         from .screens.dialogs import PathDialog
@@ -477,7 +485,7 @@ class XaiApp(App[None]):
         from .widgets.tokenflow import AnswerTokens
 
         sections: list[tuple[str, type]] = [("everywhere", XaiApp), ("everywhere", PaletteKeys)]
-        sections += [(v.title, v.screen_class()) for v in available_views()]
+        sections += [(v.title, v.screen_class()) for v in available_views(self.model_kind)]
         sections += [("answer tokens", AnswerTokens), ("sources list", SourcesList)]
         sections += [("grids", HeatGrid), ("dialogs", PathDialog)]
         return sections
@@ -527,11 +535,7 @@ class XaiApp(App[None]):
             if choice == "json":
                 self.open_result(path)
             else:
-                options = self.backend.options if self.backend is not None else LoadOptions()
-                fields = {**options.__dict__, "path": path}
-                self.backend = ModelBackend(LoadOptions(**fields))
-                self.source = ""
-                self.load_model()
+                self._open_checkpoint(path)
 
         self.push_screen(
             PathDialog(
@@ -541,6 +545,27 @@ class XaiApp(App[None]):
             ),
             chosen,
         )
+
+    def _open_checkpoint(self, path: str) -> None:
+        """Load the checkpoint at ``path`` in place of the current model; one of another kind
+        (an image classifier in the text app) is pointed to its own app with one line."""
+        from lrp_llm.checkpoints.loading import checkpoint_kind
+        from lrp_llm.errors import XaiError
+
+        options = self.backend.options if self.backend is not None else LoadOptions()
+        try:
+            kind = checkpoint_kind(path, allow_pickle=options.allow_pickle)
+        except XaiError as exc:
+            self.show_error(describe(exc))
+            return
+        if kind != self.model_kind:
+            self.show_error(
+                f"{path} is a {kind} model and this app shows {self.model_kind} models; open it with `xai-tui {path}`"
+            )
+            return
+        self.backend = ModelBackend(dataclasses.replace(options, path=path))
+        self.source = ""
+        self.load_model()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         from .screens.base import ViewScreen
@@ -560,7 +585,7 @@ class XaiApp(App[None]):
         )
         if self.progress is not None:
             yield SystemCommand("Cancel", "Stop the running job", self.action_cancel)
-        for v in available_views():
+        for v in available_views(self.model_kind):
             if v.id != self.current_mode:
                 yield SystemCommand(
                     f"View: {v.title}",

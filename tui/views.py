@@ -1,6 +1,9 @@
 """The app's views (one Textual mode each) and when each is available.
 
-A view lives in its own screen module under ``tui/screens/``. Views built on a
+A view lives in its own screen module under ``tui/screens/``. A view serves the model
+kinds in ``kinds`` (``lrp_llm.archs`` kinds: "causal-lm", "seq2seq",
+"image-classification"; None: any kind, e.g. similarity with its own encoder); the app
+offers the views of its checkpoint's kind, the first of them at start. Views built on a
 capability that may not be installed (``requires``: core modules) are offered only when
 both their screen module and those modules exist; this check uses ``find_spec`` and
 imports nothing, so it costs nothing at start-up.
@@ -21,12 +24,17 @@ class View:
     module: str
     screen: str
     requires: tuple[str, ...] = ()
+    kinds: tuple[str, ...] | None = ("causal-lm",)
 
     def available(self) -> bool:
         try:
             return all(importlib.util.find_spec(m) is not None for m in (self.module, *self.requires))
         except ModuleNotFoundError:  # a parent package is missing
             return False
+
+    def serves(self, kind: str | None) -> bool:
+        """Whether the view works for a model of ``kind`` (None: no model, a saved causal-LM result)."""
+        return self.kinds is None or (kind or "causal-lm") in self.kinds
 
     def screen_class(self):
         return getattr(importlib.import_module(self.module), self.screen)
@@ -35,13 +43,22 @@ class View:
 VIEWS: tuple[View, ...] = (
     View("ask", "Ask & explain", "f2", "tui.screens.ask", "AskScreen"),
     View("longrange", "Long range", "f3", "tui.screens.longrange", "LongRangeScreen"),
-    View("similarity", "Similarity", "f4", "tui.screens.similarity", "SimilarityScreen", ("lrp_llm.analyses.bilrp",)),
+    View(
+        "similarity",
+        "Similarity",
+        "f4",
+        "tui.screens.similarity",
+        "SimilarityScreen",
+        ("lrp_llm.analyses.bilrp",),
+        kinds=None,
+    ),
     View("patching", "Patching", "f5", "tui.screens.patching", "PatchingScreen", ("patching",)),
 )
 
 
-def available_views() -> list[View]:
-    return [v for v in VIEWS if v.available()]
+def available_views(kind: str | None = None) -> list[View]:
+    """The installed views that serve a model of ``kind`` (None: a causal LM)."""
+    return [v for v in VIEWS if v.available() and v.serves(kind)]
 
 
 def view(view_id: str) -> View:

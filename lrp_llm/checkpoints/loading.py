@@ -312,6 +312,23 @@ def _release_offload_folder(model: Any, folder: str) -> None:
         weakref.finalize(model, _remove_offload_folder, folder)
 
 
+def checkpoint_kind(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    revision: str | None = None,
+    allow_download: bool = False,
+    allow_pickle: bool = False,
+) -> str:
+    """The kind of model at ``path`` ("causal-lm", "seq2seq", "image-classification", "encoder", …) from its
+    config alone (nothing heavy is loaded); None: the bundled demo model. Errors as :func:`load_model`'s."""
+    if path is None:
+        return "causal-lm"
+    from lrp_llm.checkpoints.hub import resolve_checkpoint
+
+    folder = resolve_checkpoint(path, revision=revision, allow_download=allow_download, allow_pickle=allow_pickle)
+    return _kind(inspect_checkpoint(folder, allow_pickle=allow_pickle))
+
+
 def _kind(ckpt: Checkpoint) -> str:
     from lrp_llm.archs import arch_for_model_type
 

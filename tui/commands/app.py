@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = LoadOptions.from_args(args, path=args.checkpoint)
     name = None
+    kind = "causal-lm"
     if options.path is not None:
         # a typo, or a name missing from the Hugging Face cache, fails here, before the screen opens;
         # an org/name is resolved (and downloaded, when allowed) once, then loaded from its folder
@@ -73,6 +74,13 @@ def run(args: argparse.Namespace) -> int:
             )
         name = display_name(options.path)
         options = replace(options, path=str(folder), revision=None, allow_download=False)
+        from lrp_llm.checkpoints.loading import checkpoint_kind
+        from lrp_llm.errors import XaiError
+
+        try:
+            kind = checkpoint_kind(folder, allow_pickle=options.allow_pickle)
+        except XaiError:
+            pass  # the app opens and shows why the checkpoint does not load, with Ctrl+O to pick another
     app = XaiApp(
         ModelBackend(options, name=name),
         method=args.method,
@@ -80,5 +88,6 @@ def run(args: argparse.Namespace) -> int:
         context=args.context,
         chat=not args.plain,
         max_new_tokens=args.generate,
+        kind=kind,
     )
     return run_app(app)

@@ -22,8 +22,8 @@ Command = tuple[str, str, object]  # (title, help, callback) for the command pal
 class ViewTabs(Tabs):
     """The views as tabs (F2 … F5 or a click switch between them)."""
 
-    def __init__(self, active: str) -> None:
-        tabs = [Tab(f"{v.title} [dim]{v.key.upper()}[/]", id=v.id) for v in available_views()]
+    def __init__(self, active: str, kind: str | None = None) -> None:
+        tabs = [Tab(f"{v.title} [dim]{v.key.upper()}[/]", id=v.id) for v in available_views(kind)]
         super().__init__(*tabs, active=active, id="view-tabs")
         self.can_focus = False
 
@@ -41,7 +41,7 @@ class ViewScreen(Screen):
         from ..widgets.status import StatusBar
 
         yield Header(icon="◆")
-        yield ViewTabs(self.VIEW_ID)
+        yield ViewTabs(self.VIEW_ID, self.xai.model_kind)
         yield from self.compose_body()
         yield StatusBar()
         yield Footer()

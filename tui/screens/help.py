@@ -49,25 +49,26 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,f1,q", "dismiss", "Close", id="help.close")]
 
-    def __init__(self, sections: Iterable[tuple[str, type]], intro: str = "") -> None:
+    def __init__(self, sections: Iterable[tuple[str, type]], intro: str = "", kind: str | None = None) -> None:
         super().__init__()
         self.sections = list(sections)
         self.intro = intro
+        self.kind = kind  # the loaded model's kind: the keys of views for other kinds are not listed
 
     @staticmethod
-    def hidden(binding: Binding) -> bool:
-        """Keys of views that are not available in this installation are not listed."""
+    def hidden(binding: Binding, kind: str | None = None) -> bool:
+        """Keys of views that are not available in this installation, or not for a model of ``kind``, are not listed."""
         from ..views import available_views
 
         if binding.id and binding.id.startswith("view."):
-            return binding.id.removeprefix("view.") not in {v.id for v in available_views()}
+            return binding.id.removeprefix("view.") not in {v.id for v in available_views(kind)}
         return False
 
     def rows(self) -> list[tuple[str, str, str, str]]:
         out = []
         for where, cls in self.sections:
             for b in own_bindings(cls):
-                if self.hidden(b):
+                if self.hidden(b, self.kind):
                     continue
                 out.append((where, key_label(b.key), b.description, b.id or ""))
         return out
