@@ -196,5 +196,6 @@ def _load_families() -> None:
         t5,  # noqa: F401
         vision_towers,  # noqa: F401
         vit,  # noqa: F401
+        wrappers,  # noqa: F401
         xlstm,  # noqa: F401
     )

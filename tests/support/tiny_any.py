@@ -313,3 +313,43 @@ def _gemma3_multimodal(**overrides):
 
 # model types whose config nests the text model's (built from the text type's tiny config)
 _COMPOSITE = {"gemma3": _gemma3_multimodal}
+
+
+# Wrapper checkpoints (a vision tower beside a registered text model): AutoModelForCausalLM builds the text
+# model alone from them (its config the text config), so only the text config matters to the suite; the
+# vision tower is made tiny all the same (its defaults allocate gigabytes) for tests that build the wrapper
+_TINY_VISION = {
+    "qwen3_5": dict(depth=1, hidden_size=16, intermediate_size=24, num_heads=2, out_hidden_size=WIDTH),
+    "qwen3_5_moe": dict(depth=1, hidden_size=16, intermediate_size=24, num_heads=2, out_hidden_size=WIDTH),
+    "llama4": dict(
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=14,
+        vision_output_dim=32,
+        projector_input_dim=32,
+        projector_output_dim=WIDTH,
+    ),
+}
+
+
+def _text_wrapper(model_type: str, text_type: str):
+    def build(**overrides):
+        from transformers import AutoConfig
+
+        text = tiny_config(text_type, **overrides)
+        return AutoConfig.for_model(model_type, text_config=text.to_dict(), vision_config=_TINY_VISION[model_type])
+
+    build.__doc__ = f"{model_type}'s config: the tiny {text_type} model beside a one-layer vision tower."
+    return build
+
+
+_COMPOSITE.update(
+    {
+        "qwen3_5": _text_wrapper("qwen3_5", "qwen3_5_text"),
+        "qwen3_5_moe": _text_wrapper("qwen3_5_moe", "qwen3_5_moe_text"),
+        "llama4": _text_wrapper("llama4", "llama4_text"),
+    }
+)
