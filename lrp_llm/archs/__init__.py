@@ -174,6 +174,7 @@ def _load_families() -> None:
         gptj,  # noqa: F401
         hybrid,  # noqa: F401
         lfm2,  # noqa: F401
+        lfm3,  # noqa: F401
         llama,  # noqa: F401
         mamba,  # noqa: F401
         mla,  # noqa: F401

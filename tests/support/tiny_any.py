@@ -132,6 +132,8 @@ _SPECIAL: dict[str, dict] = {
     "dots3_note_text": {"num_key_value_heads": HEADS},  # its validator wants as many key/value heads as heads
     # both token mixers, and the MLP width as given (not 2/3 of it rounded up to 256)
     "lfm2": {"layer_types": ["conv", "full_attention"], "block_auto_adjust_ff_dim": False},
+    # every token mixer: its default pattern gives two conv layers (an all-conv cache cannot count the tokens)
+    "lfm3": {"layer_types": ["conv", "sliding_attention", "full_attention"], "num_hidden_layers": 3},
     # CodeGen rotates the first rotary_dim (default 64) features of each head: fewer than a head's 8
     "codegen": {"rotary_dim": 4},
     # GPT-Neo expands (pattern, repeats) pairs to one attention type per layer; the validator

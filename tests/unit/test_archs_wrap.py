@@ -64,3 +64,32 @@ def test_refused_types_name_the_part_without_a_rule(model_type, part):
         UnsupportedModelError, match=rf"^unsupported architecture '{model_type}' \(.*{part}.* no LRP rule"
     ):
         get_arch(model)
+
+
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp", "relp"])
+def test_lfm3s_attention_output_gate_is_held_or_halved_like_an_ungated_attentions_output(rules):
+    # o_proj(attn * sigmoid(g_proj(x))) per head: under CP-LRP the gate is held (no gradient) and the attention
+    # output keeps the factors of the same model without gates; under AttnLRP and RelP the gate's gradient is
+    # half the plain one and the attention output's factors (on Q, K, V) half the ungated model's
+    from lrp_llm.mechanism.context import lrp_rules
+    from tests.support.tiny_any import tiny_model
+
+    gated = tiny_model("lfm3", dtype=torch.float64)
+    ungated = tiny_model("lfm3", dtype=torch.float64, use_attention_gate=False)
+    attentions = [layer.self_attn for layer in gated.model.layers if hasattr(layer, "self_attn")]
+    plain_attentions = [layer.self_attn for layer in ungated.model.layers if hasattr(layer, "self_attn")]
+    assert len(attentions) == 2 and all(a.g_proj is None for a in plain_attentions)
+    x = torch.randn(3, 32, dtype=torch.float64)
+    with lrp_rules(ungated, rules):
+        want = [a._lrp_attention_rules[1:4] for a in plain_attentions]
+    with lrp_rules(gated, rules):
+        for attn, factors in zip(attentions, want, strict=True):
+            y = attn.g_proj(x)
+            if rules == "cp-lrp":
+                assert not y.requires_grad and attn._lrp_attention_rules[1:4] == factors
+            else:
+                upstream = torch.randn_like(y)
+                (grad,) = torch.autograd.grad(y, attn.g_proj.weight, upstream)
+                torch.testing.assert_close(grad, 0.5 * upstream.T @ x)
+                assert attn._lrp_attention_rules[1:4] == tuple(None if f is None else 0.5 * f for f in factors)
+    assert not any(m._forward_hooks for m in gated.modules())  # restored
