@@ -59,3 +59,18 @@ refuse(
     ("minimax",),
     "its lightning attention with per-head decays (MiniMaxLightningAttention) has no LRP rule here",
 )
+refuse(
+    ("zamba",),
+    "its multi-head Mamba-1 mixer (ZambaMambaMixer: per-head x_proj_weight / dt_proj_weight tensors) has no "
+    "MambaLRP forward here",
+)
+refuse(
+    ("dbrx",),
+    "its experts (DbrxExperts: a GLU per expert, DbrxExpertGLU, not transformers' fused-experts layout) have no "
+    "LRP rule here",
+)
+refuse(
+    ("minimax_m3_vl_text", "minimax_m3_vl"),
+    "its clamped SwiGLU with concatenated gate/up halves (MiniMaxM3VLDenseMLP, MiniMaxM3VLExperts._apply_gate) "
+    "has no LRP rule here",
+)

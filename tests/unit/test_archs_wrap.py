@@ -51,6 +51,10 @@ REFUSED = [
     ("zaya", "ZayaCCAProjection"),
     ("jetmoe", "JetMoeMoA"),
     ("minimax", "MiniMaxLightningAttention"),
+    ("zamba", "ZambaMambaMixer"),
+    ("dbrx", "DbrxExperts"),
+    ("minimax_m3_vl_text", "MiniMaxM3VLDenseMLP"),
+    ("minimax_m3_vl", "MiniMaxM3VLDenseMLP"),
 ]
 
 
