@@ -62,7 +62,7 @@ refuse(
 refuse(
     ("zamba",),
     "its multi-head Mamba-1 mixer (ZambaMambaMixer: per-head x_proj_weight / dt_proj_weight tensors) has no "
-    "MambaLRP forward here",
+    "LRP rule here (no MambaLRP forward for that layout)",
 )
 refuse(
     ("dbrx",),
