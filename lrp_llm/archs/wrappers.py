@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lrp_llm.archs import ArchSpec, refuse, register
+from lrp_llm.archs.description import BlockPaths
 from lrp_llm.archs.gated_deltanet import GATED_DELTANET_FAMILY
+from lrp_llm.archs.llama import LLAMA_PARTS
 from lrp_llm.archs.moe import LLAMA4_FAMILY
 
 
@@ -28,10 +30,30 @@ def _with_wrappers(text_spec: ArchSpec, *wrapper_types: str) -> ArchSpec:
 GATED_DELTANET_WITH_WRAPPERS = _with_wrappers(GATED_DELTANET_FAMILY, "qwen3_5", "qwen3_5_moe")
 LLAMA4_WITH_WRAPPER = _with_wrappers(LLAMA4_FAMILY, "llama4")
 
+# Mllama (Llama-3.2 Vision): Llama self-attention blocks with cross-attention blocks between them that attend
+# to the image's states. Loaded as a causal LM it is ``MllamaForCausalLM`` (config type ``mllama_text_model``),
+# and for a text-only prompt the text model skips every cross-attention block (nothing to attend to), so
+# what runs is Llama's layout and takes Llama's rules (the cross-attention modules are found by their q/k/v
+# projections too, and counted, but never called). No patching sites: a site on a skipped block would
+# patch nothing, and the stepper would run blocks the model skips.
+MLLAMA_FAMILY = register(
+    ArchSpec(
+        family="mllama",
+        model_types=("mllama", "mllama_text_model"),
+        kind="causal-lm",
+        parts=LLAMA_PARTS,
+        # MllamaForCausalLM names its base model "language_model" but keeps it at ``model``: base_model is the LM
+        blocks=BlockPaths(layers="model.layers", final_norm="model.norm"),
+    )
+)
+
 # The tensors of a wrapper checkpoint that its text model does not use (the vision tower and its projector),
 # by the prefix of their names, where transformers' causal-LM class does not already ignore them (Qwen3.5's
 # does: ``_keys_to_ignore_on_load_unexpected``)
-_VISION_PREFIXES = {"llama4": ("vision_model.", "multi_modal_projector.")}
+_VISION_PREFIXES = {
+    "llama4": ("vision_model.", "multi_modal_projector."),
+    "mllama": ("vision_model.", "multi_modal_projector."),
+}
 
 
 def unused_by_text_model(model_type: str | None, names: list[str]) -> list[str]:

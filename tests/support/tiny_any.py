@@ -355,3 +355,42 @@ _COMPOSITE.update(
         "llama4": _text_wrapper("llama4", "llama4_text"),
     }
 )
+
+
+def _mllama(**overrides):
+    """Mllama's config: a 3-layer text model whose middle layer is a cross-attention layer (skipped for text-only
+    prompts), beside a one-layer vision encoder of one 28x28 tile; the last vocabulary id is the image token."""
+    from transformers import MllamaConfig
+
+    text = dict(
+        vocab_size=VOCAB,
+        hidden_size=WIDTH,
+        num_hidden_layers=3,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        intermediate_size=MLP,
+        cross_attention_layers=[1],
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        **overrides,
+    )
+    vision = dict(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_global_layers=1,
+        attention_heads=2,
+        intermediate_size=24,
+        vision_output_dim=32,
+        image_size=28,
+        patch_size=14,
+        max_num_tiles=1,
+        intermediate_layers_indices=[0],
+        supported_aspect_ratios=[[1, 1]],
+    )
+    return MllamaConfig(text_config=text, vision_config=vision, image_token_index=VOCAB - 1)
+
+
+# the loaded model reports its text config's type (mllama_text_model): built from the same composite config
+_COMPOSITE.update({"mllama": _mllama, "mllama_text_model": _mllama})

@@ -17,7 +17,12 @@ from tests.support.tiny_any import tiny_config
 
 @pytest.mark.parametrize(
     "model_type,text_type",
-    [("qwen3_5", "qwen3_5_text"), ("qwen3_5_moe", "qwen3_5_moe_text"), ("llama4", "llama4_text")],
+    [
+        ("qwen3_5", "qwen3_5_text"),
+        ("qwen3_5_moe", "qwen3_5_moe_text"),
+        ("llama4", "llama4_text"),
+        ("mllama", "mllama_text_model"),
+    ],
 )
 def test_a_wrapper_checkpoint_loads_its_text_model_and_explains_text(tmp_path, model_type, text_type):
     from transformers import AutoModelForImageTextToText
@@ -38,6 +43,7 @@ def test_a_wrapper_checkpoint_loads_its_text_model_and_explains_text(tmp_path, m
     assert text.keys() == loaded.keys()
     for name, w in text.items():
         torch.testing.assert_close(loaded[name], w.to(torch.float64), msg=name)
+    torch.testing.assert_close(model.lm_head.weight, wrapper.get_output_embeddings().weight.to(torch.float64))
 
     without_biases_and_position_embeddings(model)
     out = relevance(model, random_ids(9), [5, 8], method="cp-lrp")
