@@ -92,7 +92,7 @@ refuse(
     "LRP rule here",
 )
 refuse(
-    ("minimax_m3_vl_text", "minimax_m3_vl"),
-    "its clamped SwiGLU with concatenated gate/up halves (MiniMaxM3VLDenseMLP, MiniMaxM3VLExperts._apply_gate) "
-    "has no LRP rule here",
+    ("minimax_m3_vl",),
+    "its multimodal model (MiniMaxM3SparseForConditionalGeneration) has no LRP rule here and transformers builds "
+    "no causal LM from its config; the text model alone (minimax_m3_vl_text) is supported",
 )

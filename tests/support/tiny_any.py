@@ -249,6 +249,19 @@ _SPECIAL.update(
             "mlp_layer_types": ["dense", "sparse"],
             "short_conv_kernel_size": 4,
         },
+        # MiniMax-M3: a sparse-attention layer (its indexer picks 2 key blocks of 2 beside the local one, so that
+        # it masks within the 12-token prompts) with a dense MLP, then a full-attention layer with routed experts
+        "minimax_m3_vl_text": {
+            "layer_types": ["minimax_m3_sparse", "full_attention"],
+            "mlp_layer_types": ["dense", "sparse"],
+            "index_block_size": 2,
+            "index_topk_blocks": 2,
+            "index_local_blocks": 1,
+            "index_head_dim": HEAD_DIM,
+            "rotary_dim": 4,
+            "dense_intermediate_size": MLP,
+            "shared_intermediate_size": MLP // 2,
+        },
         # dots1's config leaves the shared-expert count unset (None) and its MoE block multiplies by it
         "dots1": {"n_shared_experts": 1},
         # its shared MLP is off by default (width 0); on, so that its rules are checked

@@ -59,8 +59,7 @@ REFUSED = [
     ("minimax", "MiniMaxLightningAttention"),
     ("zamba", "ZambaMambaMixer"),
     ("dbrx", "DbrxExperts"),
-    ("minimax_m3_vl_text", "MiniMaxM3VLDenseMLP"),
-    ("minimax_m3_vl", "MiniMaxM3VLDenseMLP"),
+    ("minimax_m3_vl", "MiniMaxM3SparseForConditionalGeneration"),
 ]
 
 
@@ -103,3 +102,68 @@ def test_lfm3s_attention_output_gate_is_held_or_halved_like_an_ungated_attention
                 torch.testing.assert_close(grad, 0.5 * upstream.T @ x)
                 assert attn._lrp_attention_rules[1:4] == tuple(None if f is None else 0.5 * f for f in factors)
     assert not any(m._forward_hooks for m in gated.modules())  # restored
+
+
+def _m3_mlp(limit: float):
+    from tests.support.tiny_any import tiny_model
+
+    model = tiny_model("minimax_m3_vl_text", dtype=torch.float64)
+    mlp = model.model.layers[0].mlp
+    assert type(mlp).__name__ == "MiniMaxM3VLDenseMLP"
+    mlp.swiglu_limit = limit  # low, so that both clamps are active on some channels
+    return mlp
+
+
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp", "relp"])
+def test_minimax_m3s_clamped_swiglu_on_halves_matches_the_hand_formula(rules):
+    # down((clamp(u, -L, L) + 1) * swish_a(min(g, L))), [g | u] = gate_up(x): the identity rule on the gate's
+    # activation (gradient glu / g); the product uniform (x 1/2 each side, the up side through the clamp's plain
+    # gradient) under AttnLRP and RelP, the (u' + 1) side held under CP-LRP
+    from lrp_llm.archs.minimax_m3 import clamped_swiglu_mlp_forward
+    from lrp_llm.mechanism.patch import ModelPatch
+
+    torch.manual_seed(0)
+    mlp = _m3_mlp(limit=0.5)
+    x = torch.randn(5, 32, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(5, 32, dtype=torch.float64)
+    want_out = mlp(x)
+    with ModelPatch(mlp) as patch:
+        patch.override_forward(mlp, clamped_swiglu_mlp_forward(mlp, rules))
+        out = mlp(x)
+        (grad,) = torch.autograd.grad(out, x, upstream)
+    torch.testing.assert_close(out, want_out, atol=1e-12, rtol=0)
+
+    w_gate, w_up = mlp.gate_up_proj.weight.detach().chunk(2, dim=0)
+    a, limit = mlp.swiglu_alpha, mlp.swiglu_limit
+    g, u = x.detach() @ w_gate.T, x.detach() @ w_up.T
+    assert (g > limit).any() and (u.abs() > limit).any()
+    gc = g.clamp(max=limit)
+    glu = gc * torch.sigmoid(a * gc)
+    shifted = u.clamp(-limit, limit) + 1
+    r = upstream @ mlp.down_proj.weight.detach()  # the gradient at the product
+    if rules == "cp-lrp":
+        want = (r * shifted * glu / g) @ w_gate
+        # exact: the relevance x * grad sums to the output's upstream-weighted value
+        torch.testing.assert_close((x.detach() * grad).sum(), (upstream * out.detach()).sum(), atol=1e-10, rtol=0)
+    else:
+        inside = (u.abs() < limit).to(u.dtype)
+        want = (r * 0.5 * shifted * glu / g) @ w_gate + (r * 0.5 * glu * inside) @ w_up
+    torch.testing.assert_close(grad, want, atol=1e-10, rtol=0)
+    assert "forward" not in mlp.__dict__  # restored
+
+
+def test_minimax_m3s_routed_experts_take_the_clamped_swiglu_on_halves():
+    # the experts' gate is recognised as the clamped SwiGLU on [g | u] halves (not refused) and, under the rules,
+    # each expert computes what transformers' own forward does
+    from lrp_llm.archs.experts import _check_layout, expert_forward
+    from tests.support.tiny_any import tiny_model
+
+    experts = tiny_model("minimax_m3_vl_text", dtype=torch.float64).model.layers[1].mlp.experts
+    experts.swiglu_limit = experts.limit = 0.5
+    assert experts.is_concatenated and _check_layout(experts) == "clamped_swiglu"
+    x = torch.randn(4, 32, dtype=torch.float64)
+    want = torch.nn.functional.linear(
+        experts._apply_gate(torch.nn.functional.linear(x, experts.gate_up_proj[1])), experts.down_proj[1]
+    )
+    for gate_rule in ("uniform", "detach"):
+        torch.testing.assert_close(expert_forward(experts, 1, x, gate_rule, "clamped_swiglu"), want, atol=1e-12, rtol=0)
