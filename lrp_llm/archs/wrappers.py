@@ -87,11 +87,6 @@ refuse(
     "LRP rule here (no MambaLRP forward for that layout)",
 )
 refuse(
-    ("dbrx",),
-    "its experts (DbrxExperts: a GLU per expert, DbrxExpertGLU, not transformers' fused-experts layout) have no "
-    "LRP rule here",
-)
-refuse(
     ("minimax_m3_vl",),
     "its multimodal model (MiniMaxM3SparseForConditionalGeneration) has no LRP rule here and transformers builds "
     "no causal LM from its config; the text model alone (minimax_m3_vl_text) is supported",

@@ -262,6 +262,17 @@ _SPECIAL.update(
             "dense_intermediate_size": MLP,
             "shared_intermediate_size": MLP // 2,
         },
+        # DBRX nests its attention and experts fields (the attention reads rope_theta from attn_config, which
+        # its config class does not default); Q/K/V clipped at 1, so that the clip is active on the tiny model
+        "dbrx": {
+            "attn_config": {"kv_n_heads": KV_HEADS, "rope_theta": 10000.0, "clip_qkv": 1.0},
+            "ffn_config": {
+                "hidden_size": WIDTH,
+                "ffn_hidden_size": MLP // 2,
+                "moe_num_experts": EXPERTS,
+                "moe_top_k": TOP_K,
+            },
+        },
         # dots1's config leaves the shared-expert count unset (None) and its MoE block multiplies by it
         "dots1": {"n_shared_experts": 1},
         # its shared MLP is off by default (width 0); on, so that its rules are checked

@@ -58,7 +58,6 @@ REFUSED = [
     ("jetmoe", "JetMoeMoA"),
     ("minimax", "MiniMaxLightningAttention"),
     ("zamba", "ZambaMambaMixer"),
-    ("dbrx", "DbrxExperts"),
     ("minimax_m3_vl", "MiniMaxM3SparseForConditionalGeneration"),
 ]
 
@@ -167,3 +166,106 @@ def test_minimax_m3s_routed_experts_take_the_clamped_swiglu_on_halves():
     )
     for gate_rule in ("uniform", "detach"):
         torch.testing.assert_close(expert_forward(experts, 1, x, gate_rule, "clamped_swiglu"), want, atol=1e-12, rtol=0)
+
+
+def test_dbrxs_qkv_clip_passes_relevance_by_the_identity_rule_and_keeps_the_modules_clamp():
+    from lrp_llm.archs.dbrx import clip_identity
+    from lrp_llm.mechanism.patch import ModelPatch
+
+    torch.manual_seed(0)
+    proj = nn.Linear(6, 8, bias=False, dtype=torch.float64)
+    x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(5, 8, dtype=torch.float64)
+    with ModelPatch(proj) as patch:
+        patch.hook_output(proj, clip_identity(0.7))
+        pre = proj(x)
+        y = pre.clamp(min=-0.7, max=0.7)  # what DbrxAttention does after Wqkv
+        (grad_pre,) = torch.autograd.grad(y, pre, upstream, retain_graph=True)
+        (grad_x,) = torch.autograd.grad(y, x, upstream)
+    raw = x.detach() @ proj.weight.detach().T
+    assert (raw.abs() > 0.7).any() and (raw.abs() < 0.7).any()
+    torch.testing.assert_close(y.detach(), raw.clamp(-0.7, 0.7), atol=0, rtol=0)
+    # the clamp's relevance (value x gradient) reaches its input whole, element by element
+    want = upstream * raw.clamp(-0.7, 0.7) / raw
+    torch.testing.assert_close(grad_x, want @ proj.weight.detach(), atol=1e-12, rtol=0)
+    assert not proj._forward_hooks and grad_pre.shape == pre.shape
+
+
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp", "relp"])
+def test_dbrxs_experts_match_the_hand_formula(rules):
+    # y_t = sum_s w_ts E_e(x_t), E_e(x) = (silu(x W1_e^T) * x V1_e^T) W2_e: the scores held under CP-LRP and RelP,
+    # the uniform rule on w * E under AttnLRP; the gate activation held under CP-LRP, the uniform rule on the gated
+    # product (identity rule on silu) under AttnLRP and RelP
+    from lrp_llm.archs.dbrx import experts_forward
+    from lrp_llm.mechanism.patch import ModelPatch
+    from tests.support.tiny_any import tiny_model
+
+    ffn = tiny_model("dbrx", dtype=torch.float64).transformer.blocks[0].ffn
+    experts = ffn.experts
+    torch.manual_seed(1)
+    x = torch.randn(1, 5, 32, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        weights, index = ffn.route_tokens_to_experts(ffn.router(x))
+    weights = weights.clone().requires_grad_(True)
+    upstream = torch.randn(1, 5, 32, dtype=torch.float64)
+    plain = experts(x, index, weights)
+    with ModelPatch(experts) as patch:
+        patch.override_forward(experts, experts_forward(experts, rules))
+        out = experts(x, index, weights)
+        grad_x, grad_w = torch.autograd.grad(out, (x, weights), upstream, allow_unused=True)
+    torch.testing.assert_close(out, plain, atol=1e-12, rtol=0)
+
+    shape = (experts.num_experts, experts.ffn_hidden_size, experts.hidden_size)
+    w1, v1, w2 = (t.detach().view(shape) for t in (experts.mlp.w1, experts.mlp.v1, experts.mlp.w2))
+    xs, c = x.detach()[0], upstream[0]
+    want_x, want_w = torch.zeros_like(xs), torch.zeros_like(weights)  # weights: (tokens, k)
+    for t in range(5):
+        for s in range(index.shape[1]):
+            e = int(index[t, s])
+            g, u = xs[t] @ w1[e].T, xs[t] @ v1[e].T
+            r = w2[e] @ c[t]  # the gradient at the gated product
+            w = float(weights[t, s].detach())
+            if rules == "cp-lrp":  # the gate activation held
+                expert_grad = (r * torch.nn.functional.silu(g)) @ v1[e]
+            else:  # uniform on the gated product; identity rule on silu: silu(g) / g = sigmoid(g)
+                expert_grad = 0.5 * (r * torch.sigmoid(g) * u) @ w1[e] + 0.5 * (r * torch.nn.functional.silu(g)) @ v1[e]
+            if rules == "attnlrp":  # uniform on scores x experts
+                want_x[t] += 0.5 * w * expert_grad
+                want_w[t, s] = 0.5 * c[t] @ ((torch.nn.functional.silu(g) * u) @ w2[e])
+            else:  # scores held
+                want_x[t] += w * expert_grad
+    torch.testing.assert_close(grad_x[0], want_x, atol=1e-10, rtol=0)
+    if rules == "attnlrp":
+        torch.testing.assert_close(grad_w, want_w, atol=1e-10, rtol=0)
+    else:
+        assert grad_w is None  # held
+    assert "forward" not in experts.__dict__  # restored
+
+
+def test_dbrxs_layer_norm_keeps_the_kernels_value_and_the_rules_gradient():
+    from lrp_llm.archs.blocks import install_norms
+    from lrp_llm.archs.dbrx import PARTS, kernel_valued
+    from lrp_llm.mechanism.patch import ModelPatch
+
+    torch.manual_seed(0)
+    norm = nn.LayerNorm(16, bias=False)
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.3)
+    x = (3 * torch.randn(4, 16)).requires_grad_(True)
+    upstream = torch.randn(4, 16)
+    kernel = norm(x).detach()
+    grads = []
+    for exact in (False, True):
+        with ModelPatch(norm) as patch:
+            install_norms(patch, [norm], PARTS.norm)
+            if exact:
+                patch.override_forward(norm, kernel_valued(norm))
+            y = norm(x)
+            grads.append(torch.autograd.grad(y, x, upstream)[0])
+        if exact:
+            torch.testing.assert_close(y.detach(), kernel, atol=0, rtol=0)
+    # the rule: 1/sigma held, so the gradient is (upstream * weight) centred, over sigma
+    sigma = torch.sqrt(x.detach().var(-1, unbiased=False, keepdim=True) + norm.eps)
+    g = upstream * norm.weight.detach() / sigma
+    torch.testing.assert_close(grads[1], g - g.mean(-1, keepdim=True), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], atol=0, rtol=0)
