@@ -178,6 +178,7 @@ def _load_families() -> None:
         lfm3,  # noqa: F401
         llama,  # noqa: F401
         mamba,  # noqa: F401
+        minimax,  # noqa: F401
         minimax_m3,  # noqa: F401
         mla,  # noqa: F401
         modernbert_decoder,  # noqa: F401

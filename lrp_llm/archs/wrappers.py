@@ -78,10 +78,6 @@ refuse(
     "its mixture of attention heads (JetMoeMoA: routed query and output experts) has no LRP rule here",
 )
 refuse(
-    ("minimax",),
-    "its lightning attention with per-head decays (MiniMaxLightningAttention) has no LRP rule here",
-)
-refuse(
     ("zamba",),
     "its multi-head Mamba-1 mixer (ZambaMambaMixer: per-head x_proj_weight / dt_proj_weight tensors) has no "
     "LRP rule here (no MambaLRP forward for that layout)",

@@ -273,6 +273,9 @@ _SPECIAL.update(
                 "moe_top_k": TOP_K,
             },
         },
+        # MiniMax: a lightning-attention block (blocks of 4 positions, so that the carried state is used) and a
+        # softmax-attention block
+        "minimax": {"layer_types": ["linear_attention", "full_attention"], "block_size": 4},
         # dots1's config leaves the shared-expert count unset (None) and its MoE block multiplies by it
         "dots1": {"n_shared_experts": 1},
         # its shared MLP is off by default (width 0); on, so that its rules are checked

@@ -56,7 +56,6 @@ REFUSED = [
     ("qwen4_exp_text", "Qwen4ExpTextGatedResidual"),
     ("zaya", "ZayaCCAProjection"),
     ("jetmoe", "JetMoeMoA"),
-    ("minimax", "MiniMaxLightningAttention"),
     ("zamba", "ZambaMambaMixer"),
     ("minimax_m3_vl", "MiniMaxM3SparseForConditionalGeneration"),
 ]
@@ -269,3 +268,54 @@ def test_dbrxs_layer_norm_keeps_the_kernels_value_and_the_rules_gradient():
     g = upstream * norm.weight.detach() / sigma
     torch.testing.assert_close(grads[1], g - g.mean(-1, keepdim=True), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grads[1], grads[0], atol=0, rtol=0)
+
+
+def _scaled(t: torch.Tensor, factor: float | None) -> torch.Tensor:
+    """``t`` in value, its gradient times ``factor`` (None: held)."""
+    return t.detach() if factor is None else factor * t + (1 - factor) * t.detach()
+
+
+@pytest.mark.parametrize("rules", ["attnlrp", "cp-lrp"])
+def test_minimax_lightning_attention_matches_the_naive_recurrence_with_its_factors(rules):
+    # o_i = sum_{j <= i} exp(-s (i - j)) (q_i . k_j) v_j per head, written position by position (the module
+    # computes it block-wise with a carried state); silu by the identity rule; keys held; q and v and the
+    # gate with the table's factors; the norm's 1/rms held
+    from lrp_llm.mechanism.context import lrp_rules
+    from tests.support.tiny_any import tiny_model
+
+    model = tiny_model("minimax", dtype=torch.float64)
+    attn = model.model.layers[0].self_attn
+    heads, dim = attn.num_attention_heads, attn.head_dim
+    torch.manual_seed(2)
+    x = torch.randn(1, 9, 32, dtype=torch.float64, requires_grad=True)  # 9 positions: three blocks of 4
+    upstream = torch.randn(1, 9, 32, dtype=torch.float64)
+    plain = attn(x, None, None)[0]
+    with lrp_rules(model, rules):
+        out = attn(x, None, None)[0]
+        (grad,) = torch.autograd.grad(out, x, upstream)
+    # the module's RMSNorm computes in float32, the norm rule in the model's float64
+    torch.testing.assert_close(out, plain, atol=1e-6, rtol=0)
+
+    q_f, v_f, gate_f = {"attnlrp": (0.25, 0.25, 0.5), "cp-lrp": (None, 1.0, None)}[rules]
+    xn = x.detach().clone().requires_grad_(True)
+    pre = xn @ attn.qkv_proj.weight.detach().T
+    act = pre * (torch.nn.functional.silu(pre) / pre).detach()  # the identity rule
+    q, k, v = act.view(1, 9, heads, 3, dim).unbind(dim=-2)
+    q, k, v = _scaled(q, q_f), k.detach(), _scaled(v, v_f)
+    slope = attn.slope_rate.detach().view(heads)
+    o = torch.zeros(1, 9, heads, dim, dtype=torch.float64)
+    for i in range(9):
+        for j in range(i + 1):
+            score = (q[0, i] * k[0, j]).sum(-1, keepdim=True)  # (heads, 1)
+            o[0, i] = o[0, i] + torch.exp(-slope * (i - j)).unsqueeze(-1) * score * v[0, j]
+    o = o.reshape(1, 9, heads * dim)
+    rms = torch.sqrt(o.pow(2).mean(-1, keepdim=True) + attn.norm.variance_epsilon).detach()
+    normed = o / rms * attn.norm.weight.detach()
+    gate = _scaled(torch.sigmoid(xn @ attn.output_gate.weight.detach().T), gate_f)
+    naive = (gate * normed) @ attn.out_proj.weight.detach().T
+    (want,) = torch.autograd.grad(naive, xn, upstream)
+    # the module's decay buffers were computed in float32 (block-wise products of exponentials): ~1e-7 relative
+    torch.testing.assert_close(naive.detach(), out.detach(), atol=1e-6 * float(out.detach().abs().max()), rtol=1e-6)
+    torch.testing.assert_close(grad, want, atol=1e-6 * float(want.abs().max()), rtol=1e-6)
+    if rules == "cp-lrp":  # linear in v: the relevance sums to the output's
+        torch.testing.assert_close((x.detach() * grad).sum(), (upstream * out.detach()).sum(), atol=1e-10, rtol=0)
