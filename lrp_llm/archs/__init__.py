@@ -163,6 +163,7 @@ def _load_families() -> None:
         codegen,  # noqa: F401
         cohere,  # noqa: F401
         ctrl,  # noqa: F401
+        dbrx,  # noqa: F401
         doge,  # noqa: F401
         encoders,  # noqa: F401
         falcon,  # noqa: F401
@@ -176,8 +177,11 @@ def _load_families() -> None:
         gptj,  # noqa: F401
         hybrid,  # noqa: F401
         lfm2,  # noqa: F401
+        lfm3,  # noqa: F401
         llama,  # noqa: F401
         mamba,  # noqa: F401
+        minimax,  # noqa: F401
+        minimax_m3,  # noqa: F401
         mla,  # noqa: F401
         modernbert_decoder,  # noqa: F401
         moe,  # noqa: F401
@@ -199,6 +203,7 @@ def _load_families() -> None:
         t5,  # noqa: F401
         vision_towers,  # noqa: F401
         vit,  # noqa: F401
+        wrappers,  # noqa: F401
         xglm,  # noqa: F401
         xlstm,  # noqa: F401
     )

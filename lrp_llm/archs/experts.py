@@ -79,23 +79,31 @@ def _check_layout(module: nn.Module) -> str:
     )
 
 
-def _clamped_swiglu_value(gate_up: torch.Tensor, limit: float, alpha: float) -> tuple[torch.Tensor, ...]:
-    """gpt-oss's gate (interleaved ``gate_up``): ``g' = min(g, L)``, ``u' = clamp(u, -L, L)``,
-    ``glu = g' * sigmoid(alpha * g')``; returns ``(g, u, u' + 1, glu)``, the same operations as transformers."""
-    gate, up = gate_up[..., ::2], gate_up[..., 1::2]
+def _clamped_swiglu_value(
+    gate_up: torch.Tensor, limit: float, alpha: float, concatenated: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """gpt-oss's gate: ``g' = min(g, L)``, ``u' = clamp(u, -L, L)``, ``glu = g' * sigmoid(alpha * g')``;
+    returns ``(g, u, u' + 1, glu)``, the same operations as transformers. ``gate_up`` interleaved (gpt-oss) or,
+    ``concatenated``, ``[g | u]`` (MiniMax-M3)."""
+    gate, up = gate_up.chunk(2, dim=-1) if concatenated else (gate_up[..., ::2], gate_up[..., 1::2])
     clamped = gate.clamp(min=None, max=limit)
     glu = clamped * torch.sigmoid(clamped * alpha)
     return gate, up, up.clamp(min=-limit, max=limit) + 1, glu
 
 
+def _swiglu_alpha(module: nn.Module) -> float | None:
+    # gpt-oss names it ``alpha``, MiniMax-M3 ``swiglu_alpha``
+    return getattr(module, "alpha", getattr(module, "swiglu_alpha", None))
+
+
 def _is_clamped_swiglu(module: nn.Module) -> bool:
-    limit, alpha = getattr(module, "limit", None), getattr(module, "alpha", None)
-    if not (isinstance(limit, int | float) and isinstance(alpha, int | float)) or module.is_concatenated:
+    limit, alpha = getattr(module, "limit", None), _swiglu_alpha(module)
+    if not (isinstance(limit, int | float) and isinstance(alpha, int | float)):
         return False
     width = module.down_proj.shape[1 if module.is_transposed else 2]
     probe = 2 * limit * torch.randn(3, 2 * width, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
-        _, _, shifted, glu = _clamped_swiglu_value(probe, limit, alpha)
+        _, _, shifted, glu = _clamped_swiglu_value(probe, limit, alpha, module.is_concatenated)
         return bool(torch.allclose(module._apply_gate(probe), shifted * glu, rtol=1e-12, atol=1e-12))
 
 
@@ -113,7 +121,9 @@ def _is_plain_gate(module: nn.Module) -> bool:
         return applied.shape == want.shape and bool(torch.allclose(applied, want, rtol=1e-6, atol=1e-6))
 
 
-def clamped_swiglu(gate_up: torch.Tensor, limit: float, alpha: float, gate_rule: str) -> torch.Tensor:
+def clamped_swiglu(
+    gate_up: torch.Tensor, limit: float, alpha: float, gate_rule: str, concatenated: bool = False
+) -> torch.Tensor:
     """gpt-oss's ``(clamp(u) + 1) * swish_alpha(min(g, L))`` under the rules.
 
     The gate side ``g -> min(g, L) * sigmoid(alpha * min(g, L))`` is one element-wise
@@ -122,7 +132,7 @@ def clamped_swiglu(gate_up: torch.Tensor, limit: float, alpha: float, gate_rule:
     ``u' + 1`` side is held constant (not the gate side: the ``+ 1`` would absorb relevance),
     so all of it passes through the gate side and the product conserves.
     """
-    gate, _up, shifted, glu = _clamped_swiglu_value(gate_up, limit, alpha)
+    gate, _up, shifted, glu = _clamped_swiglu_value(gate_up, limit, alpha, concatenated)
     if gate_rule == "detach":
         return shifted.detach() * identity_rule(gate, glu)
     return scale_grad(shifted, 0.5) * identity_rule(gate, glu, 0.5)
@@ -156,7 +166,7 @@ def expert_forward(
     bias = getattr(module, f"{first}_bias")[expert] if module.has_bias else None
     h = _linear(x, getattr(module, first)[expert], bias, transposed)
     if gating == "clamped_swiglu":
-        h = clamped_swiglu(h, module.limit, module.alpha, gate_rule)
+        h = clamped_swiglu(h, module.limit, _swiglu_alpha(module), gate_rule, module.is_concatenated)
     elif module.has_gate:
         if module.is_concatenated:
             gate, up = h.chunk(2, dim=-1)

@@ -242,10 +242,13 @@ def load_model(
     if own_offload is not None:
         _release_offload_folder(model, own_offload)
     if info is not None:
+        from lrp_llm.archs.wrappers import unused_by_text_model
+
         check_loaded_weights(
             ckpt.path,
             missing=info.get("missing_keys", ()),
-            unexpected=info.get("unexpected_keys", ()),
+            # a multimodal checkpoint loaded as its text model leaves the vision tower's tensors unused by design
+            unexpected=unused_by_text_model(ckpt.model_type, list(info.get("unexpected_keys", ()))),
             mismatched=info.get("mismatched_keys", ()),
             allow_missing=allow_missing,
         )

@@ -132,6 +132,8 @@ _SPECIAL: dict[str, dict] = {
     "dots3_note_text": {"num_key_value_heads": HEADS},  # its validator wants as many key/value heads as heads
     # both token mixers, and the MLP width as given (not 2/3 of it rounded up to 256)
     "lfm2": {"layer_types": ["conv", "full_attention"], "block_auto_adjust_ff_dim": False},
+    # every token mixer: its default pattern gives two conv layers (an all-conv cache cannot count the tokens)
+    "lfm3": {"layer_types": ["conv", "sliding_attention", "full_attention"], "num_hidden_layers": 3},
     # CodeGen rotates the first rotary_dim (default 64) features of each head: fewer than a head's 8
     "codegen": {"rotary_dim": 4},
     # GPT-Neo expands (pattern, repeats) pairs to one attention type per layer; the validator
@@ -263,6 +265,33 @@ _SPECIAL.update(
             "mlp_layer_types": ["dense", "sparse"],
             "short_conv_kernel_size": 4,
         },
+        # MiniMax-M3: a sparse-attention layer (its indexer picks 2 key blocks of 2 beside the local one, so that
+        # it masks within the 12-token prompts) with a dense MLP, then a full-attention layer with routed experts
+        "minimax_m3_vl_text": {
+            "layer_types": ["minimax_m3_sparse", "full_attention"],
+            "mlp_layer_types": ["dense", "sparse"],
+            "index_block_size": 2,
+            "index_topk_blocks": 2,
+            "index_local_blocks": 1,
+            "index_head_dim": HEAD_DIM,
+            "rotary_dim": 4,
+            "dense_intermediate_size": MLP,
+            "shared_intermediate_size": MLP // 2,
+        },
+        # DBRX nests its attention and experts fields (the attention reads rope_theta from attn_config, which
+        # its config class does not default); Q/K/V clipped at 1, so that the clip is active on the tiny model
+        "dbrx": {
+            "attn_config": {"kv_n_heads": KV_HEADS, "rope_theta": 10000.0, "clip_qkv": 1.0},
+            "ffn_config": {
+                "hidden_size": WIDTH,
+                "ffn_hidden_size": MLP // 2,
+                "moe_num_experts": EXPERTS,
+                "moe_top_k": TOP_K,
+            },
+        },
+        # MiniMax: a lightning-attention block (blocks of 4 positions, so that the carried state is used) and a
+        # softmax-attention block
+        "minimax": {"layer_types": ["linear_attention", "full_attention"], "block_size": 4},
         # dots1's config leaves the shared-expert count unset (None) and its MoE block multiplies by it
         "dots1": {"n_shared_experts": 1},
         # its shared MLP is off by default (width 0); on, so that its rules are checked
@@ -329,3 +358,82 @@ def _gemma3_multimodal(**overrides):
 
 # model types whose config nests the text model's (built from the text type's tiny config)
 _COMPOSITE = {"gemma3": _gemma3_multimodal}
+
+
+# Wrapper checkpoints (a vision tower beside a registered text model): AutoModelForCausalLM builds the text
+# model alone from them (its config the text config), so only the text config matters to the suite; the
+# vision tower is made tiny all the same (its defaults allocate gigabytes) for tests that build the wrapper
+_TINY_VISION = {
+    "qwen3_5": dict(depth=1, hidden_size=16, intermediate_size=24, num_heads=2, out_hidden_size=WIDTH),
+    "qwen3_5_moe": dict(depth=1, hidden_size=16, intermediate_size=24, num_heads=2, out_hidden_size=WIDTH),
+    "llama4": dict(
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=14,
+        vision_output_dim=32,
+        projector_input_dim=32,
+        projector_output_dim=WIDTH,
+    ),
+}
+
+
+def _text_wrapper(model_type: str, text_type: str):
+    def build(**overrides):
+        from transformers import AutoConfig
+
+        text = tiny_config(text_type, **overrides)
+        return AutoConfig.for_model(model_type, text_config=text.to_dict(), vision_config=_TINY_VISION[model_type])
+
+    build.__doc__ = f"{model_type}'s config: the tiny {text_type} model beside a one-layer vision tower."
+    return build
+
+
+_COMPOSITE.update(
+    {
+        "qwen3_5": _text_wrapper("qwen3_5", "qwen3_5_text"),
+        "qwen3_5_moe": _text_wrapper("qwen3_5_moe", "qwen3_5_moe_text"),
+        "llama4": _text_wrapper("llama4", "llama4_text"),
+    }
+)
+
+
+def _mllama(**overrides):
+    """Mllama's config: a 3-layer text model whose middle layer is a cross-attention layer (skipped for text-only
+    prompts), beside a one-layer vision encoder of one 28x28 tile; the last vocabulary id is the image token."""
+    from transformers import MllamaConfig
+
+    text = dict(
+        vocab_size=VOCAB,
+        hidden_size=WIDTH,
+        num_hidden_layers=3,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        intermediate_size=MLP,
+        cross_attention_layers=[1],
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        **overrides,
+    )
+    vision = dict(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_global_layers=1,
+        attention_heads=2,
+        intermediate_size=24,
+        vision_output_dim=32,
+        image_size=28,
+        patch_size=14,
+        max_num_tiles=1,
+        intermediate_layers_indices=[0],
+        supported_aspect_ratios=[[1, 1]],
+    )
+    return MllamaConfig(text_config=text, vision_config=vision, image_token_index=VOCAB - 1)
+
+
+# the loaded model reports its text config's type (mllama_text_model): built from the same composite config
+_COMPOSITE.update({"mllama": _mllama, "mllama_text_model": _mllama})

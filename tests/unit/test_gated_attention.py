@@ -61,6 +61,7 @@ FAMILIES = {
     "qwen3_next": ("qwen3_next", {}, "q_proj", "sigmoid", None, "query_heads", False),
     "qwen3_5_text": ("qwen3_5_text", {}, "q_proj", "sigmoid", None, "query_heads", False),
     "bailing_hybrid": ("bailing_hybrid", {}, "g_proj", "sigmoid", None, "projection", True),
+    "lfm3": ("lfm3", {}, "g_proj", "sigmoid", None, "projection", True),
 }
 
 
@@ -123,9 +124,9 @@ def test_the_gate_in_each_family_gets_the_identity_rule_times_half(name):
     model_type, overrides, gate_name, act, bias_name, source, per_head = FAMILIES[name]
     model = tiny_model(model_type, dtype=torch.float64, **overrides)
     attentions = _attentions(model, gate_name)
-    # every block has attention but the hybrids' linear-attention ones
+    # every block has attention but the hybrids' linear-attention ones and LFM3's convolutions
     types = getattr(model.config, "layer_types", None) or ["full_attention"] * model.config.num_hidden_layers
-    assert len(attentions) == sum(t != "linear_attention" for t in types) > 0
+    assert len(attentions) == sum(t not in ("linear_attention", "conv") for t in types) > 0
     for attn, (g, grad, p, c) in zip(attentions, _gradients_at_the_gate(model, gate_name, "attnlrp"), strict=True):
         heads = model.config.num_attention_heads
         gate, gate_grad = _gate_of(g.detach(), source, heads), _gate_of(grad, source, heads)
@@ -146,7 +147,7 @@ def test_the_gate_in_each_family_gets_the_identity_rule_times_half(name):
             assert query_grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["laguna-per-head", "beam", "bailing_hybrid"])
+@pytest.mark.parametrize("name", ["laguna-per-head", "beam", "bailing_hybrid", "lfm3"])
 def test_cp_lrp_holds_the_gate_constant(name):
     model_type, overrides, gate_name, _act, _bias, _source, _per_head = FAMILIES[name]
     model = tiny_model(model_type, dtype=torch.float64, **overrides)

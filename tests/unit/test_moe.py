@@ -18,7 +18,7 @@ from tests.support.tiny_any import tiny_model
 
 # every type whose family describes MoE blocks, less the MLA models that have none (dense MLPs only)
 # dense members of families whose other members have experts
-DENSE_MLA = ("minicpm3", "youtu", "qwen3_5_text")
+DENSE_MLA = ("minicpm3", "youtu", "qwen3_5_text", "qwen3_5")  # qwen3_5: the wrapper of the dense qwen3_5_text
 MOE_TYPES = [
     t
     for t in supported_model_types()
