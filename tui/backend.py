@@ -72,11 +72,12 @@ class LoadOptions:
             allow_download=getattr(args, "allow_download", False),
         )
 
-    def load_model(self) -> tuple[Any, Any]:
-        """(model, tokenizer) by :func:`lrp_llm.checkpoints.loading.load_model` with these options."""
-        from lrp_llm.checkpoints.loading import load_model
+    def load_model(self, *, encoder: bool = False) -> tuple[Any, Any]:
+        """(model, tokenizer) by :func:`lrp_llm.checkpoints.loading.load_model` with these options
+        (``encoder``: by ``load_encoder``, whose default is the bundled embedding model)."""
+        from lrp_llm.checkpoints.loading import load_encoder, load_model
 
-        return load_model(
+        return (load_encoder if encoder else load_model)(
             self.path,
             device=self.device,
             dtype=self.dtype,
@@ -355,18 +356,7 @@ class EncoderBackend(_Backend):
         self._explainers: dict[str, Any] = {}
 
     def _load_checkpoint(self) -> tuple[Any, Any]:
-        from lrp_llm.checkpoints.loading import load_encoder
-
-        o = self.options
-        return load_encoder(
-            o.path,
-            device=o.device,
-            dtype=o.dtype,
-            allow_pickle=o.allow_pickle,
-            allow_missing=o.allow_missing,
-            revision=o.revision,
-            allow_download=o.allow_download,
-        )
+        return self.options.load_model(encoder=True)
 
     def load(self) -> None:
         with self.lock:
