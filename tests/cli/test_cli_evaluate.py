@@ -87,3 +87,20 @@ def test_ctrl_c_exits_cleanly_without_half_files(tiny_dir, data, tmp_path, capsy
     )
     assert code == 130 and "cancelled" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["items.jsonl"]  # no output, no temp file
+
+
+@pytest.mark.parametrize("columns", [40, 200])
+def test_every_number_is_printed_at_any_width(tiny_dir, data, tmp_path, capsys, monkeypatch, columns):
+    # piped output is as wide as COLUMNS (80 unless set): a table that does not fit becomes one block per method
+    monkeypatch.setenv("COLUMNS", str(columns))
+    out = tmp_path / "ev.json"
+    args = ["evaluate", "--model", str(tiny_dir), "--data", str(data), "--methods", "attnlrp,ig:2,random"]
+    assert main([*args, "--steps", "3", "--limit", "2", "--json", str(out), "--quiet"]) == 0
+    shown = capsys.readouterr().out
+    assert "…" not in shown
+    for s in json.loads(out.read_text())["summary"]:
+        assert s["method"] in shown
+        for key, digits in (("abpc", 3), ("abpc_ci", 3), ("abpc_prob", 3), ("morf_auc", 2), ("lerf_auc", 2)):
+            assert f"{s[key]:.{digits}f}" in shown, (key, shown)
+    table_header = "ABPC ± 95% CI" in shown.splitlines()[1]
+    assert table_header == (columns == 200)

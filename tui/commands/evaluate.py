@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render_evaluation(console, evaluation) -> None:
+    from rich.measure import Measurement
     from rich.table import Table
     from rich.text import Text
 
@@ -147,30 +148,41 @@ def render_evaluation(console, evaluation) -> None:
         console.print("no item was evaluated (none answered; drop --only-answered to explain forced answers)")
         return
     loc = any(s.n_localised for s in summary)
-    table = Table(show_edge=False, header_style="bold")
     columns = ["method", "n", "ABPC ± 95% CI", "ABPC (p)", "MoRF / LeRF AUC", "s / expl."]
     if loc:
         columns += ["top-1", "mass"]
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i in (0, 2, 4))
     best = max(s.abpc for s in summary)
 
     def f(x, d=3):
         return "–" if x is None or x != x else f"{x:.{d}f}"
 
+    rows = []
     for s in summary:
         row = [
-            visible(s.method),
-            str(s.n),
+            Text(visible(s.method)),
+            Text(str(s.n)),
             Text(f"{f(s.abpc)} ± {f(s.abpc_ci)}", style="bold green" if s.abpc == best else ""),
-            f(s.abpc_prob),
-            f"{f(s.morf_auc, 2)} / {f(s.lerf_auc, 2)}",
-            f(s.seconds, 2),
+            Text(f(s.abpc_prob)),
+            Text(f"{f(s.morf_auc, 2)} / {f(s.lerf_auc, 2)}"),
+            Text(f(s.seconds, 2)),
         ]
         if loc:
-            row += [f(s.top1, 2), f(s.mass, 2)]
+            row += [Text(f(s.top1, 2)), Text(f(s.mass, 2))]
+        rows.append(row)
+    table = Table(show_edge=False, header_style="bold")
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
+    for row in rows:
         table.add_row(*row)
-    console.print(table)
+    # the table's natural width (a measure at the console's width would be capped at it)
+    if Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width:
+        console.print(table)
+    else:  # narrower than the table (or piped at 80 columns): one block per method, every number kept
+        label_width = max(len(c) for c in columns[1:])
+        for row in rows:
+            console.print(Text.assemble(row[0], style="bold"), soft_wrap=True)
+            for col, value in zip(columns[1:], row[1:]):
+                console.print(Text.assemble(f"  {col:<{label_width}}  ", value), soft_wrap=True)
     console.print(
         Text(
             "ABPC = area between the LeRF and MoRF curves of the explained logit (larger = more faithful; "
