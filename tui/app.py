@@ -79,6 +79,9 @@ class XaiApp(App[None]):
     """Index of the selected answer token (0 = the first generated token)."""
     word_level: reactive[bool] = reactive(False)
     """Show relevance per word (sub-word tokens merged, relevance summed) instead of per token."""
+    scale_all: reactive[bool] = reactive(False)
+    """Colour scales over every token; False (default): special and chat-template tokens are left out of
+    the scale (they are still coloured, clipped at full strength, and listed apart)."""
     available_methods: tuple[str, ...] = METHODS
     """Methods the loaded model's family offers (all until a model is loaded)."""
     method: reactive[str] = reactive("attnlrp")

@@ -200,7 +200,7 @@ class ModelBackend(_Backend):
         import time
 
         from lrp_llm.engines.explain import explain
-        from lrp_llm.engines.generation import build_prompt_ids, token_strings
+        from lrp_llm.engines.generation import build_prompt, token_strings
         from lrp_llm.errors import InputError
 
         if not request.question.strip():
@@ -208,7 +208,9 @@ class ModelBackend(_Backend):
         with self.lock:
             self._check_loaded()
             start = time.perf_counter()
-            prompt_ids = build_prompt_ids(self.tokenizer, request.question, request.context or None, chat=request.chat)
+            prompt_ids, template = build_prompt(
+                self.tokenizer, request.question, request.context or None, chat=request.chat
+            )
             if on_prompt is not None:
                 on_prompt(token_strings(self.tokenizer, prompt_ids))
             answer_ids: list[int] = []
@@ -228,7 +230,8 @@ class ModelBackend(_Backend):
                 progress=progress,
                 on_token=decode,
                 should_cancel=should_cancel,
-                on_target=self._partials(on_partial, request.method, prompt_ids, answer_ids, start),
+                on_target=self._partials(on_partial, request.method, prompt_ids, answer_ids, start, template),
+                template_positions=template,
             )
 
     def reexplain(
@@ -250,6 +253,7 @@ class ModelBackend(_Backend):
             self._check_loaded()
             n = attribution.prompt_length
             prompt_ids, answer_ids = attribution.input_ids[:n], attribution.input_ids[n:]
+            template = attribution.meta.get("template_positions")
             return explain(
                 self.model,
                 self.tokenizer,
@@ -259,7 +263,8 @@ class ModelBackend(_Backend):
                 model_name=self.name,
                 progress=progress,
                 should_cancel=should_cancel,
-                on_target=self._partials(on_partial, method, prompt_ids, answer_ids, time.perf_counter()),
+                on_target=self._partials(on_partial, method, prompt_ids, answer_ids, time.perf_counter(), template),
+                template_positions=template,
             )
 
     def _partials(
@@ -269,10 +274,11 @@ class ModelBackend(_Backend):
         prompt_ids: list[int],
         answer_ids: list[int],
         start: float,
+        template: list[int] | None = None,
     ) -> Callable[[int, Any], None] | None:
         """An ``on_target`` for :func:`~lrp_llm.engines.explain.explain` that hands ``on_partial`` the
         answer with its explained tokens so far. ``answer_ids`` is complete when the first target comes
-        (the answer is generated before it is explained)."""
+        (the answer is generated before it is explained); ``template``: the prompt's template positions."""
         if on_partial is None:
             return None
         import time
@@ -298,7 +304,11 @@ class ModelBackend(_Backend):
                     prompt_length=len(prompt_ids),
                     targets=list(done),
                     seconds=time.perf_counter() - start,
-                    meta={"partial": True, "answer_tokens": len(answer_ids)},
+                    meta={
+                        "partial": True,
+                        "answer_tokens": len(answer_ids),
+                        "template_positions": [k for k in template or () if k < len(prompt_ids)],
+                    },
                 )
             )
 

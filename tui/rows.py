@@ -28,6 +28,11 @@ class RelevanceRow:
         """Distance in tokens from the unit's last token to the explained token."""
         return self.explained.position - (self.spans[unit][1] - 1)
 
+    def apart(self, template_positions) -> set[int]:
+        """The units before the target made only of special or chat-template tokens (positions given)."""
+        marked = set(template_positions or ())
+        return {k for k, (a, b) in enumerate(self.spans[: self.target]) if all(i in marked for i in range(a, b))}
+
 
 def relevance_row(a: Attribution, t: int, words: bool = False) -> RelevanceRow:
     """The display row of answer token ``t`` of ``a``, per token or (``words``) per word."""

@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from lrp_llm.archs import ArchSpec, register
+from lrp_llm.archs.attention_gate import install_attention_gates
 from lrp_llm.archs.blocks import find_parts, install_transformer_rules
 from lrp_llm.archs.description import (
     AttentionFunctionParts,
@@ -27,7 +28,6 @@ from lrp_llm.archs.description import (
     TransformerParts,
     by_layer_type,
 )
-from lrp_llm.archs.attention_gate import install_attention_gates
 from lrp_llm.mechanism.patch import ModelPatch
 
 

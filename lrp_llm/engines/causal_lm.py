@@ -21,7 +21,7 @@ from lrp_llm.engines.generation import (
     AnswerExplanation,
     OnTarget,
     TargetStream,
-    build_prompt_ids,
+    build_prompt,
     context_length,
     input_device,
     token_strings,
@@ -152,9 +152,12 @@ def relevance(
 TAKES_CHAT = True  # a context or chat=True makes the prompt a chat turn (when the tokenizer has a template)
 
 
-def prompt_ids(tokenizer, prompt: str, context: str | None, *, chat: bool | None, system: str | None) -> list[int]:
-    """The token ids of the prompt (a chat turn with a context or ``chat=True``, see :func:`build_prompt_ids`)."""
-    return build_prompt_ids(tokenizer, prompt, context, chat=chat, system=system)
+def prompt_ids(
+    tokenizer, prompt: str, context: str | None, *, chat: bool | None, system: str | None
+) -> tuple[list[int], list[int]]:
+    """The token ids of the prompt (a chat turn with a context or ``chat=True``, see :func:`build_prompt`) and
+    the positions of its special and template tokens."""
+    return build_prompt(tokenizer, prompt, context, chat=chat, system=system)
 
 
 def explain_answer(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from lrp_llm.archs import check_not_encoder, find_arch
-from lrp_llm.engines import causal_lm, seq2seq
+from lrp_llm.engines import causal_lm, generation, seq2seq
 from lrp_llm.engines.generation import OnTarget, checkpoint_name, context_length, input_device, resolve_answer_ids
 from lrp_llm.errors import InputError, ShouldCancel
 from lrp_llm.mechanism.gradients import Progress
@@ -63,6 +63,7 @@ def explain(
     on_token: Callable[[int], None] | None = None,
     should_cancel: ShouldCancel | None = None,
     on_target: OnTarget | None = None,
+    template_positions: Sequence[int] | None = None,
 ) -> Attribution:
     """Explain every answer token of ``prompt``.
 
@@ -77,6 +78,9 @@ def explain(
     ``on_token(id)``: each generated token as it comes; ``on_target(i, target)``: answer token
     ``i``'s :class:`~lrp_llm.results.attribution.TargetRelevance` as soon as it is explained,
     in order (the first after one forward and one backward pass), equal to ``targets[i]``.
+    Causal LMs: ``meta["template_positions"]`` lists the tokens the user did not write (special tokens,
+    the chat template's headers and default system prompt); displays leave them out of the colour scale.
+    With ``prompt_ids``, ``template_positions`` gives the prompt's (default: its special tokens).
     """
     start = time.perf_counter()
     kind = text_kind(model)
@@ -90,7 +94,11 @@ def explain(
     if prompt_ids is None:
         if prompt is None:
             raise InputError("the prompt is empty; pass some text with --prompt")
-        prompt_ids = engine.prompt_ids(tokenizer, prompt, context, chat=chat, system=system)
+        prompt_ids, template_positions = engine.prompt_ids(tokenizer, prompt, context, chat=chat, system=system)
+    elif template_positions is None and kind == "causal-lm":
+        template_positions = generation.template_positions(
+            tokenizer, prompt_ids
+        )  # special tokens only: the text is not known here
     prompt_ids = [int(i) for i in prompt_ids]
     timings: dict[str, float] = {}
     if answer_ids is None:
@@ -126,6 +134,22 @@ def explain(
     timings.update(part.timings)
     timings["explain"] = time.perf_counter() - t0
     spec = get_method(method)
+    meta = run_meta(
+        kind,
+        method=method,
+        rules=spec.rules,
+        steps=spec.steps_or_none(steps),
+        dtype=next(model.parameters()).dtype,
+        device=input_device(model),
+    )
+    if template_positions is not None:
+        n = len(prompt_ids)
+        answer_special = [
+            n + k for k in generation.template_positions(tokenizer, answer_ids)
+        ]  # e.g. the end-of-turn token
+        meta["template_positions"] = sorted(
+            {int(k) for k in template_positions if 0 <= int(k) < n} | set(answer_special)
+        )
     return Attribution(
         model=model_name or checkpoint_name(model),
         method=method,
@@ -135,14 +159,7 @@ def explain(
         targets=part.targets,
         seconds=time.perf_counter() - start,
         timings=timings,
-        meta=run_meta(
-            kind,
-            method=method,
-            rules=spec.rules,
-            steps=spec.steps_or_none(steps),
-            dtype=next(model.parameters()).dtype,
-            device=input_device(model),
-        ),
+        meta=meta,
         source_tokens=part.source_tokens,
         source_ids=part.source_ids,
     )

@@ -92,6 +92,19 @@ def build_prompt_ids(
     prompt becomes one user turn ``context + "\\n" + prompt`` followed by the assistant
     header. Otherwise the text is tokenised as it is (next-token continuation).
     """
+    return build_prompt(tokenizer, prompt, context, chat=chat, system=system)[0]
+
+
+def build_prompt(
+    tokenizer,
+    prompt: str,
+    context: str | None = None,
+    *,
+    chat: bool | None = None,
+    system: str | None = None,
+) -> tuple[list[int], list[int]]:
+    """``(ids, template)``: the ids of :func:`build_prompt_ids` and the positions of the tokens the user did
+    not write (:func:`template_positions`)."""
     if not prompt or not prompt.strip():
         raise InputError("the prompt is empty; pass some text with --prompt")
     for what, value in (("prompt", prompt), ("context", context), ("system prompt", system)):
@@ -101,8 +114,51 @@ def build_prompt_ids(
     if use_chat and getattr(tokenizer, "chat_template", None):
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
         enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
-        return [int(i) for i in enc["input_ids"]]
-    return [int(i) for i in tokenizer(text, add_special_tokens=True)["input_ids"]]
+        ids = [int(i) for i in enc["input_ids"]]
+        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return ids, template_positions(tokenizer, ids, rendered, [t for t in (system, text) if t])
+    ids = [int(i) for i in tokenizer(text, add_special_tokens=True)["input_ids"]]
+    return ids, template_positions(tokenizer, ids)
+
+
+def special_ids(tokenizer) -> set[int]:
+    """The ids of the tokenizer's special tokens (BOS, EOS, padding, chat markers such as ``<|im_start|>``)."""
+    out = {int(i) for i in getattr(tokenizer, "all_special_ids", []) or []}
+    for i, token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(token, "special", False):
+            out.add(int(i))
+    return out
+
+
+def template_positions(
+    tokenizer, ids: Sequence[int], rendered: str | None = None, user: Sequence[str] = ()
+) -> list[int]:
+    """Positions in ``ids`` of tokens the user did not write: special tokens, and where ``rendered`` (the chat
+    template's text that ``ids`` tokenise) is given, every token outside the user's texts ``user`` (role
+    headers, a default system prompt). Where the template's text cannot be matched to ``ids`` token by token
+    (a tokenizer without offsets, a template that tokenises otherwise), only the special tokens."""
+    special = special_ids(tokenizer)
+    marked = {k for k, i in enumerate(ids) if int(i) in special}
+    if rendered is None or not user:
+        return sorted(marked)
+    try:
+        enc = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, ValueError, TypeError):  # slow tokenizers have no offsets
+        return sorted(marked)
+    if [int(i) for i in enc["input_ids"]] != [int(i) for i in ids]:
+        return sorted(marked)
+    spans = []
+    start = 0
+    for text in user:  # in the order the template writes them
+        at = rendered.find(text, start)
+        if at < 0:
+            return sorted(marked)
+        spans.append((at, at + len(text)))
+        start = at + len(text)
+    for k, (a, b) in enumerate(enc["offset_mapping"]):
+        if not any(lo <= a and b <= hi for lo, hi in spans):
+            marked.add(k)
+    return sorted(marked)
 
 
 def source_ids(tokenizer, prompt: str, context: str | None = None) -> list[int]:

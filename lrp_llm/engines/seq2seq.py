@@ -211,9 +211,12 @@ def batch_seq2seq_relevance(
 TAKES_CHAT = False
 
 
-def prompt_ids(tokenizer, prompt: str, context: str | None, *, chat: bool | None, system: str | None) -> list[int]:
-    """Encoder input ids (T5's ``question: ... context: ...`` with a context); ``chat``/``system`` unused."""
-    return source_ids(tokenizer, prompt, context)
+def prompt_ids(
+    tokenizer, prompt: str, context: str | None, *, chat: bool | None, system: str | None
+) -> tuple[list[int], None]:
+    """Encoder input ids (T5's ``question: ... context: ...`` with a context); ``chat``/``system`` unused. No
+    template positions: the explained tokens are the decoder's."""
+    return source_ids(tokenizer, prompt, context), None
 
 
 def explain_answer(

@@ -28,6 +28,16 @@ def colour_level(value: float, scale: float) -> int:
     return k if x >= 0 else -k
 
 
+def display_scale(values, apart=()) -> float:
+    """The colour scale of a heatmap: the largest finite |value| outside ``apart`` (indices of special and
+    chat-template tokens, whose values can dwarf the rest: a first token that soaks up relevance); the
+    largest over all values when every value is apart. 0.0 when there is none."""
+    apart = set(apart)
+    finite = [(i, abs(float(v))) for i, v in enumerate(values) if math.isfinite(float(v))]
+    kept = [v for i, v in finite if i not in apart]
+    return max(kept or [v for _, v in finite], default=0.0)
+
+
 # JavaScript twin of colour_level (ES5, for the report's inline script).
 LEVEL_JS = (
     "function lvl(v, s) {\n"

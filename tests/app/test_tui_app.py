@@ -560,3 +560,31 @@ async def test_the_first_heatmap_shows_before_the_last_token_is_explained(refere
         assert len(app.attribution.targets) == n and answer.cursor == 1
         for got, expected in zip(app.attribution.targets, reference.targets):
             np.testing.assert_allclose(got.relevance, expected.relevance, rtol=1e-5, atol=1e-6)
+
+
+async def test_the_colour_scale_leaves_template_tokens_out_until_toggled(backend, reference):
+    from lrp_llm.export.levels import display_scale
+    from tui.widgets.legend import Legend
+
+    app = XaiApp(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(app, pilot)
+        template = set(app.attribution.meta["template_positions"])
+        await pilot.press("right")  # answer token 1: a template token holds its largest |relevance|
+        t = reference.targets[1]
+        assert template and all(k < t.position for k in template if k < reference.prompt_length)
+        prompt = app.screen.query_one("#prompt", TokenFlow)
+        values = list(t.relevance)
+        assert display_scale(values, template) < display_scale(values)  # the case the toggle is for
+        assert prompt.scale == pytest.approx(display_scale(values, template), rel=1e-6)
+        assert prompt.values[: len(values)] == pytest.approx(values, rel=1e-6)  # every value still shown
+        assert "left out" in app.screen.query_one(Legend).unit
+        sources = app.screen.query_one("#sources", SourcesList)
+        listed = [sources.get_option_at_index(i) for i in range(sources.option_count)]
+        heading = next(i for i, o in enumerate(listed) if "special / template" in str(o.prompt))
+        ranked = [int(o.id) for o in listed[:heading] if o.id is not None]
+        assert not template & set(ranked)  # the ranked sources leave them out; they are listed below
+        assert {int(o.id) for o in listed[heading + 1 :]} <= template
+        await pilot.press("ctrl+e")
+        assert app.scale_all and prompt.scale == pytest.approx(display_scale(values), rel=1e-6)
+        assert "left out" not in app.screen.query_one(Legend).unit

@@ -17,6 +17,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Select
 
+from lrp_llm.export.levels import display_scale
 from lrp_llm.methods import METHODS, label
 from lrp_llm.text import compact
 
@@ -25,7 +26,7 @@ from ..exporting import Export, attribution_export
 from ..rows import RelevanceRow, relevance_row
 from ..widgets.legend import Legend
 from ..widgets.literal import literal
-from ..widgets.sources import SourcesList, ranked_sources
+from ..widgets.sources import SourcesList, apart_sources, ranked_sources
 from ..widgets.text_input import TextInput
 from ..widgets.tokenflow import AnswerTokens, TokenFlow
 from .base import Command, ViewScreen
@@ -40,6 +41,7 @@ class AskScreen(ViewScreen):
         Binding("ctrl+t", "next_method", "Method", id="ask.method"),
         Binding("ctrl+g", "toggle_words", "Words", id="ask.words"),
         Binding("ctrl+n", "toggle_chat", "QA/plain", id="ask.chat"),
+        Binding("ctrl+e", "toggle_scale", "Scale", id="ask.scale", show=False),
         Binding("j", "jump(1)", "Next source", id="ask.jump"),
         Binding("k", "jump(-1)", "Previous source", id="ask.jump_back", show=False),
     ]
@@ -83,6 +85,7 @@ class AskScreen(ViewScreen):
         self.watch(app, "attribution", self._show_result)
         self.watch(app, "target", self._show_target, init=False)
         self.watch(app, "word_level", self._show_target, init=False)
+        self.watch(app, "scale_all", self._show_target, init=False)
         self.watch(app, "stream_prompt", self._show_stream_prompt, init=False)
         self.watch(app, "stream_answer", self._show_stream_answer, init=False)
         self.watch(app, "method", self._sync_method)
@@ -167,7 +170,9 @@ class AskScreen(ViewScreen):
         self.row = row
         tr = row.explained
         prompt = self.query_one("#prompt", TokenFlow)
-        prompt.set_tokens(row.texts, row.values, target=row.target, dim_from=row.target + 1)
+        apart = row.apart(a.meta.get("template_positions"))
+        scale = display_scale(row.values, () if self.xai.scale_all else apart)
+        prompt.set_tokens(row.texts, row.values, target=row.target, dim_from=row.target + 1, scale=scale)
         prompt.scroll_to_token(row.target)
         unit = "words" if self.xai.word_level else "tokens"
         prompt.border_title = literal(f"Input relevance for {compact(tr.token)} · {unit}")
@@ -183,14 +188,20 @@ class AskScreen(ViewScreen):
             f"{compact(tr.token)}  logit {tr.logit:.2f}  p {tr.probability:.3f}  ΣR/logit {tr.conservation:.2f}"
         )
         distances = [row.distance(k) for k in range(row.target)]
-        top, bottom = ranked_sources(row.texts[: row.target], row.values, distances=distances)
+        top, bottom = ranked_sources(row.texts[: row.target], row.values, distances=distances, apart=apart)
         total = sum(v for v in row.values if v > 0)
         sources = self.query_one("#sources", SourcesList)
-        sources.show(top, bottom, total=total)
+        sources.show(top, bottom, total=total, apart=apart_sources(row.texts, row.values, apart))
         sources.border_title = literal(f"Top sources of {compact(tr.token)}")
         self._ranked = [s.index for s in top]
         self._jump = -1
-        self.query_one(Legend).scale = prompt.scale
+        legend = self.query_one(Legend)
+        legend.unit = (
+            "max |relevance| of the selected token, special / template tokens left out (Ctrl+E)"
+            if apart and not self.xai.scale_all
+            else "max |relevance| of the selected token"
+        )
+        legend.scale = prompt.scale
 
     @on(AnswerTokens.CursorMoved, "#answer")
     def _cursor_moved(self, event: AnswerTokens.CursorMoved) -> None:
@@ -225,6 +236,10 @@ class AskScreen(ViewScreen):
     def action_toggle_words(self) -> None:
         self.xai.word_level = not self.xai.word_level
 
+    def action_toggle_scale(self) -> None:
+        """Colour scale over every token, or (the default) without special and chat-template tokens."""
+        self.xai.scale_all = not self.xai.scale_all
+
     def action_toggle_chat(self) -> None:
         self.xai.chat = not self.xai.chat
 
@@ -242,6 +257,12 @@ class AskScreen(ViewScreen):
         app = self.xai
         words = "off (per token)" if app.word_level else "on (merge sub-word tokens)"
         yield ("Word level: " + words, "Show relevance per word or per token (Ctrl+G)", self.action_toggle_words)
+        scale = "without special / template tokens" if app.scale_all else "over every token"
+        yield (
+            "Colour scale: " + scale,
+            "Include special and chat-template tokens in the colour scale, or leave them out (Ctrl+E)",
+            self.action_toggle_scale,
+        )
         if app.backend is not None:
             mode = "plain prompt" if app.chat else "QA (chat template)"
             yield (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from rich.style import Style
@@ -34,9 +34,11 @@ def ranked_sources(
     distances: Sequence[int] | None = None,
     k: int = 10,
     k_negative: int = 3,
+    apart: Collection[int] = (),
 ) -> tuple[list[Source], list[Source]]:
-    """The ``k`` largest positive values and the ``k_negative`` most negative ones."""
-    order = sorted(range(len(values)), key=lambda i: (-values[i], i))
+    """The ``k`` largest positive values and the ``k_negative`` most negative ones, leaving out the
+    indices in ``apart`` (special and template tokens: :func:`apart_sources` ranks those)."""
+    order = sorted((i for i in range(len(values)) if i not in apart), key=lambda i: (-values[i], i))
 
     def source(i: int) -> Source:
         return Source(i, texts[i], float(values[i]), None if distances is None else int(distances[i]))
@@ -44,6 +46,12 @@ def ranked_sources(
     top = [source(i) for i in order[:k] if values[i] > 0]
     bottom = [source(i) for i in reversed(order[-k_negative:]) if values[i] < 0]
     return top, bottom
+
+
+def apart_sources(texts: Sequence[str], values: Sequence[float], apart: Collection[int], *, k: int = 3) -> list[Source]:
+    """The ``k`` special / template tokens of largest |value| (listed apart from the other sources)."""
+    order = sorted((i for i in apart if i < len(values) and values[i] != 0), key=lambda i: (-abs(values[i]), i))
+    return [Source(i, texts[i], float(values[i])) for i in order[:k]]
 
 
 class SourcesList(OptionList):
@@ -64,15 +72,28 @@ class SourcesList(OptionList):
         def control(self) -> SourcesList:
             return self.sources
 
-    def show(self, top: Sequence[Source], bottom: Sequence[Source] = (), *, total: float | None = None) -> None:
-        """Fill the list; ``total``: the positive relevance sum that shares are relative to."""
+    def show(
+        self,
+        top: Sequence[Source],
+        bottom: Sequence[Source] = (),
+        *,
+        total: float | None = None,
+        apart: Sequence[Source] = (),
+    ) -> None:
+        """Fill the list; ``total``: the positive relevance sum that shares are relative to; ``apart``: the
+        special and template tokens, listed last under their own heading."""
         self.clear_options()
-        scale = max([abs(s.value) for s in [*top, *bottom]], default=0.0)
+        scale = max([abs(s.value) for s in [*top, *bottom, *apart]], default=0.0)
         options: list[Option | None] = [self._option(s, scale, total) for s in top]
         if bottom:
             if options:
                 options.append(None)
             options.extend(self._option(s, scale, total) for s in bottom)
+        if apart:
+            if options:
+                options.append(None)
+            options.append(Option(Text("special / template tokens", style="dim italic"), disabled=True))
+            options.extend(self._option(s, scale, total) for s in apart)
         self.add_options(options)
 
     def _option(self, source: Source, scale: float, total: float | None) -> Option:
