@@ -162,6 +162,7 @@ def _load_families() -> None:
         codegen,  # noqa: F401
         cohere,  # noqa: F401
         doge,  # noqa: F401
+        dsa,  # noqa: F401
         encoders,  # noqa: F401
         falcon,  # noqa: F401
         gated_attention,  # noqa: F401
@@ -182,6 +183,7 @@ def _load_families() -> None:
         moe_more,  # noqa: F401
         moshi,  # noqa: F401
         mpt,  # noqa: F401
+        newest,  # noqa: F401
         olmo,  # noqa: F401
         openai_gpt,  # noqa: F401
         opt,  # noqa: F401

@@ -213,6 +213,16 @@ _MLA = {
     "v_head_dim": 8,
     "num_key_value_heads": HEADS,
 }
+_DSA = {
+    **_MLA,
+    "head_dim": 4,
+    "n_group": 1,
+    "topk_group": 1,
+    "mlp_layer_types": ["dense", "sparse"],
+    "index_topk": 4,
+    "index_n_heads": 2,
+    "index_head_dim": 8,
+}
 _SPECIAL.update(
     {
         **{t: {**_MLA, "head_dim": 4} for t in ("deepseek_v2", "glm4_moe_lite", "longcat_flash", "minicpm3", "youtu")},
@@ -224,6 +234,11 @@ _SPECIAL.update(
         "llama4_text": {"attention_chunk_size": 8, "no_rope_layers": [1, 0], "moe_layers": [1]},
         # its router groups the experts (8 groups by default): one group of the 4
         "axk1": {**_MLA, "head_dim": 4, "n_group": 1, "topk_group": 1},
+        # DeepSeek sparse attention: a dense then an MoE layer, and an indexer that keeps 4 keys
+        # (fewer than the 12-token prompts have) so that the selection masks keys; GLM-MoE-DSA's
+        # second layer reuses the first's selection ("shared"), so both kinds are checked
+        "deepseek_v32": {**_DSA},
+        "glm_moe_dsa": {**_DSA, "indexer_types": ["full", "shared"]},
         # Kimi Linear: one Kimi-delta-attention and one MLA layer (dense, then MoE), 4 linear heads of 8
         "kimi_linear": {
             **_MLA,
