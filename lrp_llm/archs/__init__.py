@@ -161,6 +161,7 @@ def _load_families() -> None:
         bloom,  # noqa: F401
         codegen,  # noqa: F401
         cohere,  # noqa: F401
+        cohere_compass,  # noqa: F401
         doge,  # noqa: F401
         dsa,  # noqa: F401
         encoders,  # noqa: F401

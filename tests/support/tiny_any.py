@@ -130,6 +130,17 @@ def tiny_model(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.flo
 
 _SPECIAL: dict[str, dict] = {
     "dots3_note_text": {"num_key_value_heads": HEADS},  # its validator wants as many key/value heads as heads
+    # its default config names no RoPE per layer type (the rotary module needs one entry for each):
+    # a sliding-window layer with RoPE (multimodal sections summing to the 4 frequencies of a head
+    # of 8) and a NoPE full-attention layer, so that both are checked; the window within the prompts
+    "cohere_compass_text": {
+        "layer_types": ["sliding_attention", "full_attention"],
+        "sliding_window": 4,
+        "rope_parameters": {
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]},
+            "full_attention": None,
+        },
+    },
     # both token mixers, and the MLP width as given (not 2/3 of it rounded up to 256)
     "lfm2": {"layer_types": ["conv", "full_attention"], "block_auto_adjust_ff_dim": False},
     # CodeGen rotates the first rotary_dim (default 64) features of each head: fewer than a head's 8

@@ -1,5 +1,5 @@
-"""The newest families: DeepSeek sparse attention (DSA) against hand formulas in float64, and the
-refusals of the newest types that have a part without a rule (each error names the part)."""
+"""The newest families: DeepSeek sparse attention (DSA) and Cohere Compass's LayerNorm against hand
+formulas in float64, and the refusals of the newest types that have a part without a rule (each error names the part)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from lrp_llm.archs import get_arch
+from lrp_llm.archs.blocks import install_norms
+from lrp_llm.archs.cohere_compass import COHERE_COMPASS_FAMILY
 from lrp_llm.archs.dsa import index_mask
 from lrp_llm.errors import UnsupportedModelError
 from lrp_llm.mechanism.context import lrp_rules
+from lrp_llm.mechanism.patch import ModelPatch
 from tests.support.tiny_any import tiny_model
 
 DSA_TYPES = ("deepseek_v32", "glm_moe_dsa")
@@ -116,6 +119,29 @@ def test_the_selection_stays_a_mask_under_the_rules_with_sdpa(model_type):
         for rules in ("attnlrp", "cp-lrp", "relp"):
             with lrp_rules(model, rules):
                 torch.testing.assert_close(model(ids).logits, plain, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ Cohere Compass's LayerNorm
+def test_cohere_compass_layer_norm_rule_is_the_centred_linear_map_with_sigma_constant():
+    from transformers.models.cohere_compass.modeling_cohere_compass import CohereCompassLayerNorm
+
+    d = 8
+    norm = CohereCompassLayerNorm(d, eps=1e-5).to(torch.float64)
+    norm.weight.data = torch.linspace(0.5, 1.5, d, dtype=torch.float64)
+    x = torch.randn(3, d, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    c = torch.randn(3, d, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
+    with ModelPatch(norm) as patch:
+        install_norms(patch, [norm], COHERE_COMPASS_FAMILY.parts.norm)
+        xr = x.clone().requires_grad_(True)
+        out = norm(xr)
+        (grad,) = torch.autograd.grad((out * c).sum(), xr)
+    # the module itself computes in float32 (mean-centred, weight only, no offset)
+    torch.testing.assert_close(out, norm(x), atol=1e-6, rtol=1e-6)
+    centred = x - x.mean(-1, keepdim=True)
+    sigma = torch.sqrt(centred.pow(2).mean(-1, keepdim=True) + 1e-5)
+    torch.testing.assert_close(out, norm.weight * centred / sigma, atol=1e-12, rtol=0)
+    g = c * norm.weight / sigma  # 1/sigma a constant: the mean removal is the only coupling left
+    torch.testing.assert_close(grad, g - g.mean(-1, keepdim=True), atol=1e-12, rtol=0)
 
 
 # ------------------------------------------------------------------ refusals name the part
