@@ -168,6 +168,7 @@ def _load_families() -> None:
         falcon,  # noqa: F401
         gated_attention,  # noqa: F401
         gated_deltanet,  # noqa: F401
+        gemma4_unified,  # noqa: F401
         glm,  # noqa: F401
         gpt2,  # noqa: F401
         gpt_neo,  # noqa: F401

@@ -25,13 +25,12 @@ _PER_LAYER = (
 )
 refuse(("gemma4_text",), _PER_LAYER)
 refuse(("gemma4",), f"{_PER_LAYER}; its vision and audio towers are not described either")
-_KV_SHARING = (
-    "its KV-shared layers (Gemma4UnifiedTextAttention reusing an earlier layer's keys and values through "
-    "shared_kv_states) are not described here: rules, patching sites and the layer stepper assume each "
-    "layer computes its own keys and values"
+# its text model (gemma4_unified_text) is supported: lrp_llm.archs.gemma4_unified
+refuse(
+    ("gemma4_unified",),
+    "the multimodal wrapper (Gemma4UnifiedModel: vision embedder beside the text model) is not described "
+    "here; load its text model as gemma4_unified_text",
 )
-refuse(("gemma4_unified_text",), _KV_SHARING)
-refuse(("gemma4_unified",), f"{_KV_SHARING}; its vision embedder is not described either")
 refuse(
     ("gemma4_assistant", "gemma4_unified_assistant"),
     "a drafter for assisted decoding: its forward needs the target model's hidden states and shared_kv_states "

@@ -119,7 +119,9 @@ def tiny_model(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.flo
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
     scale_weights(
-        model, norm_offset=model_type.startswith("gemma") and model_type not in ("gemma3n_text", "gemma4_text")
+        model,
+        norm_offset=model_type.startswith("gemma")
+        and model_type not in ("gemma3n_text", "gemma4_text", "gemma4_unified_text"),
     )
     if dtype == torch.float64:
         from lrp_llm.checkpoints.loading import eager_experts
@@ -130,6 +132,17 @@ def tiny_model(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.flo
 
 _SPECIAL: dict[str, dict] = {
     "dots3_note_text": {"num_key_value_heads": HEADS},  # its validator wants as many key/value heads as heads
+    # Gemma-4 unified: 4 layers (sliding, full, sliding, full), the last two reusing the first two's keys and
+    # values (num_kv_shared_layers), V from the K projection on full layers (attention_k_eq_v); the
+    # full layers' head width (global_head_dim, 512 by default) that of the others
+    "gemma4_unified_text": {
+        "num_hidden_layers": 4,
+        "layer_types": ["sliding_attention", "full_attention"] * 2,
+        "num_kv_shared_layers": 2,
+        "attention_k_eq_v": True,
+        "sliding_window": 4,
+        "global_head_dim": HEAD_DIM,
+    },
     # its default config names no RoPE per layer type (the rotary module needs one entry for each):
     # a sliding-window layer with RoPE (multimodal sections summing to the 4 frequencies of a head
     # of 8) and a NoPE full-attention layer, so that both are checked; the window within the prompts

@@ -1,5 +1,5 @@
-"""The newest families: DeepSeek sparse attention (DSA) and Cohere Compass's LayerNorm against hand
-formulas in float64, and the refusals of the newest types that have a part without a rule (each error names the part)."""
+"""The newest families: DeepSeek sparse attention (DSA), Gemma-4 unified's shared keys and values and
+Cohere Compass's LayerNorm against hand formulas in float64, and the refusals of the newest types that have a part without a rule (each error names the part)."""
 
 from __future__ import annotations
 
@@ -121,6 +121,41 @@ def test_the_selection_stays_a_mask_under_the_rules_with_sdpa(model_type):
                 torch.testing.assert_close(model(ids).logits, plain, atol=1e-5, rtol=1e-5)
 
 
+# ------------------------------------------------------------------ Gemma-4 unified: K/V shared, V from K
+def test_cp_lrp_through_a_kv_shared_layer_reaches_the_layer_that_stored_v():
+    torch.manual_seed(0)
+    model = tiny_model("gemma4_unified_text", dtype=torch.float64)
+    store, reuse = model.model.layers[1].self_attn, model.model.layers[3].self_attn
+    assert store.store_full_length_kv and store.v_proj is None and reuse.is_kv_shared_layer
+    seq, d = 6, model.config.hidden_size
+    x1, x3 = torch.randn(2, 1, seq, d, dtype=torch.float64)
+    rotary = model.model.rotary_emb(x1, torch.arange(seq)[None], "full_attention")
+    causal = torch.full((seq, seq), torch.finfo(torch.float64).min, dtype=torch.float64).triu(1)[None, None]
+
+    x1r, x3r = x1.clone().requires_grad_(True), x3.clone().requires_grad_(True)
+    with lrp_rules(model, "cp-lrp"):
+        shared: dict = {}
+        store(x1r, rotary, causal, shared)
+        out, held = reuse(x3r, rotary, causal, shared)
+        out[0, -1].sum().backward()
+    stored = (x1r * x1r.grad).sum(-1)[0]
+    # the reusing layer's own input only forms its queries: no relevance under CP-LRP
+    assert x3r.grad is None or (x3r.grad == 0).all()
+
+    # by hand: V = k_proj(x1) per head over its rms (a constant; v_norm has no weight), the
+    # probabilities given, o_proj of the mixed heads
+    x1h = x1.clone().requires_grad_(True)
+    keys = (x1h @ store.k_proj.weight.T).view(1, seq, -1, store.head_dim)
+    rms = torch.sqrt(keys.pow(2).mean(-1, keepdim=True) + model.config.rms_norm_eps).detach()
+    values = (keys / rms).transpose(1, 2).repeat_interleave(reuse.num_key_value_groups, dim=1)
+    mixed = (held.detach() @ values).transpose(1, 2).reshape(1, seq, -1)
+    (mixed @ reuse.o_proj.weight.T)[0, -1].sum().backward()
+    hand = (x1h * x1h.grad).sum(-1)[0]
+
+    torch.testing.assert_close(stored, hand, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(stored.sum(), out[0, -1].sum().detach(), atol=1e-10, rtol=1e-10)
+
+
 # ------------------------------------------------------------------ Cohere Compass's LayerNorm
 def test_cohere_compass_layer_norm_rule_is_the_centred_linear_map_with_sigma_constant():
     from transformers.models.cohere_compass.modeling_cohere_compass import CohereCompassLayerNorm
@@ -150,8 +185,7 @@ REFUSED = [
     ("gemma3n_text", "Gemma3nTextAltUp"),
     ("gemma4", "per-layer input embeddings"),
     ("gemma4_text", "per-layer input embeddings"),
-    ("gemma4_unified", "Gemma4UnifiedTextAttention"),
-    ("gemma4_unified_text", "shared_kv_states"),
+    ("gemma4_unified", "Gemma4UnifiedModel"),
     ("gemma4_assistant", "drafter"),
     ("gemma4_unified_assistant", "drafter"),
     ("deepseek_v4", "DeepseekV4HyperConnection"),
