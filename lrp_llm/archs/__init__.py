@@ -166,6 +166,7 @@ def _load_families() -> None:
         dsa,  # noqa: F401
         encoders,  # noqa: F401
         falcon,  # noqa: F401
+        fuyu,  # noqa: F401
         gated_attention,  # noqa: F401
         gated_deltanet,  # noqa: F401
         gemma4_unified,  # noqa: F401

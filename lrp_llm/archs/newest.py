@@ -87,11 +87,7 @@ refuse(
     "the Emu3 checkpoint wraps its text model beside a VQ-VAE image tokenizer (Emu3VQVAE); the wrapper "
     "(Emu3Config with text_config) is not described here",
 )
-refuse(
-    ("fuyu",),
-    "its image patches enter through vision_embed_tokens into the Persimmon language model "
-    "(FuyuModel.language_model); the wrapper is not described here",
-)
+# fuyu (the Persimmon decoder behind an image-patch projection) is supported: lrp_llm.archs.fuyu
 refuse(
     ("got_ocr2",),
     "the vision encoder (GotOcr2VisionEncoder) and projector wrap its language model "

@@ -350,5 +350,13 @@ def _gemma3_multimodal(**overrides):
     )
 
 
+def _fuyu(**overrides):
+    """Fuyu's config: the tiny Persimmon text model, 4x4 RGB patches; the last vocabulary id the image token."""
+    from transformers import FuyuConfig
+
+    text = tiny_config("persimmon", **overrides)
+    return FuyuConfig(text_config=text.to_dict(), patch_size=4, num_channels=3, image_token_id=VOCAB - 1)
+
+
 # model types whose config nests the text model's (built from the text type's tiny config)
-_COMPOSITE = {"gemma3": _gemma3_multimodal}
+_COMPOSITE = {"gemma3": _gemma3_multimodal, "fuyu": _fuyu}
