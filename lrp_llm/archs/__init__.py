@@ -171,6 +171,7 @@ def _load_families() -> None:
         gated_deltanet,  # noqa: F401
         gemma4_unified,  # noqa: F401
         glm,  # noqa: F401
+        got_ocr2,  # noqa: F401
         gpt2,  # noqa: F401
         gpt_neo,  # noqa: F401
         gpt_neox,  # noqa: F401

@@ -88,11 +88,7 @@ refuse(
     "(Emu3Config with text_config) is not described here",
 )
 # fuyu (the Persimmon decoder behind an image-patch projection) is supported: lrp_llm.archs.fuyu
-refuse(
-    ("got_ocr2",),
-    "the vision encoder (GotOcr2VisionEncoder) and projector wrap its language model "
-    "(GotOcr2Model.language_model); the wrapper is not described here",
-)
+# got_ocr2 (the Qwen2 decoder behind a vision encoder) is supported: lrp_llm.archs.got_ocr2
 refuse(
     ("phi4_multimodal",),
     "its vision and audio encoders sit inside the decoder model (Phi4MultimodalModel.embed_tokens_extend), "

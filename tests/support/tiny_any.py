@@ -358,5 +358,25 @@ def _fuyu(**overrides):
     return FuyuConfig(text_config=text.to_dict(), patch_size=4, num_channels=3, image_token_id=VOCAB - 1)
 
 
+def _got_ocr2(**overrides):
+    """GOT-OCR 2's config: the tiny Qwen2 text model beside a one-layer vision encoder (32x32 images of
+    16x16 patches, 16 channels); the last vocabulary id the image token."""
+    from transformers import GotOcr2Config
+
+    text = tiny_config("qwen2", **overrides)
+    vision = dict(
+        hidden_size=16,
+        output_channels=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=16,
+        global_attn_indexes=[0],
+        mlp_dim=24,
+        window_size=2,
+    )
+    return GotOcr2Config(text_config=text.to_dict(), vision_config=vision, image_token_index=VOCAB - 1)
+
+
 # model types whose config nests the text model's (built from the text type's tiny config)
-_COMPOSITE = {"gemma3": _gemma3_multimodal, "fuyu": _fuyu}
+_COMPOSITE = {"gemma3": _gemma3_multimodal, "fuyu": _fuyu, "got_ocr2": _got_ocr2}

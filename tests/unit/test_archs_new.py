@@ -197,7 +197,6 @@ REFUSED = [
     ("hrm_text", "no_grad"),
     ("blt", "BltPatcher"),
     ("emu3", "Emu3VQVAE"),
-    ("got_ocr2", "GotOcr2VisionEncoder"),
     ("phi4_multimodal", "embed_tokens_extend"),
     ("musicgen", "num_codebooks"),
     ("musicgen_melody", "num_codebooks"),
