@@ -171,7 +171,6 @@ def _load_families() -> None:
         gated_deltanet,  # noqa: F401
         gemma4_unified,  # noqa: F401
         glm,  # noqa: F401
-        got_ocr2,  # noqa: F401
         gpt2,  # noqa: F401
         gpt_neo,  # noqa: F401
         gpt_neox,  # noqa: F401
@@ -202,5 +201,6 @@ def _load_families() -> None:
         t5,  # noqa: F401
         vision_towers,  # noqa: F401
         vit,  # noqa: F401
+        wrapped_llama,  # noqa: F401
         xlstm,  # noqa: F401
     )

@@ -88,7 +88,7 @@ refuse(
     "(Emu3Config with text_config) is not described here",
 )
 # fuyu (the Persimmon decoder behind an image-patch projection) is supported: lrp_llm.archs.fuyu
-# got_ocr2 (the Qwen2 decoder behind a vision encoder) is supported: lrp_llm.archs.got_ocr2
+# got_ocr2 and moss_transcribe_diarize (Llama-layout decoders in a wrapper) are supported: lrp_llm.archs.wrapped_llama
 refuse(
     ("phi4_multimodal",),
     "its vision and audio encoders sit inside the decoder model (Phi4MultimodalModel.embed_tokens_extend), "
@@ -98,9 +98,4 @@ refuse(
     ("musicgen", "musicgen_melody"),
     "its input is num_codebooks parallel audio-code streams summed per position (embed_tokens per codebook) "
     "and its logits come from one head per codebook (lm_heads); no text prompt to explain",
-)
-refuse(
-    ("moss_transcribe_diarize",),
-    "the audio encoder (MossTranscribeDiarizeAudioModel over input_features) takes no tokens; its "
-    "language model is not explained alone",
 )

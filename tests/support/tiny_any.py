@@ -378,5 +378,27 @@ def _got_ocr2(**overrides):
     return GotOcr2Config(text_config=text.to_dict(), vision_config=vision, image_token_index=VOCAB - 1)
 
 
+def _moss_transcribe_diarize(**overrides):
+    """MOSS transcribe-diarize's config: the tiny Qwen3 text model beside a one-layer audio encoder
+    (8 mel bins, width 16); the last vocabulary id the audio token."""
+    from transformers.models.moss_transcribe_diarize import MossTranscribeDiarizeConfig
+
+    text = tiny_config("qwen3", **overrides)
+    audio = dict(
+        num_mel_bins=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=24,
+        hidden_size=16,
+        max_source_positions=8,
+    )
+    return MossTranscribeDiarizeConfig(text_config=text.to_dict(), audio_config=audio, audio_token_id=VOCAB - 1)
+
+
 # model types whose config nests the text model's (built from the text type's tiny config)
-_COMPOSITE = {"gemma3": _gemma3_multimodal, "fuyu": _fuyu, "got_ocr2": _got_ocr2}
+_COMPOSITE = {
+    "gemma3": _gemma3_multimodal,
+    "fuyu": _fuyu,
+    "got_ocr2": _got_ocr2,
+    "moss_transcribe_diarize": _moss_transcribe_diarize,
+}

@@ -200,7 +200,6 @@ REFUSED = [
     ("phi4_multimodal", "embed_tokens_extend"),
     ("musicgen", "num_codebooks"),
     ("musicgen_melody", "num_codebooks"),
-    ("moss_transcribe_diarize", "audio encoder"),
 ]
 
 
