@@ -84,8 +84,9 @@ refuse(
 )
 refuse(
     ("emu3",),
-    "the Emu3 checkpoint wraps its text model beside a VQ-VAE image tokenizer (Emu3VQVAE); the wrapper "
-    "(Emu3Config with text_config) is not described here",
+    "the wrapper (Emu3ForConditionalGeneration: VQ-VAE image tokenizer Emu3VQVAE beside the text model) is not "
+    "described here; its text model alone (Emu3ForCausalLM) reports model_type 'emu3_text', which transformers' "
+    "auto classes do not register",
 )
 # fuyu (the Persimmon decoder behind an image-patch projection) is supported: lrp_llm.archs.fuyu
 # got_ocr2 and moss_transcribe_diarize (Llama-layout decoders in a wrapper) are supported: lrp_llm.archs.wrapped_llama
