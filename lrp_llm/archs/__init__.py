@@ -162,13 +162,17 @@ def _load_families() -> None:
         bloom,  # noqa: F401
         codegen,  # noqa: F401
         cohere,  # noqa: F401
+        cohere_compass,  # noqa: F401
         ctrl,  # noqa: F401
         dbrx,  # noqa: F401
         doge,  # noqa: F401
+        dsa,  # noqa: F401
         encoders,  # noqa: F401
         falcon,  # noqa: F401
+        fuyu,  # noqa: F401
         gated_attention,  # noqa: F401
         gated_deltanet,  # noqa: F401
+        gemma4_unified,  # noqa: F401
         glm,  # noqa: F401
         gpt2,  # noqa: F401
         gpt_neo,  # noqa: F401
@@ -188,6 +192,7 @@ def _load_families() -> None:
         moe_more,  # noqa: F401
         moshi,  # noqa: F401
         mpt,  # noqa: F401
+        newest,  # noqa: F401
         old_causal,  # noqa: F401
         olmo,  # noqa: F401
         openai_gpt,  # noqa: F401
@@ -203,6 +208,7 @@ def _load_families() -> None:
         t5,  # noqa: F401
         vision_towers,  # noqa: F401
         vit,  # noqa: F401
+        wrapped_llama,  # noqa: F401
         wrappers,  # noqa: F401
         xglm,  # noqa: F401
         xlstm,  # noqa: F401

@@ -119,7 +119,9 @@ def tiny_model(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.flo
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
     scale_weights(
-        model, norm_offset=model_type.startswith("gemma") and model_type not in ("gemma3n_text", "gemma4_text")
+        model,
+        norm_offset=model_type.startswith("gemma")
+        and model_type not in ("gemma3n_text", "gemma4_text", "gemma4_unified_text"),
     )
     if dtype == torch.float64:
         from lrp_llm.checkpoints.loading import eager_experts
@@ -130,6 +132,28 @@ def tiny_model(model_type: str, *, seed: int = 0, dtype: torch.dtype = torch.flo
 
 _SPECIAL: dict[str, dict] = {
     "dots3_note_text": {"num_key_value_heads": HEADS},  # its validator wants as many key/value heads as heads
+    # Gemma-4 unified: 4 layers (sliding, full, sliding, full), the last two reusing the first two's keys and
+    # values (num_kv_shared_layers), V from the K projection on full layers (attention_k_eq_v); the
+    # full layers' head width (global_head_dim, 512 by default) that of the others
+    "gemma4_unified_text": {
+        "num_hidden_layers": 4,
+        "layer_types": ["sliding_attention", "full_attention"] * 2,
+        "num_kv_shared_layers": 2,
+        "attention_k_eq_v": True,
+        "sliding_window": 4,
+        "global_head_dim": HEAD_DIM,
+    },
+    # its default config names no RoPE per layer type (the rotary module needs one entry for each):
+    # a sliding-window layer with RoPE (multimodal sections summing to the 4 frequencies of a head
+    # of 8) and a NoPE full-attention layer, so that both are checked; the window within the prompts
+    "cohere_compass_text": {
+        "layer_types": ["sliding_attention", "full_attention"],
+        "sliding_window": 4,
+        "rope_parameters": {
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]},
+            "full_attention": None,
+        },
+    },
     # both token mixers, and the MLP width as given (not 2/3 of it rounded up to 256)
     "lfm2": {"layer_types": ["conv", "full_attention"], "block_auto_adjust_ff_dim": False},
     # every token mixer: its default pattern gives two conv layers (an all-conv cache cannot count the tokens)
@@ -231,6 +255,16 @@ _MLA = {
     "v_head_dim": 8,
     "num_key_value_heads": HEADS,
 }
+_DSA = {
+    **_MLA,
+    "head_dim": 4,
+    "n_group": 1,
+    "topk_group": 1,
+    "mlp_layer_types": ["dense", "sparse"],
+    "index_topk": 4,
+    "index_n_heads": 2,
+    "index_head_dim": 8,
+}
 _SPECIAL.update(
     {
         **{t: {**_MLA, "head_dim": 4} for t in ("deepseek_v2", "glm4_moe_lite", "longcat_flash", "minicpm3", "youtu")},
@@ -242,6 +276,11 @@ _SPECIAL.update(
         "llama4_text": {"attention_chunk_size": 8, "no_rope_layers": [1, 0], "moe_layers": [1]},
         # its router groups the experts (8 groups by default): one group of the 4
         "axk1": {**_MLA, "head_dim": 4, "n_group": 1, "topk_group": 1},
+        # DeepSeek sparse attention: a dense then an MoE layer, and an indexer that keeps 4 keys
+        # (fewer than the 12-token prompts have) so that the selection masks keys; GLM-MoE-DSA's
+        # second layer reuses the first's selection ("shared"), so both kinds are checked
+        "deepseek_v32": {**_DSA},
+        "glm_moe_dsa": {**_DSA, "indexer_types": ["full", "shared"]},
         # Kimi Linear: one Kimi-delta-attention and one MLA layer (dense, then MoE), 4 linear heads of 8
         "kimi_linear": {
             **_MLA,
@@ -356,6 +395,51 @@ def _gemma3_multimodal(**overrides):
     )
 
 
+def _fuyu(**overrides):
+    """Fuyu's config: the tiny Persimmon text model, 4x4 RGB patches; the last vocabulary id the image token."""
+    from transformers import FuyuConfig
+
+    text = tiny_config("persimmon", **overrides)
+    return FuyuConfig(text_config=text.to_dict(), patch_size=4, num_channels=3, image_token_id=VOCAB - 1)
+
+
+def _got_ocr2(**overrides):
+    """GOT-OCR 2's config: the tiny Qwen2 text model beside a one-layer vision encoder (32x32 images of
+    16x16 patches, 16 channels); the last vocabulary id the image token."""
+    from transformers import GotOcr2Config
+
+    text = tiny_config("qwen2", **overrides)
+    vision = dict(
+        hidden_size=16,
+        output_channels=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=16,
+        global_attn_indexes=[0],
+        mlp_dim=24,
+        window_size=2,
+    )
+    return GotOcr2Config(text_config=text.to_dict(), vision_config=vision, image_token_index=VOCAB - 1)
+
+
+def _moss_transcribe_diarize(**overrides):
+    """MOSS transcribe-diarize's config: the tiny Qwen3 text model beside a one-layer audio encoder
+    (8 mel bins, width 16); the last vocabulary id the audio token."""
+    from transformers.models.moss_transcribe_diarize import MossTranscribeDiarizeConfig
+
+    text = tiny_config("qwen3", **overrides)
+    audio = dict(
+        num_mel_bins=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=24,
+        hidden_size=16,
+        max_source_positions=8,
+    )
+    return MossTranscribeDiarizeConfig(text_config=text.to_dict(), audio_config=audio, audio_token_id=VOCAB - 1)
+
+
 # model types whose config nests the text model's (built from the text type's tiny config)
 _COMPOSITE = {"gemma3": _gemma3_multimodal}
 
@@ -437,3 +521,6 @@ def _mllama(**overrides):
 
 # the loaded model reports its text config's type (mllama_text_model): built from the same composite config
 _COMPOSITE.update({"mllama": _mllama, "mllama_text_model": _mllama})
+
+# multimodal checkpoints whose language model is a registered family's, inside ``language_model``
+_COMPOSITE.update({"fuyu": _fuyu, "got_ocr2": _got_ocr2, "moss_transcribe_diarize": _moss_transcribe_diarize})
