@@ -672,11 +672,12 @@ class XaiApp(App[None]):
         yield SystemCommand(
             "Open checkpoint or result", "Load another model, or show a saved JSON result", self.action_open
         )
-        yield SystemCommand(
-            "Save session",
-            "Write every explanation of the History to one JSON file (Ctrl+Shift+S; reopen with xai-tui open)",
-            self.action_save_session,
-        )
+        if self.history:  # a session to save
+            yield SystemCommand(
+                "Save session",
+                "Write every explanation of the History to one JSON file (Ctrl+Shift+S; reopen with xai-tui open)",
+                self.action_save_session,
+            )
         if self.progress is not None:
             yield SystemCommand("Cancel", "Stop the running job", self.action_cancel)
         for v in available_views(self.model_kind):

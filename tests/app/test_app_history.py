@@ -179,3 +179,15 @@ def test_history_view_snapshot(snap_compare):
         await pilot.pause()
 
     assert snap_compare(XaiApp(None), terminal_size=SIZE, run_before=run_before)
+
+
+async def test_a_result_file_opened_twice_is_one_entry(tmp_path):
+    path = tmp_path / "result.json"
+    causal().save(path)
+    app = XaiApp(None, result_path=str(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.open_result(str(path))
+        await settle(app, pilot)
+        assert len(app.history) == 1 and app.history[0].question == "<s> Hello"
+        assert app.history[0].attribution is app.attribution
