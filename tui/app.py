@@ -41,6 +41,7 @@ from .views import VIEWS, available_views, view
 
 if TYPE_CHECKING:
     from lrp_llm.results.attribution import Attribution
+    from lrp_llm.results.session import SessionEntry
 
     from .exporting import Export
 
@@ -66,6 +67,7 @@ class XaiApp(App[None]):
         Binding("f1,question_mark", "help", "Help", id="app.help"),
         Binding("ctrl+s", "export", "Export", id="app.export"),
         Binding("ctrl+o", "open", "Open", id="app.open", show=False),
+        Binding("ctrl+shift+s", "save_session", "Save session", id="app.save_session", show=False),
         Binding("escape", "cancel", "Cancel job", id="app.cancel"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False, priority=True),
         *_view_bindings(),
@@ -100,6 +102,8 @@ class XaiApp(App[None]):
     """The similarity view's result (``lrp_llm.results.similarity.SimilarityExplanation``), or None."""
     patching: reactive[Any] = reactive(None, always_update=True)
     """The patching view's result (``patching.result.PatchingResult``), or None."""
+    history: reactive[tuple[SessionEntry, ...]] = reactive((), always_update=True)
+    """Every complete explanation of the session, oldest first (the History view; Save session)."""
 
     def __init__(
         self,
@@ -128,6 +132,7 @@ class XaiApp(App[None]):
         self._current: dict[str, int] = {}  # the live job of each worker group
         self._pending: AskRequest | None = None
         self._partial_job: int | None = None  # the job whose partial explanation is on screen
+        self._asked: dict[int, tuple[str, str | None]] = {}  # job -> (question, context), for the history
         views = available_views(kind)
         if not views:
             from lrp_llm.errors import InputError
@@ -228,6 +233,7 @@ class XaiApp(App[None]):
             else:
                 self.status = ("the question runs as soon as the model has loaded", "busy")
             return
+        self._asked[job] = (request.question, request.context)
         self.stream_prompt, self.stream_answer = (), ()
         self.progress = ("generating", 0, request.max_new_tokens)
         self.status = ("generating the answer … (Esc cancels)", "busy")
@@ -267,6 +273,7 @@ class XaiApp(App[None]):
             self.show_error(f"switching to {label(method)} needs the model; press Ctrl+O to load it")
             return
         job = self._new_job("explain")
+        self._asked[job] = self._question_of(a)
         self.progress = ("explaining", 0, len(a.targets))
         self.status = (f"explaining with {label(method)} … (Esc cancels)", "busy")
         self._reexplain_worker(job, self.backend, a, method)
@@ -350,6 +357,7 @@ class XaiApp(App[None]):
             self.set_reactive(XaiApp.target, 0)
         self._partial_job = None
         self.attribution = a
+        self._record(message.job, a)
         where = f" from {message.source}" if message.source else ""
         self.status = (
             f"{len(a.targets)} answer tokens explained with {label(a.method)}{where}; "
@@ -362,6 +370,9 @@ class XaiApp(App[None]):
         if not self._live(message.job):
             return
         self.progress = None
+        if message.view == "history":
+            self._open_session(message.result, message.source)
+            return
         if message.view == "similarity":
             self.similarity = message.result
         elif message.view == "patching":
@@ -370,6 +381,84 @@ class XaiApp(App[None]):
         self.status = (f"{view(message.view).title} result ready{where}", "info")
         if message.source and self.current_mode != message.view:
             self.action_switch_view(message.view)
+
+    # ------------------------------------------------------------------ history
+    def _question_of(self, attribution: Attribution) -> tuple[str, str | None]:
+        """(question, context) of the explanation on screen: its history entry's, else its input text."""
+        from .history import entry_of, prompt_text
+
+        entry = entry_of(self.history, attribution)
+        return (entry.question, entry.context) if entry is not None else (prompt_text(attribution), None)
+
+    def _record(self, job: int, attribution: Attribution) -> None:
+        """Keep a complete explanation in the history (partial ones are not explanations yet)."""
+        if attribution.meta.get("partial"):
+            return
+        from lrp_llm.results.session import SessionEntry, now
+
+        from .history import recorded
+
+        question, context = self._asked.pop(job, None) or self._question_of(attribution)
+        self.history = recorded(self.history, SessionEntry(question, attribution, now(), context))
+
+    def _open_session(self, session: Any, source: str) -> None:
+        """Fill the history from a saved session and show its last entry."""
+        from .history import recorded
+
+        history = self.history
+        for entry in session.entries:
+            history = recorded(history, entry)
+        self.history = history
+        self.source = source
+        self._update_title()
+        self.show_entry(len(history) - 1)
+        self.status = (f"session of {len(session.entries)} explanations from {source}; F7 lists them", "info")
+
+    def show_entry(self, index: int) -> None:
+        """Show history entry ``index`` again in the Ask view (nothing is recomputed)."""
+        entry = self.history[index]
+        self.set_reactive(XaiApp.target, 0)
+        self.method = entry.method
+        self.attribution = entry.attribution
+        self.status = (
+            f"{entry.question[:60]} · {label(entry.method)} (from the history; nothing recomputed)",
+            "info",
+        )
+        main = next((v.id for v in available_views(self.model_kind) if v.id != "history"), None)
+        if main is not None:
+            self.action_switch_view(main)
+
+    def action_save_session(self) -> None:
+        from lrp_llm.results.session import Session
+
+        from .screens.dialogs import PathDialog
+
+        if not self.history:
+            self.show_error("the history is empty; ask a question first, then save the session")
+            return
+        session = Session(list(self.history), {"model": self.backend.name if self.backend else ""})
+
+        def chosen(answer: tuple[str, str] | None) -> None:
+            if answer is not None:
+                self._save_session_worker(session, answer[1], tuple(self.opened_results))
+
+        self.push_screen(
+            PathDialog(
+                f"Save the session ({len(session.entries)} explanations)",
+                "session.json",
+                [("json", "Save")],
+                hint="one JSON file; reopen it without the model: `xai-tui open FILE`",
+            ),
+            chosen,
+        )
+
+    @work(thread=True, group="export", exit_on_error=False)
+    def _save_session_worker(self, session: Any, path: str, opened: tuple[str, ...]) -> None:
+        from .commands.common import check_output_paths
+
+        check_output_paths({"the session file": path}, inputs={f"the result opened from {p}": p for p in opened})
+        session.save(path)  # atomic: a failed write leaves no half-written file
+        self.post_message(ExportDone(path, "session"))
 
     # --------------------------------------------------------- other views' jobs
     def compare(self, a: str, b: str, method: str = "bilrp") -> None:
@@ -586,6 +675,12 @@ class XaiApp(App[None]):
         yield SystemCommand(
             "Open checkpoint or result", "Load another model, or show a saved JSON result", self.action_open
         )
+        if self.history:  # a session to save
+            yield SystemCommand(
+                "Save session",
+                "Write every explanation of the History to one JSON file (Ctrl+Shift+S; reopen with xai-tui open)",
+                self.action_save_session,
+            )
         if self.progress is not None:
             yield SystemCommand("Cancel", "Stop the running job", self.action_cancel)
         for v in available_views(self.model_kind):

@@ -16,6 +16,7 @@ VIEWABLE = {
     "attribution": ("ask", "lrp_llm.results.attribution", "Attribution"),
     "similarity": ("similarity", "lrp_llm.results.similarity", "SimilarityExplanation"),
     "patching": ("patching", "patching.result", "PatchingResult"),
+    "session": ("history", "lrp_llm.results.session", "Session"),
 }
 # Results xai-tui writes that the app has no view for, and where they are shown instead.
 SHOWN_ELSEWHERE = {
@@ -28,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "open",
         help="show a saved JSON result in the app (no model needed)",
-        description="Open a result written by `xai-tui explain --json` or the app's export (Ctrl+S).",
+        description="Open a result written by `xai-tui explain --json` or the app's export (Ctrl+S), "
+        "or a session saved by the app (Ctrl+Shift+S): its History is filled and its last entry shown.",
     )
     p.add_argument("result", metavar="RESULT.json", help="the JSON file")
 
