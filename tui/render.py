@@ -19,7 +19,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from lrp_llm.export.levels import LEVELS, colour_level
+from lrp_llm.export.levels import LEVELS, colour_level, display_scale
 from lrp_llm.text import compact, visible
 
 
@@ -144,12 +144,16 @@ def target_heading(index: int, target) -> Text:
     )
 
 
-def legend() -> Text:
+def legend(template_apart: bool = False) -> Text:
+    """The colour scale; ``template_apart``: the scale leaves special and chat-template tokens out."""
     text = Text("scale: ")
     for v in (-1.0, -0.5, 0.0, 0.5, 1.0):
         r, g, b = relevance_rgb(v, 1.0)
         text.append(f" {v:+.1f} ", style=f"black on rgb({r},{g},{b})")
-    text.append("  (× max |relevance| of each row; red supports the token, blue speaks against it)", style="dim")
+    of = "max |relevance| of each row" + (
+        " without special / template tokens (--scale-all: with)" if template_apart else ""
+    )
+    text.append(f"  (× {of}; red supports the token, blue speaks against it)", style="dim")
     return text
 
 
@@ -177,18 +181,32 @@ def _parse_which(which: str, tokens: Sequence[str]) -> list[int]:
     return picked
 
 
-def render_attribution(console: Console, attribution, *, heatmaps: str = "all", top: int = 5) -> None:
+def render_attribution(
+    console: Console, attribution, *, heatmaps: str = "all", top: int = 5, scale_all: bool = False
+) -> None:
+    """Answer, a table of the explained tokens with their top sources, and the heatmaps asked for.
+
+    Special and chat-template tokens (``meta["template_positions"]``) are left out of the top sources
+    (listed after them, the largest |relevance| first) and, unless ``scale_all``, out of each heatmap's
+    colour scale (they are still coloured, at most at full strength)."""
     a = attribution
     which = _parse_which(heatmaps, [t.token for t in a.targets])
+    template = set(a.meta.get("template_positions", ()))
     console.print(run_header(a))
     console.print(Text.assemble(("answer: ", "bold"), (visible(a.answer, keep="\n\t"), "bold green")))
-    table = targets_table([f"top {top} sources"])
+    table = targets_table([f"top {top} sources"] + (["template tokens"] if template else []))
     for i, t in enumerate(a.targets):
-        sources = ", ".join(f"{compact(a.tokens[j])}@{j}" for j in t.top(top))
-        table.add_row(*target_cells(i, t), sources)
+        ranked = [j for j in t.top(len(t.relevance)) if j not in template][:top]
+        cells = [", ".join(f"{compact(a.tokens[j])}@{j}" for j in ranked)]
+        if template:
+            apart = sorted((j for j in template if j < t.position), key=lambda j: (-abs(t.relevance[j]), j))[:2]
+            cells.append(", ".join(f"{compact(a.tokens[j])}@{j} {t.relevance[j]:+.2f}" for j in apart))
+        table.add_row(*target_cells(i, t), *cells)
     console.print(table)
     if which:
-        console.print(legend())
+        console.print(legend(template_apart=bool(template) and not scale_all))
     for i in which:
         t = a.targets[i]
-        console.print(Group(target_heading(i, t), heatmap(a.tokens[: t.position + 1], t.relevance, mark=t.position)))
+        scale = display_scale(t.relevance, () if scale_all else template)
+        row = heatmap(a.tokens[: t.position + 1], t.relevance, mark=t.position, scale=scale)
+        console.print(Group(target_heading(i, t), row))

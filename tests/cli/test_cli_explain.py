@@ -135,3 +135,16 @@ def test_an_embedding_model_is_pointed_to_the_similarity_command(tmp_path, capsy
     )
     err = capsys.readouterr().err
     assert code == 2 and "xai-tui similarity" in err and not (tmp_path / "o.json").exists()
+
+
+def test_template_tokens_are_listed_apart_and_left_out_of_the_scale(tiny_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # the table and the legend on one line each
+    out = tmp_path / "a.json"
+    args = ["explain", "--model", str(tiny_dir), "--prompt", "what country", "--context", "paris is in france"]
+    assert main([*args, "--target", "france", "--json", str(out), "--quiet"]) == 0
+    shown = capsys.readouterr().out
+    template = json.loads(out.read_text())["meta"]["template_positions"]
+    assert 0 in template  # the chat template's user header
+    assert "template tokens" in shown and "without special / template tokens" in shown
+    assert main([*args, "--target", "france", "--quiet", "--scale-all"]) == 0
+    assert "without special / template tokens" not in capsys.readouterr().out

@@ -69,6 +69,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument(
         "--top", type=int_range(0, MAX_LISTED), default=5, help="most relevant tokens listed per answer token"
     )
+    v.add_argument(
+        "--scale-all",
+        action="store_true",
+        help="colour scale over every token (default: special and chat-template tokens left out of it)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,6 +135,6 @@ def run(args: argparse.Namespace) -> int:
 
         render_seq2seq(out, attribution, heatmaps=args.heatmap, top=args.top)
     else:
-        render_attribution(out, attribution, heatmaps=args.heatmap, top=args.top)
+        render_attribution(out, attribution, heatmaps=args.heatmap, top=args.top, scale_all=args.scale_all)
     outputs.write(attribution, explanation_report)
     return 0
