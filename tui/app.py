@@ -26,7 +26,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from lrp_llm.methods import METHODS, label
 from lrp_llm.text import visible
 
-from .backend import AskRequest, EncoderBackend, LoadOptions, ModelBackend, PatchRequest
+from .backend import AskRequest, EncoderBackend, ImageBackend, ImageRequest, LoadOptions, ModelBackend, PatchRequest
 from .messages import (
     AnswerToken,
     ExplanationReady,
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .exporting import Export
 
 
-JOB_GROUPS = ("explain", "similarity", "patching")  # worker groups that Esc cancels
+JOB_GROUPS = ("explain", "similarity", "patching", "image")  # worker groups that Esc cancels
 
 
 def _view_bindings() -> list[Binding]:
@@ -59,7 +59,7 @@ class XaiApp(App[None]):
     # Absolute, so subclasses defined elsewhere (tests, benchmarks) find the files too.
     CSS_PATH: ClassVar = [
         Path(__file__).with_name(name)
-        for name in ("app.tcss", "ask.tcss", "longrange.tcss", "similarity.tcss", "patching.tcss")
+        for name in ("app.tcss", "ask.tcss", "longrange.tcss", "similarity.tcss", "patching.tcss", "image.tcss")
     ]
     DEFAULT_MODE: ClassVar[str] = "ask"
     BINDINGS: ClassVar = [
@@ -97,6 +97,8 @@ class XaiApp(App[None]):
     """The similarity view's result (``lrp_llm.results.similarity.SimilarityExplanation``), or None."""
     patching: reactive[Any] = reactive(None, always_update=True)
     """The patching view's result (``patching.result.PatchingResult``), or None."""
+    image: reactive[Any] = reactive(None, always_update=True)
+    """The image view's result (``lrp_llm.results.image.ImageAttribution``), or None."""
 
     def __init__(
         self,
@@ -110,7 +112,15 @@ class XaiApp(App[None]):
         max_new_tokens: int = 20,
         encoder: EncoderBackend | None = None,
         kind: str = "causal-lm",
+        image: str | None = None,
     ) -> None:
+        views = available_views(kind)
+        if not views:
+            from lrp_llm.errors import InputError
+
+            raise InputError(f"the app has no view for a {kind} model; use the xai-tui subcommands (xai-tui --help)")
+        # the kind's main view; before App.__init__, which makes DEFAULT_MODE the current mode
+        self.DEFAULT_MODE = views[0].id
         super().__init__()
         self.model_kind = kind  # the checkpoint's kind ("causal-lm", "seq2seq", "image-classification")
         self.backend = backend
@@ -118,21 +128,16 @@ class XaiApp(App[None]):
         self.result_path = result_path
         self.initial_question = question
         self.initial_context = context
+        self.initial_image = image  # an image file to explain once the model has loaded (the image view)
         self.max_new_tokens = max_new_tokens
         self.source = ""  # where the shown result came from (a JSON path) when not asked here
         self.opened_results: list[str] = []  # every result file opened: an export never overwrites one
         self._job = 0
         self._current: dict[str, int] = {}  # the live job of each worker group
-        self._pending: AskRequest | None = None
+        self._pending: AskRequest | ImageRequest | None = None
         self._partial_job: int | None = None  # the job whose partial explanation is on screen
-        views = available_views(kind)
-        if not views:
-            from lrp_llm.errors import InputError
-
-            raise InputError(f"the app has no view for a {kind} model; use the xai-tui subcommands (xai-tui --help)")
         for v in views:  # a view's module is imported when it is first shown
             self.add_mode(v.id, lambda v=v: v.screen_class()())
-        self.DEFAULT_MODE = views[0].id  # the kind's main view
         self.set_reactive(XaiApp.method, method)
         self.set_reactive(XaiApp.chat, chat)
 
@@ -149,6 +154,8 @@ class XaiApp(App[None]):
                 self.ask(
                     AskRequest(self.initial_question, self.initial_context, self.chat, self.method, self.max_new_tokens)
                 )
+            if self.initial_image:
+                self.explain_image(ImageRequest(self.initial_image, None, self.method))
             self.load_model()
 
     def load_model(self) -> None:
@@ -178,13 +185,17 @@ class XaiApp(App[None]):
                     self._pending = dataclasses.replace(self._pending, method=self.method)
         self.model_state = "ready"
         self.progress = None
-        self.status = (f"{message.name} loaded ({message.summary}); ask a question", "info")
+        next_step = "choose an image file" if self.model_kind == "image-classification" else "ask a question"
+        self.status = (f"{message.name} loaded ({message.summary}); {next_step}", "info")
         self._run_pending()
 
     def _run_pending(self) -> None:
         if self._pending is not None:
             request, self._pending = self._pending, None
-            self.ask(request)
+            if isinstance(request, ImageRequest):
+                self.explain_image(request)
+            else:
+                self.ask(request)
 
     def watch_model_state(self) -> None:
         self._update_title()
@@ -363,6 +374,14 @@ class XaiApp(App[None]):
             self.similarity = message.result
         elif message.view == "patching":
             self.patching = message.result
+        elif message.view == "image":
+            self.image = a = message.result
+            self.status = (
+                f"class {a.label} (p {a.probability:.3f}) explained with {label(a.method)}; "
+                "v: image / relevance / blend, Enter on a class explains it",
+                "info",
+            )
+            return
         where = f" from {message.source}" if message.source else ""
         self.status = (f"{view(message.view).title} result ready{where}", "info")
         if message.source and self.current_mode != message.view:
@@ -420,6 +439,32 @@ class XaiApp(App[None]):
             should_cancel=lambda: worker.is_cancelled,
         )
         self.post_message(ResultReady(job, "patching", result))
+
+    def explain_image(self, request: ImageRequest) -> None:
+        """Explain a class of an image file (the image view), in a worker; waits for the model to load."""
+        if self.backend is None:
+            self.show_error("no model is loaded; press Ctrl+O to open an image classifier")
+            return
+        if not request.path.strip():
+            self.show_error("no image file given; type the path of a PNG or JPEG file")
+            return
+        job = self._new_job("image")
+        if not self.backend.loaded:
+            self._pending = request
+            if self.model_state == "failed":
+                self.show_error("the model did not load; press Ctrl+O to open another checkpoint")
+            else:
+                self.status = ("the image is explained as soon as the model has loaded", "busy")
+            return
+        self.progress = ("explaining the image", 0, None)
+        self.status = ("explaining the image … (Esc cancels)", "busy")
+        self._image_worker(job, self.backend, request)
+
+    @work(thread=True, exclusive=True, group="image", exit_on_error=False)
+    def _image_worker(self, job: int, backend: ImageBackend, request: ImageRequest) -> None:
+        worker = get_current_worker()
+        result = backend.explain_image(request, should_cancel=lambda: worker.is_cancelled)
+        self.post_message(ResultReady(job, "image", result))
 
     def on_export_done(self, message: ExportDone) -> None:
         self.status = (f"wrote {message.what} to {message.path}", "info")
@@ -563,7 +608,8 @@ class XaiApp(App[None]):
                 f"{path} is a {kind} model and this app shows {self.model_kind} models; open it with `xai-tui {path}`"
             )
             return
-        self.backend = ModelBackend(dataclasses.replace(options, path=path))
+        backend = ImageBackend if kind == "image-classification" else ModelBackend
+        self.backend = backend(dataclasses.replace(options, path=path))
         self.source = ""
         self.load_model()
 
