@@ -375,7 +375,13 @@ class XaiApp(App[None]):
         elif message.view == "patching":
             self.patching = message.result
         elif message.view == "image":
+            if not any(v.id == "image" for v in available_views(self.model_kind)):
+                self.show_error(f"{message.source} is an image explanation; open it with `xai-tui open FILE`")
+                return
             self.image = a = message.result
+            if message.source:
+                self.source = message.source
+                self._update_title()
             self.status = (
                 f"class {a.label} (p {a.probability:.3f}) explained with {label(a.method)}; "
                 "v: image / relevance / blend, Enter on a class explains it",

@@ -259,6 +259,32 @@ async def test_export_writes_the_image_report_and_json(backend, image_file, tmp_
             assert text.startswith("<!DOCTYPE html>") and "data:image/png;base64," in text
 
 
+async def test_a_saved_image_result_reopens_in_the_image_view(backend, image_file, tmp_path):
+    from lrp_llm.engines.vision import explain_image
+    from tests.support.tui_support import tui_backend
+
+    saved = explain_image(backend.model, None, image_file, model_name="tiny-vit")
+    path = tmp_path / "image.json"
+    saved.save(path)
+    app = XaiApp(None, result_path=str(path), kind=KIND)  # what `xai-tui open image.json` runs
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.image is not None or app.status[1] == "error", what="the result")
+        assert app.current_mode == "image" and str(path) in app.sub_title
+        patches = shown_patches(app.screen)
+        rel = saved.patch_relevance
+        assert [(r, c) for v, r, c, _ in patches if v > 0][:3] == [divmod(i, 4) for i in saved.top_patches(3)]
+        assert patches[0][0] == pytest.approx(float(rel.max()), abs=6e-4)
+        app.screen.query_one("#img-classes").focus()
+        await pilot.press("down", "enter")  # another class needs the model: one line, no crash
+        assert app.status[1] == "error" and "no model is loaded" in app.status[0]
+    text_app = XaiApp(tui_backend())  # a language model's app: the image result is not shown there
+    async with text_app.run_test(size=SIZE) as pilot:
+        text_app.open_result(str(path))
+        await settle(text_app, pilot)
+        assert text_app.status[1] == "error" and "is an image explanation" in text_app.status[0]
+        assert text_app.image is None
+
+
 def test_image_flag_bad_path_and_wrong_kind_are_one_line(tmp_path, capsys):
     from tui.cli import main
 
