@@ -527,7 +527,10 @@ class XaiApp(App[None]):
     def action_help(self) -> None:
         from .screens.help import HelpScreen
 
-        self.push_screen(HelpScreen(self.help_sections(), intro=HELP_INTRO, kind=self.model_kind))
+        intro = HELP_INTRO
+        if self.model_kind == "image-classification":
+            from .screens.image import IMAGE_HELP_INTRO as intro
+        self.push_screen(HelpScreen(self.help_sections(), intro=intro, kind=self.model_kind))
 
     def help_sections(self) -> list[tuple[str, type]]:
         from .screens.dialogs import PathDialog

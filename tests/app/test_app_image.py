@@ -217,6 +217,24 @@ async def test_another_image_file_and_a_bad_one(backend, image_file, tmp_path):
         assert (app.image.image == known_image(seed=5)).all()
 
 
+async def test_ctrl_t_explains_the_same_class_with_the_next_method(model, backend, image_file):
+    from lrp_llm.engines.vision import explain_image
+
+    app = XaiApp(backend, kind=KIND, image=image_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.image is not None, what="the explanation")
+        await settle(app, pilot)
+        first = app.image
+        assert first.method == "attnlrp"
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: app.image is not first, what="the second method")
+        await settle(app, pilot)
+        reference = explain_image(model, None, image_file, target=first.label, method="cp-lrp")
+        assert app.image.method == app.method == "cp-lrp" and app.image.label == first.label
+        np.testing.assert_allclose(app.image.patch_relevance, reference.patch_relevance, rtol=1e-5, atol=1e-7)
+        assert shown_patches(app.screen)[0][0] == pytest.approx(float(reference.patch_relevance.max()), abs=6e-4)
+
+
 async def test_progress_and_esc_cancel_and_f2_comes_back(backend, image_file):
     app = XaiApp(backend, kind=KIND)
     async with app.run_test(size=SIZE) as pilot:
@@ -230,7 +248,10 @@ async def test_progress_and_esc_cancel_and_f2_comes_back(backend, image_file):
             assert app.progress is None and app.status == ("cancelled", "info")
         await settle(app, pilot)
         assert app.image is None and app.status == ("cancelled", "info")  # the late result is dropped
-        await pilot.press("f4")
+        await pilot.press("f1")  # the help speaks of images here, not of questions
+        intro = str(app.screen.query_one("#help-intro").render())
+        assert "image file" in intro and "question" not in intro
+        await pilot.press("escape", "f4")
         assert app.current_mode == "similarity"
         await pilot.press("f2")  # F2 is the image view for an image classifier (the Ask view for text)
         assert app.current_mode == "image"

@@ -32,6 +32,12 @@ from ..widgets.sources import Source, SourcesList
 from ..widgets.text_input import TextInput
 from .base import Command, ViewScreen
 
+IMAGE_HELP_INTRO = (
+    "Type the path of an image file and press Enter (or start with `xai-tui CHECKPOINT --image FILE`): the "
+    "predicted class is explained. The image is drawn with half-block cells; v switches between the image, the "
+    "relevance per patch (red supports the class, blue speaks against it) and a blend. Enter on another class "
+    "explains that one; the most relevant patches are ranked on the right."
+)
 TOP_PATCHES = 10
 AGAINST_PATCHES = 3
 
