@@ -3,8 +3,9 @@
     .venv/bin/python docs/screenshots.py        # writes docs/tui-*.svg
 
 SmolLM2-135M-Instruct answers the `make demo` question (Ask & explain, Long range,
-Patching); all-MiniLM-L6-v2 compares two sentences (Similarity). A few minutes on a
-laptop CPU (the patching sweep runs one forward pass per layer and position).
+Patching); all-MiniLM-L6-v2 compares two sentences (Similarity); the synthetic ViT
+explains a drawn red square (Image). A few minutes on a laptop CPU (the patching sweep
+runs one forward pass per layer and position).
 """
 
 from __future__ import annotations
@@ -77,6 +78,35 @@ async def shoot(out: Path) -> None:
         app.save_screenshot(str(out / "tui-patching.svg"))
 
 
+async def shoot_image(out: Path) -> None:
+    """The image view on models/synthetic/vit-coloured-object: a red square on grey, drawn here."""
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from tui.app import XaiApp
+    from tui.backend import ImageBackend, LoadOptions
+
+    picture = np.full((64, 64, 3), 190, dtype=np.uint8)
+    picture[16:40, 24:48] = (215, 35, 35)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "red-square.png"
+        Image.fromarray(picture).save(path)
+        backend = ImageBackend(LoadOptions(path=str(ROOT / "models" / "synthetic" / "vit-coloured-object")))
+        app = XaiApp(backend, kind="image-classification", image=str(path))
+        async with app.run_test(size=SIZE) as pilot:
+            while app.image is None:
+                await pilot.pause(0.2)
+                if app.status[1] == "error":
+                    raise SystemExit(app.status[0])
+            await wait(app, pilot)
+            app.screen.query_one("#img-path").value = "red-square.png"  # not the temporary folder
+            await pilot.pause()
+            app.save_screenshot(str(out / "tui-image.svg"))
+
+
 if __name__ == "__main__":
+    asyncio.run(shoot_image(ROOT / "docs"))
     asyncio.run(shoot(ROOT / "docs"))
     print("wrote", *sorted(p.name for p in (ROOT / "docs").glob("tui-*.svg")))

@@ -26,7 +26,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from lrp_llm.methods import METHODS, label
 from lrp_llm.text import visible
 
-from .backend import AskRequest, EncoderBackend, LoadOptions, ModelBackend, PatchRequest
+from .backend import AskRequest, EncoderBackend, ImageBackend, ImageRequest, LoadOptions, ModelBackend, PatchRequest
 from .messages import (
     AnswerToken,
     ExplanationReady,
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .exporting import Export
 
 
-JOB_GROUPS = ("explain", "similarity", "patching")  # worker groups that Esc cancels
+JOB_GROUPS = ("explain", "similarity", "patching", "image")  # worker groups that Esc cancels
 
 
 def _view_bindings() -> list[Binding]:
@@ -60,7 +60,7 @@ class XaiApp(App[None]):
     # Absolute, so subclasses defined elsewhere (tests, benchmarks) find the files too.
     CSS_PATH: ClassVar = [
         Path(__file__).with_name(name)
-        for name in ("app.tcss", "ask.tcss", "longrange.tcss", "similarity.tcss", "patching.tcss")
+        for name in ("app.tcss", "ask.tcss", "longrange.tcss", "similarity.tcss", "patching.tcss", "image.tcss")
     ]
     DEFAULT_MODE: ClassVar[str] = "ask"
     BINDINGS: ClassVar = [
@@ -104,6 +104,8 @@ class XaiApp(App[None]):
     """The patching view's result (``patching.result.PatchingResult``), or None."""
     history: reactive[tuple[SessionEntry, ...]] = reactive((), always_update=True)
     """Every complete explanation of the session, oldest first (the History view; Save session)."""
+    image: reactive[Any] = reactive(None, always_update=True)
+    """The image view's result (``lrp_llm.results.image.ImageAttribution``), or None."""
 
     def __init__(
         self,
@@ -117,7 +119,15 @@ class XaiApp(App[None]):
         max_new_tokens: int = 20,
         encoder: EncoderBackend | None = None,
         kind: str = "causal-lm",
+        image: str | None = None,
     ) -> None:
+        views = available_views(kind)
+        if not views:
+            from lrp_llm.errors import InputError
+
+            raise InputError(f"the app has no view for a {kind} model; use the xai-tui subcommands (xai-tui --help)")
+        # the kind's main view; before App.__init__, which makes DEFAULT_MODE the current mode
+        self.DEFAULT_MODE = views[0].id
         super().__init__()
         self.model_kind = kind  # the checkpoint's kind ("causal-lm", "seq2seq", "image-classification")
         self.backend = backend
@@ -125,22 +135,17 @@ class XaiApp(App[None]):
         self.result_path = result_path
         self.initial_question = question
         self.initial_context = context
+        self.initial_image = image  # an image file to explain once the model has loaded (the image view)
         self.max_new_tokens = max_new_tokens
         self.source = ""  # where the shown result came from (a JSON path) when not asked here
         self.opened_results: list[str] = []  # every result file opened: an export never overwrites one
         self._job = 0
         self._current: dict[str, int] = {}  # the live job of each worker group
-        self._pending: AskRequest | None = None
+        self._pending: AskRequest | ImageRequest | None = None
         self._partial_job: int | None = None  # the job whose partial explanation is on screen
         self._asked: dict[int, tuple[str, str | None]] = {}  # job -> (question, context), for the history
-        views = available_views(kind)
-        if not views:
-            from lrp_llm.errors import InputError
-
-            raise InputError(f"the app has no view for a {kind} model; use the xai-tui subcommands (xai-tui --help)")
         for v in views:  # a view's module is imported when it is first shown
             self.add_mode(v.id, lambda v=v: v.screen_class()())
-        self.DEFAULT_MODE = views[0].id  # the kind's main view
         self.set_reactive(XaiApp.method, method)
         self.set_reactive(XaiApp.chat, chat)
 
@@ -157,6 +162,8 @@ class XaiApp(App[None]):
                 self.ask(
                     AskRequest(self.initial_question, self.initial_context, self.chat, self.method, self.max_new_tokens)
                 )
+            if self.initial_image:
+                self.explain_image(ImageRequest(self.initial_image, None, self.method))
             self.load_model()
 
     def load_model(self) -> None:
@@ -186,13 +193,17 @@ class XaiApp(App[None]):
                     self._pending = dataclasses.replace(self._pending, method=self.method)
         self.model_state = "ready"
         self.progress = None
-        self.status = (f"{message.name} loaded ({message.summary}); ask a question", "info")
+        next_step = "choose an image file" if self.model_kind == "image-classification" else "ask a question"
+        self.status = (f"{message.name} loaded ({message.summary}); {next_step}", "info")
         self._run_pending()
 
     def _run_pending(self) -> None:
         if self._pending is not None:
             request, self._pending = self._pending, None
-            self.ask(request)
+            if isinstance(request, ImageRequest):
+                self.explain_image(request)
+            else:
+                self.ask(request)
 
     def watch_model_state(self) -> None:
         self._update_title()
@@ -377,6 +388,20 @@ class XaiApp(App[None]):
             self.similarity = message.result
         elif message.view == "patching":
             self.patching = message.result
+        elif message.view == "image":
+            if not any(v.id == "image" for v in available_views(self.model_kind)):
+                self.show_error(f"{message.source} is an image explanation; open it with `xai-tui open FILE`")
+                return
+            self.image = a = message.result
+            if message.source:
+                self.source = message.source
+                self._update_title()
+            self.status = (
+                f"class {a.label} (p {a.probability:.3f}) explained with {label(a.method)}; "
+                "v: image / relevance / blend, Enter on a class explains it",
+                "info",
+            )
+            return
         where = f" from {message.source}" if message.source else ""
         self.status = (f"{view(message.view).title} result ready{where}", "info")
         if message.source and self.current_mode != message.view:
@@ -513,6 +538,32 @@ class XaiApp(App[None]):
         )
         self.post_message(ResultReady(job, "patching", result))
 
+    def explain_image(self, request: ImageRequest) -> None:
+        """Explain a class of an image file (the image view), in a worker; waits for the model to load."""
+        if self.backend is None:
+            self.show_error("no model is loaded; press Ctrl+O to open an image classifier")
+            return
+        if not request.path.strip():
+            self.show_error("no image file given; type the path of a PNG or JPEG file")
+            return
+        job = self._new_job("image")
+        if not self.backend.loaded:
+            self._pending = request
+            if self.model_state == "failed":
+                self.show_error("the model did not load; press Ctrl+O to open another checkpoint")
+            else:
+                self.status = ("the image is explained as soon as the model has loaded", "busy")
+            return
+        self.progress = ("explaining the image", 0, None)
+        self.status = ("explaining the image … (Esc cancels)", "busy")
+        self._image_worker(job, self.backend, request)
+
+    @work(thread=True, exclusive=True, group="image", exit_on_error=False)
+    def _image_worker(self, job: int, backend: ImageBackend, request: ImageRequest) -> None:
+        worker = get_current_worker()
+        result = backend.explain_image(request, should_cancel=lambda: worker.is_cancelled)
+        self.post_message(ResultReady(job, "image", result))
+
     def on_export_done(self, message: ExportDone) -> None:
         self.status = (f"wrote {message.what} to {message.path}", "info")
         self.notify(visible(f"wrote {message.path}"), title=f"exported {message.what}", markup=False)
@@ -568,7 +619,10 @@ class XaiApp(App[None]):
     def action_help(self) -> None:
         from .screens.help import HelpScreen
 
-        self.push_screen(HelpScreen(self.help_sections(), intro=HELP_INTRO, kind=self.model_kind))
+        intro = HELP_INTRO
+        if self.model_kind == "image-classification":
+            from .screens.image import IMAGE_HELP_INTRO as intro
+        self.push_screen(HelpScreen(self.help_sections(), intro=intro, kind=self.model_kind))
 
     def help_sections(self) -> list[tuple[str, type]]:
         from .screens.dialogs import PathDialog
@@ -655,7 +709,8 @@ class XaiApp(App[None]):
                 f"{path} is a {kind} model and this app shows {self.model_kind} models; open it with `xai-tui {path}`"
             )
             return
-        self.backend = ModelBackend(dataclasses.replace(options, path=path))
+        backend = ImageBackend if kind == "image-classification" else ModelBackend
+        self.backend = backend(dataclasses.replace(options, path=path))
         self.source = ""
         self.load_model()
 

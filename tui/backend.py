@@ -43,6 +43,15 @@ class AskRequest:
 
 
 @dataclass(frozen=True)
+class ImageRequest:
+    """Explain class ``target`` (index, label or None: the predicted class) of the image file ``path``."""
+
+    path: str
+    target: int | str | None = None
+    method: str = "attnlrp"
+
+
+@dataclass(frozen=True)
 class LoadOptions:
     """How to load the checkpoint (the CLI's model options)."""
 
@@ -383,3 +392,30 @@ class EncoderBackend(_Backend):
                 explainer = SimilarityExplainer(self.model, self.tokenizer, method=method, model_name=self.name)
                 self._explainers[method] = explainer
             return explainer.explain(a, b, should_cancel=should_cancel)
+
+
+class ImageBackend(ModelBackend):
+    """An image classifier (ViT) and its image processor (``tokenizer`` holds the processor:
+    ``load_model`` returns (model, image processor) for this kind)."""
+
+    GIVEN_NAME = "image classifier"
+
+    def explain_image(self, request: ImageRequest, *, should_cancel: ShouldCancel | None = None):
+        """The :class:`~lrp_llm.results.image.ImageAttribution` of ``request`` (its method when the
+        model's family offers it, else the family's default)."""
+        from lrp_llm.engines.vision import explain_image
+        from lrp_llm.errors import Cancelled
+
+        with self.lock:
+            self._check_loaded()
+            if should_cancel is not None and should_cancel():
+                raise Cancelled("cancelled")
+            offered = self.methods()
+            return explain_image(
+                self.model,
+                self.tokenizer,
+                request.path,
+                target=request.target,
+                method=request.method if request.method in offered else offered[0],
+                model_name=self.name,
+            )

@@ -53,6 +53,11 @@ def patching_export(r) -> Export:
     return Export(r, "patching_report", "patching")
 
 
+def image_export(a) -> Export:
+    """An :class:`~lrp_llm.results.image.ImageAttribution` (the image view; the image report)."""
+    return Export(a, "image_report", "image")
+
+
 def write(result: Export, path: str, fmt: str, *, inputs: Sequence[str] = ()) -> None:
     """Check that ``path`` can be written and is none of ``inputs`` (the result files opened in
     the app), then write ``result`` there as ``fmt`` ("html" or "json")."""

@@ -43,6 +43,8 @@ class View:
 VIEWS: tuple[View, ...] = (
     View("ask", "Ask & explain", "f2", "tui.screens.ask", "AskScreen"),
     View("longrange", "Long range", "f3", "tui.screens.longrange", "LongRangeScreen"),
+    # before similarity (which serves every kind): the first view of an image classifier
+    View("image", "Image", "f2", "tui.screens.image", "ImageScreen", kinds=("image-classification",)),
     View(
         "similarity",
         "Similarity",

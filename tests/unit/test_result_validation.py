@@ -74,7 +74,8 @@ CASES = [
     (patching, (("corrupted_ids",), [3]), "corrupted_ids has 1 values but the prompts have 2 tokens"),
     (patching, (("baseline", "clean"), 3), "baseline.clean is a number (3), expected an object"),
     (patching, (("baseline", "corrupted"), DROP), None),  # not known: shown as such
-    (image, (("schema",), "xai-tui/image-attribution/1"), "this is an image explanation"),
+    (image, (("patch_relevance",), [[1.0]]), "patch_relevance has 1 values but the image is 2x2 patches"),
+    (image, (("label",), "dog"), None),  # the app's image view shows it
     (evaluation, (("schema",), "xai-tui/evaluation/1"), "this is an evaluation"),
 ]
 

@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--prompt", help="a question to ask as soon as the model has loaded")
     g.add_argument("--context", help="a passage the question is about")
     g.add_argument("--plain", action="store_true", help="plain prompt mode (no chat template)")
+    g.add_argument("--image", metavar="FILE", help="an image file to explain (image classifiers: the image view)")
     g.add_argument("--method", default="attnlrp", choices=METHODS, help="attribution method (default: attnlrp)")
     g.add_argument(
         "--generate",
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint and args.model and args.checkpoint != args.model:
         raise InputError("pass the checkpoint once: either as CHECKPOINT or with --model")
     from ..app import XaiApp, run_app
-    from ..backend import LoadOptions, ModelBackend
+    from ..backend import ImageBackend, LoadOptions, ModelBackend
 
     options = LoadOptions.from_args(args, path=args.checkpoint)
     name = None
@@ -81,13 +82,23 @@ def run(args: argparse.Namespace) -> int:
             kind = checkpoint_kind(folder, allow_pickle=options.allow_pickle)
         except XaiError:
             pass  # the app opens and shows why the checkpoint does not load, with Ctrl+O to pick another
+    if args.image is not None:
+        if kind != "image-classification":
+            raise InputError(
+                f"--image is for image classifiers; {args.checkpoint or 'the bundled model'} is a {kind} model"
+            )
+        from lrp_llm.engines.vision import load_image
+
+        load_image(args.image)  # a missing or unreadable file is one line, before the screen opens
+    backend = ImageBackend if kind == "image-classification" else ModelBackend
     app = XaiApp(
-        ModelBackend(options, name=name),
+        backend(options, name=name),
         method=args.method,
         question=args.prompt,
         context=args.context,
         chat=not args.plain,
         max_new_tokens=args.generate,
         kind=kind,
+        image=args.image,
     )
     return run_app(app)

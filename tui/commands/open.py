@@ -17,10 +17,10 @@ VIEWABLE = {
     "similarity": ("similarity", "lrp_llm.results.similarity", "SimilarityExplanation"),
     "patching": ("patching", "patching.result", "PatchingResult"),
     "session": ("history", "lrp_llm.results.session", "Session"),
+    "image-attribution": ("image", "lrp_llm.results.image", "ImageAttribution"),
 }
 # Results xai-tui writes that the app has no view for, and where they are shown instead.
 SHOWN_ELSEWHERE = {
-    "image-attribution": "an image explanation; the app has no image view, see its --html report",
     "evaluation": "an evaluation; the app has no evaluation view, see its --html report",
 }
 
@@ -62,9 +62,10 @@ def load_result(path: str) -> tuple[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    load_result(args.result)  # a file the app could not show fails here, in one line
+    view, _ = load_result(args.result)  # a file the app could not show fails here, in one line
     from pathlib import Path
 
     from ..app import XaiApp, run_app
 
-    return run_app(XaiApp(None, result_path=str(Path(args.result).expanduser())))
+    kind = "image-classification" if view == "image" else "causal-lm"  # the image view is an image classifier's
+    return run_app(XaiApp(None, result_path=str(Path(args.result).expanduser()), kind=kind))
