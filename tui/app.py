@@ -111,6 +111,13 @@ class XaiApp(App[None]):
         encoder: EncoderBackend | None = None,
         kind: str = "causal-lm",
     ) -> None:
+        views = available_views(kind)
+        if not views:
+            from lrp_llm.errors import InputError
+
+            raise InputError(f"the app has no view for a {kind} model; use the xai-tui subcommands (xai-tui --help)")
+        # before App.__init__, which opens its first screen stack under DEFAULT_MODE
+        self.DEFAULT_MODE = views[0].id  # the kind's main view
         super().__init__()
         self.model_kind = kind  # the checkpoint's kind ("causal-lm", "seq2seq", "image-classification")
         self.backend = backend
@@ -125,16 +132,10 @@ class XaiApp(App[None]):
         self._current: dict[str, int] = {}  # the live job of each worker group
         self._pending: AskRequest | None = None
         self._partial_job: int | None = None  # the job whose partial explanation is on screen
-        views = available_views(kind)
-        if not views:
-            from lrp_llm.errors import InputError
-
-            raise InputError(f"the app has no view for a {kind} model; use the xai-tui subcommands (xai-tui --help)")
         for v in views:  # a view's module is imported when it is first shown
             self.add_mode(v.id, lambda v=v: v.screen_class()())
-        self.DEFAULT_MODE = views[0].id  # the kind's main view
         self.set_reactive(XaiApp.method, method)
-        self.set_reactive(XaiApp.chat, chat)
+        self.set_reactive(XaiApp.chat, chat and kind != "seq2seq")  # encoder-decoders take no chat template
 
     # ------------------------------------------------------------------ start-up
     def on_mount(self) -> None:
@@ -290,9 +291,14 @@ class XaiApp(App[None]):
 
     @work(thread=True, exclusive=True, group="explain", exit_on_error=False)
     def _open_result_worker(self, job: int, path: str) -> None:
-        from .commands.open import load_result
+        from .commands.open import load_result, result_kind
 
         view, result = load_result(path)  # checked completely; a bad file is one line of error
+        kind = result_kind(view, result)
+        if view == "ask" and kind != self.model_kind:  # its view is not in this app (the views follow the kind)
+            from lrp_llm.errors import InputError
+
+            raise InputError(f"{path} is the explanation of a {kind} model; open it with `xai-tui open {path}`")
         source = str(Path(path).expanduser())
         if view == "ask":
             self.post_message(ExplanationReady(job, result, source=source))
