@@ -298,7 +298,7 @@ class XaiApp(App[None]):
         if view == "ask" and kind != self.model_kind:  # its view is not in this app (the views follow the kind)
             from lrp_llm.errors import InputError
 
-            raise InputError(f"{path} is the explanation of a {kind} model; open it with `xai-tui open {path}`")
+            raise InputError(f"{path}: the explanation of a {kind} model; open it with `xai-tui open {path}`")
         source = str(Path(path).expanduser())
         if view == "ask":
             self.post_message(ExplanationReady(job, result, source=source))

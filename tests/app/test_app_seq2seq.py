@@ -263,3 +263,28 @@ def test_real_command_in_tmux_on_the_t5_copy_reverse_model():
         subprocess.run(["tmux", "send-keys", "-t", session, "C-q"])
         time.sleep(1)
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+async def test_word_level_tokens_are_drawn_apart():
+    """Tokens without spaces of their own (a word-level vocabulary) get one blank cell between them,
+    which belongs to no token."""
+    from textual.app import App
+    from textual.geometry import Offset
+
+    from tui.screens.seq2seq import spaced
+    from tui.widgets.tokenflow import TokenFlow
+
+    assert spaced(["copy", "a", "</s>"]) == 1 and spaced(["▁copy", " a"]) == 0
+
+    class One(App):
+        def compose(self):
+            yield TokenFlow(id="flow")
+
+    app = One()
+    async with app.run_test(size=(30, 5)) as pilot:
+        flow = app.query_one(TokenFlow)
+        flow.gap = 1
+        flow.set_tokens(["copy", "a", "b"])
+        await pilot.pause()
+        assert flow.render_line(0).text.startswith("copy a b")
+        assert [flow.token_at(Offset(x, 0)) for x in range(8)] == [0, 0, 0, 0, None, 1, None, 2]

@@ -35,6 +35,13 @@ from .base import Command, ViewScreen
 PLACEHOLDER = "Type the source text above (e.g. a task prompt) and press Enter. F1 lists every key."
 
 
+def spaced(tokens) -> int:
+    """The gap (in cells) to draw between ``tokens``: 1 when none carries whitespace (a word-level
+    vocabulary, such as the synthetic copy/reverse task's), where drawn together they would run
+    into one word; 0 for sub-word vocabularies, whose tokens carry their own spaces."""
+    return 0 if any(ch.isspace() for t in tokens for ch in t) else 1
+
+
 def side_label(side: str, token: str) -> str:
     """A ranked token with the side it is on, so sources from both sides read apart."""
     return f"{side} {compact(token)}"
@@ -127,6 +134,7 @@ class Seq2SeqScreen(ViewScreen):
             self._show_result(app.attribution)
             return
         source = self.query_one("#s2s-source-flow", TokenFlow)
+        source.gap = spaced(app.stream_prompt)
         source.set_tokens(app.stream_prompt)
         source.border_title = "Source"
         decoder = self.query_one("#s2s-decoder-flow", TokenFlow)
@@ -142,6 +150,7 @@ class Seq2SeqScreen(ViewScreen):
         if app.stream_prompt is None:
             return
         answer = self.query_one("#answer", AnswerTokens)
+        answer.gap = spaced((*app.stream_prompt, *app.stream_answer))
         answer.set_answer(app.stream_answer, None)
         answer.border_title = f"Answer · generating ({len(app.stream_answer)} tokens)"
         answer.border_subtitle = ""
@@ -155,6 +164,7 @@ class Seq2SeqScreen(ViewScreen):
             self.query_one("#s2s-decoder-flow", TokenFlow).clear()
             return
         t = min(self.xai.target, len(attribution.targets) - 1)
+        answer.gap = spaced((*attribution.source_tokens, *attribution.tokens))
         answer.set_answer(attribution.tokens[attribution.prompt_length :], t, len(attribution.targets))
         self._show_target()
         if self.app.focused is None or isinstance(self.app.focused, Input):
@@ -172,10 +182,13 @@ class Seq2SeqScreen(ViewScreen):
         scale = max((abs(v) for v in (*src_values, *dec_values)), default=0.0)
         self.shares = tr.side_shares()
         source_share, decoder_share = self.shares
+        gap = spaced((*a.source_tokens, *a.tokens))
         source = self.query_one("#s2s-source-flow", TokenFlow)
+        source.gap = gap
         source.set_tokens(a.source_tokens, src_values, scale=scale)
         source.border_title = literal(f"Source · {source_share:.0%} of |relevance| for {compact(tr.token)}")
         decoder = self.query_one("#s2s-decoder-flow", TokenFlow)
+        decoder.gap = gap
         decoder.set_tokens(a.tokens, dec_values, target=tr.position, dim_from=tr.position + 1, scale=scale)
         decoder.scroll_to_token(tr.position)
         decoder.border_title = literal(f"Decoder prefix · {decoder_share:.0%} of |relevance|")
@@ -196,7 +209,7 @@ class Seq2SeqScreen(ViewScreen):
         top, bottom = ranked_sources(texts, [*src_values, *dec_values])
         sources = self.query_one("#sources", SourcesList)
         sources.show(top, bottom, total=sum(v for v in (*src_values, *dec_values) if v > 0))
-        sources.border_title = literal(f"Top sources of {compact(tr.token)} (both sides)")
+        sources.border_title = literal(f"Top sources of {compact(tr.token)}")
         self._ranked = [s.index for s in top]
         self._jump = -1
         self.query_one(Legend).scale = scale
