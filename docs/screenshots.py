@@ -4,8 +4,8 @@
 
 SmolLM2-135M-Instruct answers the `make demo` question (Ask & explain, Long range,
 Patching); all-MiniLM-L6-v2 compares two sentences (Similarity); the synthetic ViT
-explains a drawn red square (Image). A few minutes on a laptop CPU (the patching sweep
-runs one forward pass per layer and position).
+explains a drawn red square (Image); the synthetic T5 reverses letters (Source & answer).
+A few minutes on a laptop CPU (the patching sweep runs one forward pass per layer and position).
 """
 
 from __future__ import annotations
@@ -106,7 +106,27 @@ async def shoot_image(out: Path) -> None:
             app.save_screenshot(str(out / "tui-image.svg"))
 
 
+async def shoot_seq2seq(out: Path) -> None:
+    """Source & answer on the bundled T5 copy/reverse model (seconds)."""
+    from tui.app import XaiApp
+    from tui.backend import LoadOptions, ModelBackend
+
+    backend = ModelBackend(LoadOptions(path=str(ROOT / "models/synthetic/t5-copy-reverse")), name="t5-copy-reverse")
+    app = XaiApp(backend, question="reverse k e y s", chat=False, kind="seq2seq")
+    async with app.run_test(size=SIZE) as pilot:
+        while app.attribution is None or app.progress is not None:
+            await pilot.pause(0.2)
+            if app.status[1] == "error":
+                raise SystemExit(app.status[0])
+        await wait(app, pilot)
+        await pilot.press("right")
+        app.refresh_bindings()  # the footer's Esc went with the finished job
+        await pilot.pause()
+        app.save_screenshot(str(out / "tui-seq2seq.svg"))
+
+
 if __name__ == "__main__":
     asyncio.run(shoot_image(ROOT / "docs"))
+    asyncio.run(shoot_seq2seq(ROOT / "docs"))
     asyncio.run(shoot(ROOT / "docs"))
     print("wrote", *sorted(p.name for p in (ROOT / "docs").glob("tui-*.svg")))

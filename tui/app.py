@@ -147,7 +147,7 @@ class XaiApp(App[None]):
         for v in views:  # a view's module is imported when it is first shown
             self.add_mode(v.id, lambda v=v: v.screen_class()())
         self.set_reactive(XaiApp.method, method)
-        self.set_reactive(XaiApp.chat, chat)
+        self.set_reactive(XaiApp.chat, chat and kind != "seq2seq")  # encoder-decoders take no chat template
 
     # ------------------------------------------------------------------ start-up
     def on_mount(self) -> None:
@@ -311,9 +311,14 @@ class XaiApp(App[None]):
 
     @work(thread=True, exclusive=True, group="explain", exit_on_error=False)
     def _open_result_worker(self, job: int, path: str) -> None:
-        from .commands.open import load_result
+        from .commands.open import load_result, result_kind
 
         view, result = load_result(path)  # checked completely; a bad file is one line of error
+        kind = result_kind(view, result)
+        if view == "ask" and kind != self.model_kind:  # its view is not in this app (the views follow the kind)
+            from lrp_llm.errors import InputError
+
+            raise InputError(f"{path}: the explanation of a {kind} model; open it with `xai-tui open {path}`")
         source = str(Path(path).expanduser())
         if view == "ask":
             self.post_message(ExplanationReady(job, result, source=source))

@@ -208,8 +208,8 @@ class ModelBackend(_Backend):
         forward and one backward pass; ``meta["partial"]`` is True), each time one more is done."""
         import time
 
-        from lrp_llm.engines.explain import explain
-        from lrp_llm.engines.generation import build_prompt, token_strings
+        from lrp_llm.engines.explain import ENGINES, explain, text_kind
+        from lrp_llm.engines.generation import token_strings
         from lrp_llm.errors import InputError
 
         if not request.question.strip():
@@ -217,8 +217,10 @@ class ModelBackend(_Backend):
         with self.lock:
             self._check_loaded()
             start = time.perf_counter()
-            prompt_ids, template = build_prompt(
-                self.tokenizer, request.question, request.context or None, chat=request.chat
+            # the engine's prompt: a causal LM's (chat template or plain), an encoder-decoder's source
+            engine = ENGINES[text_kind(self.model)]
+            prompt_ids, template = engine.prompt_ids(
+                self.tokenizer, request.question, request.context or None, chat=request.chat, system=None
             )
             if on_prompt is not None:
                 on_prompt(token_strings(self.tokenizer, prompt_ids))
@@ -241,6 +243,7 @@ class ModelBackend(_Backend):
                 should_cancel=should_cancel,
                 on_target=self._partials(on_partial, request.method, prompt_ids, answer_ids, start, template),
                 template_positions=template,
+                chat=request.chat or None,  # explain refuses a chat template for encoder-decoders
             )
 
     def reexplain(
@@ -263,6 +266,8 @@ class ModelBackend(_Backend):
             n = attribution.prompt_length
             prompt_ids, answer_ids = attribution.input_ids[:n], attribution.input_ids[n:]
             template = attribution.meta.get("template_positions")
+            if attribution.source_ids is not None:  # encoder-decoders: the prompt is the source
+                prompt_ids = attribution.source_ids
             return explain(
                 self.model,
                 self.tokenizer,
@@ -287,7 +292,10 @@ class ModelBackend(_Backend):
     ) -> Callable[[int, Any], None] | None:
         """An ``on_target`` for :func:`~lrp_llm.engines.explain.explain` that hands ``on_partial`` the
         answer with its explained tokens so far. ``answer_ids`` is complete when the first target comes
-        (the answer is generated before it is explained); ``template``: the prompt's template positions."""
+        (the answer is generated before it is explained); ``template``: the prompt's template positions.
+        Encoder-decoders (targets with ``source_relevance``): ``prompt_ids`` is the source, the tokens are
+        the decoder's (its start token, then the answer), as :func:`~lrp_llm.engines.explain.explain`
+        returns them."""
         if on_partial is None:
             return None
         import time
@@ -298,10 +306,20 @@ class ModelBackend(_Backend):
         done: list[Any] = []
         ids: list[int] = []
         tokens: list[str] = []
+        source: dict[str, Any] = {}  # source_tokens and source_ids of an encoder-decoder
+        prompt_length = len(prompt_ids)
 
         def on_target(index: int, target: Any) -> None:
+            nonlocal prompt_length
             if not ids:  # the answer is complete by now: its strings once
-                ids.extend([*prompt_ids, *answer_ids])
+                if target.source_relevance is not None:
+                    from lrp_llm.engines.generation import decoder_start_id
+
+                    ids.extend([decoder_start_id(self.model), *answer_ids])
+                    prompt_length = 1
+                    source.update(source_tokens=token_strings(self.tokenizer, prompt_ids), source_ids=list(prompt_ids))
+                else:
+                    ids.extend([*prompt_ids, *answer_ids])
                 tokens.extend(token_strings(self.tokenizer, ids))
             done.append(target)
             on_partial(
@@ -310,7 +328,7 @@ class ModelBackend(_Backend):
                     method=method,
                     tokens=list(tokens),
                     input_ids=list(ids),
-                    prompt_length=len(prompt_ids),
+                    prompt_length=prompt_length,
                     targets=list(done),
                     seconds=time.perf_counter() - start,
                     meta={
@@ -318,6 +336,7 @@ class ModelBackend(_Backend):
                         "answer_tokens": len(answer_ids),
                         "template_positions": [k for k in template or () if k < len(prompt_ids)],
                     },
+                    **source,
                 )
             )
 

@@ -34,8 +34,7 @@ def render_seq2seq(console: Console, attribution, *, heatmaps: str = "all", top:
     table = targets_table(["source share", f"top {top} source tokens"])
     for i, t in enumerate(a.targets):
         s = np.asarray(t.source_relevance, dtype=np.float64)
-        total = float(np.abs(s).sum() + np.abs(t.relevance.astype(np.float64)).sum())
-        share = float(np.abs(s).sum()) / total if total else float("nan")
+        share = t.side_shares()[0]
         best = np.argsort(-s, kind="stable")[:top]
         sources = ", ".join(f"{compact(src[j])}@{j}" for j in best)
         table.add_row(*target_cells(i, t), f"{share:.2f}", sources)

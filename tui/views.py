@@ -42,6 +42,7 @@ class View:
 
 VIEWS: tuple[View, ...] = (
     View("ask", "Ask & explain", "f2", "tui.screens.ask", "AskScreen"),
+    View("seq2seq", "Source & answer", "f2", "tui.screens.seq2seq", "Seq2SeqScreen", kinds=("seq2seq",)),
     View("longrange", "Long range", "f3", "tui.screens.longrange", "LongRangeScreen"),
     # before similarity (which serves every kind): the first view of an image classifier
     View("image", "Image", "f2", "tui.screens.image", "ImageScreen", kinds=("image-classification",)),

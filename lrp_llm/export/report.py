@@ -88,6 +88,7 @@ def explanation_report(
             ),
             ("answer", a.answer if a.answer else None),
             ("explained", f"{len(a.targets)} answer tokens"),
+            ("source / decoder share", _shares_text(a)),
             ("\u03a3 relevance / logit", _conservation_text(a)),
             ("timings", timings_text(a.seconds, a.timings)),
             ("run", _meta_text(a.meta, ("method", "rules", "date"))),
@@ -104,6 +105,16 @@ def explanation_report(
     if a.targets:
         body.append(f"<section id='targets'>{token_section.targets_table(a)}</section>")
     return page(title, body, css=SECTION_CSS, script=script or None)
+
+
+def _shares_text(a: Attribution) -> str | None:
+    """Encoder-decoders: the mean over the answer tokens of each side's share of |relevance|."""
+    if a.source_tokens is None or not a.targets:
+        return None
+    shares = [t.side_shares() for t in a.targets]
+    shares = [s for s in shares if math.isfinite(s[0])] or [(float("nan"), float("nan"))]
+    source, decoder = (sum(s[k] for s in shares) / len(shares) for k in (0, 1))
+    return f"{source:.0%} / {decoder:.0%} of \u03a3|relevance| (mean over the answer tokens; per token below)"
 
 
 def similarity_report(explanations: Any, *, title: str | None = None) -> str:

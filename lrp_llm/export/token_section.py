@@ -359,21 +359,27 @@ def _noscript(a: Attribution, segs: list[Segment], budget: int) -> str:
 
 def targets_table(a: Attribution, top: int = 3) -> str:
     """Per answer token: logit, probability, relevance sum, conservation, most relevant tokens."""
+    seq2seq = a.source_tokens is not None
     rows = []
     for i, t in enumerate(a.targets):
         tops = ", ".join(
             f"{shown(a.tokens[j])!r} {fmt(float(t.relevance[j]), 3)}" for j in t.top(top) if j < len(t.relevance)
         )
+        shares = ""
+        if seq2seq:  # how much of the relevance each side holds (Σ|R| of the side over both)
+            source, decoder = t.side_shares()
+            shares = f"<td class='num'>{source:.0%}</td><td class='num'>{decoder:.0%}</td>"
         rows.append(
             f"<tr><td class='num'>{i}</td><td class='mono'>{esc(repr(t.token))}</td><td class='num'>{t.position}</td>"
             f"<td class='num'>{esc(fmt(t.logit))}</td><td class='num'>{esc(fmt(t.probability))}</td>"
             f"<td class='num'>{esc(fmt(t.relevance_sum))}</td><td class='num'>{esc(fmt(t.conservation))}</td>"
-            f"<td class='mono'>{esc(tops)}</td></tr>"
+            f"{shares}<td class='mono'>{esc(tops)}</td></tr>"
         )
+    share_heads = "<th>source share</th><th>decoder share</th>" if seq2seq else ""
     return (
         "<details><summary>Every answer token: logit, probability, conservation, most relevant tokens</summary>"
         "<table class='list'><tr><th>#</th><th>token</th><th>position</th><th>logit</th><th>p</th>"
-        "<th>\u03a3 relevance</th><th>\u03a3 / logit</th><th>most relevant</th></tr>"
+        f"<th>\u03a3 relevance</th><th>\u03a3 / logit</th>{share_heads}<th>most relevant</th></tr>"
         f"{''.join(rows)}</table></details>"
     )
 

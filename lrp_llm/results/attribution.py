@@ -42,6 +42,17 @@ class TargetRelevance:
         """Sum of input relevance / explained logit (1.0 = fully conserved)."""
         return self.relevance_sum / self.logit if self.logit else float("nan")
 
+    def side_shares(self) -> tuple[float, float]:
+        """Encoder-decoders: (source, decoder) shares of the relevance, Σ|R| of each side over
+        Σ|R| of both (they add to 1; NaN when all is 0). Absolute values, so relevance that speaks
+        against the token counts as used. Causal LMs: (0, 1)."""
+        decoder = float(np.abs(self.relevance.astype(np.float64)).sum())
+        if self.source_relevance is None:
+            return (0.0, 1.0) if decoder else (float("nan"), float("nan"))
+        source = float(np.abs(self.source_relevance.astype(np.float64)).sum())
+        total = source + decoder
+        return (source / total, decoder / total) if total else (float("nan"), float("nan"))
+
     def top(self, k: int = 5) -> list[int]:
         """Indices of the ``k`` most relevant (largest positive) earlier tokens."""
         order = np.argsort(-self.relevance, kind="stable")

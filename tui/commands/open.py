@@ -61,11 +61,22 @@ def load_result(path: str) -> tuple[str, Any]:
         raise InputError(f"{p}: {exc}") from None
 
 
+def result_kind(view: str, result: Any) -> str:
+    """The model kind whose views show ``result``: an explanation with source tokens is an
+    encoder-decoder's ("seq2seq", the Source & answer view), an image explanation an image
+    classifier's; every other result "causal-lm"."""
+    if view == "ask" and getattr(result, "source_tokens", None) is not None:
+        return "seq2seq"
+    if view == "image":
+        return "image-classification"
+    return "causal-lm"
+
+
 def run(args: argparse.Namespace) -> int:
-    view, _ = load_result(args.result)  # a file the app could not show fails here, in one line
+    view, result = load_result(args.result)  # a file the app could not show fails here, in one line
     from pathlib import Path
 
     from ..app import XaiApp, run_app
 
-    kind = "image-classification" if view == "image" else "causal-lm"  # the image view is an image classifier's
+    kind = result_kind(view, result)
     return run_app(XaiApp(None, result_path=str(Path(args.result).expanduser()), kind=kind))

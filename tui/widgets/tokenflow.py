@@ -104,6 +104,7 @@ class TokenFlow(ScrollView, can_focus=True):
         self.tokens: list[str] = []
         self.values: list[float] | None = None
         self.scale = 0.0
+        self.gap = 0  # blank cells between tokens: for vocabularies whose tokens carry no spaces (word-level)
         self.target: int | None = None
         self.dim_from: int | None = None
         self._lines: list[list[Piece]] = []
@@ -180,6 +181,8 @@ class TokenFlow(ScrollView, can_focus=True):
                 if newline:
                     lines.append([])
                     x = 0
+            if self.gap and x > 0:
+                x += self.gap
         if lines and not lines[-1] and len(lines) > 1:
             lines.pop()
         self._lines = lines if self.tokens else []
@@ -260,7 +263,13 @@ class TokenFlow(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         if n >= len(self._lines):
             return Strip.blank(width, base)
-        segments = [Segment(p.text, self._token_style(p.index, base)) for p in self._lines[n]]
+        segments: list[Segment] = []
+        end = 0
+        for p in self._lines[n]:
+            if p.x > end:  # the gap between tokens
+                segments.append(Segment(" " * (p.x - end), base))
+            segments.append(Segment(p.text, self._token_style(p.index, base)))
+            end = p.x + p.width
         return Strip(segments).extend_cell_length(width, base).crop(0, width)
 
     def on_click(self, event: events.Click) -> None:
