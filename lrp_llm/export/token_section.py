@@ -22,6 +22,7 @@ the same levels with the same rule (``LEVEL_JS``).
 from __future__ import annotations
 
 import base64
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -76,19 +77,29 @@ SCRIPT = r"""
     return cache[t];
   }
   function paintView(prefix, sel, spansOf) {
-    var nseg = sel.v.length, last = nseg - 1, marks = {}, s = 0, k, i, j, rows = [];
+    var nseg = sel.v.length, last = nseg - 1, marks = {}, s = 0, sAll = 0, kept = false, k, i, j, rows = [];
+    var apart = {}, all = scaleToggle !== null && scaleToggle.checked;
     sel.m.forEach(function (p) { marks[p] = true; });
+    (D.tp || []).forEach(function (p) { apart[p] = true; });
     for (k = 0; k < nseg; k++) {
       var arr = sel.v[k], items = spansOf(k), row = [];
       for (i = 0; i < items.length; i++) {
-        var a = items[i][0], b = items[i][1], v = 0, mark = false;
-        for (j = a; j < b; j++) { if (j < arr.length) v += arr[j]; if (k === last && marks[j]) mark = true; }
+        var a = items[i][0], b = items[i][1], v = 0, mark = false, isApart = k === last && b > a;
+        for (j = a; j < b; j++) {
+          if (j < arr.length) v += arr[j];
+          if (k === last && marks[j]) mark = true;
+          if (!apart[j]) isApart = false;
+        }
         var live = a < arr.length;
-        if (live && Math.abs(v) > s) s = Math.abs(v);
+        if (live) {
+          if (Math.abs(v) > sAll) sAll = Math.abs(v);
+          if (all || !isApart) { kept = true; if (Math.abs(v) > s) s = Math.abs(v); }
+        }
         row.push([live, v, mark, k === last && a >= D.pl]);
       }
       rows.push(row);
     }
+    if (!kept) s = sAll;  // every shown value is a special or template token's: the scale of all
     for (k = 0; k < nseg; k++) {
       var el = document.getElementById(prefix + k).children;
       for (i = 0; i < el.length; i++) {
@@ -101,6 +112,8 @@ SCRIPT = r"""
     }
     return s;
   }
+  var scaleToggle = document.getElementById("scaletoggle");
+  if (scaleToggle !== null) scaleToggle.addEventListener("change", function () { select(current); });
   var links = document.querySelectorAll("nav.answers a");
   function select(t) {
     if (t >= D.sel.length || t < (D.sel.length > 1 ? -1 : 0)) return;
@@ -219,15 +232,24 @@ class _Cell:
 
 
 def view_cells(
-    segs: list[Segment], values: list[np.ndarray], marks: set[int], prompt_length: int, words: bool
+    segs: list[Segment],
+    values: list[np.ndarray],
+    marks: set[int],
+    prompt_length: int,
+    words: bool,
+    apart: Collection[int] = (),
 ) -> tuple[list[list[_Cell]], float]:
     """Per segment, the cells of one view of one selection, and the view's colour scale.
 
     The same arithmetic as the script (float32 values summed in float64 in token order),
-    so static markup and recoloured page agree.
+    so static markup and recoloured page agree. ``apart``: positions (in the last segment) of
+    special and chat-template tokens; a cell made of them only is left out of the scale
+    (:func:`lrp_llm.export.levels.display_scale`).
     """
     rows: list[list[_Cell]] = []
-    scale = 0.0
+    scale = scale_all = 0.0
+    kept = False
+    apart = set(apart)
     last = len(segs) - 1
     for k, (seg, arr) in enumerate(zip(segs, values)):
         spans = seg.words if words else [(i, i + 1) for i in range(len(seg.tokens))]
@@ -240,10 +262,13 @@ def view_cells(
             mark = k == last and not marks.isdisjoint(range(s, e))
             live = s < n
             if live:
-                scale = max(scale, abs(v))
+                scale_all = max(scale_all, abs(v))
+                if not (k == last and e > s and apart.issuperset(range(s, e))):
+                    kept = True
+                    scale = max(scale, abs(v))
             row.append(_Cell(live, v, mark, k == last and s >= prompt_length))
         rows.append(row)
-    return rows, scale
+    return rows, scale if kept else scale_all
 
 
 def _spans(cells: list[_Cell], texts: list[str], scale: float) -> str:
@@ -261,8 +286,8 @@ def _spans(cells: list[_Cell], texts: list[str], scale: float) -> str:
     return "".join(out)
 
 
-def _view(segs, values, marks, prompt_length, words: bool, prefix: str) -> tuple[str, float]:
-    rows, scale = view_cells(segs, values, marks, prompt_length, words)
+def _view(segs, values, marks, prompt_length, words: bool, prefix: str, apart=()) -> tuple[str, float]:
+    rows, scale = view_cells(segs, values, marks, prompt_length, words, apart)
     parts = []
     for k, (seg, cells) in enumerate(zip(segs, rows)):
         texts = word_texts(seg.tokens, seg.words) if words else seg.tokens
@@ -294,8 +319,9 @@ def render(a: Attribution, *, noscript_budget: int = NOSCRIPT_BUDGET) -> tuple[s
     else:
         static_values, static_marks = [s.values[0] for s in segs], {positions[0]}
         static_info = target_title(a, 0)
-    tok_html, tok_scale = _view(segs, static_values, static_marks, a.prompt_length, False, "tv")
-    word_html, word_scale = _view(segs, static_values, static_marks, a.prompt_length, True, "wv")
+    apart = a.meta.get("template_positions", ()) if a.source_tokens is None else ()
+    tok_html, tok_scale = _view(segs, static_values, static_marks, a.prompt_length, False, "tv", apart)
+    word_html, word_scale = _view(segs, static_values, static_marks, a.prompt_length, True, "wv", apart)
 
     links = []
     if n_t > 1:
@@ -311,9 +337,12 @@ def render(a: Attribution, *, noscript_budget: int = NOSCRIPT_BUDGET) -> tuple[s
         "sel": [{"v": [_b64(s.values[i]) for s in segs], "m": [positions[i]]} for i in range(n_t)],
         "sum": {"v": [_b64(s.total) for s in segs], "m": positions},
         "w": [[s for s, _ in seg.words] + [len(seg.tokens)] for seg in segs],
+        "tp": [int(p) for p in apart],
     }
 
-    caption = "max |relevance| of the shown answer token"
+    caption = "max |relevance| of the shown answer token" + (
+        ", special / template tokens left out unless ticked below" if apart else ""
+    )
     scales = (
         f"<span class='sc-t'>{legend(caption, 'scale-t', tok_scale)}</span>"
         f"<span class='sc-w'>{legend(caption.replace('relevance', 'word relevance'), 'scale-w', word_scale)}</span>"
@@ -327,6 +356,12 @@ def render(a: Attribution, *, noscript_budget: int = NOSCRIPT_BUDGET) -> tuple[s
         f"<div id='sel-info'>{esc(static_info)}</div>",
         "<div class='heat'><input type='checkbox' id='wordtoggle'>",
         "<label for='wordtoggle' class='toggle-row'> words (relevance of the sub-word tokens summed per word)</label>",
+        (
+            "<input type='checkbox' id='scaletoggle'><label for='scaletoggle' class='toggle-row'> colour scale "
+            "over special and chat-template tokens too</label>"
+            if apart
+            else ""
+        ),
         f"<div class='views'>{scales}<div class='tokview'>{tok_html}</div><div class='wordview'>{word_html}</div>",
         "</div></div>",
         f"<script type='application/json' id='xai-data'>{json_for_script(data)}</script>",
@@ -343,7 +378,8 @@ def _noscript(a: Attribution, segs: list[Segment], budget: int) -> str:
     parts = ["<noscript><h3>Every answer token</h3>"]
     for i in range(fits):
         values = [s.values[i] for s in segs]
-        body, scale = _view(segs, values, {a.targets[i].position}, a.prompt_length, False, f"b{i}-")
+        apart = a.meta.get("template_positions", ()) if a.source_tokens is None else ()
+        body, scale = _view(segs, values, {a.targets[i].position}, a.prompt_length, False, f"b{i}-", apart)
         parts.append(
             f"<div class='block' id='t{i}'><div>{esc(target_title(a, i))}; colour scale "
             f"\u00b1{esc(fmt(scale))}</div>{body}</div>"

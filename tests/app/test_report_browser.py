@@ -166,3 +166,31 @@ def test_nasty_prompt_report_has_no_console_error(browser, tmp_path):
     texts = browser.eval("Array.from(document.getElementById('tv0').children).map(e => e.textContent)")
     assert texts[1] == NASTY[0] and texts[2] == NASTY[1]
     assert browser.problems() == []
+
+
+def test_template_tokens_are_left_out_of_the_scale_until_ticked(browser, tmp_path):
+    a = make_attribution(TOKENS, PROMPT, model="tiny", seed=5)
+    a.meta["template_positions"] = [0, 9]  # "<s>" and the newline
+    for t in a.targets:  # the first token soaks up relevance, as a chat template's first token does
+        t.relevance[0] = -50.0 * float(np.abs(t.relevance[1:]).max())
+    path = tmp_path / "template.html"
+    write_report(path, explanation_report(a))
+    browser.open(path, "#t1")
+    (seg,) = token_section.segments(a)
+    values, marks = [seg.values[1]], {a.targets[1].position}
+
+    def classes(apart):
+        (cells,), scale = token_section.view_cells([seg], values, marks, a.prompt_length, False, apart)
+        return [
+            (level_class(colour_level(c.value, scale)) if c.live else "x")
+            + (" tg" if c.mark else "")
+            + (" a" if c.answer else "")
+            for c in cells
+        ]
+
+    left_out, with_all = classes({0, 9}), classes(())
+    assert left_out != with_all
+    assert browser.eval(CLASSES.format(view="tv0")) == left_out
+    browser.eval("document.getElementById('scaletoggle').click()")
+    assert browser.eval(CLASSES.format(view="tv0")) == with_all
+    assert browser.problems() == []
