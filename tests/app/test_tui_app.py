@@ -46,6 +46,11 @@ async def ask(app: XaiApp, pilot, question: str = QUESTION, context: str = CONTE
         app.screen.query_one("#question").insert_text_at_cursor(question)
     await pilot.press("enter")
     await settle(app, pilot)
+    await wait_for(
+        pilot,
+        lambda: app.attribution is None or (not app.attribution.meta.get("partial") and app.progress is None),
+        what="the whole answer explained",
+    )
 
 
 async def test_ask_streams_answer_and_shows_the_library_relevance(backend, reference):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.tui_support import CONTEXT, QUESTION, settle, tui_backend
+from tests.support.tui_support import CONTEXT, QUESTION, settle, tui_backend, wait_for
 from tui.app import XaiApp
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -21,36 +21,52 @@ def backend():
     return tui_backend()
 
 
-def asked(*keys: str):
-    """run_before: paste the question, run it, wait for the workers, then press ``keys``."""
+def asked(*keys: str, target: int = 0):
+    """run_before: paste the question, run it, wait until the whole answer is explained and the answer
+    has the focus, then press ``keys`` and wait until answer token ``target`` is shown."""
 
     async def run(pilot) -> None:
+        from tui.widgets.tokenflow import AnswerTokens
+
         app = pilot.app
         app.screen.query_one("#context").insert_text_at_cursor(CONTEXT)
         app.screen.query_one("#question").focus()
         app.screen.query_one("#question").insert_text_at_cursor(QUESTION)
         await pilot.press("enter")
         await settle(app, pilot)
+        await wait_for(
+            pilot,
+            lambda: (
+                app.attribution is not None
+                and not app.attribution.meta.get("partial")
+                and app.progress is None
+                and isinstance(app.focused, AnswerTokens)
+            ),
+            what="the explained answer with the focus",
+        )
         await pilot.press(*keys)
+        await wait_for(pilot, lambda: app.target == target, what=f"answer token {target}")
         await pilot.pause()
 
     return run
 
 
 def test_ask_view(snap_compare, backend):
-    assert snap_compare(XaiApp(backend), terminal_size=SIZE, run_before=asked("right", "right"))
+    assert snap_compare(XaiApp(backend), terminal_size=SIZE, run_before=asked("right", "right", target=2))
 
 
 def test_ask_view_words(snap_compare, backend):
-    assert snap_compare(XaiApp(backend), terminal_size=SIZE, run_before=asked("right", "ctrl+g", "j"))
+    assert snap_compare(XaiApp(backend), terminal_size=SIZE, run_before=asked("right", "ctrl+g", "j", target=1))
 
 
 def test_ask_view_80x24(snap_compare, backend):
-    assert snap_compare(XaiApp(backend), terminal_size=(80, 24), run_before=asked("right"))
+    assert snap_compare(XaiApp(backend), terminal_size=(80, 24), run_before=asked("right", target=1))
 
 
 def test_long_range_view(snap_compare, backend):
-    assert snap_compare(XaiApp(backend), terminal_size=SIZE, run_before=asked("right", "f3", "minus", "minus", "j"))
+    assert snap_compare(
+        XaiApp(backend), terminal_size=SIZE, run_before=asked("right", "f3", "minus", "minus", "j", target=1)
+    )
 
 
 def test_help_screen(snap_compare, backend):
