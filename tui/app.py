@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .exporting import Export
 
 
-JOB_GROUPS = ("explain", "similarity", "patching")  # worker groups that Esc cancels
+JOB_GROUPS = ("explain", "similarity", "patching", "compare")  # worker groups that Esc cancels
 
 
 def _view_bindings() -> list[Binding]:
@@ -59,7 +59,7 @@ class XaiApp(App[None]):
     # Absolute, so subclasses defined elsewhere (tests, benchmarks) find the files too.
     CSS_PATH: ClassVar = [
         Path(__file__).with_name(name)
-        for name in ("app.tcss", "ask.tcss", "longrange.tcss", "similarity.tcss", "patching.tcss")
+        for name in ("app.tcss", "ask.tcss", "longrange.tcss", "similarity.tcss", "patching.tcss", "compare.tcss")
     ]
     DEFAULT_MODE: ClassVar[str] = "ask"
     BINDINGS: ClassVar = [

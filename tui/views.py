@@ -53,6 +53,7 @@ VIEWS: tuple[View, ...] = (
         kinds=None,
     ),
     View("patching", "Patching", "f5", "tui.screens.patching", "PatchingScreen", ("patching",)),
+    View("compare", "Compare", "f6", "tui.screens.compare", "CompareScreen"),
 )
 
 
