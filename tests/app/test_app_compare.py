@@ -15,7 +15,7 @@ from tui.widgets.tokenflow import TokenFlow
 
 SIZE = (100, 30)
 METHODS = ("attnlrp", "cp-lrp", "integrated-gradients")
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("one_thread")]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,7 @@ def scores_text(app: XaiApp) -> str:
     return str(app.screen.query_one("#cmp-scores").render())
 
 
+@pytest.mark.anyio
 async def test_compare_view_shows_the_library_numbers(backend, references):
     from lrp_llm.analyses.evaluate import perturbation_curves
 
@@ -109,6 +110,7 @@ async def test_compare_view_shows_the_library_numbers(backend, references):
         assert screen.curves() == {} and "f: faithfulness" in scores_text(app)
 
 
+@pytest.mark.anyio
 async def test_methods_are_cached_per_answer_and_toggled(backend, references):
     app = XaiApp(backend)
     calls: list[str] = []
@@ -144,6 +146,7 @@ async def test_methods_are_cached_per_answer_and_toggled(backend, references):
         backend.reexplain = original
 
 
+@pytest.mark.anyio
 async def test_escape_cancels_the_comparison(backend):
     app = XaiApp(backend)
     started = threading.Event()
@@ -187,6 +190,7 @@ async def test_escape_cancels_the_comparison(backend):
         backend.reexplain = original
 
 
+@pytest.mark.anyio
 async def test_export_json_and_html(tmp_path, backend, references):
     from lrp_llm.results.comparison import MethodComparison
 
@@ -209,6 +213,7 @@ async def test_export_json_and_html(tmp_path, backend, references):
         assert html.startswith("<!DOCTYPE html>") and f"{saved.pairs[0].spearman:.3f}" in html
 
 
+@pytest.mark.anyio
 async def test_without_a_model_the_view_says_what_it_needs(tmp_path, references):
     path = tmp_path / "result.json"
     references["attnlrp"].save(path)
@@ -220,3 +225,22 @@ async def test_without_a_model_the_view_says_what_it_needs(tmp_path, references)
         assert "needs the model" in scores_text(app)
         await pilot.press("f")
         assert app.status[1] == "error"
+
+
+def compared(*keys: str):
+    """run_before of a snapshot: ask, switch to Compare, wait for the methods, then press ``keys``."""
+
+    async def run(pilot) -> None:
+        await ask_and_compare(pilot.app, pilot)
+        await pilot.press(*keys)
+        await settle(pilot.app, pilot)
+
+    return run
+
+
+def test_compare_view_snapshot(snap_compare, backend):
+    assert snap_compare(XaiApp(backend), terminal_size=SIZE, run_before=compared("right", "f"))
+
+
+def test_compare_view_snapshot_80x24(snap_compare, backend):
+    assert snap_compare(XaiApp(backend), terminal_size=(80, 24), run_before=compared("right", "right", "f"))

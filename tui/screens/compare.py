@@ -350,7 +350,8 @@ class CompareScreen(ViewScreen):
             panel.border_title = label(m)
             if m in ready:
                 panel.set_tokens(a.tokens, ready[m], target=tr.position, dim_from=tr.position + 1)
-                panel.scroll_to_token(tr.position)
+                # after the layout: a panel just shown (a method added) has no size yet
+                self.call_after_refresh(panel.scroll_to_token, tr.position)
                 panel.border_subtitle = f"max |R| {panel.scale:.3g}"
             else:
                 panel.set_tokens([])
@@ -361,18 +362,19 @@ class CompareScreen(ViewScreen):
 
     def _show_scores(self, t: int) -> None:
         width = max(len(label(m)) for m in self.selected)
-        lines = []
-        for p in self.pairs:
-            pair = f"{label(p.a)} ↔ {label(p.b)}"
-            lines.append(
-                f" {pair:<{2 * width + 3}}  Spearman ρ [b]{p.spearman:+.3f}[/]   "
-                f"top-{p.k} overlap [b]{round(p.overlap * p.k)}/{p.k}[/]"
-            )
+        wide = self.size.width >= 96
+        names = [f"{label(p.a)} ↔ {label(p.b)}" for p in self.pairs]
+        pad = max((len(n) for n in names), default=0)
+        rho, top = ("Spearman ρ", "top-{k} overlap") if wide else ("ρ", "top-{k}")
+        lines = [
+            f" {name:<{pad}}  {rho} [b]{p.spearman:+.3f}[/]   {top.format(k=p.k)} [b]{round(p.overlap * p.k)}/{p.k}[/]"
+            for name, p in zip(names, self.pairs)
+        ]
         curves = self.curves(t)
         if curves:
             values = [float(v) for c in curves.values() for v in (*c.morf_logit, *c.lerf_logit)]
             lo, hi = min(values), max(values)
-            spark = 21 if self.size.width >= 96 else 12
+            spark = 21 if wide else 12
             for m, c in curves.items():
                 lines.append(
                     f" {label(m):<{width}}  MoRF [red]{sparkline(c.morf_logit, lo, hi, spark)}[/]  "
