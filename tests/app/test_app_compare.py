@@ -244,3 +244,14 @@ def test_compare_view_snapshot(snap_compare, backend):
 
 def test_compare_view_snapshot_80x24(snap_compare, backend):
     assert snap_compare(XaiApp(backend), terminal_size=(80, 24), run_before=compared("right", "right", "f"))
+
+
+def test_open_names_a_saved_comparison_in_one_line(tmp_path):
+    from lrp_llm.errors import InputError
+    from lrp_llm.results.comparison import MethodComparison
+    from tui.commands.open import load_result
+
+    c = MethodComparison("tiny", ["<s>", "a", "b"], [1, 5, 6], 2, 0, 2, ["attnlrp", "cp-lrp"], [[0.0, 1.0], [1.0, 0.0]])
+    c.save(tmp_path / "c.json")
+    with pytest.raises(InputError, match="a method comparison; its HTML export shows it"):
+        load_result(str(tmp_path / "c.json"))

@@ -21,6 +21,7 @@ VIEWABLE = {
 SHOWN_ELSEWHERE = {
     "image-attribution": "an image explanation; the app has no image view, see its --html report",
     "evaluation": "an evaluation; the app has no evaluation view, see its --html report",
+    "comparison": "a method comparison; its HTML export shows it, or ask again and press F6 (Compare)",
 }
 
 
