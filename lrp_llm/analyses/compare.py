@@ -82,13 +82,19 @@ class PairScore:
     b: str
     spearman: float
     overlap: float  # top-k overlap, 0..1
-    k: int
+    k: int  # the k used: the asked one, or the number of inputs when there are fewer
 
 
 def pair_scores(relevance: Mapping[str, np.ndarray], k: int = TOP_K) -> list[PairScore]:
     """Every pair of the methods in ``relevance`` (in their order): rank correlation and top-k overlap."""
     return [
-        PairScore(a, b, spearman(relevance[a], relevance[b]), top_k_overlap(relevance[a], relevance[b], k), k)
+        PairScore(
+            a,
+            b,
+            spearman(relevance[a], relevance[b]),
+            top_k_overlap(relevance[a], relevance[b], k),
+            min(k, len(relevance[a])),
+        )
         for a, b in combinations(relevance, 2)
     ]
 

@@ -36,7 +36,7 @@ def coloured_input(tokens: list[str], relevance: np.ndarray, position: int) -> s
 def render(c: MethodComparison) -> str:
     pair_rows = "".join(
         f"<tr><td>{esc(label(p.a))} \u2194 {esc(label(p.b))}</td><td class='num'>{_fixed(p.spearman)}</td>"
-        f"<td class='num'>{_fixed(p.overlap, 2)}</td></tr>"
+        f"<td class='num'>{round(p.overlap * p.k)}/{p.k}</td></tr>"
         for p in c.pairs
     )
     methods = []

@@ -67,6 +67,7 @@ def test_pair_scores_cover_every_pair_in_order():
     pairs = pair_scores(rel)
     assert [(p.a, p.b) for p in pairs] == [("attnlrp", "cp-lrp"), ("attnlrp", "saliency"), ("cp-lrp", "saliency")]
     assert pairs[0].spearman == pytest.approx(-1.0) and pairs[0].overlap == pytest.approx(4 / 5)  # {1, 2, 3, 4}
+    assert pairs[0].k == 5 and pair_scores({"a": np.arange(3.0), "b": np.ones(3)})[0].k == 3
     assert pairs[1].spearman == pytest.approx(hand_spearman(list(rel["attnlrp"]), list(rel["saliency"])))
 
 
@@ -140,7 +141,7 @@ def test_html_section_shows_the_numbers_and_escapes_tokens(tiny):
 
     c = comparison({"attnlrp": perturbation_curves(tiny, [1, 5, 6, 7, 8, 9], 5, np.arange(5.0), steps=2)})
     html = comparison_report(c)
-    assert f"{c.pairs[0].spearman:.3f}" in html and f"{c.pairs[0].overlap:.2f}" in html
+    assert f"{c.pairs[0].spearman:.3f}" in html and f"{round(c.pairs[0].overlap * 5)}/5</td>" in html
     assert f"ABPC {c.abpc('attnlrp'):.3f}" in html
     assert "AttnLRP" in html and "Integrated gradients" in html
     assert "\x1b" not in html

@@ -361,7 +361,7 @@ class CompareScreen(ViewScreen):
         self._show_scores(t)
 
     def _show_scores(self, t: int) -> None:
-        width = max(len(label(m)) for m in self.selected)
+        width = max((len(label(m)) for m in self.selected), default=0)
         wide = self.size.width >= 96
         names = [f"{label(p.a)} ↔ {label(p.b)}" for p in self.pairs]
         pad = max((len(n) for n in names), default=0)
