@@ -221,10 +221,17 @@ class CompareScreen(ViewScreen):
         for i, m in enumerate(methods):
 
             def progress(done: int, total: int, i: int = i, m: str = m) -> None:
-                self.app.post_message(JobProgress(job, f"explaining with {label(m)}", i * n + done, len(methods) * n))
+                self.post_message(JobProgress(job, f"explaining with {label(m)}", i * n + done, len(methods) * n))
 
             result = backend.reexplain(a, m, progress=progress, should_cancel=lambda: worker.is_cancelled)
             self.post_message(self.MethodExplained(job, m, result))
+
+    @on(JobProgress)
+    def _job_progress(self, message: JobProgress) -> None:
+        # The workers post progress here, to the queue their results go to: sent to the app's own
+        # queue, a last progress message could be handled after the result and show a finished job as busy.
+        message.stop()
+        self.xai.on_job_progress(message)
 
     @on(MethodExplained)
     def _method_explained(self, message: MethodExplained) -> None:
@@ -286,7 +293,7 @@ class CompareScreen(ViewScreen):
                 candidates=removable_positions(a.input_ids, position, special),
                 strategy=FAITHFULNESS_STRATEGY,
                 steps=FAITHFULNESS_STEPS,
-                progress=lambda done, total: self.app.post_message(JobProgress(job, "faithfulness", done, total)),
+                progress=lambda done, total: self.post_message(JobProgress(job, "faithfulness", done, total)),
                 should_cancel=lambda: worker.is_cancelled,
             )
         self.post_message(self.FaithfulnessMeasured(job, tuple(a.input_ids), t, curves))
