@@ -83,6 +83,7 @@ class CompareScreen(ViewScreen):
         job: int
         method: str
         attribution: Attribution
+        last: bool  # the job's last method
 
     @dataclass
     class FaithfulnessMeasured(Message):
@@ -99,7 +100,7 @@ class CompareScreen(ViewScreen):
         self._answer: tuple[int, ...] = ()  # input ids of the answer the cache belongs to
         self._cache: dict[str, Attribution] = {}  # method -> the answer explained with it
         self._curves: dict[tuple[int, str], Curves] = {}  # (answer token, method) -> curves
-        self._computing: tuple[int, Any] | None = None  # (job, (answer, methods)) of the running computation
+        self._busy: int | None = None  # the job of the running worker (one at a time: they share the model)
         self.pairs: list[PairScore] = []
         """Agreement of every pair of the shown methods for the selected token (what the view shows)."""
 
@@ -194,11 +195,9 @@ class CompareScreen(ViewScreen):
                 literal(" Comparing methods needs the model; press Ctrl+O to load it.")
             )
             return
-        request = (self._answer, tuple(missing))
-        if self._computing is not None and self._computing[1] == request and self._job_running(self._computing[0]):
-            return  # the same methods of the same answer are being computed (a second trigger: resume after mount)
-        job = app._new_job("compare")
-        self._computing = (job, request)
+        if self.busy():
+            return  # the running job computes the rest when it ends (_job_ended)
+        job = self._busy = app._new_job("compare")
         app.progress = (f"explaining with {label(missing[0])}", 0, len(missing) * len(a.targets))
         app.status = (f"explaining with {', '.join(label(m) for m in missing)} … (Esc cancels)", "busy")
         backend = app.backend
@@ -206,14 +205,26 @@ class CompareScreen(ViewScreen):
             lambda: self._explain_worker(job, backend, a, missing),
             thread=True,
             group="compare",
-            exclusive=True,
             exit_on_error=False,
         )
 
-    def _job_running(self, job: int) -> bool:
+    def busy(self) -> bool:
+        """Whether a job of this view is running (not cancelled, not failed)."""
         app = self.xai
         alive = (WorkerState.PENDING, WorkerState.RUNNING)
-        return app._live(job, "compare") and any(w.group == "compare" and w.state in alive for w in app.workers)
+        return (
+            self._busy is not None
+            and app._live(self._busy, "compare")
+            and any(w.group == "compare" and w.state in alive for w in app.workers)
+        )
+
+    def _job_ended(self) -> None:
+        """A job's last result arrived: compute what was chosen meanwhile, or say that all is there."""
+        self._busy = None
+        if self.missing():
+            self.action_compute()
+        else:
+            self.xai.progress = None
 
     def _explain_worker(self, job: int, backend: ModelBackend, a: Attribution, methods: list[str]) -> None:
         worker = get_current_worker()
@@ -224,7 +235,7 @@ class CompareScreen(ViewScreen):
                 self.post_message(JobProgress(job, f"explaining with {label(m)}", i * n + done, len(methods) * n))
 
             result = backend.reexplain(a, m, progress=progress, should_cancel=lambda: worker.is_cancelled)
-            self.post_message(self.MethodExplained(job, m, result))
+            self.post_message(self.MethodExplained(job, m, result, last=i == len(methods) - 1))
 
     @on(JobProgress)
     def _job_progress(self, message: JobProgress) -> None:
@@ -236,13 +247,15 @@ class CompareScreen(ViewScreen):
     @on(MethodExplained)
     def _method_explained(self, message: MethodExplained) -> None:
         app = self.xai
-        if not app._live(message.job, "compare") or tuple(message.attribution.input_ids) != self._answer:
+        if not app._live(message.job, "compare"):
             return
-        self._cache[message.method] = message.attribution
-        self._show_methods()
-        self._show_target()
-        if not self.missing():
-            app.progress = None
+        if tuple(message.attribution.input_ids) == self._answer:  # else: a new answer came meanwhile
+            self._cache[message.method] = message.attribution
+            self._show_methods()
+            self._show_target()
+        if message.last:
+            self._job_ended()
+        if not self.busy() and not self.missing():
             app.status = (
                 f"{' · '.join(label(m) for m in self.selected)} compared; ←/→ move over the answer, "
                 "f measures the faithfulness of this token",
@@ -256,7 +269,7 @@ class CompareScreen(ViewScreen):
         if a is None:
             app.show_error("nothing to measure yet; ask a question in the Ask & explain view (F2) first")
             return
-        if self.missing():
+        if self.missing() or self.busy():
             app.show_error("the methods are still being computed; measure faithfulness when they are done")
             return
         if app.backend is None or not app.backend.loaded:
@@ -264,7 +277,7 @@ class CompareScreen(ViewScreen):
             return
         t = self._target(a)
         relevance = {m: self._cache[m].targets[t].relevance for m in self.selected}
-        job = app._new_job("compare")
+        job = self._busy = app._new_job("compare")
         app.progress = ("faithfulness", 0, len(relevance))
         app.status = (f"faithfulness of {len(relevance)} explanations … (Esc cancels)", "busy")
         backend = app.backend
@@ -272,7 +285,6 @@ class CompareScreen(ViewScreen):
             lambda: self._faithfulness_worker(job, backend, a, t, relevance),
             thread=True,
             group="compare",
-            exclusive=True,
             exit_on_error=False,
         )
 
@@ -301,14 +313,18 @@ class CompareScreen(ViewScreen):
     @on(FaithfulnessMeasured)
     def _faithfulness_measured(self, message: FaithfulnessMeasured) -> None:
         app = self.xai
-        if not app._live(message.job, "compare") or message.key != self._answer:
+        if not app._live(message.job, "compare"):
             return
-        for m, c in message.curves.items():
-            self._curves[(message.target, m)] = c
-        app.progress = None
-        best = max(message.curves, key=lambda m: message.curves[m].abpc)
-        app.status = (f"faithfulness measured; largest ABPC: {label(best)} ({message.curves[best].abpc:.3f})", "info")
-        self._show_target()
+        if message.key == self._answer:  # else: a new answer came meanwhile
+            for m, c in message.curves.items():
+                self._curves[(message.target, m)] = c
+            best = max(message.curves, key=lambda m: message.curves[m].abpc)
+            app.status = (
+                f"faithfulness measured; largest ABPC: {label(best)} ({message.curves[best].abpc:.3f})",
+                "info",
+            )
+            self._show_target()
+        self._job_ended()
 
     # ------------------------------------------------------------ showing
     def _target(self, a: Attribution) -> int:
