@@ -150,13 +150,15 @@ async def test_methods_are_cached_per_answer_and_toggled(backend, references):
 async def test_a_method_chosen_while_computing_is_computed_next(backend):
     app = XaiApp(backend)
     calls: list[str] = []
+    release = threading.Event()
     original = backend.reexplain
 
-    def counting(attribution, method, **kw):
+    def gated(attribution, method, **kw):
         calls.append(method)
+        release.wait(60)  # the first job stays running until the test has chosen another method
         return original(attribution, method, **kw)
 
-    backend.reexplain = counting
+    backend.reexplain = gated
     try:
         async with app.run_test(size=SIZE) as pilot:
             app.screen.query_one("#question").insert_text_at_cursor(QUESTION)
@@ -165,16 +167,19 @@ async def test_a_method_chosen_while_computing_is_computed_next(backend):
             await settle(app, pilot)
             await pilot.press("f6")
             await wait_for(pilot, lambda: bool(calls), what="the first job")
-            saliency = app.available_methods.index("saliency") + 1
             screen = app.screen
-            assert screen.busy()  # integrated gradients alone takes seconds here
-            await pilot.press("2", str(saliency))  # while CP-LRP / IG are computed: no cancel, queued
+            assert screen.busy()
+            saliency = app.available_methods.index("saliency") + 1
+            await pilot.press("2", str(saliency))  # while CP-LRP is computed: queued, nothing cancelled
+            assert screen.selected == ["attnlrp", "integrated-gradients", "saliency"]
+            assert calls == ["cp-lrp"]
+            release.set()
             await wait_for(pilot, lambda: not screen.missing() and not screen.busy(), what="all computed")
             await settle(app, pilot)
-            assert screen.selected == ["attnlrp", "integrated-gradients", "saliency"]
             assert calls == ["cp-lrp", "integrated-gradients", "saliency"]
             assert app.progress is None and app.status[1] == "info" and "compared" in app.status[0]
     finally:
+        release.set()
         backend.reexplain = original
 
 
