@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .exporting import Export
 
 
-JOB_GROUPS = ("explain", "similarity", "patching", "image")  # worker groups that Esc cancels
+JOB_GROUPS = ("explain", "similarity", "patching", "image", "compare")  # worker groups that Esc cancels
 
 
 def _view_bindings() -> list[Binding]:
@@ -60,7 +60,15 @@ class XaiApp(App[None]):
     # Absolute, so subclasses defined elsewhere (tests, benchmarks) find the files too.
     CSS_PATH: ClassVar = [
         Path(__file__).with_name(name)
-        for name in ("app.tcss", "ask.tcss", "longrange.tcss", "similarity.tcss", "patching.tcss", "image.tcss")
+        for name in (
+            "app.tcss",
+            "ask.tcss",
+            "longrange.tcss",
+            "similarity.tcss",
+            "patching.tcss",
+            "image.tcss",
+            "compare.tcss",
+        )
     ]
     DEFAULT_MODE: ClassVar[str] = "ask"
     BINDINGS: ClassVar = [

@@ -56,6 +56,7 @@ VIEWS: tuple[View, ...] = (
         kinds=None,
     ),
     View("patching", "Patching", "f5", "tui.screens.patching", "PatchingScreen", ("patching",)),
+    View("compare", "Compare", "f6", "tui.screens.compare", "CompareScreen"),
     View("history", "History", "f7", "tui.screens.history", "HistoryScreen", kinds=("causal-lm", "seq2seq")),
 )
 

@@ -184,12 +184,30 @@ def evaluation_report(ev: Any, *, title: str | None = None) -> str:
     return page(title, [f"<h1>{esc(title)}</h1>", header, evaluation_section.render(ev)], css=SECTION_CSS)
 
 
+def comparison_report(c: Any, *, title: str | None = None) -> str:
+    """Several methods on one answer token: a :class:`~lrp_llm.results.comparison.MethodComparison`."""
+    from lrp_llm.export import comparison_section
+
+    title = title or f"Methods compared on {c.token!r} \u2014 {c.model}"
+    header = info_table(
+        [
+            ("model", c.model),
+            ("explained token", f"{c.token!r}: answer token {c.target}, position {c.position}"),
+            ("answer", "".join(c.tokens[c.prompt_length :])),
+            ("date", c.meta.get("date") or "\u2014"),
+        ]
+    )
+    body = [f"<h1>{esc(title)}</h1>", header, comparison_section.render(c)]
+    return page(title, body, css=SECTION_CSS + comparison_section.CSS)
+
+
 def write_report(path: str | os.PathLike[str], text: str) -> None:
     """Write a report atomically (temporary file, then rename: never half a file)."""
     write_atomic(path, text)
 
 
 __all__ = [
+    "comparison_report",
     "evaluation_report",
     "explanation_report",
     "image_report",

@@ -9,7 +9,7 @@ import pytest
 
 from lrp_llm.results.session import Session, SessionEntry
 from tests.support.result_files import causal, seq2seq
-from tests.support.tui_support import CONTEXT, QUESTION, settle, tui_backend, wait_for
+from tests.support.tui_support import CONTEXT, QUESTION, explained, settle, tui_backend, wait_for
 from tui.app import XaiApp
 from tui.backend import AskRequest
 from tui.widgets.tokenflow import TokenFlow
@@ -32,7 +32,7 @@ def backend():
 
 async def ask(app: XaiApp, pilot, question: str, context: str | None = None) -> None:
     app.ask(AskRequest(question, context, max_new_tokens=6))
-    await settle(app, pilot)
+    await explained(app, pilot)
     assert app.status[1] == "info", app.status
 
 

@@ -16,7 +16,7 @@ import pytest
 from synthetic_tasks import copy_reverse
 from tests.support import REPO_ROOT
 from tests.support.tiny_t5_vit import tiny_t5
-from tests.support.tui_support import settle, wait_for
+from tests.support.tui_support import explained, settle, wait_for
 from tui.app import XaiApp
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("one_thread")]
@@ -53,7 +53,7 @@ async def _run_source(app, pilot, text: str = SOURCE) -> None:
     app.screen.query_one("#s2s-source").insert_text_at_cursor(text)
     await pilot.press("enter")
     await wait_for(pilot, lambda: app.attribution is not None or app.status[1] == "error", what="an explanation")
-    await settle(app, pilot)
+    await explained(app, pilot)
 
 
 async def test_the_view_shows_both_sides_as_explain_does(t5_backend, t5_result):
@@ -205,10 +205,11 @@ def test_the_report_shows_both_sides_with_their_shares(t5_result):
 
 
 # ------------------------------------------------------------------ snapshots
-def _ran(*keys: str):
+def _ran(*keys: str, target: int):
     async def run(pilot) -> None:
         await _run_source(pilot.app, pilot)
         await pilot.press(*keys)
+        await wait_for(pilot, lambda: pilot.app.target == target, what=f"answer token {target}")
         await pilot.pause()
 
     return run
@@ -216,12 +217,12 @@ def _ran(*keys: str):
 
 def test_snapshot_100x30(snap_compare, t5_backend):
     app = XaiApp(t5_backend, kind="seq2seq", max_new_tokens=4)
-    assert snap_compare(app, terminal_size=SIZE, run_before=_ran("right", "right"))
+    assert snap_compare(app, terminal_size=SIZE, run_before=_ran("right", "right", target=2))
 
 
 def test_snapshot_80x24(snap_compare, t5_backend):
     app = XaiApp(t5_backend, kind="seq2seq", max_new_tokens=4)
-    assert snap_compare(app, terminal_size=(80, 24), run_before=_ran("right"))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_ran("right", target=1))
 
 
 # ------------------------------------------------------------------ the real command

@@ -99,6 +99,22 @@ async def settle(app, pilot, timeout: float = 120.0) -> None:
     await pilot.pause()
 
 
+async def explained(app, pilot, timeout: float = 120.0) -> None:
+    """Wait until the running question is done and its whole answer explained and shown (not a partial
+    result: the first answer tokens are shown while the rest are computed)."""
+    await settle(app, pilot, timeout)
+    await wait_for(
+        pilot,
+        lambda: (
+            app.progress is None
+            and (app.attribution is None or not app.attribution.meta.get("partial"))
+            and app.stream_prompt is None
+        ),
+        timeout,
+        what="the whole answer explained",
+    )
+
+
 async def wait_for(pilot, predicate, timeout: float = 120.0, what: str = "the condition") -> None:
     """Let the app run until ``predicate()`` holds (app tests wait for what they check, never sleep blindly)."""
     import time

@@ -22,6 +22,7 @@ VIEWABLE = {
 # Results xai-tui writes that the app has no view for, and where they are shown instead.
 SHOWN_ELSEWHERE = {
     "evaluation": "an evaluation; the app has no evaluation view, see its --html report",
+    "comparison": "a method comparison; its HTML export shows it, or ask again and press F6 (Compare)",
 }
 
 
