@@ -170,15 +170,21 @@ def snapshot_history() -> tuple[SessionEntry, ...]:
     )
 
 
-def test_history_view_snapshot(snap_compare):
-    async def run_before(pilot) -> None:
-        app = pilot.app
-        app.history = snapshot_history()
-        app.show_entry(1)
-        await pilot.press("f7")
-        await pilot.pause()
+async def _history_shown(pilot) -> None:
+    app = pilot.app
+    app.history = snapshot_history()
+    app.show_entry(1)
+    await pilot.press("f7")
+    await wait_for(pilot, lambda: app.current_mode == "history", what="the History view")
+    await pilot.pause()
 
-    assert snap_compare(XaiApp(None), terminal_size=SIZE, run_before=run_before)
+
+def test_history_view_snapshot(snap_compare):
+    assert snap_compare(XaiApp(None), terminal_size=SIZE, run_before=_history_shown)
+
+
+def test_history_view_snapshot_80x24(snap_compare):
+    assert snap_compare(XaiApp(None), terminal_size=(80, 24), run_before=_history_shown)
 
 
 async def test_a_result_file_opened_twice_is_one_entry(tmp_path):
