@@ -207,7 +207,7 @@ def _target_gradients(
                     scores, inputs, grad_outputs=cotangents, is_grads_batched=True, retain_graph=True, allow_unused=True
                 )
             except RuntimeError:
-                batch = 1  # an op without a batching rule: one target at a time
+                batch, first = 1, None  # an op without a batching rule: one target at a time
                 continue
             yield i, b, grads
         else:

@@ -77,3 +77,45 @@ def test_the_first_target_comes_after_one_forward_and_one_backward(monkeypatch):
     a = explain(model, tok, prompt_ids=random_ids(6), answer_ids=random_ids(20, seed=3), on_target=on_target)
     assert at_first == [(1, [False])]  # one forward, one backward of the first target alone
     assert True in backwards and len(backwards) < len(a.targets)  # the others share batched backward passes
+
+
+class _NoBatching(torch.autograd.Function):
+    """x * 2 with a backward that vmap cannot batch (aten::alias has no batching rule, as in transformers' Mamba-2
+    scan): the engine falls back to one target at a time."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.ops.aten.alias(grad * 2)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_an_op_without_a_batching_rule_falls_back_to_one_target_at_a_time(monkeypatch, streaming):
+    from lrp_llm.mechanism.gradients import input_relevance
+
+    calls = []
+    grad = torch.autograd.grad
+
+    def counted(*args, **kwargs):
+        calls.append(bool(kwargs.get("is_grads_batched")))
+        assert len(calls) < 50, "the fallback retried the batched backward pass without end"
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counted)
+    x = torch.randn(1, 5, 3, dtype=torch.float64)
+    weights = torch.randn(3, 4, dtype=torch.float64)
+
+    def score(xs):
+        return (_NoBatching.apply(xs[0]) @ weights).sum(1)  # (1, 4): target j = sum over tokens of 2 x w_j
+
+    rows: list[int] = []
+    (rel,), _ = input_relevance(
+        score, [x], [-1], method="grad-x-input", on_rows=(lambda i, r: rows.append(i)) if streaming else None
+    )
+    want = (2 * x[0] @ weights).T  # relevance of token t for target j: x_t . (2 w_j)
+    torch.testing.assert_close(rel, want, rtol=1e-12, atol=1e-12)
+    assert calls.count(True) == 1  # one batched try, then one target at a time
+    assert not streaming or rows == [0, 1, 2, 3]  # the first alone, then the others one by one
