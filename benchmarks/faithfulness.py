@@ -8,7 +8,9 @@ scored by :func:`lrp_llm.analyses.evaluate.evaluate`: tokens are removed in orde
 most relevant first (MoRF) and least relevant first (LeRF), the explained logit is
 followed, and ABPC = AUC(LeRF) - AUC(MoRF) (logit units; larger is better; random ~ 0)
 is reported with its 95 % confidence interval, the evidence localisation (top-1 hit,
-relevance mass on the answer's span in the context) and the seconds per explanation,
+relevance mass on the answer's span in the context), insertion / deletion AUC of the
+explained probability, ERASER comprehensiveness / sufficiency (AOPC over the top 1, 5, 10,
+20, 50 % of the tokens) and the seconds per explanation,
 all methods alternating item by item in one process. Writes
 benchmarks/results/faithfulness.md (and, with --json, every per-item score).
 """

@@ -310,3 +310,24 @@ def test_html_section_shows_the_new_columns():
         assert f"<th>{label}</th>" in html
     assert "<td class='num'>0.575</td><td class='num'>0.450</td>" in html
     assert "<td class='num'>0.350</td><td class='num'>0.300</td>" in html
+
+
+def test_cli_prints_and_saves_the_new_scores(tiny_dir, tmp_path, capsys, monkeypatch):
+    """`xai-tui evaluate` end to end (tiny model, output piped at 80 columns): every new number
+    is printed in the block layout and is the one the JSON holds."""
+    from tui.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    data = tmp_path / "items.jsonl"
+    lines = [{"id": "b", "text": "the capital of france is", "answer": "paris", "evidence": "france"}]
+    data.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "ev.json"
+    args = ["evaluate", "--model", str(tiny_dir), "--data", str(data), "--methods", "grad-x-input,random"]
+    assert main([*args, "--steps", "3", "--json", str(out), "--quiet"]) == 0
+    shown = capsys.readouterr().out
+    summary = json.loads(out.read_text())["summary"]
+    for s in summary:
+        assert s["insertion_auc"] is not None and s["comprehensiveness"] is not None and s["top5"] is not None
+        assert f"{s['insertion_auc']:.3f} / {s['deletion_auc']:.3f}" in shown, shown
+        assert f"{s['comprehensiveness']:.3f} / {s['sufficiency']:.3f}" in shown, shown
+    assert "…" not in shown
