@@ -8,7 +8,9 @@ scored by :func:`lrp_llm.analyses.evaluate.evaluate`: tokens are removed in orde
 most relevant first (MoRF) and least relevant first (LeRF), the explained logit is
 followed, and ABPC = AUC(LeRF) - AUC(MoRF) (logit units; larger is better; random ~ 0)
 is reported with its 95 % confidence interval, the evidence localisation (top-1 hit,
-relevance mass on the answer's span in the context) and the seconds per explanation,
+relevance mass on the answer's span in the context), insertion / deletion AUC of the
+explained probability, ERASER comprehensiveness / sufficiency (AOPC over the top 1, 5, 10,
+20, 50 % of the tokens) and the seconds per explanation,
 all methods alternating item by item in one process. Writes
 benchmarks/results/faithfulness.md (and, with --json, every per-item score).
 """
@@ -90,7 +92,12 @@ def main(argv: list[str] | None = None) -> Path:
                     f"{s.abpc_prob:.3f}",
                     f"{s.morf_auc:.2f}",
                     f"{s.lerf_auc:.2f}",
+                    _num(s.insertion_auc, 3),
+                    _num(s.deletion_auc, 3),
+                    _num(s.comprehensiveness, 3),
+                    _num(s.sufficiency, 3),
                     "–" if s.top1 is None else f"{s.top1:.2f}",
+                    "–" if s.top5 is None else f"{s.top5:.2f}",
                     "–" if s.mass is None else f"{s.mass:.2f}",
                     f"{s.seconds:.3f}",
                     "–" if not gxi else f"{s.seconds / gxi:.2f}",
@@ -109,7 +116,12 @@ def main(argv: list[str] | None = None) -> Path:
         "ABPC (prob.)",
         "AUC MoRF",
         "AUC LeRF",
+        "insertion AUC (prob.)",
+        "deletion AUC (prob.)",
+        "comprehensiveness",
+        "sufficiency",
         "top-1 on evidence",
+        "top-5 on evidence",
         "evidence mass",
         "s / explanation",
         "time / grad x input",
@@ -122,7 +134,13 @@ def main(argv: list[str] | None = None) -> Path:
         "of the chat template are never removed). ABPC = AUC(LeRF) - AUC(MoRF) of the explained logit over the "
         "share of tokens removed; larger = more faithful, random ordering ~ 0. Rows sorted by ABPC.",
         "Evidence = the answer's span in the context (QA) or the marked cue word (next-token): top-1 = the most "
-        "relevant token lies on it, mass = share of positive relevance on it. Only items the model answers are used.",
+        "relevant token lies on it (the pointing game), top-5 = one of the five most relevant does, mass = share of "
+        "positive relevance on it. Only items the model answers are used.",
+        "Beyond ABPC, on the explained token's probability and from the same removal batches: insertion AUC "
+        "(every removable token removed, then restored most relevant first; higher = more faithful), deletion AUC "
+        "(the MoRF probability curve; lower = more faithful), ERASER comprehensiveness and sufficiency = mean over "
+        "k in {1, 5, 10, 20, 50} % of p(x) - p(x without its top ceil(k n / 100) tokens) and of p(x) - p(only "
+        "those kept) (higher / lower = more faithful).",
         "Seconds per explanation: one call of `lrp_llm.relevance` (forward + backward; IG: one forward per step, "
         "batched by 8), methods alternating item by item in one process; `integrated-gradients:N` = N steps.",
     ]
@@ -144,6 +162,10 @@ def main(argv: list[str] | None = None) -> Path:
             f.write("\n".join(extra) + "\n")
         print("\n".join(extra))
     return path
+
+
+def _num(x: float | None, digits: int) -> str:
+    return "–" if x is None or x != x else f"{x:.{digits}f}"
 
 
 def _printer(name: str):

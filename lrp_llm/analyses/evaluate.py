@@ -25,10 +25,32 @@ attention mask is needed and the logit is read at each sequence's own last posit
 Special tokens (chat markup, BOS) are never removed: they are the format of the input,
 not its content.
 
+Beyond ABPC (so that no one protocol's quirks decide), from the same removal sets and the
+same batched forward passes:
+
+- deletion AUC: area under the MoRF curve of the explained token's *probability* (lower =
+  more faithful; Petsiuk et al. 2018);
+- insertion AUC: start from every candidate token removed and restore them most relevant
+  first; area under that probability curve (higher = more faithful). "Removed" is the run's
+  strategy (a zero embedding, the neutral token, or cut out);
+- ERASER comprehensiveness and sufficiency (DeYoung et al. 2020) as AOPC over the top-k %
+  of the candidate tokens, k in :data:`ERASER_PERCENTS` = 1, 5, 10, 20, 50, the top k % being
+  ``ceil(k * n / 100)`` of the ``n`` candidates in relevance order (at least one when
+  ``n > 0``; ties keep position order):
+
+      comprehensiveness = 1/5 * sum_k [p(x) - p(x without its top k %)]   (higher = better)
+      sufficiency       = 1/5 * sum_k [p(x) - p(x with only its top k % kept)]  (lower = better)
+
+  with ``p`` the explained token's probability and non-candidate (special) tokens always
+  kept. The paper writes the average with ``1/(|B|+1)``; we divide by the number of bins.
+
 Ground truth: for items whose evidence is known (the answer's span in the context, the
 key-value pair of a synthetic recall task) :func:`localisation` gives the top-1 / top-k
 hit and the share of positive relevance on the evidence (relevance mass accuracy,
-Arras et al. 2022).
+Arras et al. 2022). The summary's top-1 hit rate is the pointing-game accuracy (Zhang et
+al. 2018: hits / (hits + misses), a hit = the maximum of the explanation on the ground
+truth); it also gives the top-5 hit rate. The synthetic long-range recall tasks (known key
+and value) are scored the same way in ``benchmarks/recall_ground_truth.py``.
 """
 
 from __future__ import annotations
@@ -50,6 +72,8 @@ from lrp_llm.results.base import REQUIRED, Fields, JsonResult, run_meta
 
 STRATEGIES: tuple[str, ...] = ("zero", "neutral", "delete")
 DEFAULT_NEUTRAL = " "
+# ERASER's top-k bins (percent of the candidate tokens) for comprehensiveness / sufficiency
+ERASER_PERCENTS: tuple[int, ...] = (1, 5, 10, 20, 50)
 
 # progress(stage, done, total): stage is "answering" (preparing items) or "explaining"
 StageProgress = Callable[[str, int, int], None]
@@ -320,13 +344,21 @@ def _evidence_positions(tokenizer, prompt: Sequence[int], tokens: Sequence[str],
 @dataclass
 class Curves:
     """MoRF and LeRF curves of one explanation: ``fractions`` (steps+1,) of removable tokens
-    removed, the explained logit and probability after each removal."""
+    removed, the explained logit and probability after each removal.
+
+    ``insertion_prob``: the probability when only the ``fractions`` most relevant candidates
+    are present (all others removed); ``comprehensiveness`` / ``sufficiency``: the ERASER
+    probability drops, one per :data:`ERASER_PERCENTS` bin. None in files written before they
+    existed."""
 
     fractions: np.ndarray
     morf_logit: np.ndarray
     lerf_logit: np.ndarray
     morf_prob: np.ndarray
     lerf_prob: np.ndarray
+    insertion_prob: np.ndarray | None = None
+    comprehensiveness_k: np.ndarray | None = None
+    sufficiency_k: np.ndarray | None = None
 
     @property
     def abpc(self) -> float:
@@ -345,21 +377,53 @@ class Curves:
     def lerf_auc(self) -> float:
         return auc(self.fractions, self.lerf_logit)
 
+    @property
+    def deletion_auc(self) -> float:
+        """Area under the MoRF probability curve (lower = more faithful)."""
+        return auc(self.fractions, self.morf_prob)
+
+    @property
+    def insertion_auc(self) -> float:
+        """Area under the insertion probability curve (higher = more faithful; NaN when not measured)."""
+        return float("nan") if self.insertion_prob is None else auc(self.fractions, self.insertion_prob)
+
+    @property
+    def comprehensiveness(self) -> float:
+        """ERASER comprehensiveness, AOPC over :data:`ERASER_PERCENTS` (higher = more faithful)."""
+        return float("nan") if self.comprehensiveness_k is None else float(np.mean(self.comprehensiveness_k))
+
+    @property
+    def sufficiency(self) -> float:
+        """ERASER sufficiency, AOPC over :data:`ERASER_PERCENTS` (lower = more faithful)."""
+        return float("nan") if self.sufficiency_k is None else float(np.mean(self.sufficiency_k))
+
     def to_dict(self) -> dict[str, list[float]]:
-        return {k: [round(float(x), 6) for x in v] for k, v in asdict(self).items()}
+        return {k: [round(float(x), 6) for x in v] for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_dict(cls, d: Fields | dict[str, Any]) -> Curves:
-        """The curves from their JSON data: five lists of one length (the points of the curve)."""
+        """The curves from their JSON data: five lists of one length (the points of the curve), the
+        insertion curve of that length and the two ERASER lists (one value per bin) when present."""
         f = Fields.of(d)
         fractions = f.numbers("fractions", dtype=np.float64)
         n = len(fractions)
+        because = f"the curve has {n} fractions"
+        bins = f"there is one per top-k bin ({', '.join(f'{k} %' for k in ERASER_PERCENTS)})"
+
+        def optional(key: str, length: int, why: str) -> np.ndarray | None:
+            if f.data.get(key) is None:
+                return None
+            return f.numbers(key, length=length, because=why, dtype=np.float64)
+
         return cls(
             fractions,
             *(
-                f.numbers(k, length=n, because=f"the curve has {n} fractions", dtype=np.float64)
+                f.numbers(k, length=n, because=because, dtype=np.float64)
                 for k in ("morf_logit", "lerf_logit", "morf_prob", "lerf_prob")
             ),
+            insertion_prob=optional("insertion_prob", n, because),
+            comprehensiveness_k=optional("comprehensiveness_k", len(ERASER_PERCENTS), bins),
+            sufficiency_k=optional("sufficiency_k", len(ERASER_PERCENTS), bins),
         )
 
 
@@ -375,6 +439,11 @@ def removal_counts(n: int, steps: int) -> list[int]:
         return [0]
     steps = max(1, min(int(steps), n))
     return sorted({round(j * n / steps) for j in range(steps + 1)})
+
+
+def top_share_count(n: int, percent: int) -> int:
+    """How many of ``n`` candidates are the top ``percent`` %: ``ceil(percent * n / 100)`` (exact integers)."""
+    return -(-int(percent) * int(n) // 100)
 
 
 def removal_order(relevance: np.ndarray, candidates: Sequence[int], *, most_relevant_first: bool) -> list[int]:
@@ -407,10 +476,12 @@ def perturbation_curves(
     neutral_id: int | None = None,
     batch_size: int = 16,
 ) -> Curves:
-    """MoRF / LeRF curves for the token ``input_ids[position]`` explained by ``relevance``.
+    """MoRF / LeRF curves for the token ``input_ids[position]`` explained by ``relevance``, with
+    the insertion curve and the ERASER comprehensiveness / sufficiency drops (module docstring).
 
     ``relevance`` has one value per token before ``position``; ``candidates`` (default:
-    every position before ``position``) are the tokens that may be removed.
+    every position before ``position``) are the tokens that may be removed. Every removal
+    set of every score is run once, all in the same batches.
     """
     if strategy not in STRATEGIES:
         raise InputError(f"unknown removal strategy '{strategy}'; choose one of: {', '.join(STRATEGIES)}")
@@ -438,11 +509,18 @@ def perturbation_curves(
             sets.append(removed)
         return index[removed]
 
+    everything = frozenset(cand)
     morf_slots = [slot(frozenset(morf[:k])) for k in counts]
     lerf_slots = [slot(frozenset(lerf[:k])) for k in counts]
+    # insertion: the k most relevant present, the rest removed (without ties these are LeRF's sets)
+    insertion_slots = [slot(everything - frozenset(morf[:k])) for k in counts]
+    tops = [top_share_count(len(cand), p) for p in ERASER_PERCENTS]
+    without_top = [slot(frozenset(morf[:c])) for c in tops]
+    only_top = [slot(everything - frozenset(morf[:c])) for c in tops]
     logits, probs = _perturbed_scores(
         model, list(input_ids[:position]), int(input_ids[position]), sets, strategy, neutral_id, batch_size
     )
+    full = probs[index[frozenset()]]
     n = max(len(cand), 1)
     return Curves(
         fractions=np.asarray(counts, dtype=np.float64) / n,
@@ -450,6 +528,9 @@ def perturbation_curves(
         lerf_logit=logits[lerf_slots],
         morf_prob=probs[morf_slots],
         lerf_prob=probs[lerf_slots],
+        insertion_prob=probs[insertion_slots],
+        comprehensiveness_k=full - probs[without_top],
+        sufficiency_k=full - probs[only_top],
     )
 
 
@@ -633,6 +714,10 @@ class ItemResult:
             "abpc_prob": self.curves.abpc_prob,
             "morf_auc": self.curves.morf_auc,
             "lerf_auc": self.curves.lerf_auc,
+            "deletion_auc": self.curves.deletion_auc,
+            "insertion_auc": self.curves.insertion_auc,
+            "comprehensiveness": self.curves.comprehensiveness,
+            "sufficiency": self.curves.sufficiency,
             "localisation": self.localisation,
             "distance": self.distance,
             "curves": self.curves.to_dict(),
@@ -671,9 +756,15 @@ class MethodSummary:
     morf_auc: float
     lerf_auc: float
     seconds: float
-    top1: float | None = None
+    top1: float | None = None  # the pointing-game accuracy
     mass: float | None = None
     n_localised: int = 0
+    # probability scores beyond ABPC (None: none of the method's items has them, an old file)
+    deletion_auc: float | None = None
+    insertion_auc: float | None = None
+    comprehensiveness: float | None = None
+    sufficiency: float | None = None
+    top5: float | None = None
 
 
 @dataclass
@@ -699,6 +790,10 @@ class Evaluation(JsonResult):
                 continue
             abpc, ci = mean_ci([r.curves.abpc for r in rows])
             loc = [r.localisation for r in rows if r.localisation is not None]
+            top5 = [x["topk"] for x in loc if "topk" in x]
+            inserted = [r.curves for r in rows if r.curves.insertion_prob is not None]
+            eraser = [r.curves for r in rows if r.curves.comprehensiveness_k is not None]
+            eraser_s = [r.curves for r in rows if r.curves.sufficiency_k is not None]
             out.append(
                 MethodSummary(
                     method=m,
@@ -712,6 +807,11 @@ class Evaluation(JsonResult):
                     top1=float(np.mean([x["top1"] for x in loc])) if loc else None,
                     mass=float(np.mean([x["mass"] for x in loc])) if loc else None,
                     n_localised=len(loc),
+                    deletion_auc=float(np.mean([r.curves.deletion_auc for r in rows])),
+                    insertion_auc=float(np.mean([c.insertion_auc for c in inserted])) if inserted else None,
+                    comprehensiveness=float(np.mean([c.comprehensiveness for c in eraser])) if eraser else None,
+                    sufficiency=float(np.mean([c.sufficiency for c in eraser_s])) if eraser_s else None,
+                    top5=float(np.mean(top5)) if top5 else None,
                 )
             )
         return out
@@ -887,6 +987,7 @@ def evaluate(
 
 
 __all__ = [
+    "ERASER_PERCENTS",
     "STRATEGIES",
     "Curves",
     "EvalItem",
@@ -907,4 +1008,5 @@ __all__ = [
     "prepare_item",
     "removal_counts",
     "removal_order",
+    "top_share_count",
 ]

@@ -70,9 +70,10 @@ def render(ev: Any) -> str:
     """The section of an ``Evaluation``: summary, mean curves, per-item scores."""
     summary = ev.summary()
     loc = any(s.n_localised for s in summary)
-    head = ["method", "items", "ABPC (logit)", "95 % CI", "ABPC (prob.)", "AUC MoRF", "AUC LeRF", "s / explanation"]
+    head = ["method", "items", "ABPC (logit)", "95 % CI", "ABPC (prob.)", "AUC MoRF", "AUC LeRF"]
+    head += ["insertion AUC (prob.)", "deletion AUC (prob.)", "comprehensiveness", "sufficiency", "s / explanation"]
     if loc:
-        head += ["top-1 hit", "evidence mass"]
+        head += ["top-1 hit (pointing game)", "top-5 hit", "evidence mass"]
     rows = []
     for s in summary:
         cells = [
@@ -83,10 +84,14 @@ def render(ev: Any) -> str:
             _fixed(s.abpc_prob),
             _fixed(s.morf_auc),
             _fixed(s.lerf_auc),
+            _fixed(s.insertion_auc),
+            _fixed(s.deletion_auc),
+            _fixed(s.comprehensiveness),
+            _fixed(s.sufficiency),
             _fixed(s.seconds, 2),
         ]
         if loc:
-            cells += [_fixed(s.top1, 2), _fixed(s.mass, 2)]
+            cells += [_fixed(s.top1, 2), _fixed(s.top5, 2), _fixed(s.mass, 2)]
         rows.append(_row(cells))
     curves = {m: ev.mean_curves(m) for m in ev.methods}
     values = [v for c in curves.values() if c for k in ("morf", "lerf") for v in c[k]]
@@ -109,7 +114,11 @@ def render(ev: Any) -> str:
         "<section id='evaluation'>"
         "<p>Tokens are removed in order of relevance, most relevant first (MoRF, red) and least relevant first "
         "(LeRF, blue), and the explained logit is followed. ABPC is the area between the two curves "
-        "(larger = more faithful; a random order scores about 0).</p>"
+        "(larger = more faithful; a random order scores about 0). On the explained token's probability: the "
+        "insertion AUC (tokens restored most relevant first; higher = more faithful), the deletion AUC (removed "
+        "most relevant first; lower = more faithful), and ERASER comprehensiveness / sufficiency, the probability "
+        "drop without / with only the top 1, 5, 10, 20 and 50 % of the tokens, averaged (higher / lower = more "
+        "faithful).</p>"
         f"<table class='list'><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         "<h2>Mean curves (explained logit vs share of tokens removed)</h2>"
         f'<div class="plots">{plots}</div>'

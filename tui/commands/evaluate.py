@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Explain every item of a JSONL data set with each method, then remove the input tokens "
         "in order of relevance (most relevant first, MoRF, and least relevant first, LeRF) and follow the "
         "explained logit. Reports the area between the two curves (ABPC; larger = more faithful) with its "
-        "95% confidence interval and the time per explanation. Data: one JSON object per line, QA items "
+        "95% confidence interval, the insertion / deletion areas of the explained probability, ERASER "
+        "comprehensiveness / sufficiency (top 1-50% of tokens) and the time per explanation. Data: one JSON object per line, QA items "
         '{"context": ..., "question": ..., "answer": ...} or next-token items {"text": ..., "answer": " ..."}; '
         "optional 'id' and 'evidence' (the span of the context that holds the answer). Ctrl-C stops cleanly.",
     )
@@ -148,9 +149,10 @@ def render_evaluation(console, evaluation) -> None:
         console.print("no item was evaluated (none answered; drop --only-answered to explain forced answers)")
         return
     loc = any(s.n_localised for s in summary)
-    columns = ["method", "n", "ABPC ± 95% CI", "ABPC (p)", "MoRF / LeRF AUC", "s / expl."]
+    columns = ["method", "n", "ABPC ± 95% CI", "ABPC (p)", "MoRF / LeRF AUC", "ins. / del. (p)", "comp. / suff."]
+    columns += ["s / expl."]
     if loc:
-        columns += ["top-1", "mass"]
+        columns += ["top-1", "top-5", "mass"]
     best = max(s.abpc for s in summary)
 
     def f(x, d=3):
@@ -164,10 +166,12 @@ def render_evaluation(console, evaluation) -> None:
             Text(f"{f(s.abpc)} ± {f(s.abpc_ci)}", style="bold green" if s.abpc == best else ""),
             Text(f(s.abpc_prob)),
             Text(f"{f(s.morf_auc, 2)} / {f(s.lerf_auc, 2)}"),
+            Text(f"{f(s.insertion_auc)} / {f(s.deletion_auc)}"),
+            Text(f"{f(s.comprehensiveness)} / {f(s.sufficiency)}"),
             Text(f(s.seconds, 2)),
         ]
         if loc:
-            row += [Text(f(s.top1, 2)), Text(f(s.mass, 2))]
+            row += [Text(f(s.top1, 2)), Text(f(s.top5, 2)), Text(f(s.mass, 2))]
         rows.append(row)
     table = Table(show_edge=False, header_style="bold")
     for i, col in enumerate(columns):
@@ -186,8 +190,11 @@ def render_evaluation(console, evaluation) -> None:
     console.print(
         Text(
             "ABPC = area between the LeRF and MoRF curves of the explained logit (larger = more faithful; "
-            "random ≈ 0). top-1 / mass: the most relevant token lies on the evidence / share of positive "
-            "relevance on it.",
+            "random ≈ 0). ins. / del.: area under the explained probability as tokens are restored / removed, "
+            "most relevant first (higher / lower = more faithful). comp. / suff.: ERASER comprehensiveness / "
+            "sufficiency, the probability drop without / with only the top 1, 5, 10, 20, 50 % of tokens, averaged "
+            "(higher / lower = more faithful). top-1 (the pointing game) / top-5 / mass: the most relevant token / "
+            "one of the five most relevant lies on the evidence / share of positive relevance on it.",
             style="dim",
         )
     )
