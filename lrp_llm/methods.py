@@ -72,6 +72,7 @@ METHOD_TABLE: tuple[Method, ...] = (
     Method("attnlrp-qk-held", "AttnLRP, Q/K held", ("causal-lm",), rules="attnlrp-qk-held"),
     Method("attnlrp-qk-late", "AttnLRP, Q/K held late", ("causal-lm",), rules="attnlrp-qk-late"),
     Method("attnlrp-eps", "AttnLRP, softmax ε", ("causal-lm",), rules="attnlrp-eps"),
+    Method("attnlrp-sink", "AttnLRP, sink apart", ("causal-lm",), rules="attnlrp-sink"),
     # similarity of two texts under an embedding model (lrp_llm.analyses.bilrp)
     Method("bilrp", "BiLRP", ("encoder",), computation="own"),
     Method("grad-x-input-products", "Gradient × input products", ("encoder",), computation="own"),

@@ -11,6 +11,7 @@ attnlrp-qk-held     held: Q, K constant, V x 1 (every layer)    none (A is a con
 attnlrp-qk-late     uniform in the first ceil(n/2) attention    as attnlrp where uniform
                     layers, held in the last floor(n/2)
 attnlrp-eps         uniform                                     epsilon rule, bias share redistributed
+attnlrp-sink        uniform                                     AttnLRP's, the share of key 0 held apart
 ==================  ==========================================  =========================================
 
 ``attnlrp-qk-held`` and CP-LRP treat the attention alike (A constant, the block linear in V);
@@ -39,6 +40,18 @@ entries below 0.01 (near-zero weights, masked keys) pass less than half: epsilon
 relevance only where the denominator is too small to divide by, as in epsilon-LRP.
 The softmax is computed explicitly (eager attention in the model's dtype, softmax in float32
 at least, as transformers' eager function), so this variant does not use fused kernels.
+
+``attnlrp-sink``. Most heads put much of their attention on the first position (the BOS or
+chat-start token: the attention sink), and AttnLRP's softmax rule hands the scores of that
+key, ``x_t0`` for every query ``t``, relevance that then flows to ``k_0`` (the first token) and
+to ``q_t``; on SmolLM2 the first token ends up with a large share of |relevance|. This variant
+holds that relevance apart: the scores of key 0 are constants for the rules (nothing flows on
+from them), and what AttnLRP's rule gives them, ``sum`` over layers, heads and queries of
+``R(x_t0)``, is collected in a :class:`SinkAccount` instead of being dropped: the causal-LM
+engine reports it per explained token (``meta["held_apart"]``), and the conservation line shows
+``(sum of input relevance + held apart) / logit``. The relevance through the values ``V_0``
+(A V's other half) still reaches the first token. Where no account is read (batched
+evaluation), the held-apart share is not collected; the input relevance is the same.
 """
 
 from __future__ import annotations
@@ -65,13 +78,20 @@ class AttentionVariant:
 
     qk: str = "uniform"
     softmax_eps: float | None = None
+    sink: bool = False
     base: str = "attnlrp"
+
+    @property
+    def explicit(self) -> bool:
+        """The variant computes the attention itself (its softmax rule differs from the plain gradient)."""
+        return self.softmax_eps is not None or self.sink
 
 
 VARIANTS: dict[str, AttentionVariant] = {
     "attnlrp-qk-held": AttentionVariant(qk="held"),
     "attnlrp-qk-late": AttentionVariant(qk="late"),
     "attnlrp-eps": AttentionVariant(softmax_eps=SOFTMAX_EPSILON),
+    "attnlrp-sink": AttentionVariant(sink=True),
 }
 VARIANT_RULE_SETS: tuple[str, ...] = tuple(VARIANTS)
 
@@ -133,8 +153,32 @@ def _causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
     return torch.arange(k_len, device=device)[None, :] <= rows
 
 
-def epsilon_attention(eps: float):
-    """An attention function (transformers' signature) computing eager attention with the epsilon softmax rule.
+class SinkAccount:
+    """The relevance ``attnlrp-sink`` holds apart, collected as the gradient of one leaf.
+
+    The engine gives ``leaf`` a (1, 1) tensor of ones that requires grad before the forward
+    pass; every attention module multiplies the (held) scores of key 0 by it with gradient
+    factor 1/2 (A's half of A V's relevance under the uniform rule), so ``leaf * leaf.grad`` is the
+    relevance AttnLRP's softmax rule hands those scores, summed over layers, heads and queries.
+    """
+
+    def __init__(self) -> None:
+        self.leaf: torch.Tensor | None = None
+
+    def hold(self, first: torch.Tensor) -> torch.Tensor:
+        """The scores of key 0 ``first`` (..., 1) as constants, their relevance routed to ``leaf``."""
+        held = first.detach()
+        if self.leaf is None:
+            return held
+        from lrp_llm.mechanism.primitives import scale_grad
+
+        return held * scale_grad(self.leaf, 0.5).to(held.dtype)
+
+
+def variant_attention(eps: float | None, sink: SinkAccount | None = None):
+    """An attention function (transformers' signature) computing eager attention with the variant's softmax
+    rule: the epsilon rule when ``eps`` is given (else AttnLRP's, the plain gradient), and the scores of key 0
+    held apart into ``sink`` when given.
 
     ``attention_mask``: built for the model's own function: additive (float), boolean
     (True = attend), or None (causal when there is more than one query, as SDPA does).
@@ -142,7 +186,7 @@ def epsilon_attention(eps: float):
 
     def attention(module: nn.Module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
-            raise UnsupportedModelError(f"{type(module).__name__}: attention sinks are not supported by attnlrp-eps")
+            raise UnsupportedModelError(f"{type(module).__name__}: learned attention sinks have no variant rule")
         groups = query.shape[1] // key.shape[1]
         if groups > 1:
             key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
@@ -159,7 +203,13 @@ def epsilon_attention(eps: float):
             scores = scores.masked_fill(~attention_mask[..., : key.shape[2]], lowest)
         else:
             scores = scores + attention_mask[..., : key.shape[2]]
-        weights = softmax_epsilon_rule(scores, eps, query.dtype)
+        if sink is not None and scores.shape[-1] > 1:
+            scores = torch.cat((sink.hold(scores[..., :1]), scores[..., 1:]), dim=-1)
+        if eps is None:
+            compute = torch.float64 if scores.dtype == torch.float64 else torch.float32
+            weights = torch.softmax(scores.to(compute), dim=-1).to(query.dtype)
+        else:
+            weights = softmax_epsilon_rule(scores, eps, query.dtype)
         out = torch.matmul(weights, value)
         return out.transpose(1, 2).contiguous(), weights
 
@@ -178,7 +228,13 @@ def install_variant_attention(
 
     if not isinstance(parts, AttentionParts | AttentionFunctionParts):
         raise UnsupportedModelError("the AttnLRP variants need attention modules that call transformers' functions")
-    function = None if variant.softmax_eps is None else epsilon_attention(variant.softmax_eps)
+    function = None
+    if variant.explicit:
+        account = None
+        if variant.sink:
+            account = SinkAccount()
+            patch.accounts["sink"] = account
+        function = variant_attention(variant.softmax_eps, account)
     install_attention_function(
         patch, attentions, variant.base, factors=layer_factors(variant, len(attentions)), function=function
     )
@@ -189,7 +245,8 @@ __all__ = [
     "VARIANTS",
     "VARIANT_RULE_SETS",
     "AttentionVariant",
-    "epsilon_attention",
+    "SinkAccount",
+    "variant_attention",
     "held_layers",
     "install_variant_attention",
     "layer_factors",

@@ -24,7 +24,7 @@ from lrp_llm.methods import get_method, methods_for
 from tests.support.models import tiny_causal_lm
 from tests.support.tiny_mamba import tiny_mamba
 
-RULE_SETS = ("attnlrp", "attnlrp-qk-held", "attnlrp-qk-late", "attnlrp-eps")
+RULE_SETS = ("attnlrp", "attnlrp-qk-held", "attnlrp-qk-late", "attnlrp-eps", "attnlrp-sink")
 F64_TOL = 1e-10  # float64, a few hundred operations on values of order 1-10
 
 
@@ -48,13 +48,15 @@ def hand_softmax_rule(x: np.ndarray, r_out: np.ndarray, eps: float | None) -> np
     return r_in
 
 
-def hand_attention_relevance(q, k, v, c, scaling, factors, eps):
+def hand_attention_relevance(q, k, v, c, scaling, factors, eps, sink=False):
     """Per-head relevance of Q (heads, T, d), K and V (kv heads, T, d) for the causal attention ``A V`` with
     output cotangent ``c`` (heads, T, d): the uniform rule (A and V half each, Q and K half of the
-    scores each) and the softmax rule, or, with Q/K held, A constant and all of ``A V`` to V."""
+    scores each) and the softmax rule, or, with Q/K held, A constant and all of ``A V`` to V.
+    ``sink``: the relevance of the scores of key 0 is not passed on but summed (returned last)."""
     heads, t_len, _ = q.shape
     groups = heads // k.shape[0]
     r_q, r_k, r_v = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    held_apart = 0.0
     held = factors[0] is None
     for h in range(heads):
         g = h // groups
@@ -70,11 +72,14 @@ def hand_attention_relevance(q, k, v, c, scaling, factors, eps):
                 continue
             r_a = 0.5 * terms.sum(-1)
             r_x = hand_softmax_rule(x, r_a, eps)
+            if sink:
+                held_apart += r_x[0]
+                r_x[0] = 0.0
             for j in range(keys):
                 prod = scaling * q[h, t] * k[g, j]  # the terms of the score x_tj
                 r_q[h, t] += 0.5 * prod / x[j] * r_x[j]
                 r_k[g, j] += 0.5 * prod / x[j] * r_x[j]
-    return r_q, r_k, r_v
+    return r_q, r_k, r_v, held_apart
 
 
 # ------------------------------------------------------------------ the rules
@@ -124,10 +129,16 @@ def _module_relevance(model, rules: str, layer: int, seq: int = 6):
         return hook
 
     handles = [getattr(attn, p).register_forward_hook(keep(p)) for p in ("q_proj", "k_proj", "v_proj")]
+    held = None
     try:  # registered before the rules, so the hooks see the raw projection outputs
-        with lrp_rules(model, rules):
+        with lrp_rules(model, rules) as patch:
+            sink = patch.accounts.get("sink")
+            if sink is not None:
+                sink.leaf = torch.ones(1, 1, dtype=torch.float64, requires_grad=True)
             out, _ = attn(h.clone().requires_grad_(True), position_embeddings=(cos, sin), attention_mask=None)
             out.backward(c_out)
+            if sink is not None:
+                held = float(sink.leaf.grad.sum())
     finally:
         for handle in handles:
             handle.remove()
@@ -145,20 +156,25 @@ def _module_relevance(model, rules: str, layer: int, seq: int = 6):
         c = (c_out @ attn.o_proj.weight).view(1, seq, -1, d).transpose(1, 2)
     inputs = (q[0].numpy(), k[0].numpy(), v[0].numpy(), c[0].numpy(), attn.scaling)
     rq = raw["q_proj"].grad is not None
-    return per_head("q_proj") if rq else None, per_head("k_proj") if rq else None, per_head("v_proj"), inputs
+    return per_head("q_proj") if rq else None, per_head("k_proj") if rq else None, per_head("v_proj"), inputs, held
 
 
 @pytest.mark.parametrize(("rules", "layer"), [(r, 0) for r in RULE_SETS] + [("attnlrp-qk-late", 1)])
 def test_one_attention_module_matches_the_hand_formula(rules, layer):
-    """attnlrp as published (uniform rule, AttnLRP's softmax rule), held Q/K, the late split, and the epsilon rule."""
+    """attnlrp as published (uniform rule, AttnLRP's softmax rule), held Q/K, the late split, the epsilon rule,
+    and the sink held apart (its amount checked too)."""
     model = tiny_causal_lm("llama", dtype=torch.float64, layers=2)
-    r_q, r_k, r_v, (q, k, v, c, scaling) = _module_relevance(model, rules, layer)
+    r_q, r_k, r_v, (q, k, v, c, scaling), held = _module_relevance(model, rules, layer)
     variant = VARIANTS.get(rules, AttentionVariant())
-    held = variant.qk == "held" or (variant.qk == "late" and layer in held_layers(2))
-    factors = (None, None, 1.0) if held else (0.25, 0.25, 0.5)
-    e_q, e_k, e_v = hand_attention_relevance(q, k, v, c, scaling, factors, variant.softmax_eps)
+    qk_held = variant.qk == "held" or (variant.qk == "late" and layer in held_layers(2))
+    factors = (None, None, 1.0) if qk_held else (0.25, 0.25, 0.5)
+    e_q, e_k, e_v, e_held = hand_attention_relevance(q, k, v, c, scaling, factors, variant.softmax_eps, variant.sink)
+    if variant.sink:
+        assert held == pytest.approx(e_held, rel=1e-9) and abs(e_held) > 1e-3
+    else:
+        assert held is None
     np.testing.assert_allclose(r_v, e_v, rtol=F64_TOL, atol=F64_TOL)
-    if held:
+    if qk_held:
         assert r_q is None and r_k is None  # Q and K are constants: no gradient reaches them
         return
     np.testing.assert_allclose(r_q.sum(-1), e_q.sum(-1), rtol=1e-9, atol=1e-9)
@@ -219,8 +235,8 @@ def _input_relevance(model, rules, ids, capture_layer: int | None = None):
         if handle is not None:
             handle.remove()
     value = float(logits[0, -1, target].detach())
-    hidden_sum = float((captured["h"] * captured["h"].grad).sum()) if captured else None
-    return float((x * x.grad).sum()), value, hidden_sum
+    hidden_sum = float((captured["h"].detach() * captured["h"].grad).sum()) if captured else None
+    return float((x.detach() * x.grad).sum()), value, hidden_sum
 
 
 def test_conservation_on_a_bias_free_model():
@@ -272,3 +288,58 @@ def test_variants_in_the_table_offered_to_llama_models_only():
         assert get_method(name).rules == name and get_method(name).kinds == ("causal-lm",)
     assert set(VARIANTS) <= set(methods_for(tiny_causal_lm("llama")))
     assert not set(VARIANTS) & set(methods_for(tiny_mamba("mamba")))
+
+
+@pytest.mark.parametrize("eps", [None, SOFTMAX_EPSILON])
+def test_sink_relevance_is_held_apart_and_accounted_for(monkeypatch, eps):
+    """The engine reports the held-apart relevance per target; input relevance + held apart + what the
+    softmax rule absorbs == the logit, exactly (bias-free model; with AttnLRP's rule the absorbed share is the
+    bias term's, R_j (1 - z_j / y_j); with the epsilon rule R_j (1 - z_j / (z_j + eps sign z_j)))."""
+    from lrp_llm.engines.causal_lm import relevance
+
+    model = tiny_causal_lm("llama", dtype=torch.float64, layers=3)
+    ids = [1, 7, 3, 22, 40, 9, 31, 15]
+    absorbed = []
+    base = attention_variants.softmax_epsilon_rule
+
+    def recording(scores, eps_, dtype=None):
+        weights = base(scores, eps_, dtype)
+        y = weights.detach()
+        x = torch.where(y > 0, scores.detach(), torch.zeros_like(y))
+        z = y * (x - (y * x).sum(-1, keepdim=True))
+        passed = z / torch.where(z >= 0, z + eps_, z - eps_) if eps_ else torch.where(y > 0, z / y, 0.0)
+        weights.register_hook(lambda g: absorbed.append(float((0.5 * y * g * (1 - passed)).sum())))
+        return weights
+
+    monkeypatch.setattr(attention_variants, "softmax_epsilon_rule", recording)
+    # AttnLRP's own softmax rule is the epsilon rule's limit with the bias in the denominator: record it the
+    # same way by running the epsilon path with eps = 0 and the denominator y_j (passed share z_j / y_j)
+    variant = AttentionVariant(softmax_eps=eps if eps is not None else 0.0, sink=True)
+    if eps is None:
+        monkeypatch.setattr(attention_variants, "softmax_epsilon_factor", lambda s, y, e: torch.ones_like(y))
+    monkeypatch.setitem(attention_variants.VARIANTS, "attnlrp-sink", variant)
+    out = relevance(model, ids, [7], method="attnlrp-sink")
+    held = float(out["held_apart"][0])
+    total = float(out["relevance"][0].sum())
+    logit = float(out["logits"][0])
+    assert len(absorbed) == 3 and abs(held) > 1e-3
+    assert total + held + sum(absorbed) == pytest.approx(logit, rel=1e-9)
+
+
+def test_explain_reports_the_held_apart_relevance_and_the_cli_shows_it():
+    from rich.console import Console
+
+    from lrp_llm.engines.explain import explain
+    from tests.support.models import tiny_tokenizer
+    from tui.render import render_attribution
+
+    model = tiny_causal_lm("llama", layers=2)
+    a = explain(model, tiny_tokenizer(), "a b c d", method="attnlrp-sink", generate=2)
+    held = a.meta["held_apart"]
+    assert len(held) == len(a.targets) == 2 and all(np.isfinite(held))
+    assert "held_apart" not in explain(model, tiny_tokenizer(), "a b c d", method="attnlrp", generate=2).meta
+    console = Console(record=True, width=200)
+    render_attribution(console, a)
+    text = console.export_text()
+    t = a.targets[0]
+    assert "held apart" in text and f"[0] {held[0]:+.2f} ({(t.relevance_sum + held[0]) / t.logit:.3f})" in text
