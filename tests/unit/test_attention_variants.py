@@ -343,3 +343,17 @@ def test_explain_reports_the_held_apart_relevance_and_the_cli_shows_it():
     text = console.export_text()
     t = a.targets[0]
     assert "held apart" in text and f"[0] {held[0]:+.2f} ({(t.relevance_sum + held[0]) / t.logit:.3f})" in text
+
+
+def test_evaluate_takes_the_variants_through_the_table():
+    from lrp_llm.analyses.evaluate import EvalItem, check_methods, evaluate
+    from tests.support.models import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_causal_lm("llama", vocab=len(tok))
+    names = list(VARIANTS)
+    assert [m for _, m, _ in check_methods(model, names)] == names
+    items = [EvalItem(id="b", text="the capital of france is", answer="paris", evidence="france")]
+    ev = evaluate(model, tok, items, names, steps=3, max_new_tokens=2)
+    summary = {s.method: s for s in ev.summary()}
+    assert list(summary) == names and all(np.isfinite(s.abpc) for s in summary.values())
