@@ -357,3 +357,15 @@ def test_evaluate_takes_the_variants_through_the_table():
     ev = evaluate(model, tok, items, names, steps=3, max_new_tokens=2)
     summary = {s.method: s for s in ev.summary()}
     assert list(summary) == names and all(np.isfinite(s.abpc) for s in summary.values())
+
+
+def test_the_html_report_shows_the_held_apart_relevance():
+    from lrp_llm.engines.explain import explain
+    from lrp_llm.export.token_section import target_title
+    from tests.support.models import tiny_tokenizer
+
+    model = tiny_causal_lm("llama", layers=2)
+    a = explain(model, tiny_tokenizer(), "a b c d", method="attnlrp-sink", generate=1)
+    assert "held apart" in target_title(a, 0)
+    a.meta.pop("held_apart")
+    assert "held apart" not in target_title(a, 0)
