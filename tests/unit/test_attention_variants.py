@@ -369,3 +369,17 @@ def test_the_html_report_shows_the_held_apart_relevance():
     assert "held apart" in target_title(a, 0)
     a.meta.pop("held_apart")
     assert "held apart" not in target_title(a, 0)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma2", "gemma3_text"])
+def test_forward_unchanged_in_other_llama_family_layouts(family):
+    """Q/K/V biases (Qwen2), the attention-logit soft-cap and eager attention (Gemma-2), sliding windows
+    longer than the input (Gemma-3): the variants' own attention gives the model's logits."""
+    model = tiny_causal_lm(family, layers=2)
+    ids = torch.tensor([[1, *range(3, 23)]])  # 21 tokens: past the sliding window of 16
+    before = _logits(model, ids)
+    tol = 64 * torch.finfo(torch.float32).eps * float(before.abs().max())
+    for rules in VARIANTS:
+        with lrp_rules(model, rules):
+            assert float((_logits(model, ids) - before).abs().max()) <= tol, rules
+    assert torch.equal(_logits(model, ids), before)
