@@ -383,3 +383,23 @@ def test_forward_unchanged_in_other_llama_family_layouts(family):
         with lrp_rules(model, rules):
             assert float((_logits(model, ids) - before).abs().max()) <= tol, rules
     assert torch.equal(_logits(model, ids), before)
+
+
+def test_qk_held_differs_from_cp_lrp_only_in_the_gated_mlp():
+    """Same attention rule as CP-LRP: with the MLPs' output switched off (down_proj = 0) the two give the same
+    relevance; with them on, CP-LRP holds act(gate) constant while attnlrp-qk-held splits act(gate) * up."""
+    model = tiny_causal_lm("llama", dtype=torch.float64, layers=2)
+    ids = torch.tensor([[1, 7, 3, 22, 40, 9]])
+
+    def rel(rules):
+        emb = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        with lrp_rules(model, rules):
+            logits = model(inputs_embeds=emb).logits
+            logits[0, -1, 5].backward()
+        return (emb.detach() * emb.grad).sum(-1)
+
+    assert not torch.allclose(rel("attnlrp-qk-held"), rel("cp-lrp"), rtol=1e-3, atol=1e-6)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.mlp.down_proj.weight.zero_()
+    torch.testing.assert_close(rel("attnlrp-qk-held"), rel("cp-lrp"), rtol=F64_TOL, atol=F64_TOL)
