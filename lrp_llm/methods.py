@@ -68,6 +68,11 @@ METHOD_TABLE: tuple[Method, ...] = (
     ),
     Method("hidden-attention", "Hidden attention", ("causal-lm",), family_only=True, computation="own"),
     Method("random", "Random", TOKEN_KINDS, computation="random"),
+    # AttnLRP with another attention rule (lrp_llm.archs.attention_variants); Llama-family decoders
+    Method("attnlrp-qk-held", "AttnLRP, Q/K held", ("causal-lm",), rules="attnlrp-qk-held"),
+    Method("attnlrp-qk-late", "AttnLRP, Q/K held late", ("causal-lm",), rules="attnlrp-qk-late"),
+    Method("attnlrp-eps", "AttnLRP, softmax ε", ("causal-lm",), rules="attnlrp-eps"),
+    Method("attnlrp-sink", "AttnLRP, sink apart", ("causal-lm",), rules="attnlrp-sink"),
     # similarity of two texts under an embedding model (lrp_llm.analyses.bilrp)
     Method("bilrp", "BiLRP", ("encoder",), computation="own"),
     Method("grad-x-input-products", "Gradient × input products", ("encoder",), computation="own"),
@@ -137,7 +142,7 @@ def methods_for(model: nn.Module) -> tuple[str, ...]:
     """The methods ``model``'s family offers, its default first.
 
     A method is offered when it applies to the family's kind and, if it installs a rule
-    set, the family has that rule set; a family-only method when the family lists it in
+    set, the family has that rule set (or that variant, ``ArchSpec.rule_variants``); a family-only method when the family lists it in
     ``extra_methods``. An unregistered architecture gets the plain-gradient causal-LM methods.
     """
     from lrp_llm.archs import find_arch
@@ -149,7 +154,7 @@ def methods_for(model: nn.Module) -> tuple[str, ...]:
         m.name
         for m in METHOD_TABLE
         if spec.kind in m.kinds
-        and (m.rules is None or m.rules in spec.rules)
+        and (m.rules is None or m.rules in spec.rules or m.rules in spec.rule_variants)
         and (not m.family_only or m.name in spec.extra_methods)
     ]
     if spec.default_method not in offered:

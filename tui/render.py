@@ -137,6 +137,18 @@ def target_cells(index: int, target) -> list[str]:
     ]
 
 
+def held_apart_line(targets, held: Sequence[float]) -> Text:
+    """The relevance the rules held apart (attnlrp-sink: the softmax's share for the first position), per
+    target, and the conservation with it: (Σ relevance + held apart) / logit."""
+    parts = []
+    for i, (t, h) in enumerate(zip(targets, held)):
+        total = (t.relevance_sum + h) / t.logit if t.logit else float("nan")
+        parts.append(f"[{i}] {h:+.2f} ({total:.3f})")
+    return Text.assemble(
+        ("held apart (softmax relevance of the first position), (Σ rel + held) / logit: ", "dim"), "  ".join(parts)
+    )
+
+
 def target_heading(index: int, target) -> Text:
     """The line above one target's heatmap."""
     return Text.assemble(
@@ -203,6 +215,9 @@ def render_attribution(
             cells.append(", ".join(f"{compact(a.tokens[j])}@{j} {t.relevance[j]:+.2f}" for j in apart))
         table.add_row(*target_cells(i, t), *cells)
     console.print(table)
+    held = a.meta.get("held_apart")
+    if held is not None:
+        console.print(held_apart_line(a.targets, held))
     if which:
         console.print(legend(template_apart=bool(template) and not scale_all))
     for i in which:

@@ -39,6 +39,8 @@ class ArchSpec:
     extra_methods: tuple[str, ...] = ()
     # rule sets only patching's backward pass uses ("relp"), installed the same way
     patching_rules: tuple[str, ...] = ()
+    # variants of AttnLRP's attention rules the family also offers (lrp_llm.archs.attention_variants)
+    rule_variants: tuple[str, ...] = ()
     # the blocks and their parts (patching sites, layer stepper, checkpointing)
     blocks: BlockPaths | None = None
     # the spec of this model type built as an encoder-decoder (``config.is_encoder_decoder``):
@@ -48,7 +50,7 @@ class ArchSpec:
 
     def apply(self, patch: ModelPatch, model: nn.Module, rules: str) -> None:
         """Install the rule set ``rules`` on ``model``, recorded in ``patch``."""
-        known = self.rules + self.patching_rules
+        known = self.rules + self.patching_rules + self.rule_variants
         if rules not in known:
             raise ValueError(f"unknown rule set {rules!r} for {self.family} models; choose from {', '.join(known)}")
         if self.install is not None:

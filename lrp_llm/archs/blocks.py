@@ -322,7 +322,13 @@ def _original_attention(attn: nn.Module):
 
 
 def install_attention_function(
-    patch: ModelPatch, attentions: list[nn.Module], rules: str, *, forward_mode: bool = False
+    patch: ModelPatch,
+    attentions: list[nn.Module],
+    rules: str,
+    *,
+    forward_mode: bool = False,
+    factors: list[tuple[float | None, float | None, float]] | None = None,
+    function=None,
 ) -> None:
     """Q, K, V of every attention module, where they enter transformers' attention function.
 
@@ -332,20 +338,24 @@ def install_attention_function(
     the model's own config keeps the original name, so the masks are built for the
     original function), and the original function with the rule factors. The original
     function (SDPA stays SDPA) computes the attention on the ruled Q, K, V.
+
+    The rule variants (:mod:`lrp_llm.archs.attention_variants`) pass ``factors``, one
+    (Q, K, V) triple per module (per-layer rules), and ``function``, an attention function
+    that replaces the original (the softmax rule with a stabiliser).
     """
     from transformers.modeling_utils import AttentionInterface
 
     AttentionInterface.register(ATTENTION_FUNCTION, _attention_with_rules)  # a dict entry: idempotent
-    factors = _attention_factors(rules)
+    per_module = factors if factors is not None else [_attention_factors(rules)] * len(attentions)
     copies: dict[int, object] = {}  # one copy per shared config object
-    for attn in attentions:
-        original = _original_attention(attn)
+    for attn, module_factors in zip(attentions, per_module, strict=True):
+        original = _original_attention(attn) if function is None else function
         if id(attn.config) not in copies:
             ruled = copy.copy(attn.config)
             # the internal field: the property's setter would also rewrite the shared sub-configs
             ruled._attn_implementation_internal = ATTENTION_FUNCTION
             copies[id(attn.config)] = ruled
-        patch.replace_attribute(attn, _RULES_ATTR, (original, *factors, forward_mode))
+        patch.replace_attribute(attn, _RULES_ATTR, (original, *module_factors, forward_mode))
         patch.replace_attribute(attn, "config", copies[id(attn.config)])
 
 
@@ -472,11 +482,18 @@ def install_logit_softcap(patch: ModelPatch, model: nn.Module, config_attr: str)
 
 
 def install_transformer_rules(patch: ModelPatch, model: nn.Module, parts: TransformerParts, rules: str) -> None:
-    """The rule set ``rules`` ("attnlrp", "cp-lrp", "relp") on every part ``parts`` names."""
+    """The rule set ``rules`` ("attnlrp", "cp-lrp", "relp", or an AttnLRP variant of
+    :mod:`lrp_llm.archs.attention_variants`) on every part ``parts`` names."""
+    from lrp_llm.archs.attention_variants import VARIANTS, install_variant_attention
+
     found = find_parts(model, parts)
     check_counts(model, parts, found)
     install_norms(patch, found["norms"], parts.norm)
-    install_attention(patch, found["attentions"], parts.attention, rules)
+    if rules in VARIANTS:  # AttnLRP everywhere but the attention, which gets the variant's rules
+        install_variant_attention(patch, found["attentions"], parts.attention, VARIANTS[rules])
+        rules = VARIANTS[rules].base
+    else:
+        install_attention(patch, found["attentions"], parts.attention, rules)
     install_mlps(patch, model, parts, rules)
     install_gated_convs(patch, found["mixers"], parts, rules)
     if parts.attention_gate is not None:

@@ -3,8 +3,8 @@
 They share one shape: RMSNorm, attention with ``q_proj``/``k_proj``/``v_proj``/``o_proj``
 (RoPE and any q/k norm between the projections and the attention kernel are linear
 once norms are detached), and a gated MLP ``down(act(gate(x)) * up(x))``. The rules are
-the shared ones of :mod:`lrp_llm.archs.blocks` (AttnLRP, CP-LRP, RelP); nothing here is
-new beyond the names.
+the shared ones of :mod:`lrp_llm.archs.blocks` (AttnLRP, CP-LRP, RelP) and AttnLRP's attention
+variants (:mod:`lrp_llm.archs.attention_variants`); nothing here is new beyond the names.
 
 Gemma-2's final-logit soft-cap (``cap * tanh(x / cap)`` after the LM head, cap 30) gets the
 identity rule (:func:`lrp_llm.archs.blocks.install_logit_softcap`). Its attention logit
@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lrp_llm.archs import ArchSpec, register
+from lrp_llm.archs.attention_variants import VARIANT_RULE_SETS
 from lrp_llm.archs.description import (
     DECODER_BLOCKS,
     AttentionParts,
@@ -75,6 +76,7 @@ LLAMA_FAMILY = register(
         ),
         kind="causal-lm",
         patching_rules=("relp",),
+        rule_variants=VARIANT_RULE_SETS,
         parts=LLAMA_PARTS,
         blocks=DECODER_BLOCKS,
     )

@@ -58,7 +58,8 @@ def relevance(
     """Relevance of every token for the token at each of ``positions``.
 
     Returns ``relevance`` (n_targets, seq) float32 (zero from each position on),
-    ``logits`` (n_targets,), ``probabilities`` (n_targets,) and ``timings``.
+    ``logits`` (n_targets,), ``probabilities`` (n_targets,) and ``timings``; for a rule set that
+    holds relevance apart (attnlrp-sink) also ``held_apart`` (n_targets,).
     The target at position ``p`` is ``input_ids[p]``, predicted from position ``p - 1``.
     ``method=None`` is the model family's default (AttnLRP; MambaLRP for Mamba).
     ``on_rows(first, relevance, logits, probabilities)``: targets ``first`` .. are done
@@ -92,6 +93,7 @@ def relevance(
         all_logits = all_logits.to(acc).cpu()
         return all_logits[cpu_rows, cpu_targets], torch.softmax(all_logits, dim=-1)[cpu_rows, cpu_targets]
 
+    held_apart: torch.Tensor | None = None  # the relevance a rule set holds apart (attnlrp-sink), per target
     if method == "hidden-attention":
         t0 = time.perf_counter()
         all_logits, rel = hidden_attention(model, ids, keep, progress=progress, should_cancel=should_cancel)
@@ -101,8 +103,11 @@ def relevance(
     else:
         seen: list[torch.Tensor] = []
         picked: list[tuple[torch.Tensor, torch.Tensor]] = []  # pick(the logits at the input), once
+        sink = None
 
         def score(xs: list[torch.Tensor]) -> torch.Tensor:
+            if sink is not None:
+                sink.leaf = xs[1]  # the relevance held apart collects in this input's gradient
             all_logits = model(inputs_embeds=xs[0], use_cache=False, logits_to_keep=keep).logits  # (b, n, vocab)
             if not seen:  # the first scoring is at the input itself (IG scores it before the path)
                 seen.append(all_logits[0].detach())
@@ -114,7 +119,7 @@ def relevance(
             return picked[0]
 
         def rows_done(first: int, done: list[torch.Tensor]) -> None:
-            (rel_rows,) = done
+            rel_rows = done[0]
             b = rel_rows.shape[0]
             logits, probabilities = scores_at_input()
             rel_rows = rel_rows.clone()
@@ -122,13 +127,17 @@ def relevance(
                 rel_rows[j, positions[first + j] :] = 0.0
             on_rows(first, rel_rows, logits[first : first + b], probabilities[first : first + b])  # type: ignore[misc]
 
-        with method_rules(model, method, checkpoint=checkpoint):
+        with method_rules(model, method, checkpoint=checkpoint) as patch:
             with torch.no_grad():
                 embeds = model.get_input_embeddings()(ids)
-            (rel,), _ = input_relevance(
+            inputs = [embeds]
+            sink = patch.accounts.get("sink")
+            if sink is not None:
+                inputs.append(torch.ones(1, 1, dtype=acc, device=device))
+            (rel, *held), _ = input_relevance(
                 score,
-                [embeds],
-                [-1],
+                inputs,
+                [-1] * len(inputs),
                 method=method,
                 steps=steps,
                 ig_batch=ig_batch,
@@ -141,11 +150,17 @@ def relevance(
                 on_rows=None if on_rows is None else rows_done,
             )
         target_logits, probs = scores_at_input()
+        if sink is not None:
+            held_apart = held[0].to(acc)
+            sink.leaf = None
         del seen, embeds
     for i, p in enumerate(positions):
         rel[i, p:] = 0.0
     check_finite(model, rel)
-    return {"relevance": rel, "logits": target_logits, "probabilities": probs, "timings": timings}
+    result: dict[str, object] = {"relevance": rel, "logits": target_logits, "probabilities": probs, "timings": timings}
+    if held_apart is not None:
+        result["held_apart"] = held_apart
+    return result
 
 
 # -------------------------------------------------------------------------- explain
@@ -213,7 +228,15 @@ def explain_answer(
     logits, probs = result["logits"], result["probabilities"]
     targets = [make(i, rel[i], logits[i], probs[i]) for i in range(len(positions))]  # type: ignore[index]
     stream.finish(targets)
-    return AnswerExplanation(tokens, ids, len(prompt_ids), targets, result["timings"])  # type: ignore[arg-type]
+    held = result.get("held_apart")
+    return AnswerExplanation(
+        tokens,
+        ids,
+        len(prompt_ids),
+        targets,
+        result["timings"],  # type: ignore[arg-type]
+        held_apart=None if held is None else [float(v) for v in held],  # type: ignore[union-attr]
+    )
 
 
 __all__ = ["CHECKPOINT_ABOVE_TOKENS", "TAKES_CHAT", "explain_answer", "prompt_ids", "relevance"]

@@ -142,6 +142,10 @@ def explain(
         dtype=next(model.parameters()).dtype,
         device=input_device(model),
     )
+    if part.held_apart is not None:
+        # relevance the rules held apart instead of passing it on (attnlrp-sink): per target, for the conservation
+        # line (sum of input relevance + held apart) / logit
+        meta["held_apart"] = part.held_apart
     if template_positions is not None:
         n = len(prompt_ids)
         answer_special = [

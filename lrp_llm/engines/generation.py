@@ -32,6 +32,8 @@ class AnswerExplanation:
     timings: dict[str, float] = field(default_factory=dict)
     source_tokens: list[str] | None = None
     source_ids: list[int] | None = None
+    # per target, the relevance the rule set held apart (attnlrp-sink), else None
+    held_apart: list[float] | None = None
 
 
 # on_target(index, target): answer token ``index`` is explained (a TargetRelevance)

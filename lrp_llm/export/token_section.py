@@ -298,10 +298,15 @@ def _view(segs, values, marks, prompt_length, words: bool, prefix: str, apart=()
 
 def target_title(a: Attribution, i: int) -> str:
     t = a.targets[i]
-    return (
+    title = (
         f"[{i}] {t.token!r} at position {t.position}: logit {fmt(t.logit)}, p {fmt(t.probability)}, "
         f"\u03a3 relevance {fmt(t.relevance_sum)}, \u03a3 relevance / logit {fmt(t.conservation)}"
     )
+    held = a.meta.get("held_apart")
+    if held is not None and i < len(held) and t.logit:
+        # attnlrp-sink: the softmax relevance of the first position, held apart (see lrp_llm.archs.attention_variants)
+        title += f", held apart {fmt(held[i])}, (\u03a3 + held) / logit {fmt((t.relevance_sum + held[i]) / t.logit)}"
+    return title
 
 
 def render(a: Attribution, *, noscript_budget: int = NOSCRIPT_BUDGET) -> tuple[str, str]:

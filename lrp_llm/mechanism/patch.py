@@ -22,6 +22,8 @@ class ModelPatch:
         self.model = model
         self._undo: list[Callable[[], None]] = []
         self._was_training = model.training
+        # quantities a rule set collects for the engines (e.g. "sink": the relevance attnlrp-sink holds apart)
+        self.accounts: dict[str, Any] = {}
 
     # -- changes --------------------------------------------------------------------
     def hook_output(self, module: nn.Module, fn: Callable[[nn.Module, tuple, Any], Any]) -> None:

@@ -172,6 +172,10 @@ def test_the_cli_offers_exactly_the_library_methods():
             "integrated-gradients",
             "hidden-attention",
             "random",
+            "attnlrp-qk-held",
+            "attnlrp-qk-late",
+            "attnlrp-eps",
+            "attnlrp-sink",
         )
     )
     assert all(label(m) != m for m in METHODS)

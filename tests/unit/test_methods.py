@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lrp_llm.archs import family_methods
+from lrp_llm.archs.attention_variants import VARIANTS
 from lrp_llm.errors import InputError
 from lrp_llm.methods import METHOD_TABLE, get_method, label, method_names, methods_for, parse_method
 from tests.support.encoders import tiny_encoder
@@ -21,7 +22,8 @@ PLAIN = ("grad-x-input", "saliency", "integrated-gradients", "random")
 
 def test_names_per_kind_in_table_order():
     assert method_names("causal-lm") == (
-        "attnlrp", "cp-lrp", "mambalrp", "grad-x-input", "saliency", "integrated-gradients", "hidden-attention", "random"
+        "attnlrp", "cp-lrp", "mambalrp", "grad-x-input", "saliency", "integrated-gradients", "hidden-attention", "random",
+        *VARIANTS,
     )  # fmt: skip
     assert method_names("seq2seq") == method_names("image-classification") == ("attnlrp", "cp-lrp", *PLAIN)
     assert method_names("encoder") == ("bilrp", "grad-x-input-products", "embedding-dot")
@@ -54,7 +56,7 @@ def test_parse_method_steps_and_aliases():
 
 
 def test_what_each_family_offers():
-    assert methods_for(tiny_causal_lm("llama")) == ("attnlrp", "cp-lrp", *PLAIN)
+    assert methods_for(tiny_causal_lm("llama")) == ("attnlrp", "cp-lrp", *PLAIN, *VARIANTS)
     assert methods_for(tiny_mamba("mamba")) == (
         "mambalrp", "grad-x-input", "saliency", "integrated-gradients", "hidden-attention", "random"
     )  # fmt: skip
@@ -104,7 +106,7 @@ def test_the_table_is_torch_free():
 
 def test_what_the_engine_computes_for_each_method():
     batchable = {m.name for m in METHOD_TABLE if m.batchable}
-    assert batchable == {"attnlrp", "cp-lrp", "mambalrp", "grad-x-input", "saliency"}
+    assert batchable == {"attnlrp", "cp-lrp", "mambalrp", "grad-x-input", "saliency", *VARIANTS}
     # every LRP rule set is gradient x input under its rules
     assert all(m.computation == "gradient-x-input" for m in METHOD_TABLE if m.rules is not None)
     assert {m.name for m in METHOD_TABLE if m.computation == "own"} == {
