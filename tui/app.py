@@ -599,6 +599,8 @@ class XaiApp(App[None]):
         elif event.state == WorkerState.CANCELLED and not self._running_jobs():
             self.progress = None
             self.stream_prompt, self.stream_answer = None, ()
+        if worker.group in JOB_GROUPS:  # the footer's "Esc Cancel job" follows whether a job runs
+            self.refresh_bindings()
 
     def _running_jobs(self) -> bool:
         return any(w.group in JOB_GROUPS and w.is_running for w in self.workers)
