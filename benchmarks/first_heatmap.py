@@ -5,8 +5,8 @@
 Before: the app coloured nothing until every answer token was explained (the whole
 ``explain``). Now: the first answer token's relevance is handed over (``on_target``) after
 one forward pass and a backward pass of that token alone; the others follow in batched
-backward passes. The bound is one forward + one backward of the whole sequence (an
-explanation of the first answer token alone). Same prompt, answer and method in one
+backward passes. The bound is one forward + one backward of the whole sequence (its last
+answer token explained alone). Same prompt, answer and method in one
 process, alternating, best of ``--repeats``. Writes benchmarks/results/first_heatmap.md.
 """
 
@@ -20,6 +20,7 @@ import torch
 
 from benchmarks.common import load_note, machine, write_table
 from lrp_llm import load_model
+from lrp_llm.engines.causal_lm import relevance
 from lrp_llm.engines.explain import explain
 from lrp_llm.engines.generation import build_prompt_ids, generate_greedy
 
@@ -62,8 +63,8 @@ def main() -> None:
             total.append(clock() - t0)
             first.append(seen[0])
 
-            t0 = clock()
-            explain(model, tok, prompt_ids=prompt, answer_ids=answer[:1], method=method)
+            t0 = clock()  # the whole sequence, one target: one forward and one backward pass
+            relevance(model, prompt + answer, [len(prompt) + len(answer) - 1], method=method)
             bound.append(clock() - t0)
         b, f, t, o = min(before), min(first), min(total), min(bound)
         rows.append(
@@ -88,7 +89,7 @@ def main() -> None:
         "answer; times start after generation.",
         "before: the whole explanation (the app showed nothing until it ended). first heatmap: until the first "
         "answer token's relevance is handed over. bound: one forward + one backward of the whole sequence "
-        "(the first answer token explained alone; target first / bound <= 1). all, streaming: the whole "
+        "(its last answer token explained alone, `relevance`; target: first / bound about 1). all, streaming: the whole "
         "explanation when the first token gets its own backward pass.",
     ]
     header = [
