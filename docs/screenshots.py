@@ -3,7 +3,7 @@
     .venv/bin/python docs/screenshots.py        # writes docs/tui-*.svg
 
 SmolLM2-135M-Instruct answers the `make demo` question (Ask & explain, Long range,
-Patching); all-MiniLM-L6-v2 compares two sentences (Similarity); the synthetic ViT
+Compare, History, Patching); all-MiniLM-L6-v2 compares two sentences (Similarity); the synthetic ViT
 explains a drawn red square (Image); the synthetic T5 reverses letters (Source & answer).
 A few minutes on a laptop CPU (the patching sweep runs one forward pass per layer and position).
 """
@@ -57,6 +57,18 @@ async def shoot(out: Path) -> None:
         await pilot.press("ctrl+g", "f3", "j")
         await pilot.pause()
         app.save_screenshot(str(out / "tui-longrange.svg"))
+        await pilot.press("f6")  # Compare: AttnLRP, CP-LRP, integrated gradients on the same answer
+        while app.screen.missing():
+            await pilot.pause(0.5)
+            if app.status[1] == "error":
+                raise SystemExit(app.status[0])
+        await wait(app, pilot)
+        await pilot.press("f")  # faithfulness of this one explanation per method
+        await wait(app, pilot)
+        app.save_screenshot(str(out / "tui-compare.svg"))
+        await pilot.press("f7")
+        await pilot.pause()
+        app.save_screenshot(str(out / "tui-history.svg"))
         await pilot.press("f1")
         await pilot.pause()
         app.save_screenshot(str(out / "tui-help.svg"))
