@@ -29,12 +29,12 @@ from ..widgets.literal import literal
 from ..widgets.sources import SourcesList, apart_sources, ranked_sources
 from ..widgets.text_input import TextInput
 from ..widgets.tokenflow import AnswerTokens, TokenFlow
-from .base import Command, ViewScreen
+from .base import AnswerViewScreen, Command
 
 PLACEHOLDER = "Type a question above and press Enter. F1 lists every key; Ctrl+P opens the command palette."
 
 
-class AskScreen(ViewScreen):
+class AskScreen(AnswerViewScreen):
     VIEW_ID = "ask"
 
     BINDINGS = [
@@ -49,8 +49,6 @@ class AskScreen(ViewScreen):
     def __init__(self) -> None:
         super().__init__()
         self.row: RelevanceRow | None = None
-        self._jump = -1  # position in the ranked sources that `j` last jumped to
-        self._ranked: list[int] = []
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="ask-box"):
@@ -203,14 +201,6 @@ class AskScreen(ViewScreen):
         )
         legend.scale = prompt.scale
 
-    @on(AnswerTokens.CursorMoved, "#answer")
-    def _cursor_moved(self, event: AnswerTokens.CursorMoved) -> None:
-        self.xai.target = event.index
-
-    @on(SourcesList.Jump, "#sources")
-    def _jump_to_source(self, event: SourcesList.Jump) -> None:
-        self.show_source(event.index)
-
     def show_source(self, unit: int) -> None:
         """Scroll the input to display unit ``unit`` and mark it."""
         prompt = self.query_one("#prompt", TokenFlow)
@@ -218,21 +208,6 @@ class AskScreen(ViewScreen):
         prompt.scroll_to_token(unit)
 
     # -------------------------------------------------------------- actions
-    def action_jump(self, step: int) -> None:
-        """Walk through the selected token's top sources, scrolling the input to each."""
-        if not self._ranked:
-            return
-        self._jump = (self._jump + step) % len(self._ranked)
-        unit = self._ranked[self._jump]
-        self.show_source(unit)
-        sources = self.query_one("#sources", SourcesList)
-        sources.highlighted = sources.get_option_index(str(unit))
-
-    def action_next_method(self) -> None:
-        methods = self.xai.available_methods
-        i = methods.index(self.xai.method) if self.xai.method in methods else -1
-        self.xai.set_method(methods[(i + 1) % len(methods)])
-
     def action_toggle_words(self) -> None:
         self.xai.word_level = not self.xai.word_level
 
@@ -247,11 +222,9 @@ class AskScreen(ViewScreen):
         self.query_one("#answer", AnswerTokens).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "jump":
-            return bool(self._ranked)
-        if action in ("next_method", "toggle_chat"):
+        if action == "toggle_chat":
             return self.xai.backend is not None
-        return True
+        return super().check_action(action, parameters)
 
     def commands(self) -> Iterable[Command]:
         app = self.xai

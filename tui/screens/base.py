@@ -11,6 +11,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Tab, Tabs
 
 from ..views import available_views
+from ..widgets.sources import SourcesList
+from ..widgets.tokenflow import AnswerTokens
 
 if TYPE_CHECKING:
     from ..app import XaiApp
@@ -65,3 +67,49 @@ class ViewScreen(Screen):
     def export_target(self) -> Export | None:
         """The result this view would export (None: nothing to export yet)."""
         return None
+
+
+class AnswerViewScreen(ViewScreen):
+    """A view of one explained answer: the answer's cursor selects the token (``app.target``), the ranked
+    sources of that token can be walked with ``j`` / ``k`` (or chosen in the list), Ctrl+T switches the
+    method. Subclasses fill ``_ranked`` (the ranked units, best first) and say in :meth:`show_source`
+    where a unit is drawn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ranked: list[int] = []  # the units of the ranked sources, best first
+        self._jump = -1  # position in ``_ranked`` that `j` last jumped to
+
+    def show_source(self, unit: int) -> None:
+        """Scroll to ranked unit ``unit`` and mark it."""
+        raise NotImplementedError
+
+    @on(AnswerTokens.CursorMoved, "#answer")
+    def _cursor_moved(self, event: AnswerTokens.CursorMoved) -> None:
+        self.xai.target = event.index
+
+    @on(SourcesList.Jump, "#sources")
+    def _jump_to_source(self, event: SourcesList.Jump) -> None:
+        self.show_source(event.index)
+
+    def action_jump(self, step: int) -> None:
+        """Walk through the selected token's top sources, scrolling to each."""
+        if not self._ranked:
+            return
+        self._jump = (self._jump + step) % len(self._ranked)
+        unit = self._ranked[self._jump]
+        self.show_source(unit)
+        sources = self.query_one("#sources", SourcesList)
+        sources.highlighted = sources.get_option_index(str(unit))
+
+    def action_next_method(self) -> None:
+        methods = self.xai.available_methods
+        i = methods.index(self.xai.method) if self.xai.method in methods else -1
+        self.xai.set_method(methods[(i + 1) % len(methods)])
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "jump":
+            return bool(self._ranked)
+        if action == "next_method":
+            return self.xai.backend is not None
+        return True

@@ -30,7 +30,7 @@ from ..widgets.literal import literal
 from ..widgets.sources import SourcesList, ranked_sources
 from ..widgets.text_input import TextInput
 from ..widgets.tokenflow import AnswerTokens, TokenFlow
-from .base import Command, ViewScreen
+from .base import AnswerViewScreen, Command
 
 PLACEHOLDER = "Type the source text above (e.g. a task prompt) and press Enter. F1 lists every key."
 
@@ -47,7 +47,7 @@ def side_label(side: str, token: str) -> str:
     return f"{side} {compact(token)}"
 
 
-class Seq2SeqScreen(ViewScreen):
+class Seq2SeqScreen(AnswerViewScreen):
     VIEW_ID = "seq2seq"
     CSS_PATH = Path(__file__).parent.parent / "seq2seq.tcss"
 
@@ -60,9 +60,7 @@ class Seq2SeqScreen(ViewScreen):
     def __init__(self) -> None:
         super().__init__()
         self.shares: tuple[float, float] | None = None  # (source, decoder) of the token shown
-        self._ranked: list[int] = []  # source units first (0..n_src-1), then decoder units (n_src + k)
-        self._jump = -1
-        self._n_source = 0
+        self._n_source = 0  # ranked units: source tokens first (0..n_src-1), then decoder tokens (n_src + k)
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="s2s-box"):
@@ -214,14 +212,6 @@ class Seq2SeqScreen(ViewScreen):
         self._jump = -1
         self.query_one(Legend).scale = scale
 
-    @on(AnswerTokens.CursorMoved, "#answer")
-    def _cursor_moved(self, event: AnswerTokens.CursorMoved) -> None:
-        self.xai.target = event.index
-
-    @on(SourcesList.Jump, "#sources")
-    def _jump_to_source(self, event: SourcesList.Jump) -> None:
-        self.show_source(event.index)
-
     def show_source(self, unit: int) -> None:
         """Mark ranked unit ``unit`` (a source token, or ``n_source + k``: decoder token k) on its side."""
         source = self.query_one("#s2s-source-flow", TokenFlow)
@@ -232,29 +222,6 @@ class Seq2SeqScreen(ViewScreen):
         other.highlight = None
         flow.highlight = index
         flow.scroll_to_token(index)
-
-    # -------------------------------------------------------------- actions
-    def action_jump(self, step: int) -> None:
-        """Walk through the selected token's top sources on both sides."""
-        if not self._ranked:
-            return
-        self._jump = (self._jump + step) % len(self._ranked)
-        unit = self._ranked[self._jump]
-        self.show_source(unit)
-        sources = self.query_one("#sources", SourcesList)
-        sources.highlighted = sources.get_option_index(str(unit))
-
-    def action_next_method(self) -> None:
-        methods = self.xai.available_methods
-        i = methods.index(self.xai.method) if self.xai.method in methods else -1
-        self.xai.set_method(methods[(i + 1) % len(methods)])
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "jump":
-            return bool(self._ranked)
-        if action == "next_method":
-            return self.xai.backend is not None
-        return True
 
     def commands(self) -> Iterable[Command]:
         app = self.xai
