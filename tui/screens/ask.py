@@ -22,7 +22,6 @@ from lrp_llm.methods import METHODS, label
 from lrp_llm.text import compact
 
 from ..backend import AskRequest
-from ..exporting import Export, attribution_export
 from ..rows import RelevanceRow, relevance_row
 from ..widgets.legend import Legend
 from ..widgets.literal import literal
@@ -243,16 +242,6 @@ class AskScreen(AnswerViewScreen):
                 "Switch between QA with context and a plain prompt (Ctrl+N)",
                 self.action_toggle_chat,
             )
-            for m in app.available_methods:
-                if m != app.method:
-                    yield (
-                        f"Method: {label(m)}",
-                        f"Explain with {label(m)} (recomputes)",
-                        lambda m=m: app.set_method(m),
-                    )
+        yield from self.method_commands()
         if self._ranked:
             yield ("Jump to top source", "Scroll the input to the most relevant token (j)", lambda: self.action_jump(1))
-
-    def export_target(self) -> Export | None:
-        a = self.xai.attribution
-        return attribution_export(a) if a is not None else None

@@ -113,3 +113,20 @@ class AnswerViewScreen(ViewScreen):
         if action == "next_method":
             return self.xai.backend is not None
         return True
+
+    def method_commands(self) -> Iterable[Command]:
+        """Palette entries that explain the same answer with each other method the model offers."""
+        from lrp_llm.methods import label
+
+        app = self.xai
+        if app.backend is None:
+            return
+        for m in app.available_methods:
+            if m != app.method:
+                yield (f"Method: {label(m)}", f"Explain with {label(m)} (recomputes)", lambda m=m: app.set_method(m))
+
+    def export_target(self) -> Export | None:
+        from ..exporting import attribution_export
+
+        a = self.xai.attribution
+        return attribution_export(a) if a is not None else None

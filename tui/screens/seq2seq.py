@@ -24,7 +24,6 @@ from lrp_llm.methods import METHODS, label
 from lrp_llm.text import compact
 
 from ..backend import AskRequest
-from ..exporting import Export, attribution_export
 from ..widgets.legend import Legend
 from ..widgets.literal import literal
 from ..widgets.sources import SourcesList, ranked_sources
@@ -224,18 +223,6 @@ class Seq2SeqScreen(AnswerViewScreen):
         flow.scroll_to_token(index)
 
     def commands(self) -> Iterable[Command]:
-        app = self.xai
-        if app.backend is not None:
-            for m in app.available_methods:
-                if m != app.method:
-                    yield (
-                        f"Method: {label(m)}",
-                        f"Explain with {label(m)} (recomputes)",
-                        lambda m=m: app.set_method(m),
-                    )
+        yield from self.method_commands()
         if self._ranked:
             yield ("Jump to top source", "Mark the most relevant token of either side (j)", lambda: self.action_jump(1))
-
-    def export_target(self) -> Export | None:
-        a = self.xai.attribution
-        return attribution_export(a) if a is not None else None
