@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from tests.support import REPO_ROOT
 from tests.support.tiny_t5_vit import tiny_vit
+from tests.support.tmux import tmux_pane
 from tests.support.tui_support import settle, wait_for
 from tui.app import XaiApp
 from tui.backend import ImageBackend
@@ -341,40 +339,17 @@ def test_real_command_in_tmux(tmp_path):
     """`xai-tui models/synthetic/vit-coloured-object --image FILE` in a real terminal."""
     from PIL import Image
 
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
     picture = np.full((64, 64, 3), 200, dtype=np.uint8)
     picture[16:40, 24:48] = (220, 30, 30)  # a red object on grey
     path = tmp_path / "red.png"
     Image.fromarray(picture).save(path)
-    session = f"xai-tui-image-{os.getpid()}"
     vit = REPO_ROOT / "models" / "synthetic" / "vit-coloured-object"
     # without COLUMNS / LINES (set by the in-process app tests before): the app takes the pane's size
     command = f"env -u COLUMNS -u LINES {sys.executable} -m tui {vit} --image {path}"
-    subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", command], cwd=REPO_ROOT, check=True
-    )
-
-    def screen() -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-
-    def wait_until(text: str, seconds: float) -> str:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            shown = screen()
-            if text in shown:
-                return shown
-            time.sleep(0.5)
-        raise AssertionError(f"{text!r} not on screen after {seconds} s:\n{screen()}")
-
-    try:
-        shown = wait_until("Most relevant patches", 60)
-        shown = wait_until("class red", 180)
+    with tmux_pane(command, REPO_ROOT, "image") as pane:
+        pane.wait_until("Most relevant patches", 60)
+        shown = pane.wait_until("class red", 180)
         assert "▀" * 32 in shown  # the 32 x 32 image, one column per pixel
         assert "row 1, col 2" in shown and "● " in shown and "Image F2" in shown
-        subprocess.run(["tmux", "send-keys", "-t", session, "v"], check=True)
-        wait_until("Image · image", 10)
-    finally:
-        subprocess.run(["tmux", "send-keys", "-t", session, "C-q"])
-        time.sleep(1)
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        pane.keys("v")
+        pane.wait_until("Image · image", 10)

@@ -4,11 +4,7 @@ opened without a model, SVG snapshots, the HTML report's shares, and the real co
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +12,7 @@ import pytest
 from synthetic_tasks import copy_reverse
 from tests.support import REPO_ROOT
 from tests.support.tiny_t5_vit import tiny_t5
+from tests.support.tmux import tmux_pane
 from tests.support.tui_support import explained, settle, wait_for
 from tui.app import XaiApp
 
@@ -228,42 +225,19 @@ def test_snapshot_80x24(snap_compare, t5_backend):
 # ------------------------------------------------------------------ the real command
 def test_real_command_in_tmux_on_the_t5_copy_reverse_model():
     """`xai-tui models/synthetic/t5-copy-reverse` in a real terminal: the source view, not the Ask view."""
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
-    session = f"xai-tui-s2s-{os.getpid()}"
     command = f"{sys.executable} -m tui models/synthetic/t5-copy-reverse --generate 8"
-    subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", command], cwd=REPO_ROOT, check=True
-    )
-
-    def screen() -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-
-    def wait_until(text: str, seconds: float) -> str:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            shown = screen()
-            if text in shown:
-                return shown
-            time.sleep(0.3)
-        raise AssertionError(f"{text!r} not on screen after {seconds} s:\n{screen()}")
-
-    try:
-        shown = wait_until("Source & answer", 30)
+    with tmux_pane(command, REPO_ROOT, "s2s") as pane:
+        shown = pane.wait_until("Source & answer", 30)
         assert "Ask & explain" not in shown and "Context" not in shown
-        wait_until("loaded", 120)
-        subprocess.run(["tmux", "send-keys", "-t", session, "-l", SOURCE], check=True)
-        subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
-        shown = wait_until("answer tokens explained", 120)
+        pane.wait_until("loaded", 120)
+        pane.type(SOURCE)
+        pane.keys("Enter")
+        shown = pane.wait_until("answer tokens explained", 120)
         assert "of |relevance| for" in shown and "Decoder prefix" in shown and "src " in shown
         # the trained model copies the source: the answer is "a b c d </s>", its first token selected
         assert "token 1/5" in shown and "src copy" not in shown.split("Top sources", 1)[0]
-        subprocess.run(["tmux", "send-keys", "-t", session, "Right"], check=True)
-        wait_until("token 2/", 10)
-    finally:
-        subprocess.run(["tmux", "send-keys", "-t", session, "C-q"])
-        time.sleep(1)
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        pane.keys("Right")
+        pane.wait_until("token 2/", 10)
 
 
 async def test_word_level_tokens_are_drawn_apart():

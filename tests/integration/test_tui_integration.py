@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from tests.support import REPO_ROOT
+from tests.support.tmux import tmux_pane
 from tests.support.tui_support import settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -50,34 +47,12 @@ async def test_app_on_smollm2_shows_the_library_relevance():
 
 def test_real_command_in_tmux():
     """`xai-tui` in a real terminal: type a question, read the screen back with capture-pane."""
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
-    session = f"xai-tui-test-{os.getpid()}"
-    command = f"{sys.executable} -m tui --generate 4"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", command], cwd=ROOT, check=True)
-
-    def screen() -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-
-    def wait_for(text: str, seconds: float) -> str:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            shown = screen()
-            if text in shown:
-                return shown
-            time.sleep(0.5)
-        raise AssertionError(f"{text!r} not on screen after {seconds} s:\n{screen()}")
-
-    try:
-        wait_for("Ask & explain", 20)  # painted before the model has loaded
-        wait_for("loaded", 180)
-        subprocess.run(["tmux", "send-keys", "-t", session, "-l", QUESTION], check=True)
-        subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
-        shown = wait_for("answer tokens explained", 180)
+    with tmux_pane(f"{sys.executable} -m tui --generate 4", ROOT, "test") as pane:
+        pane.wait_until("Ask & explain", 20)  # painted before the model has loaded
+        pane.wait_until("loaded", 180)
+        pane.type(QUESTION)
+        pane.keys("Enter")
+        shown = pane.wait_until("answer tokens explained", 180)
         assert "Top sources of" in shown and "logit" in shown
-        subprocess.run(["tmux", "send-keys", "-t", session, "Right"], check=True)
-        wait_for("token 2/", 10)
-    finally:
-        subprocess.run(["tmux", "send-keys", "-t", session, "C-q"])
-        time.sleep(1)
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        pane.keys("Right")
+        pane.wait_until("token 2/", 10)
