@@ -264,6 +264,20 @@ async def test_without_a_model_the_view_says_what_it_needs(tmp_path, references)
         assert app.status[1] == "error"
 
 
+def _panels_show_the_target(app: XaiApp) -> bool:
+    """Every method panel has scrolled (after its refresh) so that the explained token is in view."""
+    from tui.widgets.tokenflow import TokenFlow
+
+    position = app.attribution.targets[app.target].position
+    for panel in app.screen.query(TokenFlow):
+        if not (panel.id or "").startswith("cmp-p") or not panel.display or panel.line_of(position) is None:
+            continue
+        top, height = panel.scroll_offset.y, panel.scrollable_content_region.height
+        if not top <= panel.line_of(position) < top + height:
+            return False
+    return True
+
+
 def compared(*keys: str):
     """run_before of a snapshot: ask, switch to Compare, wait for the methods, then press ``keys``."""
 
@@ -272,6 +286,7 @@ def compared(*keys: str):
         await pilot.press(*keys)
         await settle(pilot.app, pilot)
         await wait_for(pilot, lambda: pilot.app.target == keys.count("right"), what="the answer token asked for")
+        await wait_for(pilot, lambda: _panels_show_the_target(pilot.app), what="each panel scrolled to the token")
         await pilot.pause()
 
     return run
