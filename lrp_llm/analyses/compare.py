@@ -99,11 +99,15 @@ def pair_scores(relevance: Mapping[str, np.ndarray], k: int = TOP_K) -> list[Pai
     ]
 
 
-def removable_positions(input_ids: Sequence[int], position: int, special_ids: Sequence[int] = ()) -> list[int]:
+def removable_positions(
+    input_ids: Sequence[int], position: int, special_ids: Sequence[int] = (), template: Sequence[int] = ()
+) -> list[int]:
     """Positions before ``position`` that the perturbation may remove: every token except special ones
-    (chat markup, BOS are the input's format, not its content; as in ``evaluate.prepare_item``)."""
+    (chat markup, BOS are the input's format, not its content) and the positions in ``template`` (the
+    chat template's role headers and default system prompt, when given: ``evaluate.prepare_item``)."""
     special = {int(i) for i in special_ids}
-    return [i for i in range(position) if int(input_ids[i]) not in special]
+    skip = {int(p) for p in template}
+    return [i for i in range(position) if int(input_ids[i]) not in special and i not in skip]
 
 
 def faithfulness(

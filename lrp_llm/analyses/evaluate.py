@@ -59,18 +59,20 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lrp_llm.errors import Cancelled, InputError, ShouldCancel
+from lrp_llm.errors import Cancelled, InputError, ShouldCancel, check_cancel
 from lrp_llm.methods import methods_for, parse_method
 from lrp_llm.results.base import REQUIRED, Fields, JsonResult, run_meta
 
 STRATEGIES: tuple[str, ...] = ("zero", "neutral", "delete")
+# which tokens a perturbation may remove: the content (what the user wrote, the answer so far) or all but special
+REMOVABLE: tuple[str, ...] = ("content", "all")
 DEFAULT_NEUTRAL = " "
 # ERASER's top-k bins (percent of the candidate tokens) for comprehensiveness / sufficiency
 ERASER_PERCENTS: tuple[int, ...] = (1, 5, 10, 20, 50)
@@ -218,8 +220,8 @@ def load_items(path: str | Path, limit: int | None = None) -> list[EvalItem]:
 class PreparedItem:
     """An item turned into token ids: ``input_ids[position]`` is the explained token.
 
-    ``candidates``: positions the perturbations may remove (every non-special token
-    before ``position``); ``evidence``: positions of the evidence tokens (may be empty).
+    ``candidates``: positions the perturbations may remove (the content tokens before
+    ``position``, or every non-special one: :func:`prepare_item`'s ``removable``); ``evidence``: positions of the evidence tokens (may be empty).
     ``answered``: the model's own greedy answer contains the expected answer (QA) or its
     top-1 next token is the expected one (next-token). When it does not, the expected
     answer's first token is forced right after the prompt and explained there.
@@ -245,14 +247,30 @@ class PreparedItem:
         return self.position - max(self.evidence) if self.evidence else None
 
 
-def prepare_item(model, tokenizer, item: EvalItem, *, max_new_tokens: int = 32) -> PreparedItem:
-    """Token ids, explained position, answered flag and evidence positions of ``item``."""
-    from lrp_llm.engines.generation import build_prompt_ids, context_length, generate_greedy, stop_ids, token_strings
+def prepare_item(
+    model, tokenizer, item: EvalItem, *, max_new_tokens: int = 32, removable: str = "content"
+) -> PreparedItem:
+    """Token ids, explained position, answered flag and evidence positions of ``item``.
 
+    ``removable``: which tokens the perturbations may remove (:data:`REMOVABLE`): "content" (default) the
+    tokens the user wrote and the answer so far, "all" every token but the special ones (the chat template's
+    role headers and default system prompt too)."""
+    from lrp_llm.analyses.compare import removable_positions
+    from lrp_llm.engines.generation import (
+        build_prompt,
+        context_length,
+        generate_greedy,
+        special_ids,
+        stop_ids,
+        token_strings,
+    )
+
+    if removable not in REMOVABLE:
+        raise InputError(f"unknown choice of removable tokens '{removable}'; choose one of: {', '.join(REMOVABLE)}")
     if item.kind == "qa":
-        prompt = build_prompt_ids(tokenizer, item.question, item.context or None, chat=True)
+        prompt, template = build_prompt(tokenizer, item.question, item.context or None, chat=True)
     else:
-        prompt = build_prompt_ids(tokenizer, item.text, None, chat=False)
+        prompt, template = build_prompt(tokenizer, item.text, None, chat=False)
     limit = context_length(model)
     if limit is not None and len(prompt) + 1 > limit:
         raise InputError(f"item '{item.id}' has {len(prompt)} tokens; the model's context is {limit}")
@@ -276,8 +294,9 @@ def prepare_item(model, tokenizer, item: EvalItem, *, max_new_tokens: int = 32) 
         answered = bool(generated) and generated[0] == answer_ids[0]
         ids = prompt + answer_ids[:1]
     position = len(ids) - 1
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    candidates = [i for i in range(position) if ids[i] not in special]
+    candidates = removable_positions(
+        ids, position, sorted(special_ids(tokenizer)), template if removable == "content" else ()
+    )
     tokens = token_strings(tokenizer, ids)
     evidence = _evidence_positions(tokenizer, prompt, tokens, item)
     return PreparedItem(
@@ -475,6 +494,7 @@ def perturbation_curves(
     steps: int = 20,
     neutral_id: int | None = None,
     batch_size: int = 16,
+    should_cancel: ShouldCancel | None = None,
 ) -> Curves:
     """MoRF / LeRF curves for the token ``input_ids[position]`` explained by ``relevance``, with
     the insertion curve and the ERASER comprehensiveness / sufficiency drops (module docstring).
@@ -483,6 +503,50 @@ def perturbation_curves(
     every position before ``position``) are the tokens that may be removed. Every removal
     set of every score is run once, all in the same batches.
     """
+    return perturbation_curves_many(
+        model,
+        input_ids,
+        position,
+        {"": relevance},
+        candidates=candidates,
+        strategy=strategy,
+        steps=steps,
+        neutral_id=neutral_id,
+        batch_size=batch_size,
+        should_cancel=should_cancel,
+    )[""]
+
+
+@dataclass
+class _CurvePlan:
+    """Where each point of one explanation's curves lies in the shared list of removal sets."""
+
+    counts: list[int]
+    n: int
+    morf: list[int]
+    lerf: list[int]
+    insertion: list[int]
+    without_top: list[int]
+    only_top: list[int]
+
+
+def perturbation_curves_many(
+    model,
+    input_ids: Sequence[int],
+    position: int,
+    relevances: Mapping[str, np.ndarray],
+    *,
+    candidates: Sequence[int] | None = None,
+    strategy: str = "zero",
+    steps: int = 20,
+    neutral_id: int | None = None,
+    batch_size: int = 16,
+    should_cancel: ShouldCancel | None = None,
+) -> dict[str, Curves]:
+    """:func:`perturbation_curves` of several explanations of the same token (one per key of
+    ``relevances``, e.g. one per method): the removal sets of all of them are pooled, a set two
+    explanations share (nothing removed, everything removed, equal top-k) is run once, and all
+    go through the model in the same batches."""
     if strategy not in STRATEGIES:
         raise InputError(f"unknown removal strategy '{strategy}'; choose one of: {', '.join(STRATEGIES)}")
     if strategy == "neutral" and neutral_id is None:
@@ -490,16 +554,9 @@ def perturbation_curves(
     position = int(position)
     if not 1 <= position < len(input_ids):
         raise InputError("the explained position must lie inside the sequence, after its first token")
-    relevance = np.asarray(relevance, dtype=np.float64)
-    if relevance.shape[0] < position:
-        raise InputError(f"relevance has {relevance.shape[0]} values; {position} are needed (one per earlier token)")
     cand = list(range(position)) if candidates is None else sorted({int(c) for c in candidates})
     if any(not 0 <= c < position for c in cand):
         raise InputError("candidate positions must lie before the explained token")
-    counts = removal_counts(len(cand), steps)
-    morf = removal_order(relevance, cand, most_relevant_first=True)
-    lerf = removal_order(relevance, cand, most_relevant_first=False)
-    # unique removal sets: k = 0 and k = n are shared by the two curves
     sets: list[frozenset[int]] = []
     index: dict[frozenset[int], int] = {}
 
@@ -509,29 +566,53 @@ def perturbation_curves(
             sets.append(removed)
         return index[removed]
 
+    slot(frozenset())
+    plans: dict[str, _CurvePlan] = {}
     everything = frozenset(cand)
-    morf_slots = [slot(frozenset(morf[:k])) for k in counts]
-    lerf_slots = [slot(frozenset(lerf[:k])) for k in counts]
-    # insertion: the k most relevant present, the rest removed (without ties these are LeRF's sets)
-    insertion_slots = [slot(everything - frozenset(morf[:k])) for k in counts]
-    tops = [top_share_count(len(cand), p) for p in ERASER_PERCENTS]
-    without_top = [slot(frozenset(morf[:c])) for c in tops]
-    only_top = [slot(everything - frozenset(morf[:c])) for c in tops]
+    for key, relevance in relevances.items():
+        relevance = np.asarray(relevance, dtype=np.float64)
+        if relevance.shape[0] < position:
+            raise InputError(
+                f"relevance has {relevance.shape[0]} values; {position} are needed (one per earlier token)"
+            )
+        counts = removal_counts(len(cand), steps)
+        morf = removal_order(relevance, cand, most_relevant_first=True)
+        lerf = removal_order(relevance, cand, most_relevant_first=False)
+        tops = [top_share_count(len(cand), p) for p in ERASER_PERCENTS]
+        plans[key] = _CurvePlan(
+            counts=counts,
+            n=max(len(cand), 1),
+            morf=[slot(frozenset(morf[:k])) for k in counts],
+            lerf=[slot(frozenset(lerf[:k])) for k in counts],
+            # insertion: the k most relevant present, the rest removed (without ties these are LeRF's sets)
+            insertion=[slot(everything - frozenset(morf[:k])) for k in counts],
+            without_top=[slot(frozenset(morf[:c])) for c in tops],
+            only_top=[slot(everything - frozenset(morf[:c])) for c in tops],
+        )
     logits, probs = _perturbed_scores(
-        model, list(input_ids[:position]), int(input_ids[position]), sets, strategy, neutral_id, batch_size
+        model,
+        list(input_ids[:position]),
+        int(input_ids[position]),
+        sets,
+        strategy,
+        neutral_id,
+        batch_size,
+        should_cancel,
     )
-    full = probs[index[frozenset()]]
-    n = max(len(cand), 1)
-    return Curves(
-        fractions=np.asarray(counts, dtype=np.float64) / n,
-        morf_logit=logits[morf_slots],
-        lerf_logit=logits[lerf_slots],
-        morf_prob=probs[morf_slots],
-        lerf_prob=probs[lerf_slots],
-        insertion_prob=probs[insertion_slots],
-        comprehensiveness_k=full - probs[without_top],
-        sufficiency_k=full - probs[only_top],
-    )
+    full = probs[0]
+    return {
+        key: Curves(
+            fractions=np.asarray(p.counts, dtype=np.float64) / p.n,
+            morf_logit=logits[p.morf],
+            lerf_logit=logits[p.lerf],
+            morf_prob=probs[p.morf],
+            lerf_prob=probs[p.lerf],
+            insertion_prob=probs[p.insertion],
+            comprehensiveness_k=full - probs[p.without_top],
+            sufficiency_k=full - probs[p.only_top],
+        )
+        for key, p in plans.items()
+    }
 
 
 def _perturbed_scores(
@@ -542,8 +623,20 @@ def _perturbed_scores(
     strategy: str,
     neutral_id: int | None,
     batch_size: int,
+    should_cancel: ShouldCancel | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logit and probability of ``target`` after ``prefix`` with each set of positions removed."""
+    """Logit and probability of ``target`` after ``prefix`` with each set of positions removed.
+
+    The unperturbed prefix is run once (it scores the empty set). With the ``zero`` and
+    ``neutral`` strategies an input with positions ``S`` removed equals the unperturbed one
+    before ``min(S)``, and the model being causal, its keys and values there are the
+    unperturbed run's: where the model keeps a plain key/value cache (every layer a
+    ``DynamicLayer``: no sliding window, no recurrent state), each batch computes only the
+    positions from its earliest removal on, attending to the cached keys/values of the
+    positions before (sets sorted by their first removed position, batches packed to the
+    tokens a full-length batch of ``batch_size`` would have). The cached path is checked
+    against the unperturbed run first and not used where it differs.
+    """
     import torch
 
     from lrp_llm.engines.generation import input_device
@@ -553,13 +646,47 @@ def _perturbed_scores(
     length = len(prefix)
     out_logit = np.zeros(len(removal_sets))
     out_prob = np.zeros(len(removal_sets))
+
+    def keep(rows_at: Sequence[int], rows: torch.Tensor) -> None:
+        rows = rows.double()
+        at = np.asarray(list(rows_at), dtype=np.int64)
+        out_logit[at] = rows[:, target].cpu().numpy()
+        out_prob[at] = torch.softmax(rows, dim=-1)[:, target].cpu().numpy()
+
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             base = torch.tensor([prefix], device=device)
-            for start in range(0, len(removal_sets), max(1, batch_size)):
-                chunk = removal_sets[start : start + batch_size]
+            base_embeds = embed(base)
+            out = model(inputs_embeds=base_embeds, use_cache=strategy != "delete", logits_to_keep=1)
+            keep([i for i, s in enumerate(removal_sets) if not s], out.logits[:, -1])
+            todo = [i for i, s in enumerate(removal_sets) if s]
+            if not todo:
+                return out_logit, out_prob
+            neutral = None if strategy != "neutral" else embed(torch.tensor([int(neutral_id)], device=device))[0]  # type: ignore[arg-type]
+            kv = None if strategy == "delete" else _plain_keys_values(getattr(out, "past_key_values", None))
+            if kv is not None:
+                start = min(min(removal_sets[i]) for i in todo)
+                check = _suffix_logits(model, base_embeds[:, start:], kv, start)
+                want = out.logits[0, -1]
+                tol = max(1e-3, 50 * torch.finfo(want.dtype).eps) * max(1.0, float(want.abs().max()))
+                if not float((check[0] - want).abs().max()) <= tol:
+                    kv = None
+            del out
+            if kv is not None:
+                for start, chunk in _pack_by_start(removal_sets, todo, length, batch_size):
+                    check_cancel(should_cancel)
+                    rows = base_embeds[:, start:].repeat(len(chunk), 1, 1)
+                    for b, i in enumerate(chunk):
+                        at = [p - start for p in removal_sets[i]]
+                        rows[b, at] = 0.0 if neutral is None else neutral
+                    keep(chunk, _suffix_logits(model, rows, kv, start))
+                return out_logit, out_prob
+            for first in range(0, len(todo), max(1, batch_size)):
+                check_cancel(should_cancel)
+                chunk_at = todo[first : first + max(1, batch_size)]
+                chunk = [removal_sets[i] for i in chunk_at]
                 if strategy == "delete":
                     kept = [[t for i, t in enumerate(prefix) if i not in removed] for removed in chunk]
                     # nothing left: the model still needs one input token, the neutral one
@@ -570,28 +697,67 @@ def _perturbed_scores(
                     pad = prefix[0]  # any token: right padding cannot affect earlier positions
                     ids = torch.tensor([k + [pad] * (width - len(k)) for k in kept], device=device)
                     embeds = embed(ids)
-                    keep = torch.tensor(sorted(set(last)), device=device)
-                    logits = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=keep).logits
-                    col = {int(p): j for j, p in enumerate(keep.tolist())}
+                    keep_at = torch.tensor(sorted(set(last)), device=device)
+                    logits = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=keep_at).logits
+                    col = {int(p): j for j, p in enumerate(keep_at.tolist())}
                     rows = logits[torch.arange(len(chunk)), torch.tensor([col[p] for p in last])]
                 else:
-                    ids = base.repeat(len(chunk), 1)
-                    mask = torch.zeros(len(chunk), length, dtype=torch.bool, device=device)
+                    embeds = base_embeds.repeat(len(chunk), 1, 1)
                     for b, removed in enumerate(chunk):
-                        if removed:
-                            mask[b, list(removed)] = True
-                    if strategy == "neutral":
-                        ids = ids.masked_fill(mask, int(neutral_id))  # type: ignore[arg-type]
-                        embeds = embed(ids)
-                    else:
-                        embeds = embed(ids).masked_fill(mask.unsqueeze(-1), 0.0)
+                        embeds[b, sorted(removed)] = 0.0 if neutral is None else neutral
                     rows = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=1).logits[:, -1]
-                rows = rows.double()
-                out_logit[start : start + len(chunk)] = rows[:, target].cpu().numpy()
-                out_prob[start : start + len(chunk)] = torch.softmax(rows, dim=-1)[:, target].cpu().numpy()
+                keep(chunk_at, rows)
     finally:
         model.train(was_training)
     return out_logit, out_prob
+
+
+def _plain_keys_values(cache) -> list[tuple[Any, Any]] | None:
+    """The keys and values of every layer of ``cache`` when it is a plain cache (every layer a
+    ``DynamicLayer`` holding keys and values of every position), else None."""
+    try:
+        from transformers.cache_utils import DynamicCache, DynamicLayer
+    except ImportError:  # pragma: no cover - transformers without these classes
+        return None
+    if type(cache) is not DynamicCache or not cache.layers:
+        return None
+    if any(type(layer) is not DynamicLayer or getattr(layer, "keys", None) is None for layer in cache.layers):
+        return None
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _suffix_logits(model, rows, kv: list[tuple[Any, Any]], start: int):
+    """Last-position logits of ``rows`` (batch, positions ``start``.., d) after the cached keys/values of
+    the positions before ``start``."""
+    from transformers.cache_utils import DynamicCache
+
+    n = rows.shape[0]
+    cache = DynamicCache(
+        ddp_cache_data=[(k[:, :, :start].expand(n, -1, -1, -1), v[:, :, :start].expand(n, -1, -1, -1)) for k, v in kv]
+    )
+    return model(inputs_embeds=rows, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+
+def _pack_by_start(
+    removal_sets: Sequence[frozenset[int]], todo: Sequence[int], length: int, batch_size: int
+) -> list[tuple[int, list[int]]]:
+    """Batches ``(start, set indices)``: sets by first removed position, latest first; a batch computes the
+    positions from its earliest set's first removal on, and holds at most the tokens of ``batch_size``
+    full-length rows."""
+    budget = max(1, batch_size) * length
+    out: list[tuple[int, list[int]]] = []
+    chunk: list[int] = []
+    start = length
+    for i in sorted(todo, key=lambda i: -min(removal_sets[i])):
+        first = min(removal_sets[i])
+        if chunk and (len(chunk) + 1) * (length - first) > budget:
+            out.append((start, chunk))
+            chunk = []
+        chunk.append(i)
+        start = first
+    if chunk:
+        out.append((start, chunk))
+    return out
 
 
 # ---------------------------------------------------------------- localisation
@@ -895,6 +1061,7 @@ def evaluate(
     batch_size: int = 16,
     only_answered: bool = False,
     max_new_tokens: int = 32,
+    removable: str = "content",
     model_name: str | None = None,
     progress: StageProgress | None = None,
     should_cancel: ShouldCancel | None = None,
@@ -903,10 +1070,14 @@ def evaluate(
 
     ``methods``: names from :func:`lrp_llm.methods.method_names` ("causal-lm"), integrated gradients with
     its step count as ``"integrated-gradients:N"`` (else ``ig_steps``). With
-    ``only_answered`` the items the model does not answer are left out.
+    ``only_answered`` the items the model does not answer are left out. ``removable``: the tokens the
+    perturbations may remove (:func:`prepare_item`). All methods' removal sets of one item are scored
+    together (:func:`perturbation_curves_many`).
     """
     if strategy not in STRATEGIES:
         raise InputError(f"unknown removal strategy '{strategy}'; choose one of: {', '.join(STRATEGIES)}")
+    if removable not in REMOVABLE:
+        raise InputError(f"unknown choice of removable tokens '{removable}'; choose one of: {', '.join(REMOVABLE)}")
     if steps < 1:
         raise InputError("the number of perturbation steps must be at least 1")
     parsed = check_methods(model, methods)
@@ -916,10 +1087,11 @@ def evaluate(
         if should_cancel is not None and should_cancel():
             raise Cancelled()
 
+    t_start = time.perf_counter()
     prepared: list[PreparedItem] = []
     for i, item in enumerate(items):
         cancel_check()
-        prepared.append(prepare_item(model, tokenizer, item, max_new_tokens=max_new_tokens))
+        prepared.append(prepare_item(model, tokenizer, item, max_new_tokens=max_new_tokens, removable=removable))
         if progress is not None:
             progress("answering", i + 1, len(items))
     n_answered = sum(p.answered for p in prepared)
@@ -930,22 +1102,28 @@ def evaluate(
     if progress is not None:
         progress("explaining", 0, total)
     for index, prep in enumerate(chosen):
-        for label, method, m_steps in parsed:
+        explained: dict[str, tuple[np.ndarray, float]] = {}
+        for j, (label, method, m_steps) in enumerate(parsed):
             cancel_check()
-            rel, seconds = explain_prepared(
+            explained[label] = explain_prepared(
                 model, prep, method, ig_steps=m_steps or ig_steps, seed=index, should_cancel=should_cancel
             )
-            curves = perturbation_curves(
-                model,
-                prep.input_ids,
-                prep.position,
-                rel,
-                candidates=prep.candidates,
-                strategy=strategy,
-                steps=steps,
-                neutral_id=neutral_id,
-                batch_size=batch_size,
-            )
+            if progress is not None and j + 1 < len(parsed):  # the item's last unit ends with its scoring
+                progress("explaining", done + j + 1, total)
+        # every method's removal sets of this item in one pool: shared sets run once
+        curves = perturbation_curves_many(
+            model,
+            prep.input_ids,
+            prep.position,
+            {label: rel for label, (rel, _) in explained.items()},
+            candidates=prep.candidates,
+            strategy=strategy,
+            steps=steps,
+            neutral_id=neutral_id,
+            batch_size=batch_size,
+            should_cancel=should_cancel,
+        )
+        for label, (rel, seconds) in explained.items():
             loc = None
             if prep.evidence and set(prep.evidence) & set(prep.candidates):
                 loc = localisation(rel, prep.evidence, candidates=prep.candidates)
@@ -957,14 +1135,14 @@ def evaluate(
                     position=prep.position,
                     n_tokens=len(prep.input_ids),
                     seconds=seconds,
-                    curves=curves,
+                    curves=curves[label],
                     localisation=loc,
                     distance=prep.distance,
                 )
             )
-            done += 1
-            if progress is not None:
-                progress("explaining", done, total)
+        done += len(parsed)
+        if progress is not None:
+            progress("explaining", done, total)
     from lrp_llm.engines.causal_lm import input_device
 
     meta = {
@@ -973,6 +1151,10 @@ def evaluate(
         "ig_steps": ig_steps,
         "neutral": neutral if strategy == "neutral" else None,
         "only_answered": only_answered,
+        "removable": removable,
+        # wall time of the whole run (answering, explaining, scoring) and per evaluated item
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "seconds_per_item": round((time.perf_counter() - t_start) / max(1, len(chosen)), 3),
     }
     return Evaluation(
         model=model_name or str(getattr(model, "name_or_path", "") or type(model).__name__),
@@ -988,6 +1170,7 @@ def evaluate(
 
 __all__ = [
     "ERASER_PERCENTS",
+    "REMOVABLE",
     "STRATEGIES",
     "Curves",
     "EvalItem",
@@ -1005,6 +1188,7 @@ __all__ = [
     "mean_ci",
     "parse_item",
     "perturbation_curves",
+    "perturbation_curves_many",
     "prepare_item",
     "removal_counts",
     "removal_order",

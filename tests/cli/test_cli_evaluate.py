@@ -71,7 +71,7 @@ def test_bad_options_are_one_line(tiny_dir, data, tmp_path, capsys):
 
 
 def test_ctrl_c_exits_cleanly_without_half_files(tiny_dir, data, tmp_path, capsys, monkeypatch):
-    real = evaluate_module.perturbation_curves
+    real = evaluate_module.perturbation_curves_many
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -80,7 +80,7 @@ def test_ctrl_c_exits_cleanly_without_half_files(tiny_dir, data, tmp_path, capsy
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate_module, "perturbation_curves", interrupted)
+    monkeypatch.setattr(evaluate_module, "perturbation_curves_many", interrupted)
     out, page = tmp_path / "ev.json", tmp_path / "ev.html"
     code = main(
         ["evaluate", "--model", str(tiny_dir), "--data", str(data), "--json", str(out), "--html", str(page), "--quiet"]

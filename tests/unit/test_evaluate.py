@@ -253,7 +253,14 @@ def test_prepare_qa_item_forced_and_answered(model, tok):
     )["input_ids"]
     special = set(tok.all_special_ids)
     assert prep.prompt_length == len(prompt)
-    assert prep.candidates == [i for i in range(prep.position) if prep.input_ids[i] not in special]
+    # the content: the user's words; the chat markup is the template's, never removed
+    words = "paris is in france what country".split()
+    assert [prep.tokens[i] for i in prep.candidates] == words
+    assert prep.candidates == [i for i in range(prep.position) if prep.tokens[i] in words]
+    every = prepare_item(model, tok, item, max_new_tokens=3, removable="all")
+    assert every.candidates == [i for i in range(prep.position) if prep.input_ids[i] not in special]
+    with pytest.raises(InputError, match="choose one of: content, all"):
+        prepare_item(model, tok, item, removable="some")
     # the tiny random model never says "yes" here: the answer is forced after the prompt
     generated = generate_greedy(model, prompt, 6)
     if "yes" not in tok.decode(generated).split():
@@ -270,6 +277,8 @@ def test_prepare_qa_item_forced_and_answered(model, tok):
         == generate_greedy(model, prep2.input_ids[:n_prompt], 6)[: prep2.position - n_prompt + 1]
     )
     assert said in prep2.target_token
+    # the answer so far is content: every generated token before the explained one may be removed
+    assert set(range(n_prompt, prep2.position)) <= set(prep2.candidates)
 
 
 def test_prepare_finds_evidence_tokens(model, tok):

@@ -54,6 +54,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--neutral", default=" ", metavar="TEXT", help="replacement token of --strategy neutral")
     g.add_argument(
+        "--removable",
+        choices=("content", "all"),
+        default="content",
+        help="tokens a perturbation may remove: content (default: what the user wrote and the answer so far) or "
+        "all (also the chat template's role headers and default system prompt; special tokens never)",
+    )
+    g.add_argument(
         "--batch-size", type=int_range(1, MAX_BATCH), default=16, help="perturbed inputs per forward pass (default 16)"
     )
     g.add_argument(
@@ -116,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             neutral=args.neutral,
             batch_size=args.batch_size,
             only_answered=args.only_answered,
+            removable=args.removable,
             max_new_tokens=args.max_new_tokens,
             model_name=args.model or BUNDLED_MODEL_NAME,
             progress=progress,
@@ -124,6 +132,14 @@ def run(args: argparse.Namespace) -> int:
     render_evaluation(out, evaluation)
     outputs.write(evaluation, evaluation_report)
     return 0
+
+
+def _timing(meta) -> tuple:
+    """``("  time ", "dim"), "N s, M s / item"`` from an evaluation's meta (nothing for files without it)."""
+    seconds, per_item = meta.get("seconds"), meta.get("seconds_per_item")
+    if not isinstance(seconds, int | float) or not isinstance(per_item, int | float):
+        return ()
+    return (("  time ", "dim"), f"{seconds:.0f} s, {per_item:.2f} s / item")
 
 
 def render_evaluation(console, evaluation) -> None:
@@ -141,7 +157,8 @@ def render_evaluation(console, evaluation) -> None:
             ("  items ", "dim"),
             f"{ev.n_items} ({ev.n_answered} answered by the model)",
             ("  removal ", "dim"),
-            f"{ev.strategy}, {ev.steps} steps",
+            f"{ev.strategy}, {ev.steps} steps, {ev.meta.get('removable') or 'all'} tokens",
+            *_timing(ev.meta),
         )
     )
     summary = ev.summary()
