@@ -7,7 +7,7 @@ classes, so one entry covers every checkpoint with that layout:
   model by the attributes they have (attention with q/k/v, MLPs with act/up/gate,
   norms by class-name suffix). :mod:`lrp_llm.archs.blocks` installs the rules on them.
 - :class:`BlockPaths`: the list of blocks and where each block's parts are; patching
-  (:mod:`patching.sites`), the layer stepper and activation checkpointing read it.
+  (:mod:`lrp_llm.archs.sites`: patching, component relevance), the layer stepper and activation checkpointing read it.
 
 ``docs/architectures.md`` shows the Llama entry and what a new family needs.
 """
