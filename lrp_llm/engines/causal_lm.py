@@ -31,7 +31,7 @@ from lrp_llm.engines.generation import (
 from lrp_llm.engines.hidden_attention import hidden_attention
 from lrp_llm.errors import InputError, ShouldCancel
 from lrp_llm.mechanism.components import ComponentRecorder, ComponentSpec
-from lrp_llm.mechanism.gradients import Progress, input_relevance, method_rules
+from lrp_llm.mechanism.gradients import Progress, Taps, input_relevance, method_rules
 from lrp_llm.methods import check_offered, default_method, get_method
 from lrp_llm.results.attribution import TargetRelevance
 
@@ -56,7 +56,7 @@ def relevance(
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
     on_rows: OnTargetRows | None = None,
-    components: bool | ComponentSpec | ComponentRecorder = False,
+    components: bool | ComponentSpec | Taps = False,
 ) -> dict[str, object]:
     """Relevance of every token for the token at each of ``positions``.
 
@@ -69,9 +69,9 @@ def relevance(
     (rows of the returned tensors, in order), called as the backward passes finish.
     ``components`` (True or a :class:`~lrp_llm.mechanism.components.ComponentSpec`): also
     ``components``, one :class:`~lrp_llm.results.components.ComponentRelevance` per target, from
-    the same backward passes (gradient x input methods only). A
-    :class:`~lrp_llm.mechanism.components.ComponentRecorder` instead: the caller reads each
-    target's components as its rows come (``on_rows``).
+    the same backward passes (gradient x input methods only). :class:`~lrp_llm.mechanism.gradients.Taps`
+    instead (a :class:`~lrp_llm.mechanism.components.ComponentRecorder`, the conditional heatmaps'
+    taps): installed for the forward pass and given their gradients; the caller reads them.
     """
     check_not_encoder(model)
     method = default_method(model) if method is None else method
@@ -172,7 +172,7 @@ def relevance(
     result: dict[str, object] = {"relevance": rel, "logits": target_logits, "probabilities": probs, "timings": timings}
     if held_apart is not None:
         result["held_apart"] = held_apart
-    if recorder is not None:
+    if isinstance(recorder, ComponentRecorder) and not isinstance(components, Taps):
         result["components"] = [recorder.result(i, p, rel[i]) for i, p in enumerate(positions)]
     return result
 
@@ -180,14 +180,14 @@ def relevance(
 def _recorder(
     model: nn.Module,
     method: str,
-    components: bool | ComponentSpec | ComponentRecorder,
+    components: bool | ComponentSpec | Taps,
     n: int,
     seq: int,
     checkpoint: bool | None,
-) -> ComponentRecorder | None:
-    """The recorder of component relevance asked for (None: not asked); one-line errors where it cannot be had."""
-    if isinstance(components, ComponentRecorder):
-        recorder: ComponentRecorder | None = components
+) -> Taps | None:
+    """The taps asked for (None: not asked); one-line errors where they cannot be had."""
+    if isinstance(components, Taps):
+        recorder: Taps | None = components
     else:
         spec = ComponentSpec.of(components)
         recorder = None if spec is None else ComponentRecorder(spec, n, seq, next(model.parameters()).dtype)
@@ -203,7 +203,7 @@ def _recorder(
 
 
 @contextmanager
-def _installed(recorder: ComponentRecorder | None, model: nn.Module) -> Iterator[None]:
+def _installed(recorder: Taps | None, model: nn.Module) -> Iterator[None]:
     if recorder is None:
         yield
         return

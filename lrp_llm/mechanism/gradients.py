@@ -60,6 +60,11 @@ class Taps:
     def add(self, tensor: torch.Tensor) -> None:
         self.tensors.append(tensor)
 
+    @contextmanager
+    def installed(self, model: nn.Module) -> Iterator[Taps]:
+        """Place the taps on ``model`` for one ``with`` block (hooks that call :meth:`add`); the base places none."""
+        yield self
+
     def done(
         self, first: int, grads: Sequence[torch.Tensor | None], inputs: Sequence[torch.Tensor]
     ) -> None:  # pragma: no cover - the base records nothing
