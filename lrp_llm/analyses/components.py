@@ -3,7 +3,7 @@ which input tokens a chosen component used for one token.
 
 For the target logit ``y`` at ``position``, a tensor ``h`` of the model (a block output, an
 attention / MLP / mixer output, the heads at the output projection's input, the neurons at
-the down projection's input) and a selection ``S`` of its parts (a mask ``M`` over ``h``'s
+the down projection's input, Mamba channels at the mixer's ``out_proj`` input) and a selection ``S`` of its parts (a mask ``M`` over ``h``'s
 last axis: head slices, neuron columns, or all of it), the relevance of ``y`` that flows
 through ``S`` is
 
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrp_llm.archs.sites import Location, Site, SiteMap
+from lrp_llm.archs.sites import INDEXED_KINDS, Location, Site, SiteMap
 from lrp_llm.engines import causal_lm
 from lrp_llm.errors import InputError
 from lrp_llm.mechanism.components import site_map_for_components, tapped
@@ -100,7 +100,7 @@ class _SelectionTaps(Taps):
     def installed(self, model: nn.Module) -> Iterator[_SelectionTaps]:
         places: dict[Hashable, Location] = {}
         for kind, layer in self.groups:
-            loc = self.sites.locate(Site(layer, kind, 0 if kind in ("head", "neuron") else None))
+            loc = self.sites.locate(Site(layer, kind, 0 if kind in INDEXED_KINDS else None))
             places[(kind, layer)] = Location(loc.module, loc.where)  # the whole tensor; masks select
         with tapped(places, self._record):
             yield self
@@ -115,7 +115,7 @@ class _SelectionTaps(Taps):
             if s.kind == "head":
                 start = int(s.index) * self.sites.head_dim
                 mask[start : start + self.sites.head_dim] = 1
-            elif s.kind == "neuron":
+            elif s.kind in ("neuron", "channel"):
                 mask[int(s.index)] = 1
             else:
                 mask[:] = 1

@@ -270,7 +270,7 @@ class TransformerParts:
     attention_gate: AttentionOutputGateParts | None = None
 
 
-BLOCK_PARTS = ("attention", "heads", "mlp", "neurons", "mixer")
+BLOCK_PARTS = ("attention", "heads", "mlp", "neurons", "mixer", "channels")
 
 
 @dataclass(frozen=True)
@@ -298,6 +298,7 @@ class BlockPaths:
     mlp: str | None = None  # its output: the MLP output
     neurons: str | None = None  # its input: the MLP neurons (batch, pos, d_mlp)
     mixer: str | None = None  # its output: the token mixer's output (Mamba, LFM2's gated convolution)
+    channels: str | None = None  # its input: the mixer's channels (Mamba: out_proj's input, d_inner wide)
     final_norm: str | None = None
     # The blocks read earlier positions only through ``past_key_values.update`` (keys and
     # values), so the layer stepper can run blocks i..L-1 on a suffix of positions.

@@ -9,6 +9,8 @@ site                            what                                            
 ``layer.{i}.mixer``             token mixer (Mamba, LFM2 conv, RG-LRU, RWKV)    (batch, pos, d_model)
 ``layer.{i}.attn.head.{h}``     head ``h`` at the input of ``o_proj``            (batch, pos, head_dim)
 ``layer.{i}.mlp.neuron.{n}``    neuron ``n`` at the input of ``down_proj``       (batch, pos)
+``layer.{i}.mixer.channel.{c}`` channel ``c`` at the input of the mixer's        (batch, pos)
+                                ``out_proj`` (Mamba, Mamba-2)
 ==============================  ===============================================  ====================
 
 Heads are taken where they are still separate: the input of the output projection is
@@ -35,9 +37,11 @@ from lrp_llm.errors import InputError, UnsupportedModelError
 
 # The kinds a layer x position sweep can patch, and the kinds with an index.
 POSITION_KINDS = ("resid", "attn", "mlp", "mixer")
-INDEXED_KINDS = ("head", "neuron")
+INDEXED_KINDS = ("head", "neuron", "channel")
 
-_NAME = re.compile(r"^layer\.(\d+)\.(resid|attn|mlp|mixer)(?:\.(head|neuron)\.(\d+))?$")
+_NAME = re.compile(r"^layer\.(\d+)\.(resid|attn|mlp|mixer)(?:\.(head|neuron|channel)\.(\d+))?$")
+# the part an indexed kind belongs to
+_OWNER = {"head": "attn", "neuron": "mlp", "channel": "mixer"}
 
 
 @dataclass(frozen=True)
@@ -45,15 +49,15 @@ class Site:
     """One place in the model; ``index`` is the head or neuron number for those kinds."""
 
     layer: int
-    kind: str  # resid | attn | mlp | mixer | head | neuron
+    kind: str  # resid | attn | mlp | mixer | head | neuron | channel
     index: int | None = None
 
     @property
     def name(self) -> str:
         if self.kind == "head":
             return f"layer.{self.layer}.attn.head.{self.index}"
-        if self.kind == "neuron":
-            return f"layer.{self.layer}.mlp.neuron.{self.index}"
+        if self.kind in _OWNER:
+            return f"layer.{self.layer}.{_OWNER[self.kind]}.{self.kind}.{self.index}"
         return f"layer.{self.layer}.{self.kind}"
 
     def __str__(self) -> str:
@@ -64,14 +68,10 @@ class Site:
         if isinstance(name, Site):
             return name
         m = _NAME.match(name.strip())
-        if (
-            m is None
-            or (m.group(3) == "head" and m.group(2) != "attn")
-            or (m.group(3) == "neuron" and m.group(2) != "mlp")
-        ):
+        if m is None or (m.group(3) is not None and m.group(2) != _OWNER[m.group(3)]):
             raise InputError(
                 f"unknown site '{name}'; sites look like layer.3.resid, layer.3.attn, layer.3.mlp, "
-                "layer.3.mixer, layer.3.attn.head.2 or layer.3.mlp.neuron.17"
+                "layer.3.mixer, layer.3.attn.head.2, layer.3.mlp.neuron.17 or layer.3.mixer.channel.5"
             )
         layer, kind = int(m.group(1)), m.group(2)
         if m.group(3):
@@ -88,7 +88,7 @@ class Location:
     where: str  # "output" | "input"
     start: int | None = None
     stop: int | None = None
-    squeeze: bool = False  # neuron: the site tensor is (batch, pos), one column
+    squeeze: bool = False  # neuron, channel: the site tensor is (batch, pos), one column
 
 
 def _patchable(blocks: BlockPaths | None) -> bool:
@@ -104,7 +104,14 @@ def _unsupported(model: nn.Module) -> UnsupportedModelError:
 
 
 # site kind -> the BlockPaths part it lives in
-_PART = {"attn": "attention", "mlp": "mlp", "mixer": "mixer", "head": "heads", "neuron": "neurons"}
+_PART = {
+    "attn": "attention",
+    "mlp": "mlp",
+    "mixer": "mixer",
+    "head": "heads",
+    "neuron": "neurons",
+    "channel": "channels",
+}
 
 
 class SiteMap:
@@ -149,11 +156,12 @@ class SiteMap:
             self._present.append(kinds)
         self.kinds: tuple[str, ...] = (
             "resid",
-            *(k for k in ("attn", "mlp", "mixer", "head", "neuron") if any(k in p for p in self._present)),
+            *(k for k in ("attn", "mlp", "mixer", "head", "neuron", "channel") if any(k in p for p in self._present)),
         )
         self.n_heads = 0
         self.head_dim = 0
         self.n_neurons = 0
+        self.n_channels = 0
         if "head" in self.kinds:
             attn = self.module(self.layers_with("head")[0], "attn")
             self.n_heads = int(cfg.num_attention_heads)
@@ -168,6 +176,14 @@ class SiteMap:
                     "neuron sites need one width"
                 )
             self.n_neurons = widths.pop()
+        if "channel" in self.kinds:
+            widths = {input_width(self.module(i, "channel")) for i in self.layers_with("channel")}
+            if len(widths) != 1:
+                raise UnsupportedModelError(
+                    f"{type(model).__name__}: its mixers have different widths ({sorted(widths)}); "
+                    "channel sites need one width"
+                )
+            self.n_channels = widths.pop()
 
     def _resolve(self, i: int, kind: str) -> nn.Module | None:
         paths, layer = self._paths[i], self.layers[i]
@@ -219,7 +235,15 @@ class SiteMap:
             raise InputError(
                 f"site '{s.name}': neuron {s.index} is out of range; MLPs have neurons 0..{self.n_neurons - 1}"
             )
+        if s.kind == "channel" and not 0 <= int(s.index) < self.n_channels:
+            raise InputError(
+                f"site '{s.name}': channel {s.index} is out of range; mixers have channels 0..{self.n_channels - 1}"
+            )
         return s
+
+    def count(self, kind: str) -> int:
+        """How many heads, neurons or channels a block has of ``kind`` (0 where the family has none)."""
+        return {"head": self.n_heads, "neuron": self.n_neurons, "channel": self.n_channels}.get(kind, 0)
 
     def expand(self, patterns: str | Iterable[str | Site]) -> list[Site]:
         """Site names, with ``*`` for every layer/head (``layer.*.mlp``) or a bare kind (``resid``)."""
@@ -233,19 +257,18 @@ class SiteMap:
             p = pattern.strip()
             if p in self.kinds and p not in INDEXED_KINDS:
                 p = f"layer.*.{p}"
-            elif p == "head":
-                p = "layer.*.attn.head.*"
+            elif p in INDEXED_KINDS:
+                p = f"layer.*.{_OWNER[p]}.{p}.*"
             if "*" not in p:
                 out.append(self.check(p))
                 continue
             # a pattern over layers covers the blocks that have the kind (hybrids: not every block)
             fields = p.split(".")
-            kind = "head" if ".head." in p else ("neuron" if ".neuron." in p else fields[min(2, len(fields) - 1)])
+            kind = next((k for k in INDEXED_KINDS if f".{k}." in p), fields[min(2, len(fields) - 1)])
             layers = self.layers_with(kind) if p.startswith("layer.*.") and kind in self.kinds else range(self.n_layers)
-            heads = range(self.n_heads)
             for i in layers:
-                if p.endswith("head.*"):
-                    names = [p.replace("*", str(i), 1).replace("*", str(h)) for h in heads]
+                if kind in INDEXED_KINDS and p.endswith(f"{kind}.*"):
+                    names = [p.replace("*", str(i), 1).replace("*", str(h)) for h in range(self.count(kind))]
                 else:
                     names = [p.replace("*", str(i))]
                 out.extend(self.check(n) for n in names)
@@ -253,7 +276,7 @@ class SiteMap:
 
     # -- modules -------------------------------------------------------------------
     def module(self, layer: int, kind: str) -> nn.Module:
-        """The module of ``kind`` (attn, mlp, mixer; head/neuron: the projection they enter) in block ``layer``."""
+        """The module of ``kind`` (attn, mlp, mixer; head/neuron/channel: the projection they enter) in block ``layer``."""
         if not self.has(layer, kind):
             self.check(Site(layer, kind, 0 if kind in INDEXED_KINDS else None))  # raises the one-line error
         return self._resolve(layer, kind)
@@ -266,7 +289,7 @@ class SiteMap:
         if s.kind == "head":
             start = int(s.index) * self.head_dim
             return Location(module, "input", start, start + self.head_dim)
-        if s.kind == "neuron":
+        if s.kind in ("neuron", "channel"):
             start = int(s.index)
             return Location(module, "input", start, start + 1, squeeze=True)
         return Location(module, "output")

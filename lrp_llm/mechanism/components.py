@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrp_llm.archs.sites import Location, SiteMap
+from lrp_llm.archs.sites import INDEXED_KINDS, Location, SiteMap
 from lrp_llm.errors import InputError, UnsupportedModelError
 from lrp_llm.mechanism.gradients import Taps
 from lrp_llm.results.components import ComponentRelevance
@@ -110,7 +110,7 @@ def site_map_for_components(model: nn.Module) -> SiteMap:
 
 
 class ComponentRecorder(Taps):
-    """Taps on every block output, attention / MLP / mixer output, head and neuron of one model,
+    """Taps on every block output, attention / MLP / mixer output, head, neuron and mixer channel of one model,
     reduced per backward chunk into the arrays of :class:`ComponentRelevance` for ``n_targets`` targets.
 
     Use: ``with recorder.installed(model):`` around the gradient engine's call (with
@@ -138,27 +138,42 @@ class ComponentRecorder(Taps):
         self.head_positions = (
             torch.zeros(n, L, sites.n_heads, self.seq, dtype=acc) if self.heads is not None and self.spec.full else None
         )
-        has_neurons = "neuron" in sites.kinds
-        k = min(int(self.spec.top_k), sites.n_neurons) if has_neurons else 0
-        self.neuron_total = torch.full((n, L), nan, dtype=acc) if has_neurons else None
-        self.neuron_index = torch.full((n, L, k), -1, dtype=torch.int64) if has_neurons else None
-        self.neuron_value = torch.full((n, L, k), nan, dtype=acc) if has_neurons else None
-        self.neurons = torch.full((n, L, sites.n_neurons), nan, dtype=acc) if has_neurons and self.spec.full else None
+        # neurons (down_proj's input) and mixer channels (out_proj's input): totals, top-k, all on request
+        self.indexed: dict[str, dict[str, torch.Tensor]] = {}
+        for kind in ("neuron", "channel"):
+            if kind in sites.kinds:
+                width = sites.count(kind)
+                k = min(int(self.spec.top_k), width)
+                arrays = {
+                    "total": torch.full((n, L), nan, dtype=acc),
+                    "index": torch.full((n, L, k), -1, dtype=torch.int64),
+                    "value": torch.full((n, L, k), nan, dtype=acc),
+                }
+                arrays["total"][:, sites.layers_with(kind)] = 0.0
+                if self.spec.full:
+                    arrays["all"] = torch.full((n, L, width), nan, dtype=acc)
+                self.indexed[kind] = arrays
+        # Mamba-2: the channels are SSM heads of head_dim each (per-head totals)
+        self.ssm_shape: tuple[int, int] | None = None
+        if "channel" in sites.kinds:
+            mixer = sites.module(sites.layers_with("channel")[0], "mixer")
+            heads, dim = getattr(mixer, "num_heads", None), getattr(mixer, "head_dim", None)
+            if isinstance(heads, int) and isinstance(dim, int) and heads * dim == sites.n_channels:
+                self.ssm_shape = (heads, dim)
+        self.ssm_heads = None if self.ssm_shape is None else torch.full((n, L, self.ssm_shape[0]), nan, dtype=acc)
         # the parts of every block: output tensors of the block and of its parts, the heads' and neurons' projections
         places: dict[Hashable, Location] = {}
         for i in range(L):
             places[("resid", i)] = Location(sites.layers[i], "output")
-            for kind in ("attn", "mlp", "mixer", "head", "neuron"):
+            for kind in ("attn", "mlp", "mixer", "head", "neuron", "channel"):
                 if sites.has(i, kind):
                     module = sites.module(i, kind)
-                    places[(kind, i)] = Location(module, "input" if kind in ("head", "neuron") else "output")
+                    places[(kind, i)] = Location(module, "input" if kind in INDEXED_KINDS else "output")
         for kind in ("attn", "mlp", "mixer"):  # a block's present parts start at 0, absent stay NaN
             for i in sites.layers_with(kind):
                 self.part[kind][:, i] = 0.0
         if self.heads is not None:
             self.heads[:, sites.layers_with("head")] = 0.0
-        if self.neuron_total is not None:
-            self.neuron_total[:, sites.layers_with("neuron")] = 0.0
         self.tensors, self.keys = [], []
         with tapped(places, self._record):
             yield self
@@ -170,7 +185,7 @@ class ComponentRecorder(Taps):
     def done(self, first: int, grads: Sequence[torch.Tensor | None], inputs: Sequence[torch.Tensor]) -> None:
         sites = self.sites
         assert sites is not None
-        neurons_seen: dict[int, torch.Tensor] = {}
+        seen: dict[tuple[str, int], torch.Tensor] = {}
         for (kind, i), h, g in zip(self.keys, self.tensors, grads):
             if g is None:
                 continue  # not reached by the targets: zero relevance (the arrays start at zero)
@@ -187,20 +202,21 @@ class ComponentRecorder(Taps):
                 self.heads[rows, i] += per.sum(1).cpu()  # (b, n_heads)
                 if self.head_positions is not None:
                     self.head_positions[rows, i] += per.transpose(1, 2).cpu()  # (b, n_heads, seq)
-            elif kind == "neuron":
-                per = r.sum(1)  # (b, d_mlp)
-                neurons_seen[i] = neurons_seen[i] + per if i in neurons_seen else per
-        for i, per in neurons_seen.items():
+            elif kind in self.indexed:
+                per = r.sum(1)  # (b, width): per neuron / channel, summed over positions
+                seen[kind, i] = seen[kind, i] + per if (kind, i) in seen else per
+        for (kind, i), per in seen.items():
             per = per.cpu()
-            assert self.neuron_total is not None and self.neuron_index is not None and self.neuron_value is not None
-            k = self.neuron_index.shape[-1]
+            arrays = self.indexed[kind]
             rows = slice(first, first + per.shape[0])
-            self.neuron_total[rows, i] = per.sum(-1)
-            index = per.abs().topk(k, dim=-1, sorted=True).indices
-            self.neuron_index[rows, i] = index
-            self.neuron_value[rows, i] = per.gather(-1, index)
-            if self.neurons is not None:
-                self.neurons[rows, i] = per
+            arrays["total"][rows, i] = per.sum(-1)
+            index = per.abs().topk(arrays["index"].shape[-1], dim=-1, sorted=True).indices
+            arrays["index"][rows, i] = index
+            arrays["value"][rows, i] = per.gather(-1, index)
+            if "all" in arrays:
+                arrays["all"][rows, i] = per
+            if kind == "channel" and self.ssm_heads is not None and self.ssm_shape is not None:
+                self.ssm_heads[rows, i] = per.unflatten(-1, self.ssm_shape).sum(-1)
 
     def result(self, j: int, position: int, input_relevance: torch.Tensor | np.ndarray) -> ComponentRelevance:
         """The components of target ``j`` (at ``position``); ``input_relevance`` (>= position,) is trace row 0."""
@@ -214,17 +230,28 @@ class ComponentRecorder(Taps):
         def arr(t: torch.Tensor | None) -> np.ndarray | None:
             return None if t is None else t[j].numpy().copy()
 
+        def part(kind: str, name: str) -> Any:
+            arrays = self.indexed.get(kind)
+            if arrays is None or name not in arrays:
+                return None
+            return totals(arrays[name][j]) if name == "total" else arr(arrays[name])
+
         return ComponentRelevance(
             trace=trace.numpy(),
             attn=totals(self.part["attn"][j]),
             mlp=totals(self.part["mlp"][j]),
             mixer=totals(self.part["mixer"][j]),
             heads=arr(self.heads),
-            neuron_total=None if self.neuron_total is None else totals(self.neuron_total[j]),
-            neuron_index=arr(self.neuron_index),
-            neuron_value=arr(self.neuron_value),
+            neuron_total=part("neuron", "total"),
+            neuron_index=part("neuron", "index"),
+            neuron_value=part("neuron", "value"),
             head_positions=None if self.head_positions is None else self.head_positions[j, :, :, :p].numpy().copy(),
-            neurons=arr(self.neurons),
+            neurons=part("neuron", "all"),
+            channel_total=part("channel", "total"),
+            channel_index=part("channel", "index"),
+            channel_value=part("channel", "value"),
+            channels=part("channel", "all"),
+            ssm_heads=arr(self.ssm_heads),
             dtype="float64" if self.acc == torch.float64 else "float32",
         )
 

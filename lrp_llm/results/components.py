@@ -19,7 +19,7 @@ from lrp_llm.errors import InputError
 from lrp_llm.results.base import Fields, float_array
 
 # the kinds top_components ranks; "part" ranks attention, MLP and mixer outputs together
-RANKED_KINDS = ("attn", "mlp", "mixer", "part", "head", "neuron")
+RANKED_KINDS = ("attn", "mlp", "mixer", "part", "head", "neuron", "channel")
 
 
 class RankedComponent(NamedTuple):
@@ -53,6 +53,10 @@ class ComponentRelevance:
       (all neurons); ``neuron_index`` / ``neuron_value`` (n_layers, k): the k neurons of
       largest |relevance| per layer, signed, ordered by |relevance| (index -1 and NaN where a
       block has no MLP); ``neurons`` (n_layers, d_mlp): every neuron, on request.
+    - Mamba mixers: ``channel_total``, ``channel_index`` / ``channel_value``, ``channels``: the
+      same for the channels at the input of the mixer's ``out_proj`` (d_inner); ``ssm_heads``
+      (n_layers, n_ssm_heads): Mamba-2's channels summed per SSM head (head ``h``: channels
+      ``h * head_dim`` .. ``(h + 1) * head_dim - 1``; select them as those channel sites).
 
     Values are float64 for float64 models, float32 otherwise (``dtype``).
     """
@@ -67,6 +71,11 @@ class ComponentRelevance:
     neuron_value: np.ndarray | None = None
     head_positions: np.ndarray | None = None
     neurons: np.ndarray | None = None
+    channel_total: list[float | None] | None = None
+    channel_index: np.ndarray | None = None
+    channel_value: np.ndarray | None = None
+    channels: np.ndarray | None = None
+    ssm_heads: np.ndarray | None = None
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -76,14 +85,13 @@ class ComponentRelevance:
         self.trace = np.asarray(self.trace, dtype=dt)
         n = self.trace.shape[0] - 1
         self.attn, self.mlp, self.mixer = (_totals(v, n, dt) for v in (self.attn, self.mlp, self.mixer))
-        if self.neuron_total is not None:
-            self.neuron_total = _totals(self.neuron_total, n, dt)
-        for name in ("heads", "neuron_value", "head_positions", "neurons"):
+        for name in ("neuron_total", "channel_total"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _totals(getattr(self, name), n, dt))
+        for name in _ARRAYS:
             value = getattr(self, name)
             if value is not None:
-                setattr(self, name, np.asarray(value, dtype=dt))
-        if self.neuron_index is not None:
-            self.neuron_index = np.asarray(self.neuron_index, dtype=np.int64)
+                setattr(self, name, np.asarray(value, dtype=np.int64 if name.endswith("_index") else dt))
 
     @property
     def n_layers(self) -> int:
@@ -97,7 +105,7 @@ class ComponentRelevance:
     def top_components(self, kind: str, k: int = 10) -> list[RankedComponent]:
         """The ``k`` components of ``kind`` (one of :data:`RANKED_KINDS`) with the largest |relevance|,
         across layers, largest first (ties: lower layer, then lower index first). Neurons are
-        ranked among the stored top-k per layer (all of them when ``neurons`` is stored)."""
+        ranked among the stored top-k per layer (all of them when ``neurons`` is stored); channels alike."""
         if kind not in RANKED_KINDS:
             raise InputError(f"unknown component kind '{kind}'; choose one of: {', '.join(RANKED_KINDS)}")
         found: list[RankedComponent] = []
@@ -109,15 +117,22 @@ class ComponentRelevance:
         if kind == "head" and self.heads is not None:
             for i, row in enumerate(self.heads):
                 found.extend(RankedComponent(f"layer.{i}.attn.head.{h}", float(v)) for h, v in enumerate(row) if v == v)
-        if kind == "neuron":
-            if self.neurons is not None:
-                for i, row in enumerate(self.neurons):
-                    if self.neuron_total is None or self.neuron_total[i] is not None:
-                        found.extend(RankedComponent(f"layer.{i}.mlp.neuron.{n}", float(v)) for n, v in enumerate(row))
-            elif self.neuron_index is not None and self.neuron_value is not None:
-                for i, (idx, val) in enumerate(zip(self.neuron_index, self.neuron_value)):
+        if kind == "ssm-head" and self.ssm_heads is not None:
+            for i, row in enumerate(self.ssm_heads):
+                found.extend(
+                    RankedComponent(f"layer.{i}.mixer.ssm_head.{h}", float(v)) for h, v in enumerate(row) if v == v
+                )
+        if kind in ("neuron", "channel"):
+            part = "mlp.neuron" if kind == "neuron" else "mixer.channel"
+            every, index, value, total = (getattr(self, f"{kind}s"), *(getattr(self, f"{kind}_{x}") for x in _INDEXED))
+            if every is not None:
+                for i, row in enumerate(every):
+                    if total is None or total[i] is not None:
+                        found.extend(RankedComponent(f"layer.{i}.{part}.{n}", float(v)) for n, v in enumerate(row))
+            elif index is not None and value is not None:
+                for i, (idx, val) in enumerate(zip(index, value)):
                     found.extend(
-                        RankedComponent(f"layer.{i}.mlp.neuron.{int(n)}", float(v)) for n, v in zip(idx, val) if n >= 0
+                        RankedComponent(f"layer.{i}.{part}.{int(n)}", float(v)) for n, v in zip(idx, val) if n >= 0
                     )
         order = sorted(range(len(found)), key=lambda j: -abs(found[j].relevance))  # stable: site order breaks ties
         return [found[j] for j in order[: max(0, int(k))]]
@@ -131,12 +146,13 @@ class ComponentRelevance:
             "mlp": list(self.mlp),
             "mixer": list(self.mixer),
         }
-        for name in ("heads", "neuron_index", "neuron_value", "head_positions", "neurons"):
+        for name in _ARRAYS:
             value = getattr(self, name)
             if value is not None:
                 d[name] = value.tolist()
-        if self.neuron_total is not None:
-            d["neuron_total"] = list(self.neuron_total)
+        for name in ("neuron_total", "channel_total"):
+            if getattr(self, name) is not None:
+                d[name] = list(getattr(self, name))
         return d
 
     @classmethod
@@ -166,25 +182,44 @@ class ComponentRelevance:
                 f.fail(key, f"has shape {out.shape}, expected {ndim} dimensions with {n} layers first")
             return out
 
-        index = array("neuron_index", 2, np.float64)
-        value = array("neuron_value", 2, dt)
-        if (index is None) != (value is None) or (index is not None and index.shape != value.shape):
-            f.fail("neuron_index", "and neuron_value must both be given, with the same shape")
-        if index is not None and (np.isnan(index).any() or (index != np.round(index)).any() or (index < -1).any()):
-            f.fail("neuron_index", "must hold whole numbers >= -1")
+        indexed = {}
+        for kind in ("neuron", "channel"):
+            index = array(f"{kind}_index", 2, np.float64)
+            value = array(f"{kind}_value", 2, dt)
+            if (index is None) != (value is None) or (index is not None and index.shape != value.shape):
+                f.fail(f"{kind}_index", f"and {kind}_value must both be given, with the same shape")
+            if index is not None and (np.isnan(index).any() or (index != np.round(index)).any() or (index < -1).any()):
+                f.fail(f"{kind}_index", "must hold whole numbers >= -1")
+            indexed[f"{kind}_index"] = None if index is None else index.astype(np.int64)
+            indexed[f"{kind}_value"] = value
+            indexed[f"{kind}_total"] = totals(f"{kind}_total", required=False)
+            indexed[f"{kind}s"] = array(f"{kind}s", 2, dt)
         return cls(
             trace=trace,
             attn=totals("attn"),
             mlp=totals("mlp"),
             mixer=totals("mixer"),
             heads=array("heads", 2, dt),
-            neuron_total=totals("neuron_total", required=False),
-            neuron_index=None if index is None else index.astype(np.int64),
-            neuron_value=value,
             head_positions=array("head_positions", 3, dt),
-            neurons=array("neurons", 2, dt),
+            ssm_heads=array("ssm_heads", 2, dt),
             dtype=dtype,
+            **indexed,
         )
+
+
+# the optional array fields (JSON: nested lists), and the names of the top-k fields of neurons / channels
+_ARRAYS = (
+    "heads",
+    "head_positions",
+    "neuron_index",
+    "neuron_value",
+    "neurons",
+    "channel_index",
+    "channel_value",
+    "channels",
+    "ssm_heads",
+)
+_INDEXED = ("index", "value", "total")
 
 
 __all__ = ["RANKED_KINDS", "ComponentRelevance", "RankedComponent"]

@@ -325,3 +325,47 @@ def test_top_components_rank_by_absolute_relevance_across_layers():
     assert c.top_components("neuron", 5) == [("layer.0.mlp.neuron.4", -3.0), ("layer.0.mlp.neuron.1", 0.2)]
     with pytest.raises(InputError, match="unknown component kind"):
         c.top_components("expert")
+
+
+# ------------------------------------------------------------------ Mamba channels
+@pytest.mark.parametrize("family", MAMBA_FAMILIES)
+def test_mamba_channels_at_out_proj_against_a_hand_hook(family):
+    model = tiny_mamba(family, dtype=torch.float64, layers=2)
+    ids, p = random_ids(20), 19
+    c = relevance(model, ids, [p], method="mambalrp", components=ComponentSpec(top_k=4, full=True))["components"][0]
+    kept = []
+    handles = [
+        layer.mixer.out_proj.register_forward_pre_hook(lambda m, args: kept.append(args[0]))
+        for layer in model.backbone.layers
+    ]
+    try:
+        with lrp_rules(model, "mambalrp"):
+            e = model.get_input_embeddings()(torch.tensor([ids])).detach().requires_grad_(True)
+            logit = model(inputs_embeds=e, use_cache=False).logits[0, p - 1, ids[p]]
+            grads = torch.autograd.grad(logit, kept)
+    finally:
+        for h in handles:
+            h.remove()
+    for i, (h, g) in enumerate(zip(kept, grads)):
+        hand = (h * g)[0].sum(0).detach().numpy()  # (d_inner,)
+        scale = np.abs(hand).max()
+        assert np.abs(c.channels[i] - hand).max() <= F64 * scale
+        # out_proj is linear without bias: the channels add up to the mixer output
+        assert c.channel_total[i] == pytest.approx(c.mixer[i], rel=1e-9)
+        assert set(c.channel_index[i].tolist()) == set(np.argsort(-np.abs(hand), kind="stable")[:4].tolist())
+    if family == "mamba2":  # 4 SSM heads of head_dim 8 side by side
+        assert c.ssm_heads.shape == (2, 4)
+        assert np.allclose(c.ssm_heads, c.channels.reshape(2, 4, 8).sum(-1), rtol=0, atol=1e-12)
+    else:
+        assert c.ssm_heads is None
+    assert c.top_components("channel", 1)[0].site.startswith("layer.")
+    back = ComponentRelevance.from_dict(json.loads(json.dumps(c.to_dict())), position=p)
+    assert np.array_equal(back.channels, c.channels) and back.channel_total == c.channel_total
+
+
+def test_conditional_heatmaps_over_all_channels_add_up_to_the_mixer():
+    model = tiny_mamba("mamba", dtype=torch.float64, layers=2)
+    channels = [f"layer.0.mixer.channel.{k}" for k in range(32)]
+    c = conditional_relevance(model, random_ids(16), 15, [*channels, "layer.0.mixer"], method="mambalrp")
+    total = sum(h.relevance for h in c.heatmaps[:32])
+    assert np.abs(total - c.heatmaps[32].relevance).max() <= F64 * np.abs(c.relevance).max()
