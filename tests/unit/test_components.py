@@ -369,3 +369,32 @@ def test_conditional_heatmaps_over_all_channels_add_up_to_the_mixer():
     c = conditional_relevance(model, random_ids(16), 15, [*channels, "layer.0.mixer"], method="mambalrp")
     total = sum(h.relevance for h in c.heatmaps[:32])
     assert np.abs(total - c.heatmaps[32].relevance).max() <= F64 * np.abs(c.relevance).max()
+
+
+# ------------------------------------------------------------------ hybrids: a kind only in the blocks that have it
+def test_hybrid_components_exist_only_in_the_blocks_that_have_them():
+    from lrp_llm.archs.sites import SiteMap
+    from tests.support.conformance import without_biases_and_position_embeddings
+    from tests.support.tiny_any import tiny_model
+
+    torch.manual_seed(0)
+    model = without_biases_and_position_embeddings(
+        tiny_model(
+            "nemotron_h",
+            dtype=torch.float64,
+            layer_types=["mamba", "moe", "attention", "mlp"],
+            layers_block_type=None,
+        )
+    )
+    sites = SiteMap(model)
+    out = relevance(model, random_ids(12), [11], method="cp-lrp", components=True)
+    c, logit = out["components"][0], float(out["logits"][0])
+    for i in range(sites.n_layers):
+        for part in ("attn", "mlp", "mixer"):
+            assert (getattr(c, part)[i] is not None) == sites.has(i, part), (i, part)
+        if c.heads is not None:
+            assert np.isnan(c.heads[i]).all() != sites.has(i, "head")
+    # CP-LRP with MambaLRP's mixer rules conserves on the bias-free copy: every block carries the logit
+    assert _rel_err(c.layer_totals, logit) < 1e-4
+    for site, _ in c.top_components("part", 10):
+        sites.check(site)  # every ranked name is a site of the model
