@@ -34,6 +34,10 @@ from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.mechanism.patch import ModelPatch, freeze_parameters
 from lrp_llm.methods import get_method
 
+# The taps' gradients of one backward chunk (targets x every tapped tensor) stay under this many bytes:
+# fewer targets share a backward pass when the tapped tensors are large (long inputs, wide MLPs).
+TAP_BUDGET_BYTES = 1 << 30
+
 # score(inputs) -> (batch, n_targets): the target scores of each example (or IG step) of the batch
 Score = Callable[[list[torch.Tensor]], torch.Tensor]
 Progress = Callable[[int, int], None]
@@ -111,7 +115,8 @@ def input_relevance(
     integrated gradients and the random baseline finish every target at once.
     ``taps``: intermediate tensors the forward registers (:class:`Taps`); their gradients come
     from the same backward passes, for gradient x input computations only (the LRP rule sets
-    and grad-x-input; others are a one-line error).
+    and grad-x-input; others are a one-line error); fewer targets share a backward pass where
+    their gradients would exceed ``TAP_BUDGET_BYTES``.
     """
     computation = _gradient_computation(method)
     if taps is not None and computation != "gradient-x-input":
@@ -148,8 +153,11 @@ def input_relevance(
             out = [torch.zeros(n, *_reduced(x, d), dtype=acc) for x, d in zip(base, dims)]
             if progress is not None:
                 progress(0, n)  # the forward pass is done; backward passes follow
-            first = 1 if on_rows is not None else batch
             tapped = [] if taps is None else list(taps.tensors)
+            if tapped:  # the taps' gradients of one chunk exist together: keep them within TAP_BUDGET_BYTES
+                per_target = sum(t.numel() * t.element_size() for t in tapped)
+                batch = max(1, min(batch, TAP_BUDGET_BYTES // max(1, per_target)))
+            first = 1 if on_rows is not None else batch
             keep = taps is not None and taps.retain_graph
             for i, b, grads in _target_gradients(scores, [*xs, *tapped], batch, should_cancel, first=first, keep=keep):
                 if taps is not None:

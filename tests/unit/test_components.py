@@ -398,3 +398,30 @@ def test_hybrid_components_exist_only_in_the_blocks_that_have_them():
     assert _rel_err(c.layer_totals, logit) < 1e-4
     for site, _ in c.top_components("part", 10):
         sites.check(site)  # every ranked name is a site of the model
+
+
+def test_large_taps_share_fewer_targets_per_backward_pass(llama, monkeypatch):
+    import lrp_llm.mechanism.gradients as gradients
+
+    ids, targets = random_ids(16), [5, 10, 15]
+    steps, small_steps = [], []
+    wide = relevance(llama, ids, targets, method="attnlrp", components=True, progress=lambda d, n: steps.append(d))
+    monkeypatch.setattr(gradients, "TAP_BUDGET_BYTES", 1)
+    small = relevance(
+        llama, ids, targets, method="attnlrp", components=True, progress=lambda d, n: small_steps.append(d)
+    )
+    assert steps == [0, 3] and small_steps == [0, 1, 2, 3]  # one backward pass for 3 targets, then one each
+    for a, b in zip(wide["components"], small["components"]):
+        assert np.allclose(a.trace, b.trace, rtol=0, atol=F64) and np.allclose(a.heads, b.heads, rtol=0, atol=F64)
+
+
+def test_encoder_decoders_and_hidden_attention_are_refused():
+    from tests.support.tiny_t5_vit import tiny_t5
+
+    model = tiny_t5("v1.1")
+    with pytest.raises(InputError, match="causal language models") as err:
+        explain(model, tiny_tokenizer(), "a b", answer_ids=[3, 4], method="cp-lrp", components=True)
+    assert "\n" not in str(err.value)
+    mamba = tiny_mamba("mamba")
+    with pytest.raises(InputError, match="gradient x input method"):
+        relevance(mamba, random_ids(8), [7], method="hidden-attention", components=True)
