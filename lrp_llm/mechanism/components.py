@@ -174,7 +174,7 @@ class ComponentRecorder(Taps):
                 self.part[kind][:, i] = 0.0
         if self.heads is not None:
             self.heads[:, sites.layers_with("head")] = 0.0
-        self.tensors, self.keys = [], []
+        self.tensors, self._versions, self.keys = [], [], []
         with tapped(places, self._record):
             yield self
 

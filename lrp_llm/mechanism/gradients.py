@@ -29,7 +29,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from lrp_llm.errors import InputError, ShouldCancel, check_cancel
+from lrp_llm.errors import InputError, ShouldCancel, UnsupportedModelError, check_cancel
 from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.mechanism.patch import ModelPatch, freeze_parameters
 from lrp_llm.methods import get_method
@@ -60,9 +60,21 @@ class Taps:
 
     def __init__(self) -> None:
         self.tensors: list[torch.Tensor] = []
+        self._versions: list[int] = []
 
     def add(self, tensor: torch.Tensor) -> None:
         self.tensors.append(tensor)
+        self._versions.append(tensor._version)
+
+    def check_unchanged(self) -> None:
+        """A one-line error if the forward changed a tapped tensor in place after it was tapped (its gradient
+        and value would then be another tensor's)."""
+        for t, v in zip(self.tensors, self._versions):
+            if t._version != v:
+                raise UnsupportedModelError(
+                    "the model changes a component's tensor in place after it is computed; "
+                    "component relevance is not available for this architecture"
+                )
 
     @contextmanager
     def installed(self, model: nn.Module) -> Iterator[Taps]:
@@ -154,6 +166,8 @@ def input_relevance(
             if progress is not None:
                 progress(0, n)  # the forward pass is done; backward passes follow
             tapped = [] if taps is None else list(taps.tensors)
+            if taps is not None:
+                taps.check_unchanged()
             if tapped:  # the taps' gradients of one chunk exist together: keep them within TAP_BUDGET_BYTES
                 per_target = sum(t.numel() * t.element_size() for t in tapped)
                 batch = max(1, min(batch, TAP_BUDGET_BYTES // max(1, per_target)))

@@ -425,3 +425,19 @@ def test_encoder_decoders_and_hidden_attention_are_refused():
     mamba = tiny_mamba("mamba")
     with pytest.raises(InputError, match="gradient x input method"):
         relevance(mamba, random_ids(8), [7], method="hidden-attention", components=True)
+
+
+def test_a_tapped_tensor_changed_in_place_is_refused(llama):
+    """A block that adds to its input in place would change the tapped tensor after the tap: refused."""
+    from lrp_llm.errors import UnsupportedModelError
+
+    def in_place(module, args):
+        args[0].mul_(1.0)
+
+    handle = llama.model.layers[1].register_forward_pre_hook(in_place)
+    try:
+        with pytest.raises(UnsupportedModelError, match="in place") as err:
+            relevance(llama, random_ids(8), [7], method="attnlrp", components=True)
+        assert "\n" not in str(err.value)
+    finally:
+        handle.remove()
