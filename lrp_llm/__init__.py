@@ -27,19 +27,25 @@ _LAZY = {
     "explain_similarity": "lrp_llm.analyses.bilrp",
     "SimilarityExplainer": "lrp_llm.analyses.bilrp",
     "SimilarityExplanation": "lrp_llm.results.similarity",
+    "ComponentRelevance": "lrp_llm.results.components",
+    "ComponentSpec": "lrp_llm.mechanism.components",
+    "conditional_relevance": "lrp_llm.analyses.components",
 }
 
 if TYPE_CHECKING:  # names for type checkers and IDEs; loaded lazily below
     from lrp_llm.analyses.bilrp import SimilarityExplainer, explain_similarity  # noqa: F401
+    from lrp_llm.analyses.components import conditional_relevance  # noqa: F401
     from lrp_llm.checkpoints.loading import load_encoder, load_model  # noqa: F401
     from lrp_llm.engines.causal_lm import relevance  # noqa: F401
     from lrp_llm.engines.explain import explain  # noqa: F401
     from lrp_llm.engines.generation import build_prompt_ids  # noqa: F401
     from lrp_llm.engines.vision import explain_image  # noqa: F401
     from lrp_llm.errors import XaiError  # noqa: F401
+    from lrp_llm.mechanism.components import ComponentSpec  # noqa: F401
     from lrp_llm.mechanism.context import lrp_rules  # noqa: F401
     from lrp_llm.methods import METHODS, methods_for  # noqa: F401
     from lrp_llm.results.attribution import Attribution, TargetRelevance  # noqa: F401
+    from lrp_llm.results.components import ComponentRelevance  # noqa: F401
     from lrp_llm.results.image import ImageAttribution  # noqa: F401
     from lrp_llm.results.similarity import SimilarityExplanation  # noqa: F401
 

@@ -7,7 +7,7 @@ classes, so one entry covers every checkpoint with that layout:
   model by the attributes they have (attention with q/k/v, MLPs with act/up/gate,
   norms by class-name suffix). :mod:`lrp_llm.archs.blocks` installs the rules on them.
 - :class:`BlockPaths`: the list of blocks and where each block's parts are; patching
-  (:mod:`patching.sites`), the layer stepper and activation checkpointing read it.
+  (:mod:`lrp_llm.archs.sites`: patching, component relevance), the layer stepper and activation checkpointing read it.
 
 ``docs/architectures.md`` shows the Llama entry and what a new family needs.
 """
@@ -270,7 +270,7 @@ class TransformerParts:
     attention_gate: AttentionOutputGateParts | None = None
 
 
-BLOCK_PARTS = ("attention", "heads", "mlp", "neurons", "mixer")
+BLOCK_PARTS = ("attention", "heads", "mlp", "neurons", "mixer", "channels")
 
 
 @dataclass(frozen=True)
@@ -298,6 +298,7 @@ class BlockPaths:
     mlp: str | None = None  # its output: the MLP output
     neurons: str | None = None  # its input: the MLP neurons (batch, pos, d_mlp)
     mixer: str | None = None  # its output: the token mixer's output (Mamba, LFM2's gated convolution)
+    channels: str | None = None  # its input: the mixer's channels (Mamba: out_proj's input, d_inner wide)
     final_norm: str | None = None
     # The blocks read earlier positions only through ``past_key_values.update`` (keys and
     # values), so the layer stepper can run blocks i..L-1 on a suffix of positions.

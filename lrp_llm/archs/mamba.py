@@ -222,7 +222,7 @@ def _mixer_override(mixer: nn.Module, forward, rules: bool):
     return make
 
 
-MAMBA_BLOCKS = BlockPaths(layers="layers", mixer="mixer", final_norm="norm_f")
+MAMBA_BLOCKS = BlockPaths(layers="layers", mixer="mixer", channels="mixer.out_proj", final_norm="norm_f")
 # block norms and the final norm; the Mamba-2 gated norm (MambaRMSNormGated) is part of the mixer forward
 MAMBA_NORMS = NormParts(kind="rms", class_suffix="RMSNorm")
 

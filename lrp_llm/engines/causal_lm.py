@@ -9,7 +9,8 @@ graph. Relevance of token ``j`` for target ``t`` is ``sum_d e[j, d] * grad[j, d]
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -29,7 +30,8 @@ from lrp_llm.engines.generation import (
 )
 from lrp_llm.engines.hidden_attention import hidden_attention
 from lrp_llm.errors import InputError, ShouldCancel
-from lrp_llm.mechanism.gradients import Progress, input_relevance, method_rules
+from lrp_llm.mechanism.components import ComponentRecorder, ComponentSpec
+from lrp_llm.mechanism.gradients import Progress, Taps, input_relevance, method_rules
 from lrp_llm.methods import check_offered, default_method, get_method
 from lrp_llm.results.attribution import TargetRelevance
 
@@ -54,6 +56,7 @@ def relevance(
     progress: Progress | None = None,
     should_cancel: ShouldCancel | None = None,
     on_rows: OnTargetRows | None = None,
+    components: bool | ComponentSpec | Taps = False,
 ) -> dict[str, object]:
     """Relevance of every token for the token at each of ``positions``.
 
@@ -64,6 +67,11 @@ def relevance(
     ``method=None`` is the model family's default (AttnLRP; MambaLRP for Mamba).
     ``on_rows(first, relevance, logits, probabilities)``: targets ``first`` .. are done
     (rows of the returned tensors, in order), called as the backward passes finish.
+    ``components`` (True or a :class:`~lrp_llm.mechanism.components.ComponentSpec`): also
+    ``components``, one :class:`~lrp_llm.results.components.ComponentRelevance` per target, from
+    the same backward passes (gradient x input methods only). :class:`~lrp_llm.mechanism.gradients.Taps`
+    instead (a :class:`~lrp_llm.mechanism.components.ComponentRecorder`, the conditional heatmaps'
+    taps): installed for the forward pass and given their gradients; the caller reads them.
     """
     check_not_encoder(model)
     method = default_method(model) if method is None else method
@@ -78,6 +86,9 @@ def relevance(
     ids = torch.tensor([list(input_ids)], device=device)
     seq = ids.shape[1]
     n = len(positions)
+    recorder = _recorder(model, method, components, n, seq, checkpoint)
+    if recorder is not None:
+        checkpoint = False  # recomputed blocks would tap their tensors again
     keep = torch.tensor([p - 1 for p in positions], device=device)
     target_ids = torch.tensor([int(input_ids[p]) for p in positions], device=device)
     rows = torch.arange(n, device=device)
@@ -127,7 +138,7 @@ def relevance(
                 rel_rows[j, positions[first + j] :] = 0.0
             on_rows(first, rel_rows, logits[first : first + b], probabilities[first : first + b])  # type: ignore[misc]
 
-        with method_rules(model, method, checkpoint=checkpoint) as patch:
+        with method_rules(model, method, checkpoint=checkpoint) as patch, _installed(recorder, model):
             with torch.no_grad():
                 embeds = model.get_input_embeddings()(ids)
             inputs = [embeds]
@@ -148,6 +159,7 @@ def relevance(
                 should_cancel=should_cancel,
                 timings=timings,
                 on_rows=None if on_rows is None else rows_done,
+                taps=recorder,
             )
         target_logits, probs = scores_at_input()
         if sink is not None:
@@ -160,7 +172,43 @@ def relevance(
     result: dict[str, object] = {"relevance": rel, "logits": target_logits, "probabilities": probs, "timings": timings}
     if held_apart is not None:
         result["held_apart"] = held_apart
+    if isinstance(recorder, ComponentRecorder) and not isinstance(components, Taps):
+        result["components"] = [recorder.result(i, p, rel[i]) for i, p in enumerate(positions)]
     return result
+
+
+def _recorder(
+    model: nn.Module,
+    method: str,
+    components: bool | ComponentSpec | Taps,
+    n: int,
+    seq: int,
+    checkpoint: bool | None,
+) -> Taps | None:
+    """The taps asked for (None: not asked); one-line errors where they cannot be had."""
+    if isinstance(components, Taps):
+        recorder: Taps | None = components
+    else:
+        spec = ComponentSpec.of(components)
+        recorder = None if spec is None else ComponentRecorder(spec, n, seq, next(model.parameters()).dtype)
+    if recorder is None:
+        return None
+    if get_method(method).computation != "gradient-x-input":
+        raise InputError(
+            f"component relevance needs a gradient x input method (an LRP rule set or grad-x-input), not '{method}'"
+        )
+    if checkpoint:
+        raise InputError("component relevance cannot be combined with activation checkpointing; leave checkpoint off")
+    return recorder
+
+
+@contextmanager
+def _installed(recorder: Taps | None, model: nn.Module) -> Iterator[None]:
+    if recorder is None:
+        yield
+        return
+    with recorder.installed(model):
+        yield
 
 
 # -------------------------------------------------------------------------- explain
@@ -188,6 +236,7 @@ def explain_answer(
     progress: Progress | None,
     should_cancel: ShouldCancel | None,
     on_target: OnTarget | None = None,
+    components: bool | ComponentSpec = False,
 ) -> AnswerExplanation:
     """Every answer token explained over the tokens before it (prompt + earlier answer tokens).
 
@@ -198,6 +247,10 @@ def explain_answer(
         too_long(len(ids), limit)
     positions = list(range(len(prompt_ids), len(ids)))
     tokens = token_strings(tokenizer, ids)
+    spec = ComponentSpec.of(components)
+    recorder = None
+    if spec is not None:
+        recorder = ComponentRecorder(spec, len(positions), len(ids), next(model.parameters()).dtype)
 
     def make(i: int, rel: torch.Tensor, logit: torch.Tensor, probability: torch.Tensor) -> TargetRelevance:
         p = positions[i]
@@ -209,6 +262,7 @@ def explain_answer(
             probability=float(probability),
             relevance=rel[:p].numpy().astype(np.float32),
             relevance_sum=float(rel[:p].double().sum()),
+            components=None if recorder is None else recorder.result(i, p, rel),
         )
 
     stream = TargetStream(on_target, make)
@@ -223,6 +277,7 @@ def explain_answer(
         progress=progress,
         should_cancel=should_cancel,
         on_rows=None if on_target is None else stream.rows,
+        components=False if recorder is None else recorder,
     )
     rel: torch.Tensor = result["relevance"]  # type: ignore[assignment]
     logits, probs = result["logits"], result["probabilities"]

@@ -18,6 +18,7 @@ from lrp_llm.archs import check_not_encoder, find_arch
 from lrp_llm.engines import causal_lm, generation, seq2seq
 from lrp_llm.engines.generation import OnTarget, checkpoint_name, context_length, input_device, resolve_answer_ids
 from lrp_llm.errors import InputError, ShouldCancel
+from lrp_llm.mechanism.components import ComponentSpec
 from lrp_llm.mechanism.gradients import Progress
 from lrp_llm.methods import default_method, get_method
 from lrp_llm.results.attribution import Attribution
@@ -64,6 +65,7 @@ def explain(
     should_cancel: ShouldCancel | None = None,
     on_target: OnTarget | None = None,
     template_positions: Sequence[int] | None = None,
+    components: bool | ComponentSpec = False,
 ) -> Attribution:
     """Explain every answer token of ``prompt``.
 
@@ -81,12 +83,23 @@ def explain(
     Causal LMs: ``meta["template_positions"]`` lists the tokens the user did not write (special tokens,
     the chat template's headers and default system prompt); displays leave them out of the colour scale.
     With ``prompt_ids``, ``template_positions`` gives the prompt's (default: its special tokens).
+    ``components`` (True, or a :class:`~lrp_llm.mechanism.components.ComponentSpec`): each target also gets
+    ``components``, a :class:`~lrp_llm.results.components.ComponentRelevance` (relevance per layer and position,
+    per attention / MLP / mixer output, per head, top-k neurons per layer), from the same backward passes;
+    causal LMs and gradient x input methods (the LRP rule sets, grad-x-input) only.
     """
     start = time.perf_counter()
     kind = text_kind(model)
     engine = ENGINES[kind]
     method = default_method(model) if method is None else method
     get_method(method, kind)
+    if ComponentSpec.of(components) is not None:
+        if kind != "causal-lm":
+            raise InputError("component relevance is available for causal language models (and Mamba) only")
+        if get_method(method).computation != "gradient-x-input":
+            raise InputError(
+                f"component relevance needs a gradient x input method (an LRP rule set or grad-x-input), not '{method}'"
+            )
     if (chat or system) and not engine.TAKES_CHAT:
         raise InputError(
             "chat and system prompts do not apply to encoder-decoder models; pass the question as the prompt"
@@ -130,6 +143,7 @@ def explain(
         progress=progress,
         should_cancel=should_cancel,
         on_target=on_target,
+        **({"components": components} if ComponentSpec.of(components) is not None else {}),
     )
     timings.update(part.timings)
     timings["explain"] = time.perf_counter() - t0

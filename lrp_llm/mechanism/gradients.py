@@ -13,6 +13,11 @@ cotangents, ``is_grads_batched``); an op without a batching rule, or checkpointe
 blocks, fall back to one backward pass per target. A caller that shows results as they
 come (``on_rows``) gets the first target from a backward pass of its own, so its
 relevance is ready after one forward and one backward pass.
+
+Intermediate tensors ("taps", :class:`Taps`) that the forward registers get their
+gradients from the same ``torch.autograd.grad`` calls as the inputs (component
+relevance: ``h * dtarget/dh``, no extra backward pass); :func:`propagate` runs a batch of
+given cotangents from a tap back to the inputs (conditional heatmaps, CRP).
 """
 
 from __future__ import annotations
@@ -24,16 +29,62 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from lrp_llm.errors import InputError, ShouldCancel, check_cancel
+from lrp_llm.errors import InputError, ShouldCancel, UnsupportedModelError, check_cancel
 from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.mechanism.patch import ModelPatch, freeze_parameters
 from lrp_llm.methods import get_method
+
+# The taps' gradients of one backward chunk (targets x every tapped tensor) stay under this many bytes:
+# fewer targets share a backward pass when the tapped tensors are large (long inputs, wide MLPs).
+TAP_BUDGET_BYTES = 1 << 30
 
 # score(inputs) -> (batch, n_targets): the target scores of each example (or IG step) of the batch
 Score = Callable[[list[torch.Tensor]], torch.Tensor]
 Progress = Callable[[int, int], None]
 # on_rows(first, rows): targets first .. first + b - 1 are done; rows[i] (b, ...) per input
 OnRows = Callable[[int, list[torch.Tensor]], None]
+
+
+class Taps:
+    """Intermediate tensors of one forward pass whose gradients come with the inputs'.
+
+    The forward (``score``) calls :meth:`add` with each tensor (a node of the graph, e.g.
+    a block output); :func:`input_relevance` adds them to the inputs of every backward
+    pass and hands their gradients to :meth:`done`, chunk by chunk, before ``on_rows``.
+    Subclasses reduce each chunk at once (nothing of shape targets x tensor is kept).
+    ``retain_graph``: keep the graph after the last backward pass (:meth:`done` then may
+    run :func:`propagate` through it).
+    """
+
+    retain_graph = False
+
+    def __init__(self) -> None:
+        self.tensors: list[torch.Tensor] = []
+        self._versions: list[int] = []
+
+    def add(self, tensor: torch.Tensor) -> None:
+        self.tensors.append(tensor)
+        self._versions.append(tensor._version)
+
+    def check_unchanged(self) -> None:
+        """A one-line error if the forward changed a tapped tensor in place after it was tapped (its gradient
+        and value would then be another tensor's)."""
+        for t, v in zip(self.tensors, self._versions):
+            if t._version != v:
+                raise UnsupportedModelError(
+                    "the model changes a component's tensor in place after it is computed; "
+                    "component relevance is not available for this architecture"
+                )
+
+    @contextmanager
+    def installed(self, model: nn.Module) -> Iterator[Taps]:
+        """Place the taps on ``model`` for one ``with`` block (hooks that call :meth:`add`); the base places none."""
+        yield self
+
+    def done(
+        self, first: int, grads: Sequence[torch.Tensor | None], inputs: Sequence[torch.Tensor]
+    ) -> None:  # pragma: no cover - the base records nothing
+        """Targets ``first`` .. ``first + b - 1``: ``grads[k]`` (b, *tensors[k].shape) or None (not reached)."""
 
 
 @contextmanager
@@ -59,6 +110,7 @@ def input_relevance(
     should_cancel: ShouldCancel | None = None,
     timings: dict[str, float] | None = None,
     on_rows: OnRows | None = None,
+    taps: Taps | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Relevance of each input of one example for each of its target scores.
 
@@ -73,8 +125,16 @@ def input_relevance(
     "forward_backward") in seconds. ``on_rows(first, rows)`` is called as targets are done,
     in order, with the finished rows of every input (the rows of the returned tensors);
     integrated gradients and the random baseline finish every target at once.
+    ``taps``: intermediate tensors the forward registers (:class:`Taps`); their gradients come
+    from the same backward passes, for gradient x input computations only (the LRP rule sets
+    and grad-x-input; others are a one-line error); fewer targets share a backward pass where
+    their gradients would exceed ``TAP_BUDGET_BYTES``.
     """
     computation = _gradient_computation(method)
+    if taps is not None and computation != "gradient-x-input":
+        raise InputError(
+            f"component relevance needs a gradient x input method (an LRP rule set or grad-x-input), not '{method}'"
+        )
     acc = torch.float64 if inputs[0].dtype == torch.float64 else torch.float32
     base = [x.detach() for x in inputs]
     dims = [d if d >= 0 else x.dim() + d for d, x in zip(feature_dims, base)]
@@ -105,8 +165,17 @@ def input_relevance(
             out = [torch.zeros(n, *_reduced(x, d), dtype=acc) for x, d in zip(base, dims)]
             if progress is not None:
                 progress(0, n)  # the forward pass is done; backward passes follow
+            tapped = [] if taps is None else list(taps.tensors)
+            if taps is not None:
+                taps.check_unchanged()
+            if tapped:  # the taps' gradients of one chunk exist together: keep them within TAP_BUDGET_BYTES
+                per_target = sum(t.numel() * t.element_size() for t in tapped)
+                batch = max(1, min(batch, TAP_BUDGET_BYTES // max(1, per_target)))
             first = 1 if on_rows is not None else batch
-            for i, b, grads in _target_gradients(scores, xs, batch, should_cancel, first=first):
+            keep = taps is not None and taps.retain_graph
+            for i, b, grads in _target_gradients(scores, [*xs, *tapped], batch, should_cancel, first=first, keep=keep):
+                if taps is not None:
+                    taps.done(i, grads[len(xs) :], xs)
                 for k, (x, g, d) in enumerate(zip(base, grads, dims)):
                     if g is not None:  # an input the targets do not depend on keeps zero relevance
                         out[k][i : i + b] = _reduce(computation, x[0], g[:, 0], d, acc)
@@ -181,6 +250,7 @@ def _target_gradients(
     should_cancel: ShouldCancel | None,
     *,
     first: int | None = None,
+    keep: bool = False,
 ) -> Iterator[tuple[int, int, tuple[torch.Tensor | None, ...]]]:
     """Yield ``(first_target, b, grads)``: per input, grads (b, *input.shape) of targets first .. first + b - 1.
 
@@ -190,6 +260,7 @@ def _target_gradients(
     backward per target where batching is not possible (an op without a batching rule).
     ``first``: the size of the first group (1: the first target is ready after one
     backward pass); default ``batch``. An input the targets do not reach gets None.
+    ``keep``: keep the graph after the last target too.
     """
     n = scores.shape[-1]
     i = 0
@@ -213,10 +284,32 @@ def _target_gradients(
         else:
             target = scores[..., i]
             grads = torch.autograd.grad(
-                target if target.dim() == 0 else target.sum(), inputs, retain_graph=not last, allow_unused=True
+                target if target.dim() == 0 else target.sum(), inputs, retain_graph=keep or not last, allow_unused=True
             )
             yield i, 1, tuple(None if g is None else g.unsqueeze(0) for g in grads)
         i += b
+
+
+def propagate(
+    output: torch.Tensor, inputs: Sequence[torch.Tensor], cotangents: torch.Tensor
+) -> tuple[torch.Tensor | None, ...]:
+    """Gradients of ``inputs`` for a batch of cotangents on ``output``: per input (m, *input.shape).
+
+    ``cotangents``: (m, *output.shape); one backward pass (``is_grads_batched``), or one per
+    cotangent where an op has no batching rule. The graph is kept (the caller's graph may serve
+    more). Under installed rules this propagates relevance-gradients by the same rules.
+    """
+    if cotangents.shape[0] > 1:
+        try:
+            return torch.autograd.grad(
+                output, inputs, grad_outputs=cotangents, is_grads_batched=True, retain_graph=True, allow_unused=True
+            )
+        except RuntimeError:
+            pass  # an op without a batching rule: one cotangent at a time
+    rows = [
+        torch.autograd.grad(output, inputs, grad_outputs=c, retain_graph=True, allow_unused=True) for c in cotangents
+    ]
+    return tuple(None if rows[0][k] is None else torch.stack([row[k] for row in rows]) for k in range(len(inputs)))
 
 
 def _integrated_gradients(score, base, dims, acc, steps, ig_batch, backward_batch, progress, should_cancel):
@@ -250,4 +343,4 @@ def _integrated_gradients(score, base, dims, acc, steps, ig_batch, backward_batc
     return out, values
 
 
-__all__ = ["OnRows", "Progress", "Score", "batch_relevance", "input_relevance", "method_rules"]
+__all__ = ["OnRows", "Progress", "Score", "Taps", "batch_relevance", "input_relevance", "method_rules", "propagate"]

@@ -10,6 +10,7 @@ import numpy as np
 
 from lrp_llm.methods import method_names
 from lrp_llm.results.base import REQUIRED, Fields, JsonResult
+from lrp_llm.results.components import ComponentRelevance
 
 
 @dataclass
@@ -29,6 +30,8 @@ class TargetRelevance:
     # Encoder-decoders: relevance of each encoder (source) token; ``relevance`` is then
     # the decoder side and ``relevance_sum`` adds both.
     source_relevance: np.ndarray | None = None
+    # Which layers, heads and neurons carried the token (explain(..., components=True)).
+    components: ComponentRelevance | None = None
 
     def __post_init__(self) -> None:
         self.relevance = np.asarray(self.relevance, dtype=np.float32)
@@ -71,6 +74,8 @@ class TargetRelevance:
         }
         if self.source_relevance is not None:
             d["source_relevance"] = [float(x) for x in self.source_relevance]
+        if self.components is not None:
+            d["components"] = self.components.to_dict()
         return d
 
     @classmethod
@@ -103,6 +108,7 @@ class TargetRelevance:
             relevance=f.numbers("relevance", length=position, because=f"the target is at position {position}"),
             relevance_sum=f.number("relevance_sum"),
             source_relevance=source,
+            components=ComponentRelevance.from_dict(f.obj("components"), position) if f.has("components") else None,
         )
 
 

@@ -58,6 +58,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument("--steps", type=int_range(1, MAX_STEPS), default=32, help="integrated-gradients steps (default 32)")
     m.add_argument("--seed", type=int_range(0, MAX_SEED), default=0, help="seed of the random baseline")
+    m.add_argument(
+        "--components",
+        action="store_true",
+        help="also the relevance of every layer, head and MLP neuron per answer token (printed, and in --json); "
+        "gradient x input methods only",
+    )
     add_output_args(p)
     v = p.add_argument_group("terminal view")
     v.add_argument(
@@ -94,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     from .explain_image import is_image_classifier, run_image
 
     if args.image is not None or is_image_classifier(model):
+        if args.components:
+            raise InputError("--components applies to language models; leave it out for image classifiers")
         return run_image(args, model, tokenizer, out, outputs)
 
     from lrp_llm.engines.explain import explain
@@ -129,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             model_name=args.model or BUNDLED_MODEL_NAME,
             progress=progress,
             on_token=on_token,
+            components=args.components,
         )
     if attribution.source_tokens is not None:
         from ..render_seq2seq import render_seq2seq
@@ -136,5 +145,9 @@ def run(args: argparse.Namespace) -> int:
         render_seq2seq(out, attribution, heatmaps=args.heatmap, top=args.top)
     else:
         render_attribution(out, attribution, heatmaps=args.heatmap, top=args.top, scale_all=args.scale_all)
+    if args.components:
+        from ..render_components import render_components
+
+        render_components(out, attribution, top=max(1, min(args.top, 5)))
     outputs.write(attribution, explanation_report)
     return 0
