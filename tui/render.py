@@ -51,16 +51,68 @@ def terminal(*, stderr: bool = False) -> Console:
 
 
 def progress_bar(console: Console, *, disabled: bool = False) -> Progress:
-    return Progress(
+    """A rich progress bar on ``console``; where it is not a terminal (piped, redirected to a file), the
+    same tasks print a plain line every 10 % and at least every 30 s (:class:`LineProgress`)."""
+    columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=disabled,
     )
+    if not disabled and not console.is_terminal:
+        return LineProgress(*columns, console=console)
+    return Progress(*columns, console=console, transient=True, disable=disabled)
+
+
+class LineProgress(Progress):
+    """Progress for output that is not a terminal: no live display (its cursor moves would be noise in a
+    log); each visible task prints ``description: done/total (p %), elapsed, ~left`` when it passes
+    every 10 %, at least every ``every`` seconds, and when it completes."""
+
+    def __init__(self, *columns, console: Console, every: float = 30.0, get_time=None) -> None:
+        super().__init__(*columns, console=console, disable=True, get_time=get_time)
+        self.every = every
+        self._shown: dict = {}  # task id -> (tenths shown, time shown)
+
+    def add_task(self, description: str, *args, **kwargs):  # type: ignore[override]
+        task_id = super().add_task(description, *args, **kwargs)
+        self._maybe_line(task_id)
+        return task_id
+
+    def update(self, task_id, **kwargs) -> None:  # type: ignore[override]
+        super().update(task_id, **kwargs)
+        self._maybe_line(task_id)
+
+    def advance(self, task_id, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._maybe_line(task_id)
+
+    def _maybe_line(self, task_id) -> None:
+        task = self._tasks.get(task_id)
+        if task is None or not task.visible or not task.total:
+            return
+        now = self.get_time()
+        done, total = task.completed, task.total
+        tenths = int(10 * done // total)
+        last_tenths, last_time = self._shown.get(task_id, (-1, task.start_time or now))
+        if tenths == last_tenths and not (done >= total > 0 and last_tenths < 10) and now - last_time < self.every:
+            return
+        if done >= total and last_tenths >= 10:
+            return
+        self._shown[task_id] = (10 if done >= total else tenths, now)
+        elapsed = task.elapsed or 0.0
+        left = "" if not done or done >= total else f", ~{_clock(elapsed * (total - done) / done)} left"
+        self.console.print(
+            Text(f"{task.description}: {done:g}/{total:g} ({100 * done / total:.0f} %), {_clock(elapsed)}{left}"),
+            soft_wrap=True,
+            highlight=False,
+        )
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def relevance_rgb(value: float, scale: float) -> tuple[int, int, int]:

@@ -104,3 +104,45 @@ def test_every_number_is_printed_at_any_width(tiny_dir, data, tmp_path, capsys, 
             assert f"{s[key]:.{digits}f}" in shown, (key, shown)
     table_header = "ABPC ± 95% CI" in shown.splitlines()[1]
     assert table_header == (columns == 200)
+
+
+def test_progress_prints_lines_when_piped(tiny_dir, data, tmp_path, capsys):
+    """stderr captured (not a terminal): the progress is plain lines, each stage reaching 100 %, no cursor codes."""
+    args = ["evaluate", "--model", str(tiny_dir), "--data", str(data), "--methods", "attnlrp,random", "--steps", "2"]
+    assert main([*args, "--json", str(tmp_path / "ev.json")]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "\x1b" not in err
+    assert any(line.startswith("answering: 3/3 (100 %)") for line in lines)
+    assert any(line.startswith("explaining (2 methods): 6/6 (100 %)") for line in lines)
+    done = [line.split(": ")[1].split(" ")[0] for line in lines if line.startswith("explaining")]
+    counts = [int(d.split("/")[0]) for d in done]
+    assert counts == sorted(counts) and counts[0] < counts[-1]
+
+
+def test_quiet_prints_no_progress(tiny_dir, data, tmp_path, capsys):
+    args = ["evaluate", "--model", str(tiny_dir), "--data", str(data), "--methods", "random", "--steps", "2"]
+    assert main([*args, "--json", str(tmp_path / "ev.json"), "--quiet"]) == 0
+    assert "answering" not in capsys.readouterr().err
+
+
+def test_line_progress_prints_every_tenth_and_on_a_clock():
+    import io
+
+    from tui.render import LineProgress, TerminalConsole
+
+    now = [0.0]
+    console = TerminalConsole(file=io.StringIO(), width=100)
+    bar = LineProgress(console=console, every=30.0, get_time=lambda: now[0])
+    with bar:
+        task = bar.add_task("work", total=1000)
+        for i in range(1, 51):  # 5 % in 50 slow steps of 2 s: no tenth passed, but a line every 30 s
+            now[0] += 2.0
+            bar.update(task, completed=i)
+        bar.update(task, completed=1000)
+        bar.update(task, completed=1000)  # the end is printed once
+    lines = console.file.getvalue().splitlines()
+    assert lines[0].startswith("work: 0/1000 (0 %)")
+    assert [line.split(":")[1].strip().split(" ")[0] for line in lines[1:-1]] == ["15/1000", "30/1000", "45/1000"]
+    assert lines[-1].startswith("work: 1000/1000 (100 %), 0:01:40") and "left" not in lines[-1]
+    assert lines[1].endswith("0:00:30, ~0:32:50 left")  # 15 of 1000 in 30 s: 985 more take 1970 s
