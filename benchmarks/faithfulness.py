@@ -21,26 +21,29 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks.common import machine, write_table
+from benchmarks.common import RESULTS, machine, write_table
 
 DATA = Path(__file__).resolve().parent / "data"
 METHODS = (
     "attnlrp",
     "cp-lrp",
-    "integrated-gradients:4",
+    "attnlrp-qk-held",
+    "attnlrp-qk-late",
+    "attnlrp-eps",
+    "attnlrp-sink",
     "integrated-gradients:16",
-    "integrated-gradients:32",
     "grad-x-input",
     "saliency",
     "random",
 )
+DATA_SETS = ("qa.jsonl", "next_token.jsonl", "long.jsonl")
 
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description="faithfulness (ABPC) of every method on SmolLM2")
     ap.add_argument("--model", help="checkpoint (default: the bundled SmolLM2-135M-Instruct)")
     ap.add_argument(
-        "--data", default=f"{DATA / 'qa.jsonl'},{DATA / 'next_token.jsonl'}", help="comma-separated JSONL files"
+        "--data", default=",".join(str(DATA / name) for name in DATA_SETS), help="comma-separated JSONL files"
     )
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--limit", type=int, help="items per data file (default: all)")
@@ -48,7 +51,14 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--strategy", default="zero", choices=["zero", "neutral", "delete"])
     ap.add_argument("--threads", type=int, help="torch threads (1 is steadier on a busy machine)")
     ap.add_argument("--out", type=Path, help="folder for faithfulness.md (default benchmarks/results)")
-    ap.add_argument("--json", type=Path, help="also write every per-item score here (one JSON per data file)")
+    ap.add_argument(
+        "--json",
+        type=Path,
+        default=RESULTS / "faithfulness.json",
+        help="every per-item score (one JSON per data file: NAME.<data stem>.json; default "
+        "benchmarks/results/faithfulness.json, read by benchmarks.choose_default)",
+    )
+    ap.add_argument("--removable", default="content", choices=["content", "all"], help="tokens a removal may take")
     args = ap.parse_args(argv)
 
     import torch
@@ -74,12 +84,12 @@ def main(argv: list[str] | None = None) -> Path:
             strategy=args.strategy,
             steps=args.steps,
             only_answered=True,
+            removable=args.removable,
             model_name=model_name,
             progress=_printer(path.name),
         )
         if args.json:
-            target = args.json if len(args.data.split(",")) == 1 else args.json.with_suffix(f".{path.stem}.json")
-            ev.save(target)
+            ev.save(args.json.with_suffix(f".{path.stem}.json"))
         summary = ev.summary()
         gxi = next((s.seconds for s in summary if s.method == "grad-x-input"), None)
         rows = []
@@ -106,7 +116,8 @@ def main(argv: list[str] | None = None) -> Path:
         n_tokens = [r.n_tokens for r in ev.results] or [0]
         about = (
             f"`{path.name}`: {ev.n_answered} of {ev.n_items} items answered by the model and evaluated; "
-            f"{min(n_tokens)}-{max(n_tokens)} tokens; {time.perf_counter() - t0:.0f} s in all"
+            f"{min(n_tokens)}-{max(n_tokens)} tokens; {time.perf_counter() - t0:.0f} s in all, "
+            f"{ev.meta['seconds_per_item']:.2f} s per item ({len(methods)} methods: answering, explaining, scoring)"
         )
         sections.append((path.name, rows, about))
     header = [
@@ -130,8 +141,14 @@ def main(argv: list[str] | None = None) -> Path:
         f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d')}. Model: {model_name}, float32. "
         f"Total {time.perf_counter() - t_start:.0f} s.",
         f"Removal: `{args.strategy}` ({'zero input embedding, as in the AttnLRP paper' if args.strategy == 'zero' else args.strategy}), "
-        f"{args.steps} steps per curve (each removes {100 // args.steps} % of the removable tokens; special tokens "
-        "of the chat template are never removed). ABPC = AUC(LeRF) - AUC(MoRF) of the explained logit over the "
+        f"{args.steps} steps per curve (each removes {100 // args.steps} % of the removable tokens). Removable: "
+        + (
+            "the content (what the user wrote and the answer so far; the chat template's markup, role headers and "
+            "default system prompt are never removed). "
+            if args.removable == "content"
+            else "every token but the special ones. "
+        )
+        + "ABPC = AUC(LeRF) - AUC(MoRF) of the explained logit over the "
         "share of tokens removed; larger = more faithful, random ordering ~ 0. Rows sorted by ABPC.",
         "Evidence = the answer's span in the context (QA) or the marked cue word (next-token): top-1 = the most "
         "relevant token lies on it (the pointing game), top-5 = one of the five most relevant does, mass = share of "
@@ -142,7 +159,10 @@ def main(argv: list[str] | None = None) -> Path:
         "k in {1, 5, 10, 20, 50} % of p(x) - p(x without its top ceil(k n / 100) tokens) and of p(x) - p(only "
         "those kept) (higher / lower = more faithful).",
         "Seconds per explanation: one call of `lrp_llm.relevance` (forward + backward; IG: one forward per step, "
-        "batched by 8), methods alternating item by item in one process; `integrated-gradients:N` = N steps.",
+        "batched by 8), methods alternating item by item in one process; `integrated-gradients:N` = N steps. "
+        "Per item (each section's line): everything, i.e. the answer's generation, every method's explanation and "
+        "the perturbation scoring (all methods' removal sets of an item in one pool, each perturbed input computed "
+        "from its first removed token on after the unperturbed input's cached keys and values).",
     ]
     first_name, first_rows, first_about = sections[0]
     path = write_table(

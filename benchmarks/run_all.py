@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 ORDER = (
     "attnlrp_speed",
     "faithfulness",
+    "choose_default",  # reads faithfulness's per-item scores
     "lxt_compare",
     "inseq_compare",
     "mamba_speed",

@@ -103,7 +103,7 @@ def test_statistics_helpers():
 def test_run_all_discovers_the_benchmarks(capsys):
     assert run_all.main(["--list"]) == 0
     names = capsys.readouterr().out.split()
-    assert names[:3] == ["attnlrp_speed", "faithfulness", "lxt_compare"]
+    assert names[:4] == ["attnlrp_speed", "faithfulness", "choose_default", "lxt_compare"]
     assert not set(names) & run_all.HELPERS
     assert run_all.main(["--only", "no_such_bench"]) == 2
 
@@ -119,3 +119,48 @@ def test_lxt_agrees_with_ours_on_a_tiny_model(tiny_dir, answered_data, tmp_path)
     for row in rows:
         r = float(row.split("|")[6])
         assert r > 0.9999
+
+
+def test_choose_default_reads_the_per_item_scores(tiny_dir, answered_data, tmp_path):
+    from benchmarks import choose_default
+
+    data = f"{answered_data / 'qa.jsonl'},{answered_data / 'nt.jsonl'}"
+    faithfulness.main(
+        ["--model", str(tiny_dir), "--data", data, "--methods", "attnlrp,cp-lrp,random", "--steps", "2"]
+        + ["--out", str(tmp_path), "--json", str(tmp_path / "ev.json")]
+    )
+    path = choose_default.main(["--json", str(tmp_path / "ev.json"), "--out", str(tmp_path)])
+    text = path.read_text()
+    assert "**Chosen: `attnlrp`.**" in text or "**Chosen: `cp-lrp`.**" in text
+    assert "qa: 1 + 1" in text  # the two QA items: one in each half
+
+
+def _summary(method, abpc, ci, top1=None):
+    from lrp_llm.analyses.evaluate import MethodSummary
+
+    return MethodSummary(method, 10, abpc, ci, 0.0, 0.0, 0.0, 0.1, top1=top1)
+
+
+def test_choose_default_rule():
+    from benchmarks.choose_default import choose, shortfall
+
+    by_set = {
+        "qa": {
+            "attnlrp": _summary("attnlrp", 8.0, 0.5, 0.70),
+            "cp-lrp": _summary("cp-lrp", 8.2, 0.5, 0.95),
+            "saliency": _summary("saliency", 8.4, 0.5, 0.80),
+        },
+        "next_token": {
+            "attnlrp": _summary("attnlrp", -2.0, 1.0),
+            "cp-lrp": _summary("cp-lrp", 0.6, 1.0),
+            "saliency": _summary("saliency", 1.2, 1.0),
+        },
+    }
+    # attnlrp: saliency's 1.2 is 2.2 above its -2.0 + 1.0; cp-lrp reaches every other method on both sets
+    assert shortfall("attnlrp", by_set) == pytest.approx(2.2)
+    assert shortfall("cp-lrp", by_set) <= 0
+    assert choose(by_set, ["attnlrp", "cp-lrp"])[0] == "cp-lrp"
+    # nobody eligible: the smallest shortfall wins
+    by_set["next_token"]["saliency"] = _summary("saliency", 5.0, 1.0)
+    pick, why = choose(by_set, ["attnlrp", "cp-lrp"])
+    assert pick == "cp-lrp" and "no candidate eligible" in why
