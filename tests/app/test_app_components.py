@@ -211,25 +211,27 @@ async def test_export_html_and_json(tmp_path, backend, reference):
         assert "id='components'" in html and f"Conditional heatmap of {site}" in html
 
 
-def opened(*keys: str, target: int = 0):
-    """run_before of a snapshot: ask, open Components, press ``keys``, wait until all is shown."""
+def opened(*keys: str, after: tuple[str, ...] = (), target: int = 0):
+    """run_before of a snapshot: ask, open Components, press ``keys`` on the answer and ``after`` on the
+    list of components, wait until all is shown."""
 
     async def run(pilot) -> None:
         app = pilot.app
         await ask_and_open(app, pilot)
-        await pilot.press(*keys)
+        await pilot.press(*keys)  # on the answer: ←/→ choose the token
+        app.screen.query_one("#cpt-list").focus()
+        await pilot.press(*after)  # on the list of components
         await settle(app, pilot)
         await wait_for(pilot, lambda: app.target == target and app.progress is None, what="the state asked for")
+        assert app.screen.selected is not None
         await pilot.pause()
 
     return run
 
 
 def test_components_view_snapshot(snap_compare, backend):
-    assert snap_compare(
-        XaiApp(backend), terminal_size=SIZE, run_before=opened("right", "tab", "tab", "enter", "a", target=1)
-    )
+    assert snap_compare(XaiApp(backend), terminal_size=SIZE, run_before=opened("right", after=("enter", "a"), target=1))
 
 
 def test_components_view_snapshot_80x24(snap_compare, backend):
-    assert snap_compare(XaiApp(backend), terminal_size=(80, 24), run_before=opened("tab", "tab", "down", "enter"))
+    assert snap_compare(XaiApp(backend), terminal_size=(80, 24), run_before=opened(after=("down", "enter")))

@@ -106,12 +106,12 @@ class ComponentsScreen(ViewScreen):
 
     def compose_body(self) -> ComposeResult:
         yield AnswerTokens(id="cpt-answer", placeholder=EMPTY)
-        with Horizontal(id="cpt-top"):
-            yield HeatGrid(id="cpt-trace", label_width=9)
-            yield OptionList(id="cpt-list")
-        with Horizontal(id="cpt-bottom"):
-            yield TokenFlow(id="cpt-prompt", placeholder="…")
+        with Horizontal(id="cpt-body"):
+            with Vertical(id="cpt-main"):
+                yield HeatGrid(id="cpt-trace", label_width=9)
+                yield TokenFlow(id="cpt-prompt", placeholder="…")
             with Vertical(id="cpt-side"):
+                yield OptionList(id="cpt-list")
                 yield Static("", id="cpt-effect")
                 yield Static(literal(NO_INDEX), id="cpt-snippets")
 
