@@ -60,3 +60,28 @@ def test_mistakes_are_one_line(tiny_dir, capsys, extra, words):
     code = main(args)
     err = capsys.readouterr().err.strip()
     assert code != 0 and words in err and len(err.splitlines()) == 1, err
+
+
+def test_hostile_tokens_are_data_in_the_html_and_the_terminal(reference):
+    import dataclasses
+    import io
+
+    from rich.console import Console
+
+    from lrp_llm.export.components_section import ComponentsView
+    from lrp_llm.export.report import components_report
+    from tui.render_components import render_component_view
+
+    _, a = reference
+    hostile = ["<script>alert(1)</script>", "[/b][@click=app.quit]x", "\x1b[31mred\x07", "paris"]
+    a = dataclasses.replace(a, tokens=hostile[: len(a.tokens) - 1] + [a.tokens[-1]])
+    t = a.targets[0].position
+    view = ComponentsView(a, 0, "layer.0.mlp", np.linspace(-1.0, 1.0, t))
+    page = components_report(view)
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "\x1b" not in page and "\x07" not in page
+    out = io.StringIO()
+    render_component_view(Console(file=out, width=200, color_system=None), view)
+    text = out.getvalue()
+    assert "\x1b" not in text and "\x07" not in text
+    assert "[/b][@click=app.quit]x" in text  # shown literally, never parsed as markup
