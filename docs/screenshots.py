@@ -3,7 +3,7 @@
     .venv/bin/python docs/screenshots.py        # writes docs/tui-*.svg
 
 SmolLM2-135M-Instruct answers the `make demo` question (Ask & explain, Long range,
-Compare, History, Patching); all-MiniLM-L6-v2 compares two sentences (Similarity); the synthetic ViT
+Compare, History, Components, Patching); all-MiniLM-L6-v2 compares two sentences (Similarity); the synthetic ViT
 explains a drawn red square (Image); the synthetic T5 reverses letters (Source & answer).
 A few minutes on a laptop CPU (the patching sweep runs one forward pass per layer and position).
 """
@@ -69,6 +69,18 @@ async def shoot(out: Path) -> None:
         await pilot.press("f7")
         await pilot.pause()
         app.save_screenshot(str(out / "tui-history.svg"))
+        await pilot.press("f8")  # Components: the trace grid, the top heads and neurons of the same token
+        while app.screen.explained is None:
+            await pilot.pause(0.5)
+            if app.status[1] == "error":
+                raise SystemExit(app.status[0])
+        await wait(app, pilot)
+        app.screen.query_one("#cpt-list").focus()
+        await pilot.press("enter")  # the top component's conditional heatmap
+        await wait(app, pilot)
+        await pilot.press("a")  # and the effect of zeroing it
+        await wait(app, pilot)
+        app.save_screenshot(str(out / "tui-components.svg"))
         await pilot.press("f1")
         await pilot.pause()
         app.save_screenshot(str(out / "tui-help.svg"))

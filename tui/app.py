@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .exporting import Export
 
 
-JOB_GROUPS = ("explain", "similarity", "patching", "image", "compare")  # worker groups that Esc cancels
+JOB_GROUPS = ("explain", "similarity", "patching", "image", "compare", "components")  # worker groups that Esc cancels
 
 
 def _view_bindings() -> list[Binding]:

@@ -254,9 +254,10 @@ class ModelBackend(_Backend):
         on_partial: Callable[[Attribution], None] | None = None,
         progress: Progress | None = None,
         should_cancel: ShouldCancel | None = None,
+        components: bool = False,
     ) -> Attribution:
         """The same prompt and answer explained with another ``method`` (no new generation);
-        ``on_partial`` as for :meth:`ask`."""
+        ``on_partial`` as for :meth:`ask`; ``components``: also each token's component relevance."""
         import time
 
         from lrp_llm.engines.explain import explain
@@ -279,7 +280,67 @@ class ModelBackend(_Backend):
                 should_cancel=should_cancel,
                 on_target=self._partials(on_partial, method, prompt_ids, answer_ids, time.perf_counter(), template),
                 template_positions=template,
+                components=components,
             )
+
+    def component_method(self, method: str) -> str:
+        """``method`` when component relevance exists for it (a gradient x input method the model's family
+        offers), else the family's default method (the Components view explains with it)."""
+        from lrp_llm.methods import get_method
+
+        offered = self.methods()
+        if method in offered and get_method(method).computation == "gradient-x-input":
+            return method
+        return offered[0]
+
+    def conditional(self, attribution: Attribution, target: int, site: str):
+        """The conditional heatmap (:func:`lrp_llm.analyses.components.conditional_relevance`) of answer
+        token ``target`` through the component ``site``, with the attribution's method."""
+        from lrp_llm.analyses.components import conditional_relevance
+
+        with self.lock:
+            self._check_loaded()
+            t = attribution.targets[target]
+            return conditional_relevance(
+                self.model, attribution.input_ids[: t.position + 1], t.position, [site], method=attribution.method
+            )
+
+    def ablate(self, attribution: Attribution, target: int, site: str, op: str = "zero") -> dict[str, Any]:
+        """Answer token ``target`` predicted again with the component ``site`` ablated (``op``: "zero" or
+        "mean", :mod:`patching.interventions`, at every position): the old and new logit and probability of
+        that token, and the new top token with its probability."""
+        import torch
+
+        from lrp_llm.engines.generation import token_strings
+        from lrp_llm.errors import InputError
+        from patching.interventions import intervene, mean_ablate, zero
+
+        if op not in ("zero", "mean"):
+            raise InputError(f"unknown ablation '{op}'; choose zero or mean")
+        with self.lock:
+            self._check_loaded()
+            t = attribution.targets[target]
+            token_id = int(attribution.input_ids[t.position])
+            device = next(self.model.parameters()).device
+            ids = torch.tensor([attribution.input_ids[: t.position]], device=device)
+            edit = zero(site) if op == "zero" else mean_ablate(site)
+            with torch.no_grad():
+                before = self.model(ids).logits[0, -1].double()
+                with intervene(self.model, edit):
+                    after = self.model(ids).logits[0, -1].double()
+            p_before, p_after = before.softmax(-1), after.softmax(-1)
+            top = int(after.argmax())
+            return {
+                "site": site,
+                "op": op,
+                "token": token_strings(self.tokenizer, [token_id])[0],
+                "logit": float(before[token_id]),
+                "probability": float(p_before[token_id]),
+                "new_logit": float(after[token_id]),
+                "new_probability": float(p_after[token_id]),
+                "new_top": token_strings(self.tokenizer, [top])[0],
+                "new_top_probability": float(p_after[top]),
+            }
 
     def _partials(
         self,

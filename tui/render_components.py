@@ -42,4 +42,43 @@ def render_components(console: Console, attribution, *, top: int = 3) -> None:
     console.print(table)
 
 
-__all__ = ["render_components"]
+def render_component_view(console: Console, view, *, top: int = 5) -> None:
+    """``xai-tui components``: one answer token's relevance trace summed per layer (with the position that
+    carries most), its top heads / neurons / channels and, when a component is selected, its conditional
+    heatmap over the input (the same numbers as the Components view and its HTML section)."""
+    from lrp_llm.export.components_section import KINDS, layer_rows
+
+    from .render import heatmap
+
+    a, t, c = view.attribution, view.explained, view.components
+    title = Text("components of ", style="bold")
+    title.append(compact(t.token))
+    title.append(f"  (answer token {view.target}, position {t.position}, logit {t.logit:.3f}, p {t.probability:.3f})")
+    console.print(title)
+    table = Table(show_edge=False, header_style="bold", title="relevance trace per layer")
+    for col in ("layer", "block output", "attention", "MLP", "mixer", "top position"):
+        table.add_column(col, justify="left" if col in ("layer", "top position") else "right")
+    for r, (name, total, *parts) in enumerate(layer_rows(c)):
+        row = c.trace[r]
+        k = int(abs(row).argmax()) if len(row) else 0
+        peak = Text(f"{k} ")
+        peak.append(compact(a.tokens[k]) if len(row) else "")
+        peak.append(f" {float(row[k]):+.3f}" if len(row) else "")
+        table.add_row(name, f"{total:+.4f}", *("—" if v is None else f"{v:+.4f}" for v in parts), peak)
+    console.print(table)
+    ranked = Table(show_edge=False, header_style="bold", title=f"top {top} components")
+    shown = [(heading, c.top_components(kind, top)) for kind, heading in KINDS if c.top_components(kind, 1)]
+    for heading, _ in shown:
+        ranked.add_column(heading)
+    if shown:
+        ranked.add_row(*(_ranked(items, 4) for _, items in shown))
+        console.print(ranked)
+    if view.selected is not None and view.conditional is not None:
+        line = Text("conditional heatmap of ", style="bold")
+        line.append(view.selected)
+        line.append(f"  (Σ {float(view.conditional.sum()):+.4f})")
+        console.print(line)
+        console.print(heatmap(a.tokens[: t.position + 1], view.conditional, mark=t.position))
+
+
+__all__ = ["render_component_view", "render_components"]

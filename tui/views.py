@@ -58,6 +58,7 @@ VIEWS: tuple[View, ...] = (
     View("patching", "Patching", "f5", "tui.screens.patching", "PatchingScreen", ("patching",)),
     View("compare", "Compare", "f6", "tui.screens.compare", "CompareScreen"),
     View("history", "History", "f7", "tui.screens.history", "HistoryScreen", kinds=("causal-lm", "seq2seq")),
+    View("components", "Components", "f8", "tui.screens.components", "ComponentsScreen"),
 )
 
 

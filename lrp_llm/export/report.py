@@ -9,7 +9,8 @@ atomically):
 - :func:`similarity_report` (one or a ranked list of BiLRP ``SimilarityExplanation``);
 - :func:`patching_report` (a ``PatchingResult``);
 - :func:`image_report` (an ``ImageAttribution``, ViT);
-- :func:`evaluation_report` (an ``Evaluation``: faithfulness of several methods).
+- :func:`evaluation_report` (an ``Evaluation``: faithfulness of several methods);
+- :func:`components_report` (a ``ComponentsView``: one answer token's layers, heads and neurons).
 
 Sections live in their own modules (``token_section``, ``longrange_section``,
 ``similarity_section``, ``patching_section``, ``image_section``, ``evaluation_section``)
@@ -201,6 +202,25 @@ def comparison_report(c: Any, *, title: str | None = None) -> str:
     return page(title, body, css=SECTION_CSS + comparison_section.CSS)
 
 
+def components_report(view: Any, *, title: str | None = None) -> str:
+    """One answer token's components: a :class:`~lrp_llm.export.components_section.ComponentsView`."""
+    from lrp_llm.export import components_section
+
+    a, t = view.attribution, view.explained
+    title = title or f"Components of {t.token!r} \u2014 {a.model}"
+    header = info_table(
+        [
+            ("model", a.model),
+            ("method", a.method),
+            ("explained token", f"{t.token!r}: answer token {view.target}, position {t.position}"),
+            ("answer", a.answer if a.answer else None),
+            ("date", a.meta.get("date") or "\u2014"),
+        ]
+    )
+    body = [f"<h1>{esc(title)}</h1>", header, components_section.render(view)]
+    return page(title, body, css=SECTION_CSS + components_section.CSS)
+
+
 def write_report(path: str | os.PathLike[str], text: str) -> None:
     """Write a report atomically (temporary file, then rename: never half a file)."""
     write_atomic(path, text)
@@ -208,6 +228,7 @@ def write_report(path: str | os.PathLike[str], text: str) -> None:
 
 __all__ = [
     "comparison_report",
+    "components_report",
     "evaluation_report",
     "explanation_report",
     "image_report",

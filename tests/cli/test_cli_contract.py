@@ -28,6 +28,7 @@ BASE = {
     "evaluate": ["evaluate", "--data", "x.jsonl"],
     "longrange": ["longrange", "--file", "x.txt"],
     "similarity": ["similarity", "--a", "x", "--b", "y"],
+    "components": ["components", "--prompt", "x"],
 }
 
 
@@ -78,6 +79,9 @@ NUMERIC = [
     ("longrange", "--fraction", "0", "1.5"),
     ("similarity", "--top", "-1", "10001"),
     ("similarity", "--show", "-1", "10001"),
+    ("components", "--generate", "0", "100001"),
+    ("components", "--token", "-1", "100001"),
+    ("components", "--top", "0", "10001"),
 ]
 
 
