@@ -462,7 +462,7 @@ def build(
 ) -> BuildResult:
     """Index the top contexts of every ``kind`` unit ("neuron", "head", "channel") of ``layer`` over ``corpus``
     (text files; None: the shipped corpus). ``db``: the SQLite store (default :func:`default_db_path`);
-    ``method``: an LRP rule set (default: the family's); ``limit``: only the first ``limit`` windows.
+    ``method``: a gradient x input method (default: the family's LRP rule set; grad-x-input: plain gradients); ``limit``: only the first ``limit`` windows.
 
     Resumes: windows recorded as done are skipped; results are committed every
     ``COMMIT_EVERY_WINDOWS`` windows or ``COMMIT_EVERY_SECONDS``, and on cancel
@@ -482,8 +482,10 @@ def build(
         raise InputError(f"rank {rank} is not one of 0..{int(world) - 1}")
     method = default_method(model) if method is None else method
     check_offered(model, method)
-    if get_method(method).computation != "gradient-x-input" or not get_method(method).rules:
-        raise InputError(f"the corpus index needs an LRP rule set (e.g. {default_method(model)}), not '{method}'")
+    if get_method(method).computation != "gradient-x-input":
+        raise InputError(
+            f"the corpus index needs a gradient x input method (e.g. {default_method(model)}), not '{method}'"
+        )
     windows = make_windows(tokenizer, read_passages(corpus or [shipped_corpus()]), window)
     if limit is not None:
         windows = windows[: max(1, int(limit))]
