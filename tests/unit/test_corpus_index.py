@@ -20,6 +20,8 @@ from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.methods import get_method
 from tests.support.models import WORDS, cancel_after, model_state, tiny_causal_lm, tiny_tokenizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[2]
 WINDOW = 12
 TOP_N = 4
@@ -187,14 +189,11 @@ def test_torchrun_with_two_cpu_processes_gives_the_single_process_store(tiny_dir
     assert proc.returncode == 0, out[-2000:]
     assert not list(tmp_path.glob("sharded.sqlite.shard*"))  # the merge removed the shards
     model = AutoModelForCausalLM.from_pretrained(str(tiny_dir)).eval()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the workers' setting (float32: the same kernels give the same bits)
+    # one thread here as in the workers (the module's fixture; float32: the same kernels give the same bits)
+    assert torch.get_num_threads() == 1
     single = tmp_path / "single.sqlite"
-    try:
-        tok = AutoTokenizer.from_pretrained(str(tiny_dir))
-        ci.build(model, tok, [corpus], 1, "neuron", db=single, top_n=TOP_N, window=WINDOW)
-    finally:
-        torch.set_num_threads(threads)
+    ci.build(model, AutoTokenizer.from_pretrained(str(tiny_dir)), [corpus], 1, "neuron", db=single, top_n=TOP_N,
+             window=WINDOW)  # fmt: skip
     a, b = _dump(sharded), _dump(single)
     assert a["top"] and a == b
 
