@@ -31,7 +31,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     for name in COMMANDS:
         module = importlib.import_module(f"tui.commands.{name}")
         module.add_parser(sub)
-        modules[name] = module
+        modules[getattr(module, "COMMAND", name)] = module  # a module may name its command
     return parser, modules
 
 

@@ -462,7 +462,8 @@ def build(
 ) -> BuildResult:
     """Index the top contexts of every ``kind`` unit ("neuron", "head", "channel") of ``layer`` over ``corpus``
     (text files; None: the shipped corpus). ``db``: the SQLite store (default :func:`default_db_path`);
-    ``method``: a gradient x input method (default: the family's LRP rule set; grad-x-input: plain gradients); ``limit``: only the first ``limit`` windows.
+    ``method``: a gradient x input method (default: the family's LRP rule set; grad-x-input: plain gradients); ``limit``: process only the first ``limit`` windows (the store still holds the whole corpus; a later build
+    without a limit completes it).
 
     Resumes: windows recorded as done are skipped; results are committed every
     ``COMMIT_EVERY_WINDOWS`` windows or ``COMMIT_EVERY_SECONDS``, and on cancel
@@ -487,8 +488,6 @@ def build(
             f"the corpus index needs a gradient x input method (e.g. {default_method(model)}), not '{method}'"
         )
     windows = make_windows(tokenizer, read_passages(corpus or [shipped_corpus()]), window)
-    if limit is not None:
-        windows = windows[: max(1, int(limit))]
     fp = model_fingerprint(model)
     meta = {
         "format": FORMAT,
@@ -504,7 +503,9 @@ def build(
     def pieces(ids: Sequence[int]) -> list[str]:
         return [tokenizer.decode([i]) for i in ids]
 
-    mine = [w for w in windows if w.id % int(world) == int(rank)]
+    # --limit processes the first windows only; the store holds the whole corpus, so a later build extends it
+    count = len(windows) if limit is None else max(1, int(limit))
+    mine = [w for w in windows[:count] if w.id % int(world) == int(rank)]
     with closing(connect(path, create=True)) as con:
         _prepare(con, meta, windows, pieces)
         _ensure_index(con, layer, kind, method, top_n, n_units)

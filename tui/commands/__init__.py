@@ -4,4 +4,13 @@ Modules are imported when the parser is built, so they import only argparse-leve
 things at the top; torch, transformers and the core are imported inside ``run``.
 """
 
-COMMANDS: tuple[str, ...] = ("app", "open", "explain", "similarity", "patch", "longrange", "evaluate")
+COMMANDS: tuple[str, ...] = (
+    "app",
+    "open",
+    "explain",
+    "similarity",
+    "patch",
+    "longrange",
+    "evaluate",
+    "components_index",
+)
