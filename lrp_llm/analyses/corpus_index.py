@@ -61,7 +61,7 @@ from torch import nn
 
 from lrp_llm.archs.sites import INDEXED_KINDS, Location, Site, SiteMap
 from lrp_llm.errors import InputError, ShouldCancel, check_cancel
-from lrp_llm.mechanism.gradients import Taps, input_relevance, method_rules
+from lrp_llm.mechanism.gradients import Taps, method_rules, propagate
 
 FORMAT = "1"
 SCORES = ("activation", "relevance")
@@ -262,7 +262,7 @@ class _UnitTaps(Taps):
 
     def done(self, first: int, grads: Sequence[torch.Tensor | None], inputs: Sequence[torch.Tensor]) -> None:
         h = self.tensors[-1].detach()[0].to(torch.float64)  # (seq, width)
-        g = grads[-1]
+        g = grads[-1]  # (1, 1, seq, width): one target
         r = torch.zeros_like(h) if g is None else h * g[0, 0].to(torch.float64)
         self.act = self._per_unit(h, norm=True).cpu().numpy()
         self.rel = self._per_unit(r, norm=False).cpu().numpy()
@@ -273,7 +273,8 @@ def window_scores(
 ) -> dict[str, np.ndarray]:
     """Per unit of ``kind`` in ``layer``, for one window: ``activation`` and ``relevance`` (seq, units) float64
     as defined in the module docstring (the target: the sum of the logits of the model's own next-token
-    predictions at every position; one forward and one backward pass under ``method``'s rules)."""
+    predictions at every position; one forward pass under ``method``'s rules and one backward pass from ``y`` to
+    the layer's tensor, through the blocks above it only: :func:`~lrp_llm.mechanism.gradients.propagate`)."""
     from lrp_llm.engines.generation import input_device
 
     sites = SiteMap(model) if sites is None else sites
@@ -281,15 +282,17 @@ def window_scores(
     device = input_device(model)
     x = torch.tensor([list(ids)], device=device)
 
-    def score(xs: list[torch.Tensor]) -> torch.Tensor:
-        logits = model(inputs_embeds=xs[0], use_cache=False).logits[0]  # (seq, vocab)
-        predicted = logits.detach().argmax(-1)
-        return logits.gather(-1, predicted[:, None]).sum().reshape(1, 1)
-
-    with method_rules(model, method) as _patch, taps.installed(model):
+    with method_rules(model, method), taps.installed(model), torch.enable_grad():
         with torch.no_grad():
             embeds = model.get_input_embeddings()(x)
-        input_relevance(score, [embeds], [-1], method=method, backward_batch=1, taps=taps)
+        # the input needs a gradient only so that the graph is built; the backward pass stops at the tap
+        logits = model(inputs_embeds=embeds.requires_grad_(True), use_cache=False).logits[0]  # (seq, vocab)
+        predicted = logits.detach().argmax(-1)
+        y = logits.gather(-1, predicted[:, None]).sum().reshape(1)
+        taps.check_unchanged()
+        (h,) = taps.tensors
+        (g,) = propagate(y, [h], torch.ones(1, 1, dtype=y.dtype, device=y.device))
+        taps.done(0, [g], [embeds])
     assert taps.act is not None and taps.rel is not None
     for name, values in (("activation", taps.act), ("relevance", taps.rel)):
         if not np.isfinite(values).all():
