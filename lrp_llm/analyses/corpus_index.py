@@ -689,7 +689,7 @@ def _distributed_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lrp_llm.analyses.corpus_index")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build")
-    b.add_argument("--model", required=True)
+    b.add_argument("--model", help="a checkpoint as `xai-tui --model` takes it (default: the bundled model)")
     b.add_argument("--corpus", nargs="*")
     b.add_argument("--layer", type=int, required=True)
     b.add_argument("--kind", required=True, choices=INDEXED_KINDS)
@@ -698,10 +698,11 @@ def _distributed_main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--top-n", type=int, default=DEFAULT_TOP_N)
     b.add_argument("--window", type=int, default=DEFAULT_WINDOW)
     b.add_argument("--limit", type=int)
-    b.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"))
+    b.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: the checkpoint's")
     args = p.parse_args(argv)
     import torch.distributed as dist
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lrp_llm.checkpoints.loading import load_model
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -709,9 +710,9 @@ def _distributed_main(argv: Sequence[str] | None = None) -> int:
     if world > 1:
         dist.init_process_group("nccl" if cuda else "gloo")
     try:
-        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}") if cuda else torch.device("cpu")
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        model, tokenizer = load_model(args.model, device="cuda" if cuda else "cpu", dtype=args.dtype)
         result = build(
             model,
             tokenizer,

@@ -170,7 +170,7 @@ def _free_port() -> int:
 
 
 def test_torchrun_with_two_cpu_processes_gives_the_single_process_store(tiny_dir, corpus, tmp_path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from lrp_llm.checkpoints.loading import load_model
 
     args = ["build", "--model", str(tiny_dir), "--corpus", str(corpus), "--layer", "1", "--kind", "neuron"]
     args += ["--top-n", str(TOP_N), "--window", str(WINDOW)]
@@ -188,12 +188,11 @@ def test_torchrun_with_two_cpu_processes_gives_the_single_process_store(tiny_dir
             proc.communicate()
     assert proc.returncode == 0, out[-2000:]
     assert not list(tmp_path.glob("sharded.sqlite.shard*"))  # the merge removed the shards
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_dir)).eval()
+    model, tok = load_model(tiny_dir)  # as the workers load it
     # one thread here as in the workers (the module's fixture; float32: the same kernels give the same bits)
     assert torch.get_num_threads() == 1
     single = tmp_path / "single.sqlite"
-    ci.build(model, AutoTokenizer.from_pretrained(str(tiny_dir)), [corpus], 1, "neuron", db=single, top_n=TOP_N,
-             window=WINDOW)  # fmt: skip
+    ci.build(model, tok, [corpus], 1, "neuron", db=single, top_n=TOP_N, window=WINDOW)
     a, b = _dump(sharded), _dump(single)
     assert a["top"] and a == b
 
