@@ -102,6 +102,8 @@ def read_passages(paths: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
     lines is read as paragraphs (lines up to a blank line, joined by spaces), otherwise one passage per line.
     ``source`` is ``"file:line"`` of the passage's first line. A missing, unreadable or binary file is a
     one-line error."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
     if not paths:
         raise InputError("no corpus: name at least one text file")
     out: list[tuple[str, str]] = []
