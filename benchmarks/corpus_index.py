@@ -26,6 +26,7 @@ from benchmarks.common import load_note, machine, write_table
 
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description="corpus index build speed and database size on SmolLM2")
+    ap.add_argument("--model", help="checkpoint (default: the bundled SmolLM2-135M-Instruct)")
     ap.add_argument("--layer", type=int, default=15)
     ap.add_argument("--kind", default="neuron", choices=("neuron", "head"))
     ap.add_argument("--limit", type=int, help="windows to process (default: the whole corpus)")
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = lrp_llm.load_model()
+    model, tokenizer = lrp_llm.load_model(args.model)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "index.sqlite"
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> Path:
             cwd=Path(__file__).resolve().parents[1],
         )
         cli = time.perf_counter() - cli
-        if proc.returncode != 0 or not snippets:
+        if proc.returncode != 0 or not snippets or site not in proc.stdout:
             raise SystemExit(f"the query failed: {proc.stderr.strip()}")
         example = snippets[0].text(("[[", "]]")).replace("|", "\\|").replace("\n", " ")
     n_windows = result.done

@@ -50,3 +50,13 @@ def test_top_of_an_unindexed_site_and_a_missing_corpus_are_one_line(tiny_dir, co
     code = main(["components", "index", "--corpus", str(tmp_path / "missing.txt"), "--layer", "0", "--kind", "head"])
     err = capsys.readouterr().err.strip()
     assert code != 0 and "does not exist" in err and len(err.splitlines()) == 1
+
+
+def test_the_benchmark_runs_end_to_end_on_a_tiny_model(tiny_dir, tmp_path):
+    from benchmarks import corpus_index as bench
+
+    path = bench.main(
+        ["--model", str(tiny_dir), "--layer", "1", "--limit", "2", "--window", "16", "--out", str(tmp_path)]
+    )
+    text = path.read_text()
+    assert "| windows processed (of the corpus) | 2 of " in text and "open to first snippet" in text
