@@ -63,7 +63,12 @@ def _hand_scores(model, ids, layer, kind, method):
     """Independent: plain autograd under the method's rules (none for grad-x-input) with a hook that keeps
     the projection's input; activation and relevance h * dy/dh per unit, y the sum of the predicted logits."""
     kept = []
-    module = model.model.layers[layer].mlp.down_proj if kind == "neuron" else model.model.layers[layer].self_attn.o_proj
+    if kind == "channel":
+        module = model.backbone.layers[layer].mixer.out_proj
+    elif kind == "neuron":
+        module = model.model.layers[layer].mlp.down_proj
+    else:
+        module = model.model.layers[layer].self_attn.o_proj
 
     def pre(mod, args):
         h = args[0]
@@ -94,23 +99,39 @@ def test_top_entries_equal_a_hand_loop_over_the_windows(model64, corpus, tmp_pat
     db = tmp_path / "i.sqlite"
     ci.build(model64, tok, [corpus], 1, kind, db=db, method=method, top_n=TOP_N, window=WINDOW)
     assert model_state(model64) == before  # hooks removed, flags restored
+    _assert_top_equals_hand_loop(model64, tok, corpus, db, 1, kind, method, 48 if kind == "neuron" else 4)
+
+
+def test_mamba_channels_equal_a_hand_loop(corpus, tmp_path):
+    from tests.support.tiny_mamba import tiny_mamba
+
+    model = tiny_mamba("mamba", dtype=torch.float64)
+    tok = tiny_tokenizer()
+    db = tmp_path / "m.sqlite"
+    before = model_state(model)
+    ci.build(model, tok, [corpus], 0, "channel", db=db, top_n=TOP_N, window=WINDOW)
+    assert model_state(model) == before
+    n_units = model.backbone.layers[0].mixer.out_proj.in_features
+    _assert_top_equals_hand_loop(model, tok, corpus, db, 0, "channel", "mambalrp", n_units)
+
+
+def _assert_top_equals_hand_loop(model, tok, corpus, db, layer, kind, method, n_units):
     windows = ci.make_windows(tok, ci.read_passages([corpus]), WINDOW)
-    n_units = 48 if kind == "neuron" else 4
     expected = {s: [[] for _ in range(n_units)] for s in ci.SCORES}
     for w in windows:
-        scores = _hand_scores(model64, list(w.ids), 1, kind, method)
+        scores = _hand_scores(model, list(w.ids), layer, kind, method)
         for s, values in scores.items():
             for u in range(n_units):
                 col = values[:, u]
                 p = int(np.argmax(col))
                 expected[s][u].append((-col[p], w.id, p))
     rows = _dump(db)["top"]
-    # float64 model: the engine and the hand loop differ only in summation order
+    # float64 models: the engine and the hand loop run the same operations; only summation order may differ
     tol = 1e-9
     for s in ci.SCORES:
         for u in range(n_units):
             want = sorted(expected[s][u])[:TOP_N]
-            got = [(r[5], r[6], r[7]) for r in rows if r[2] == s and r[3] == u]
+            got = [(r[5], r[6], r[7]) for r in rows if r[2] == s and r[3] == u and r[1] == kind and r[0] == layer]
             assert [g[1:] for g in got] == [w[1:] for w in want], (s, u)
             assert np.allclose([g[0] for g in got], [-w[0] for w in want], rtol=tol, atol=tol)
 
