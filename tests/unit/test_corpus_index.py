@@ -158,10 +158,12 @@ def test_a_cancelled_build_resumes_to_the_same_store(model64, corpus, tmp_path, 
     ci.build(model64, tok, [corpus], 0, "neuron", db=whole, top_n=TOP_N, window=WINDOW)
     monkeypatch.setattr(ci, "COMMIT_EVERY_WINDOWS", 2)
     part = tmp_path / "part.sqlite"
+    before = model_state(model64)
     with pytest.raises(Cancelled):
         ci.build(
             model64, tok, [corpus], 0, "neuron", db=part, top_n=TOP_N, window=WINDOW, should_cancel=cancel_after(5)
         )
+    assert model_state(model64) == before  # restored also when the build stops midway
     done = len(_dump(part)["done"])
     assert 0 < done < len(_dump(whole)["done"])
     again = ci.build(model64, tok, [corpus], 0, "neuron", db=part, top_n=TOP_N, window=WINDOW)
