@@ -19,11 +19,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="which layers, heads and neurons carried an answer token",
         description="Explain an answer with component relevance and show, for one answer token, the relevance "
         "trace per layer, the top attention heads, MLP neurons (and Mamba channels), and optionally the "
-        "conditional heatmap of one component (--select). Gradient x input methods (the LRP rule sets) only.",
+        "conditional heatmap of one component (--select). Gradient x input methods (the LRP rule sets) only. "
+        "The actions 'index' and 'top' build and read the corpus index: what a head, neuron or Mamba channel "
+        "responds to over a text corpus (xai-tui components index --help).",
     )
+    from .components_index import add_actions
+
+    add_actions(p.add_subparsers(dest="action", metavar="ACTION", required=False))
     add_model_args(p)
     g = p.add_argument_group("input")
-    g.add_argument("--prompt", required=True, help="the question or text to continue")
+    g.add_argument("--prompt", help="the question or text to continue (required without an ACTION)")
     g.add_argument("--context", help="a passage; the prompt becomes a QA chat turn 'CONTEXT\\nPROMPT'")
     g.add_argument(
         "--chat",
@@ -61,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
     from ..render_components import render_component_view
     from .common import load_model_from_args
 
+    if getattr(args, "action", None):
+        from .components_index import run as run_action
+
+        return run_action(args)
+    if args.prompt is None:
+        raise InputError("components needs --prompt (or an action: index, top; see xai-tui components --help)")
     if not args.prompt.strip():
         raise InputError("the prompt is empty; pass some text with --prompt")
     outputs = OutputFiles.from_args(args)
