@@ -95,7 +95,6 @@ MOE_FAMILY = _moe_family(
         "minimax_m2",
         "ernie4_5_moe",
         "glm4_moe",
-        "hunyuan_v1_moe",
         "solar_open",
         "exaone_moe",
         "hy_v3",
@@ -108,6 +107,9 @@ MOE_FAMILY = _moe_family(
         "dots1",
     ),
 )
+
+# Hunyuan-MoE: the same, with its shared expert named shared_mlp (the expert sites' path)
+HUNYUAN_MOE_FAMILY = _moe_family("moe", ("hunyuan_v1_moe",), shared="shared_mlp")
 
 # Qwen2-MoE: a shared expert scaled by sigmoid(shared_expert_gate(x))
 QWEN2_MOE_FAMILY = _moe_family(
