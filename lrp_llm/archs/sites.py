@@ -48,7 +48,7 @@ from lrp_llm.errors import InputError, UnsupportedModelError
 # The kinds a layer x position sweep can patch, and the kinds with an index.
 POSITION_KINDS = ("resid", "attn", "mlp", "mixer")
 INDEXED_KINDS = ("head", "neuron", "channel", "expert")
-# mixture-of-experts kinds: component-relevance sites (a routed expert is no intervention site)
+# mixture-of-experts kinds (a routed expert has no Location: patching edits its routing weight, patching.experts)
 EXPERT_KINDS = ("expert", "shared_expert")
 
 _NAME = re.compile(
