@@ -27,7 +27,7 @@ from torch import nn
 from lrp_llm.errors import InputError
 from lrp_llm.mechanism.patch import ModelPatch
 
-from .sites import Location, Site, SiteMap, normalise_positions, site_map
+from .sites import EXPERT_KINDS, Location, Site, SiteMap, normalise_positions, site_map
 
 OPS = ("replace", "set", "add", "scale", "zero", "mean")
 
@@ -233,11 +233,22 @@ def install(
             hooks[key] = _SiteHook(loc)
         return hooks[key]
 
+    # the experts of MoE blocks: routed ones through their routing weights, shared ones per MoE block (patching.experts)
+    moe_edits = [e for e in edits if sm.check(e.site).kind in EXPERT_KINDS]
+    moe_capture = [s for s in (sm.check(c) for c in capture) if s.kind in EXPERT_KINDS]
+    if moe_edits or moe_capture:
+        from .experts import install_expert_edits
+
+        install_expert_edits(patch, sm, moe_edits, moe_capture, store, keep_grad)
     for edit in edits:
+        if edit.site.kind in EXPERT_KINDS:
+            continue
         loc = sm.locate(edit.site)
         hook_for(loc).add_edit(loc, edit)
     for c in capture:
         s = sm.check(c)
+        if s.kind in EXPERT_KINDS:
+            continue
         loc = sm.locate(s)
         hook_for(loc).add_capture(loc, s.name)
 

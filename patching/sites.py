@@ -2,6 +2,7 @@
 component relevance reads it too); patching re-exports it under its old name."""
 
 from lrp_llm.archs.sites import (
+    EXPERT_KINDS,
     INDEXED_KINDS,
     POSITION_KINDS,
     Location,
@@ -11,4 +12,13 @@ from lrp_llm.archs.sites import (
     site_map,
 )
 
-__all__ = ["INDEXED_KINDS", "POSITION_KINDS", "Location", "Site", "SiteMap", "normalise_positions", "site_map"]
+__all__ = [
+    "EXPERT_KINDS",
+    "INDEXED_KINDS",
+    "POSITION_KINDS",
+    "Location",
+    "Site",
+    "SiteMap",
+    "normalise_positions",
+    "site_map",
+]

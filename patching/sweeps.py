@@ -65,8 +65,8 @@ def sweep_kinds(sm: SiteMap, kinds: Sequence[str]) -> list[str]:
             if (k in ("attn", "mlp") and k not in sm.kinds and "mixer" in sm.kinds and "mixer" not in kinds)
             else k
         )
-        if k not in sm.kinds or k in ("neuron", "channel"):
-            allowed = [x for x in sm.kinds if x not in ("neuron", "channel")]
+        if k not in sm.kinds or k in ("neuron", "channel", "expert", "shared_expert"):
+            allowed = [x for x in sm.kinds if x not in ("neuron", "channel", "expert", "shared_expert")]
             raise InputError(f"cannot sweep '{k}' on a {sm.family}-family model; choose from {', '.join(allowed)}")
         if k not in out:
             out.append(k)

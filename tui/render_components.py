@@ -24,9 +24,10 @@ def _ranked(items, digits: int = 2) -> Text:
 
 def render_components(console: Console, attribution, *, top: int = 3) -> None:
     """A table: per answer token its top ``top`` parts (attention / MLP / mixer outputs by |relevance|),
-    heads and neurons across layers, and the layer whose block output carries the most relevance."""
+    heads and neurons across layers (and experts, for mixture-of-experts models)."""
     table = Table(show_edge=False, header_style="bold", title="components (relevance for each answer token)")
-    for col in ("#", "token", "parts", "heads", "neurons"):
+    experts = any(t.components is not None and t.components.experts is not None for t in attribution.targets)
+    for col in ("#", "token", "parts", "heads", "neurons", *(("experts",) if experts else ())):
         table.add_column(col, justify="right" if col == "#" else "left")
     for i, target in enumerate(attribution.targets):
         c = target.components
@@ -38,6 +39,7 @@ def render_components(console: Console, attribution, *, top: int = 3) -> None:
             _ranked(c.top_components("part", top)),
             _ranked(c.top_components("head", top)),
             _ranked(c.top_components("neuron", top)),
+            *((_ranked(c.top_components("expert", top)),) if experts else ()),
         )
     console.print(table)
 

@@ -299,6 +299,19 @@ class BlockPaths:
     neurons: str | None = None  # its input: the MLP neurons (batch, pos, d_mlp)
     mixer: str | None = None  # its output: the token mixer's output (Mamba, LFM2's gated convolution)
     channels: str | None = None  # its input: the mixer's channels (Mamba: out_proj's input, d_inner wide)
+    # mixture-of-experts blocks: the fused experts module (transformers 5's 3-D ``down_proj`` [E, ...]) whose
+    # routed output is ``sum_k w_k E_k(x)`` (lrp_llm.archs.experts.routed_forward forms it, one weighted
+    # contribution per expert), and the module whose output the MoE block adds to it as the shared expert's
+    # contribution (Qwen2-MoE: before its sigmoid gate, which scales it linearly). The expert sites exist in the
+    # blocks where the path resolves to a fused experts module (not in dense layers).
+    experts: str | None = None
+    shared_expert: str | None = None
+    # the projection whose sigmoid scales the shared expert's output (Qwen2-MoE): a conditional heatmap of the
+    # shared expert also runs back through it (the gate's share of the product's relevance)
+    shared_gate: str | None = None
+    # the block changes a part's output in place after the part returns it (Falcon's parallel blocks:
+    # ``mlp_output += attention_output``): component taps hand the block a copy of those outputs
+    outputs_changed_in_place: bool = False
     final_norm: str | None = None
     # The blocks read earlier positions only through ``past_key_values.update`` (keys and
     # values), so the layer stepper can run blocks i..L-1 on a suffix of positions.

@@ -22,9 +22,20 @@ batched_mm, ...; grouped_mm refuses float64) and records the weight layout on th
 (``has_gate``, ``has_bias``, ``is_transposed``, ``is_concatenated``, ``has_post_expert_norm``).
 :func:`install_experts` gives each such module of the model an eager forward with the rules
 that reads that layout, so one installer serves every family with this layout.
+
+Component relevance reads each expert's weighted contribution ``w_k * E_k`` (over the tokens
+routed to it) where this forward forms it: :func:`observed_contributions` passes every
+contribution through a caller's function (a tap) just before it is added to the output. Under
+AttnLRP the uniform rule's halving sits on each contribution (the same as on their sum) before
+that point, so a tap sees the gradient of the MoE output itself and the experts' relevances
+add up to the routed output's.
 """
 
 from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import nn
@@ -133,6 +144,8 @@ def clamped_swiglu(
     so all of it passes through the gate side and the product conserves.
     """
     gate, _up, shifted, glu = _clamped_swiglu_value(gate_up, limit, alpha, concatenated)
+    if gate_rule == "plain":
+        return shifted * glu
     if gate_rule == "detach":
         return shifted.detach() * identity_rule(gate, glu)
     return scale_grad(shifted, 0.5) * identity_rule(gate, glu, 0.5)
@@ -147,6 +160,8 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, tr
 def gated_product(act_fn, gate: torch.Tensor, up: torch.Tensor, gate_rule: str) -> torch.Tensor:
     """``act(gate) * up`` under the gated MLP's rule: "uniform" (identity rule x 1/2, up x 1/2) or "detach" (gate constant)."""
     activated = act_fn(gate)
+    if gate_rule == "plain":  # no rule set (grad-x-input): the plain product
+        return activated * up
     if gate_rule == "detach":
         return activated.detach() * up
     is_silu = isinstance(act_fn, nn.SiLU) or type(act_fn).__name__ == "SiLUActivation"
@@ -174,7 +189,7 @@ def expert_forward(
             gate, up = h[..., ::2], h[..., 1::2]
         h = gated_product(module.act_fn, gate, up, gate_rule)
     else:
-        h = identity_rule(h, module.act_fn(h))
+        h = module.act_fn(h) if gate_rule == "plain" else identity_rule(h, module.act_fn(h))
     bias = module.down_proj_bias[expert] if module.has_bias else None
     h = _linear(h, module.down_proj[expert], bias, transposed)
     if module.has_post_expert_norm:
@@ -182,31 +197,74 @@ def expert_forward(
     return h
 
 
-def routed_forward(module: nn.Module, rules: str, gating: str = "default"):
-    """The make-function for :meth:`ModelPatch.override_forward`: ``module``'s eager forward with ``rules``.
+# experts module -> the function each weighted contribution passes through (component taps)
+Observe = Callable[[int, torch.Tensor], torch.Tensor]
+_OBSERVERS: weakref.WeakKeyDictionary[nn.Module, Observe] = weakref.WeakKeyDictionary()
+
+
+def routed_forward(module: nn.Module, rules: str | None, gating: str = "default"):
+    """The make-function for :meth:`ModelPatch.override_forward`: ``module``'s eager forward with ``rules``
+    (None: no rule set, plain gradients).
 
     The forward takes ``hidden_states`` (tokens, hidden), ``top_k_index`` and ``top_k_weights``
-    (tokens, k) and returns (tokens, hidden), the same as the module's own forward.
+    (tokens, k) and returns (tokens, hidden), the same as the module's own forward. Each expert's
+    weighted contribution passes through the observer :func:`observed_contributions` set, if any.
     """
-    gate_rule, router_rule = GATE_RULE[rules], ROUTER_RULE[rules]
+    if rules is None:
+        gate_rule, router_rule = "plain", "plain"
+    else:
+        gate_rule, router_rule = GATE_RULE[rules], ROUTER_RULE[rules]
     n_experts = module.down_proj.shape[0]
 
     def make(_original):
         def forward(hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor):
-            weights = top_k_weights if router_rule == "uniform" else top_k_weights.detach()
+            weights = top_k_weights if router_rule in ("uniform", "plain") else top_k_weights.detach()
             out = torch.zeros_like(hidden_states)
+            observe = _OBSERVERS.get(module)
             for expert in torch.unique(top_k_index).tolist():
                 if not 0 <= expert < n_experts:  # a sentinel index marks an empty slot
                     continue
                 token, slot = torch.where(top_k_index == expert)
                 h = expert_forward(module, expert, hidden_states[token], gate_rule, gating)
-                out.index_add_(0, token, (h * weights[token, slot, None]).to(out.dtype))
-            # the uniform rule on sum_k w_k * E_k: half of the gradient to each factor
-            return scale_grad(out, 0.5) if router_rule == "uniform" else out
+                contribution = (h * weights[token, slot, None]).to(out.dtype)
+                if router_rule == "uniform":  # the uniform rule on w_k * E_k: half of the gradient to each factor
+                    contribution = scale_grad(contribution, 0.5)
+                if observe is not None:  # after the halving: the tap sees the gradient of the MoE output
+                    contribution = observe(expert, contribution)
+                out.index_add_(0, token, contribution)
+            return out
 
+        forward.lrp_routed = True  # type: ignore[attr-defined]
         return forward
 
     return make
+
+
+def _routed(module: nn.Module) -> bool:
+    """Whether ``module`` runs :func:`routed_forward` (the rules installed it)."""
+    attr = "_old_forward" if hasattr(module, "_hf_hook") and hasattr(module, "_old_forward") else "forward"
+    return bool(getattr(module.__dict__.get(attr), "lrp_routed", False))
+
+
+@contextmanager
+def observed_contributions(
+    modules: Sequence[nn.Module], observe: Callable[[nn.Module, int, torch.Tensor], torch.Tensor]
+) -> Iterator[None]:
+    """For one ``with`` block, every weighted contribution ``w_k * E_k`` (tokens routed to expert ``k``, hidden)
+    that the fused experts ``modules`` form passes through ``observe(module, k, contribution)``, whose result
+    is added to the output in its place. A module whose forward is not :func:`routed_forward` yet (no rule set:
+    grad-x-input) gets it with plain gradients for the block. Restored on leaving, also on error."""
+    with ExitStack() as stack:
+        try:
+            for module in modules:
+                if not _routed(module):
+                    patch = stack.enter_context(ModelPatch(module))
+                    patch.override_forward(module, routed_forward(module, None, _check_layout(module)))
+                _OBSERVERS[module] = lambda k, c, module=module: observe(module, k, c)
+            yield
+        finally:
+            for module in modules:
+                _OBSERVERS.pop(module, None)
 
 
 def install_experts(patch: ModelPatch, model: nn.Module, rules: str) -> None:

@@ -9,6 +9,10 @@ The layouts (multi-query, the new decoder architecture's grouped K/V broadcast t
 head, one or two LayerNorms per block, sequential or parallel blocks) differ only in
 linear maps and in which LayerNorms exist, so one entry covers them.
 
+Parallel blocks compute ``mlp_output += attention_output`` on the MLP's output tensor, so
+component taps hand the block a copy of the part outputs (``BlockPaths.outputs_changed_in_place``):
+the tapped tensor keeps the MLP's value and gets the gradient the MLP output receives.
+
 The layer stepper is not offered: Falcon's blocks take their cache as ``layer_past``, not
 through ``past_key_values`` (the sweep uses the batched engine).
 """
@@ -45,6 +49,8 @@ FALCON_FAMILY = register(
             mlp="mlp",
             neurons="mlp.dense_4h_to_h",
             final_norm="ln_f",
+            # parallel blocks add the attention output to the MLP output in place
+            outputs_changed_in_place=True,
         ),
     )
 )

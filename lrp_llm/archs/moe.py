@@ -6,7 +6,9 @@ scores held constant under CP-LRP and RelP; top-k selection piecewise constant).
 experts and the dense MLPs of dense layers (``first_k_dense_replace``, ``mlp_only_layers``,
 ``decoder_sparse_step``) are ordinary gated MLPs; Qwen2-MoE's shared expert has its own
 sigmoid gate (:class:`MoEParts`). The MoE block's output is the "mlp" patching site; the
-routed experts have no single neuron axis, so neurons are not offered.
+routed experts have no single neuron axis, so neurons are not offered. The experts are
+component sites (``layer.{i}.mlp.expert.{e}``, ``layer.{i}.mlp.shared_expert``:
+``BlockPaths.experts`` / ``shared_expert``).
 """
 
 from __future__ import annotations
@@ -35,12 +37,18 @@ _GATED = GatedMLPParts(gate="gate_proj", up="up_proj", down="down_proj", act="ac
 _RMS = NormParts(kind="rms", class_suffix="RMSNorm")
 
 
-def _blocks(mlp: str | None, steps: bool = True, base: str = "") -> BlockPaths:
+def _blocks(
+    mlp: str | None, steps: bool = True, base: str = "", shared: str = "shared_experts", gate: str | None = None
+) -> BlockPaths:
     return BlockPaths(
         layers=f"{base}layers",
         attention="self_attn",
         heads="self_attn.o_proj",
         mlp=mlp,
+        # the routed experts and the shared expert inside the MoE block (expert sites; absent in dense layers)
+        experts=None if mlp is None else f"{mlp}.experts",
+        shared_expert=None if mlp is None else f"{mlp}.{shared}",
+        shared_gate=None if mlp is None or gate is None else f"{mlp}.{gate}",
         final_norm=f"{base}norm",
         steps_from_keys_values=steps,
     )
@@ -53,10 +61,13 @@ def _moe_family(
     mlp: str | None = "mlp",
     steps: bool = True,
     base: str = "",
+    shared: str = "shared_experts",
+    shared_gate: str | None = None,
     **parts: Any,
 ) -> ArchSpec:
     """Register a MoE family: Llama-layout attention and gated MLPs unless ``parts`` says otherwise;
-    ``base``: the prefix of the block list from ``model.base_model``."""
+    ``base``: the prefix of the block list from ``model.base_model``; ``shared``: the shared expert's
+    name inside the MoE block (where a member has one), ``shared_gate`` the projection whose sigmoid scales it."""
     fields: dict[str, Any] = dict(
         attention=_LLAMA_ATTENTION, mlps=(_GATED,), norm=_RMS, expected=_attention_per_block, moe=MoEParts()
     )
@@ -68,7 +79,7 @@ def _moe_family(
             kind="causal-lm",
             patching_rules=("relp",),
             parts=TransformerParts(**fields),
-            blocks=_blocks(mlp, steps, base),
+            blocks=_blocks(mlp, steps, base, shared, shared_gate),
         )
     )
 
@@ -84,7 +95,6 @@ MOE_FAMILY = _moe_family(
         "minimax_m2",
         "ernie4_5_moe",
         "glm4_moe",
-        "hunyuan_v1_moe",
         "solar_open",
         "exaone_moe",
         "hy_v3",
@@ -98,10 +108,15 @@ MOE_FAMILY = _moe_family(
     ),
 )
 
+# Hunyuan-MoE: the same, with its shared expert named shared_mlp (the expert sites' path)
+HUNYUAN_MOE_FAMILY = _moe_family("moe", ("hunyuan_v1_moe",), shared="shared_mlp")
+
 # Qwen2-MoE: a shared expert scaled by sigmoid(shared_expert_gate(x))
 QWEN2_MOE_FAMILY = _moe_family(
     "qwen2_moe",
     ("qwen2_moe",),
+    shared="shared_expert",
+    shared_gate="shared_expert_gate",
     moe=MoEParts(shared_gate="shared_expert_gate", shared_expert="shared_expert"),
 )
 

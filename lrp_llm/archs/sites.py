@@ -11,6 +11,9 @@ site                            what                                            
 ``layer.{i}.mlp.neuron.{n}``    neuron ``n`` at the input of ``down_proj``       (batch, pos)
 ``layer.{i}.mixer.channel.{c}`` channel ``c`` at the input of the mixer's        (batch, pos)
                                 ``out_proj`` (Mamba, Mamba-2)
+``layer.{i}.mlp.expert.{e}``    routed expert ``e``'s weighted contribution      (tokens routed to e,
+                                ``w * E_e(x)`` (mixture-of-experts blocks)       d_model)
+``layer.{i}.mlp.shared_expert`` the shared expert's output (MoE blocks with one) (tokens, d_model)
 ==============================  ===============================================  ====================
 
 Heads are taken where they are still separate: the input of the output projection is
@@ -22,6 +25,13 @@ Where each site lives comes from the family's description (``ArchSpec.blocks``, 
 names (Llama family: attention, heads, MLP, neurons; Mamba: the mixer). Where blocks differ
 from layer to layer (``BlockPaths.layer_parts``), a kind's sites exist in the blocks that have it,
 at the path the block keeps it at.
+
+The experts of a MoE block (``BlockPaths.experts``) partition its output: the routed output is
+the sum of the experts' weighted contributions (each over the tokens routed to it), and a
+shared expert's output is added to it. They are component-relevance sites (taps and
+conditional heatmaps); patching intervenes on the shared expert (a module output) and zeroes
+or scales a routed expert through its routing weight (:mod:`patching.experts`): its
+contribution exists only inside the experts' forward, so it has no :class:`Location`.
 """
 
 from __future__ import annotations
@@ -37,11 +47,15 @@ from lrp_llm.errors import InputError, UnsupportedModelError
 
 # The kinds a layer x position sweep can patch, and the kinds with an index.
 POSITION_KINDS = ("resid", "attn", "mlp", "mixer")
-INDEXED_KINDS = ("head", "neuron", "channel")
+INDEXED_KINDS = ("head", "neuron", "channel", "expert")
+# mixture-of-experts kinds (a routed expert has no Location: patching edits its routing weight, patching.experts)
+EXPERT_KINDS = ("expert", "shared_expert")
 
-_NAME = re.compile(r"^layer\.(\d+)\.(resid|attn|mlp|mixer)(?:\.(head|neuron|channel)\.(\d+))?$")
+_NAME = re.compile(
+    r"^layer\.(\d+)\.(resid|attn|mlp|mixer)(?:\.(head|neuron|channel|expert)\.(\d+)|\.(shared_expert))?$"
+)
 # the part an indexed kind belongs to
-_OWNER = {"head": "attn", "neuron": "mlp", "channel": "mixer"}
+_OWNER = {"head": "attn", "neuron": "mlp", "channel": "mixer", "expert": "mlp"}
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,7 @@ class Site:
     """One place in the model; ``index`` is the head or neuron number for those kinds."""
 
     layer: int
-    kind: str  # resid | attn | mlp | mixer | head | neuron | channel
+    kind: str  # resid | attn | mlp | mixer | head | neuron | channel | expert | shared_expert
     index: int | None = None
 
     @property
@@ -58,6 +72,8 @@ class Site:
             return f"layer.{self.layer}.attn.head.{self.index}"
         if self.kind in _OWNER:
             return f"layer.{self.layer}.{_OWNER[self.kind]}.{self.kind}.{self.index}"
+        if self.kind == "shared_expert":
+            return f"layer.{self.layer}.mlp.shared_expert"
         return f"layer.{self.layer}.{self.kind}"
 
     def __str__(self) -> str:
@@ -68,14 +84,21 @@ class Site:
         if isinstance(name, Site):
             return name
         m = _NAME.match(name.strip())
-        if m is None or (m.group(3) is not None and m.group(2) != _OWNER[m.group(3)]):
+        if (
+            m is None
+            or (m.group(3) is not None and m.group(2) != _OWNER[m.group(3)])
+            or (m.group(5) is not None and m.group(2) != "mlp")
+        ):
             raise InputError(
                 f"unknown site '{name}'; sites look like layer.3.resid, layer.3.attn, layer.3.mlp, "
-                "layer.3.mixer, layer.3.attn.head.2, layer.3.mlp.neuron.17 or layer.3.mixer.channel.5"
+                "layer.3.mixer, layer.3.attn.head.2, layer.3.mlp.neuron.17, layer.3.mixer.channel.5, "
+                "layer.3.mlp.expert.4 or layer.3.mlp.shared_expert"
             )
         layer, kind = int(m.group(1)), m.group(2)
         if m.group(3):
             return cls(layer, m.group(3), int(m.group(4)))
+        if m.group(5):
+            return cls(layer, "shared_expert")
         return cls(layer, kind)
 
 
@@ -102,6 +125,9 @@ def _unsupported(model: nn.Module) -> UnsupportedModelError:
     supported = [t for t in supported_model_types() if _patchable(arch_for_model_type(t).blocks)]
     return UnsupportedModelError(f"patching does not support '{name}'; supported: {', '.join(supported)}")
 
+
+# every kind, in the order SiteMap.kinds lists them
+_ORDER = ("attn", "mlp", "mixer", "head", "neuron", "channel", "expert", "shared_expert")
 
 # site kind -> the BlockPaths part it lives in
 _PART = {
@@ -153,15 +179,16 @@ class SiteMap:
                     f"{type(model).__name__}: block {i} ({type(layer).__name__}) has no {', '.join(sorted(missing))}; "
                     "this checkpoint's layout is not supported for patching"
                 )
-            self._present.append(kinds)
+            self._present.append(kinds | self._expert_kinds(i, kinds))
         self.kinds: tuple[str, ...] = (
             "resid",
-            *(k for k in ("attn", "mlp", "mixer", "head", "neuron", "channel") if any(k in p for p in self._present)),
+            *(k for k in _ORDER if any(k in p for p in self._present)),
         )
         self.n_heads = 0
         self.head_dim = 0
         self.n_neurons = 0
         self.n_channels = 0
+        self.n_experts = 0
         if "head" in self.kinds:
             attn = self.module(self.layers_with("head")[0], "attn")
             self.n_heads = int(cfg.num_attention_heads)
@@ -184,14 +211,45 @@ class SiteMap:
                     "channel sites need one width"
                 )
             self.n_channels = widths.pop()
+        if "expert" in self.kinds:
+            counts = {int(self.module(i, "expert").down_proj.shape[0]) for i in self.layers_with("expert")}
+            if len(counts) != 1:
+                raise UnsupportedModelError(
+                    f"{type(model).__name__}: its MoE blocks have different numbers of experts ({sorted(counts)}); "
+                    "expert sites need one number"
+                )
+            self.n_experts = counts.pop()
+
+    def _expert_kinds(self, i: int, kinds: frozenset[str]) -> frozenset[str]:
+        """The MoE kinds block ``i`` has: where its MLP is a MoE block whose experts path resolves to a fused
+        experts module (dense layers of a MoE model have none), and its shared expert where that resolves too."""
+        from lrp_llm.archs.experts import is_fused_experts
+
+        if "mlp" not in kinds or self.blocks.experts is None:
+            return frozenset()
+        if not is_fused_experts(resolve(self.layers[i], self.blocks.experts)):
+            return frozenset()
+        shared = self.blocks.shared_expert
+        if shared is not None and isinstance(resolve(self.layers[i], shared), nn.Module):
+            return frozenset(EXPERT_KINDS)
+        return frozenset({"expert"})
 
     def _resolve(self, i: int, kind: str) -> nn.Module | None:
         paths, layer = self._paths[i], self.layers[i]
+        if kind in EXPERT_KINDS:
+            return resolve(layer, self.blocks.experts if kind == "expert" else self.blocks.shared_expert)
         attention = paths.get("attention")
         if kind == "head" and attention is not None and resolve(layer, attention) is None:
             return None  # heads exist where the attention does (at its output projection)
         path = paths.get(_PART[kind])
         return None if path is None else resolve(layer, path)
+
+    def shared_gate(self, layer: int) -> nn.Module | None:
+        """The projection whose sigmoid scales block ``layer``'s shared expert (Qwen2-MoE), or None."""
+        if self.blocks.shared_gate is None or not self.has(layer, "shared_expert"):
+            return None
+        gate = resolve(self.layers[layer], self.blocks.shared_gate)
+        return gate if isinstance(gate, nn.Module) else None
 
     def has(self, layer: int, kind: str) -> bool:
         """Whether block ``layer`` has sites of ``kind`` (every block has ``resid``)."""
@@ -239,11 +297,16 @@ class SiteMap:
             raise InputError(
                 f"site '{s.name}': channel {s.index} is out of range; mixers have channels 0..{self.n_channels - 1}"
             )
+        if s.kind == "expert" and not 0 <= int(s.index) < self.n_experts:
+            raise InputError(
+                f"site '{s.name}': expert {s.index} is out of range; MoE blocks have experts 0..{self.n_experts - 1}"
+            )
         return s
 
     def count(self, kind: str) -> int:
         """How many heads, neurons or channels a block has of ``kind`` (0 where the family has none)."""
-        return {"head": self.n_heads, "neuron": self.n_neurons, "channel": self.n_channels}.get(kind, 0)
+        counts = {"head": self.n_heads, "neuron": self.n_neurons, "channel": self.n_channels, "expert": self.n_experts}
+        return counts.get(kind, 0)
 
     def expand(self, patterns: str | Iterable[str | Site]) -> list[Site]:
         """Site names, with ``*`` for every layer/head (``layer.*.mlp``) or a bare kind (``resid``)."""
@@ -255,7 +318,9 @@ class SiteMap:
                 out.append(self.check(pattern))
                 continue
             p = pattern.strip()
-            if p in self.kinds and p not in INDEXED_KINDS:
+            if p == "shared_expert":
+                p = "layer.*.mlp.shared_expert"
+            elif p in self.kinds and p not in INDEXED_KINDS:
                 p = f"layer.*.{p}"
             elif p in INDEXED_KINDS:
                 p = f"layer.*.{_OWNER[p]}.{p}.*"
@@ -265,18 +330,23 @@ class SiteMap:
             # a pattern over layers covers the blocks that have the kind (hybrids: not every block)
             fields = p.split(".")
             kind = next((k for k in INDEXED_KINDS if f".{k}." in p), fields[min(2, len(fields) - 1)])
+            kind = "shared_expert" if p.endswith(".shared_expert") else kind
             layers = self.layers_with(kind) if p.startswith("layer.*.") and kind in self.kinds else range(self.n_layers)
+            if not p.startswith("layer.*."):  # one named layer, every index of it (layer.1.attn.head.*)
+                layers = [None]
             for i in layers:
-                if kind in INDEXED_KINDS and p.endswith(f"{kind}.*"):
-                    names = [p.replace("*", str(i), 1).replace("*", str(h)) for h in range(self.count(kind))]
+                q = p if i is None else p.replace("*", str(i), 1)
+                if kind in INDEXED_KINDS and q.endswith(f"{kind}.*"):
+                    names = [q.replace("*", str(h)) for h in range(self.count(kind))]
                 else:
-                    names = [p.replace("*", str(i))]
+                    names = [q.replace("*", str(i))]
                 out.extend(self.check(n) for n in names)
         return out
 
     # -- modules -------------------------------------------------------------------
     def module(self, layer: int, kind: str) -> nn.Module:
-        """The module of ``kind`` (attn, mlp, mixer; head/neuron/channel: the projection they enter) in block ``layer``."""
+        """The module of ``kind`` (attn, mlp, mixer; head/neuron/channel: the projection they enter; expert: the
+        fused experts module; shared_expert: the shared expert) in block ``layer``."""
         if not self.has(layer, kind):
             self.check(Site(layer, kind, 0 if kind in INDEXED_KINDS else None))  # raises the one-line error
         return self._resolve(layer, kind)
@@ -285,6 +355,11 @@ class SiteMap:
         s = self.check(site)
         if s.kind == "resid":
             return Location(self.layers[s.layer], "output")
+        if s.kind == "expert":
+            raise InputError(
+                f"site '{s.name}': a routed expert's contribution exists only inside the experts' forward and has "
+                "no tensor of its own; patching zeroes or scales it through its routing weight (patching.experts)"
+            )
         module = self.module(s.layer, s.kind)
         if s.kind == "head":
             start = int(s.index) * self.head_dim

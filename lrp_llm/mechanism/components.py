@@ -15,7 +15,7 @@ The hooks live for one ``with`` block (:func:`tapped`) and are removed in ``fina
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrp_llm.archs.sites import INDEXED_KINDS, Location, SiteMap
+from lrp_llm.archs.experts import observed_contributions
+from lrp_llm.archs.sites import Location, SiteMap
 from lrp_llm.errors import InputError, UnsupportedModelError
 from lrp_llm.mechanism.gradients import Taps
 from lrp_llm.results.components import ComponentRelevance
@@ -66,10 +67,16 @@ def _with_first(output: Any, new: torch.Tensor) -> Any:
 
 
 @contextmanager
-def tapped(places: Mapping[Hashable, Location], record: Callable[[Hashable, torch.Tensor], None]) -> Iterator[None]:
+def tapped(
+    places: Mapping[Hashable, Location],
+    record: Callable[[Hashable, torch.Tensor], None],
+    copy: Collection[Hashable] = (),
+) -> Iterator[None]:
     """For one ``with`` block, each place's tensor (its module's whole output or input; a
     Location's slice is the caller's to take) is replaced in the forward pass by an identity
-    view, given to ``record(key, view)``; only while gradients are enabled. Every hook is
+    view, given to ``record(key, view)``; only while gradients are enabled. The outputs of the
+    places in ``copy`` go on as a copy of the view, so a block that changes them in place
+    (Falcon) changes the copy, and the view keeps the part's value and its gradient. Every hook is
     removed on leaving, also on error."""
     handles = []
     try:
@@ -82,7 +89,7 @@ def tapped(places: Mapping[Hashable, Location], record: Callable[[Hashable, torc
                     h = _first(output)
                     view = h.view_as(h)
                     record(key, view)
-                    return _with_first(output, view)
+                    return _with_first(output, view.clone() if key in copy else view)
 
                 handles.append(loc.module.register_forward_hook(hook))
             else:
@@ -109,8 +116,18 @@ def site_map_for_components(model: nn.Module) -> SiteMap:
         raise UnsupportedModelError(f"component relevance needs the model's block layout: {exc}") from None
 
 
+def in_place_parts(sites: SiteMap, places: Mapping[Hashable, Location]) -> set[Hashable]:
+    """The places whose outputs the blocks change in place (``BlockPaths.outputs_changed_in_place``): the part
+    outputs (not the block outputs), which :func:`tapped` then hands on as copies."""
+    if not sites.blocks.outputs_changed_in_place:
+        return set()
+    layers = {id(layer) for layer in sites.layers}
+    return {k for k, loc in places.items() if loc.where == "output" and id(loc.module) not in layers}
+
+
 class ComponentRecorder(Taps):
-    """Taps on every block output, attention / MLP / mixer output, head, neuron and mixer channel of one model,
+    """Taps on every block output, attention / MLP / mixer output, head, neuron, mixer channel, routed expert's
+    weighted contribution and shared expert of one model,
     reduced per backward chunk into the arrays of :class:`ComponentRelevance` for ``n_targets`` targets.
 
     Use: ``with recorder.installed(model):`` around the gradient engine's call (with
@@ -123,7 +140,7 @@ class ComponentRecorder(Taps):
         self.n = n_targets
         self.seq = seq
         self.acc = torch.float64 if dtype == torch.float64 else torch.float32
-        self.keys: list[tuple[str, int]] = []
+        self.keys: list[tuple] = []  # (kind, layer) or ("expert", layer, expert)
         self.sites: SiteMap | None = None
 
     @contextmanager
@@ -161,21 +178,40 @@ class ComponentRecorder(Taps):
             if isinstance(heads, int) and isinstance(dim, int) and heads * dim == sites.n_channels:
                 self.ssm_shape = (heads, dim)
         self.ssm_heads = None if self.ssm_shape is None else torch.full((n, L, self.ssm_shape[0]), nan, dtype=acc)
+        # MoE blocks: per routed expert (its weighted contribution, tapped inside the experts' forward) and the
+        # shared expert (its module's output); present blocks start at 0, others stay NaN
+        self.experts = torch.full((n, L, sites.n_experts), nan, dtype=acc) if "expert" in sites.kinds else None
+        self.shared = torch.full((n, L), nan, dtype=acc) if "shared_expert" in sites.kinds else None
+        experts_layer: dict[nn.Module, int] = {}
+        if self.experts is not None:
+            self.experts[:, sites.layers_with("expert")] = 0.0
+            experts_layer = {sites.module(i, "expert"): i for i in sites.layers_with("expert")}
+        if self.shared is not None:
+            self.shared[:, sites.layers_with("shared_expert")] = 0.0
         # the parts of every block: output tensors of the block and of its parts, the heads' and neurons' projections
         places: dict[Hashable, Location] = {}
         for i in range(L):
             places[("resid", i)] = Location(sites.layers[i], "output")
-            for kind in ("attn", "mlp", "mixer", "head", "neuron", "channel"):
+            for kind in ("attn", "mlp", "mixer", "head", "neuron", "channel", "shared_expert"):
                 if sites.has(i, kind):
                     module = sites.module(i, kind)
-                    places[(kind, i)] = Location(module, "input" if kind in INDEXED_KINDS else "output")
+                    places[(kind, i)] = Location(module, "input" if kind in ("head", "neuron", "channel") else "output")
         for kind in ("attn", "mlp", "mixer"):  # a block's present parts start at 0, absent stay NaN
             for i in sites.layers_with(kind):
                 self.part[kind][:, i] = 0.0
         if self.heads is not None:
             self.heads[:, sites.layers_with("head")] = 0.0
         self.tensors, self._versions, self.keys = [], [], []
-        with tapped(places, self._record):
+
+        def observe(module: nn.Module, expert: int, contribution: torch.Tensor) -> torch.Tensor:
+            if not torch.is_grad_enabled():
+                return contribution
+            view = contribution.view_as(contribution)
+            self._record(("expert", experts_layer[module], expert), view)
+            return view
+
+        copy = in_place_parts(sites, places)
+        with tapped(places, self._record, copy), observed_contributions(list(experts_layer), observe):
             yield self
 
     def _record(self, key: Hashable, view: torch.Tensor) -> None:
@@ -186,11 +222,21 @@ class ComponentRecorder(Taps):
         sites = self.sites
         assert sites is not None
         seen: dict[tuple[str, int], torch.Tensor] = {}
-        for (kind, i), h, g in zip(self.keys, self.tensors, grads):
+        for key, h, g in zip(self.keys, self.tensors, grads):
             if g is None:
                 continue  # not reached by the targets: zero relevance (the arrays start at zero)
+            kind, i = key[0], key[1]
             b = g.shape[0]
             rows = slice(first, first + b)
+            if kind in ("expert", "shared_expert"):  # (tokens routed, hidden) or the shared expert's own shape
+                total = (h.detach().to(self.acc).unsqueeze(0) * g.to(self.acc)).flatten(1).sum(-1).cpu()
+                if kind == "expert":
+                    assert self.experts is not None
+                    self.experts[rows, i, key[2]] += total
+                else:
+                    assert self.shared is not None
+                    self.shared[rows, i] += total
+                continue
             r = h.detach().to(self.acc)[0] * g.to(self.acc)[:, 0]  # (b, seq, width): relevance per element
             if kind == "resid":
                 self.trace[rows, i + 1] += r.sum(-1).cpu()
@@ -252,8 +298,10 @@ class ComponentRecorder(Taps):
             channel_value=part("channel", "value"),
             channels=part("channel", "all"),
             ssm_heads=arr(self.ssm_heads),
+            experts=arr(self.experts),
+            shared_expert=None if self.shared is None else totals(self.shared[j]),
             dtype="float64" if self.acc == torch.float64 else "float32",
         )
 
 
-__all__ = ["ComponentRecorder", "ComponentSpec", "site_map_for_components", "tapped"]
+__all__ = ["ComponentRecorder", "ComponentSpec", "in_place_parts", "site_map_for_components", "tapped"]

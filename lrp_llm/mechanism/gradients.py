@@ -291,23 +291,31 @@ def _target_gradients(
 
 
 def propagate(
-    output: torch.Tensor, inputs: Sequence[torch.Tensor], cotangents: torch.Tensor
+    output: torch.Tensor | Sequence[torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    cotangents: torch.Tensor | Sequence[torch.Tensor],
 ) -> tuple[torch.Tensor | None, ...]:
     """Gradients of ``inputs`` for a batch of cotangents on ``output``: per input (m, *input.shape).
 
     ``cotangents``: (m, *output.shape); one backward pass (``is_grads_batched``), or one per
-    cotangent where an op has no batching rule. The graph is kept (the caller's graph may serve
-    more). Under installed rules this propagates relevance-gradients by the same rules.
+    cotangent where an op has no batching rule. Several tensors (the weighted contributions of a
+    MoE block's experts) take a sequence of outputs and one batch of cotangents each, all with
+    the same m. The graph is kept (the caller's graph may serve more). Under installed rules this
+    propagates relevance-gradients by the same rules.
     """
-    if cotangents.shape[0] > 1:
+    outputs = [output] if isinstance(output, torch.Tensor) else list(output)
+    cots = [cotangents] if isinstance(cotangents, torch.Tensor) else list(cotangents)
+    m = cots[0].shape[0]
+    if m > 1:
         try:
             return torch.autograd.grad(
-                output, inputs, grad_outputs=cotangents, is_grads_batched=True, retain_graph=True, allow_unused=True
+                outputs, inputs, grad_outputs=cots, is_grads_batched=True, retain_graph=True, allow_unused=True
             )
         except RuntimeError:
             pass  # an op without a batching rule: one cotangent at a time
     rows = [
-        torch.autograd.grad(output, inputs, grad_outputs=c, retain_graph=True, allow_unused=True) for c in cotangents
+        torch.autograd.grad(outputs, inputs, grad_outputs=[c[j] for c in cots], retain_graph=True, allow_unused=True)
+        for j in range(m)
     ]
     return tuple(None if rows[0][k] is None else torch.stack([row[k] for row in rows]) for k in range(len(inputs)))
 

@@ -19,7 +19,7 @@ from lrp_llm.errors import InputError
 from lrp_llm.results.base import Fields, float_array
 
 # the kinds top_components ranks; "part" ranks attention, MLP and mixer outputs together
-RANKED_KINDS = ("attn", "mlp", "mixer", "part", "head", "neuron", "channel")
+RANKED_KINDS = ("attn", "mlp", "mixer", "part", "head", "neuron", "channel", "expert")
 
 
 class RankedComponent(NamedTuple):
@@ -57,6 +57,11 @@ class ComponentRelevance:
       same for the channels at the input of the mixer's ``out_proj`` (d_inner); ``ssm_heads``
       (n_layers, n_ssm_heads): Mamba-2's channels summed per SSM head (head ``h``: channels
       ``h * head_dim`` .. ``(h + 1) * head_dim - 1``; select them as those channel sites).
+    - Mixture-of-experts blocks: ``experts`` (n_layers, n_experts): per routed expert the
+      relevance of its weighted contribution (routing weight x expert output, summed over the
+      tokens routed to it and the hidden axis), NaN rows for blocks without experts;
+      ``shared_expert``: per layer the relevance of the shared expert's contribution (None
+      where a block has none). Together they partition the MoE block's output (``mlp``).
 
     Values are float64 for float64 models, float32 otherwise (``dtype``).
     """
@@ -76,6 +81,8 @@ class ComponentRelevance:
     channel_value: np.ndarray | None = None
     channels: np.ndarray | None = None
     ssm_heads: np.ndarray | None = None
+    experts: np.ndarray | None = None
+    shared_expert: list[float | None] | None = None
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -85,7 +92,7 @@ class ComponentRelevance:
         self.trace = np.asarray(self.trace, dtype=dt)
         n = self.trace.shape[0] - 1
         self.attn, self.mlp, self.mixer = (_totals(v, n, dt) for v in (self.attn, self.mlp, self.mixer))
-        for name in ("neuron_total", "channel_total"):
+        for name in _TOTALS:
             if getattr(self, name) is not None:
                 setattr(self, name, _totals(getattr(self, name), n, dt))
         for name in _ARRAYS:
@@ -122,6 +129,16 @@ class ComponentRelevance:
                 found.extend(
                     RankedComponent(f"layer.{i}.mixer.ssm_head.{h}", float(v)) for h, v in enumerate(row) if v == v
                 )
+        if kind == "expert":  # routed and shared experts together
+            for i in range(self.n_layers):
+                if self.experts is not None:
+                    found.extend(
+                        RankedComponent(f"layer.{i}.mlp.expert.{e}", float(v))
+                        for e, v in enumerate(self.experts[i])
+                        if v == v
+                    )
+                if self.shared_expert is not None and self.shared_expert[i] is not None:
+                    found.append(RankedComponent(f"layer.{i}.mlp.shared_expert", float(self.shared_expert[i])))
         if kind in ("neuron", "channel"):
             part = "mlp.neuron" if kind == "neuron" else "mixer.channel"
             every, index, value, total = (getattr(self, f"{kind}s"), *(getattr(self, f"{kind}_{x}") for x in _INDEXED))
@@ -150,7 +167,7 @@ class ComponentRelevance:
             value = getattr(self, name)
             if value is not None:
                 d[name] = value.tolist()
-        for name in ("neuron_total", "channel_total"):
+        for name in _TOTALS:
             if getattr(self, name) is not None:
                 d[name] = list(getattr(self, name))
         return d
@@ -202,6 +219,8 @@ class ComponentRelevance:
             heads=array("heads", 2, dt),
             head_positions=array("head_positions", 3, dt),
             ssm_heads=array("ssm_heads", 2, dt),
+            experts=array("experts", 2, dt),
+            shared_expert=totals("shared_expert", required=False),
             dtype=dtype,
             **indexed,
         )
@@ -218,7 +237,10 @@ _ARRAYS = (
     "channel_value",
     "channels",
     "ssm_heads",
+    "experts",
 )
+# the optional per-layer totals (JSON: lists with null for absent layers)
+_TOTALS = ("neuron_total", "channel_total", "shared_expert")
 _INDEXED = ("index", "value", "total")
 
 

@@ -324,7 +324,7 @@ def test_top_components_rank_by_absolute_relevance_across_layers():
     ]
     assert c.top_components("neuron", 5) == [("layer.0.mlp.neuron.4", -3.0), ("layer.0.mlp.neuron.1", 0.2)]
     with pytest.raises(InputError, match="unknown component kind"):
-        c.top_components("expert")
+        c.top_components("expertise")
 
 
 # ------------------------------------------------------------------ Mamba channels
