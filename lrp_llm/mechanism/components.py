@@ -53,11 +53,13 @@ class ComponentSpec:
         return cls() if value else None
 
 
-def _first(output: Any) -> torch.Tensor:
+def first_output(output: Any) -> torch.Tensor:
+    """A module's main tensor: the first item of a tuple/list output, else the output itself."""
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def _with_first(output: Any, new: torch.Tensor) -> Any:
+def with_first_output(output: Any, new: torch.Tensor) -> Any:
+    """``output`` with its main tensor (see :func:`first_output`) replaced by ``new``."""
     if isinstance(output, tuple):
         return (new, *output[1:])
     if isinstance(output, list):
@@ -79,10 +81,10 @@ def tapped(places: Mapping[Hashable, Location], record: Callable[[Hashable, torc
                 def hook(module, args, output, key=key):
                     if not torch.is_grad_enabled():
                         return None
-                    h = _first(output)
+                    h = first_output(output)
                     view = h.view_as(h)
                     record(key, view)
-                    return _with_first(output, view)
+                    return with_first_output(output, view)
 
                 handles.append(loc.module.register_forward_hook(hook))
             else:
@@ -256,4 +258,11 @@ class ComponentRecorder(Taps):
         )
 
 
-__all__ = ["ComponentRecorder", "ComponentSpec", "site_map_for_components", "tapped"]
+__all__ = [
+    "ComponentRecorder",
+    "ComponentSpec",
+    "first_output",
+    "site_map_for_components",
+    "tapped",
+    "with_first_output",
+]
