@@ -223,4 +223,59 @@ def ablated_logits(
         ).logits
 
 
-__all__ = ["HOWS", "AblationResult", "ablate_components", "ablated_logits", "ablation_edits", "prompt_means"]
+def zero_ablation_estimate(
+    model: nn.Module,
+    input_ids: Sequence[int] | torch.Tensor,
+    answer_id: int,
+    kind: str = "neuron",
+    *,
+    rules: str | None = "relp",
+) -> torch.Tensor:
+    """Attribution patching of zero ablation: the predicted change of the answer logit (at the last
+    position) when each component of ``kind`` ("neuron", "head", "channel") is set to 0 at every position,
+    ``sum_pos (0 - a) . g`` with ``g`` the gradient of the logit at the component in the clean run; one
+    forward and one backward pass for all components. ``rules``: "relp" (RelP: the gradient under LRP
+    rules, :mod:`patching.relp`), None (plain attribution patching, AtP: then the estimate is minus
+    gradient x activation), "attnlrp" or "cp-lrp". Returns (n_layers, width), NaN rows for blocks
+    without the kind; the most negative entries are the components whose ablation is predicted to
+    lower the answer most."""
+    from lrp_llm.mechanism.patch import freeze_parameters
+
+    from .relp import _record, backward_rules
+
+    sm = site_map(model)
+    if kind not in ("neuron", "head", "channel") or kind not in sm.kinds:
+        have = ", ".join(k for k in ("neuron", "head", "channel") if k in sm.kinds)
+        raise InputError(f"no '{kind}' components in this model; it has: {have}")
+    ids = _ids_tensor(model, input_ids)
+    targets = [(kind, i, sm.module(i, kind), "input") for i in sm.layers_with(kind)]
+    got: dict = {}
+    with backward_rules(model, rules) as patch:
+        freeze_parameters(model, patch)
+        _record(patch, targets, got)
+        with torch.enable_grad():
+            embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+            logit = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=1).logits[0, -1, int(answer_id)]
+            keys = list(got)
+            grads = torch.autograd.grad(logit, [got[k] for k in keys], allow_unused=True)
+    width = sm.count(kind)
+    out = torch.full((sm.n_layers, width), float("nan"), dtype=torch.float64)
+    for (_, i), grad in zip(keys, grads):
+        a = got[(kind, i)][0].detach().double()  # (T, width of the tensor)
+        g = torch.zeros_like(a) if grad is None else grad[0].double()
+        per = -(a * g)
+        if kind == "head":
+            per = per[..., : sm.n_heads * sm.head_dim].unflatten(-1, (sm.n_heads, sm.head_dim)).sum(-1)
+        out[i] = per.sum(0)[:width].cpu()
+    return out
+
+
+__all__ = [
+    "HOWS",
+    "AblationResult",
+    "ablate_components",
+    "ablated_logits",
+    "ablation_edits",
+    "prompt_means",
+    "zero_ablation_estimate",
+]

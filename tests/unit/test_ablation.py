@@ -174,3 +174,28 @@ def test_errors_are_one_line(model, ids, kwargs, needle):
         ablate_components(model, kwargs.pop("prompt"), kwargs.pop("sites"), **kwargs)
     assert needle in str(err.value) and len(str(err.value).splitlines()) == 1
     assert model_state(model) == before
+
+
+@pytest.mark.parametrize(("rules", "method"), [(None, "grad-x-input"), ("cp-lrp", "cp-lrp"), ("attnlrp", "attnlrp")])
+def test_zero_ablation_estimate_is_minus_the_component_relevance(model, ids, rules, method):
+    """Attribution patching towards 0 predicts -sum_pos a * g: minus the neurons' and heads' relevance that
+    component relevance computes with the same rules (another code path: taps in the gradient engine)."""
+    from lrp_llm.engines import causal_lm
+    from lrp_llm.mechanism.components import ComponentSpec
+    from patching.ablation import zero_ablation_estimate
+
+    before = model_state(model)
+    answer = 11
+    seq = [*ids, answer]
+    comp = causal_lm.relevance(model, seq, [len(seq) - 1], method=method, components=ComponentSpec(full=True))
+    c = comp["components"][0]
+    neurons = zero_ablation_estimate(model, ids, answer, "neuron", rules=rules)
+    heads = zero_ablation_estimate(model, ids, answer, "head", rules=rules)
+    scale = float(abs(c.neurons).max())
+    assert scale > 0
+    # float64 sums of T * width products in different orders
+    assert torch.allclose(neurons, -torch.from_numpy(c.neurons), rtol=0, atol=1e-10 * scale)
+    assert torch.allclose(heads, -torch.from_numpy(c.heads), rtol=0, atol=1e-10 * float(abs(c.heads).max()))
+    assert model_state(model) == before
+    with pytest.raises(InputError, match="no 'channel' components"):
+        zero_ablation_estimate(model, ids, answer, "channel")
