@@ -35,11 +35,14 @@ _LAZY = {
     "Grid": "patching.result",
     "PatchingResult": "patching.result",
     "attention_knockout": "patching.recipes",
+    "ablate_components": "patching.ablation",
+    "AblationResult": "patching.ablation",
     "patch_last_token": "patching.recipes",
     "overwrite_attribute": "patching.recipes",
 }
 
 if TYPE_CHECKING:  # names for type checkers and IDEs; loaded lazily below
+    from .ablation import AblationResult, ablate_components  # noqa: F401
     from .edges import AttentionEdge, EdgeEdit, cut_edges, edit_edges, scale_edges  # noqa: F401
     from .experiment import run_patching  # noqa: F401
     from .interventions import (  # noqa: F401

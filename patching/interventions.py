@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from lrp_llm.errors import InputError
+from lrp_llm.mechanism.components import first_output as _first
+from lrp_llm.mechanism.components import with_first_output as _with_first
 from lrp_llm.mechanism.patch import ModelPatch
 
 from .sites import EXPERT_KINDS, Location, Site, SiteMap, normalise_positions, site_map
@@ -169,18 +171,6 @@ def edit_site_tensor(x: torch.Tensor, edit: Intervention, *, squeeze: bool = Fal
     out = x.clone()
     out[ri, pi] = new
     return out
-
-
-def _first(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
-def _with_first(output: Any, new: torch.Tensor) -> Any:
-    if isinstance(output, tuple):
-        return (new, *output[1:])
-    if isinstance(output, list):
-        return [new, *output[1:]]
-    return new
 
 
 class _SiteHook:

@@ -54,11 +54,13 @@ class ComponentSpec:
         return cls() if value else None
 
 
-def _first(output: Any) -> torch.Tensor:
+def first_output(output: Any) -> torch.Tensor:
+    """A module's main tensor: the first item of a tuple/list output, else the output itself."""
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def _with_first(output: Any, new: torch.Tensor) -> Any:
+def with_first_output(output: Any, new: torch.Tensor) -> Any:
+    """``output`` with its main tensor (see :func:`first_output`) replaced by ``new``."""
     if isinstance(output, tuple):
         return (new, *output[1:])
     if isinstance(output, list):
@@ -86,10 +88,10 @@ def tapped(
                 def hook(module, args, output, key=key):
                     if not torch.is_grad_enabled():
                         return None
-                    h = _first(output)
+                    h = first_output(output)
                     view = h.view_as(h)
                     record(key, view)
-                    return _with_first(output, view.clone() if key in copy else view)
+                    return with_first_output(output, view.clone() if key in copy else view)
 
                 handles.append(loc.module.register_forward_hook(hook))
             else:
@@ -304,4 +306,12 @@ class ComponentRecorder(Taps):
         )
 
 
-__all__ = ["ComponentRecorder", "ComponentSpec", "in_place_parts", "site_map_for_components", "tapped"]
+__all__ = [
+    "ComponentRecorder",
+    "ComponentSpec",
+    "first_output",
+    "in_place_parts",
+    "site_map_for_components",
+    "tapped",
+    "with_first_output",
+]
