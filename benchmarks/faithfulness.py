@@ -59,37 +59,49 @@ def main(argv: list[str] | None = None) -> Path:
         "benchmarks/results/faithfulness.json, read by benchmarks.choose_default)",
     )
     ap.add_argument("--removable", default="content", choices=["content", "all"], help="tokens a removal may take")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="a data set whose per-item JSON exists is read from it instead of evaluated again (the tables are "
+        "rebuilt from the saved scores; runs split over several sittings or --limit runs combine this way)",
+    )
     args = ap.parse_args(argv)
 
     import torch
 
-    from lrp_llm.analyses.evaluate import evaluate, load_items
+    from lrp_llm.analyses.evaluate import Evaluation, evaluate, load_items
     from lrp_llm.checkpoints.loading import demo_model_path, load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tok = load_model(args.model, dtype="float32")
+    loaded: list = []  # (model, tokenizer), loaded when a data set is evaluated
     model_name = Path(args.model or demo_model_path()).name
     methods = [m for m in args.methods.split(",") if m]
     sections: list[tuple[str, list[list[str]], str]] = []
-    t_start = time.perf_counter()
+    seconds: list[float] = []
     for path in [Path(p) for p in args.data.split(",") if p]:
-        items = load_items(path, limit=args.limit)
-        t0 = time.perf_counter()
-        ev = evaluate(
-            model,
-            tok,
-            items,
-            methods,
-            strategy=args.strategy,
-            steps=args.steps,
-            only_answered=True,
-            removable=args.removable,
-            model_name=model_name,
-            progress=_printer(path.name),
-        )
-        if args.json:
-            ev.save(args.json.with_suffix(f".{path.stem}.json"))
+        saved = args.json.with_suffix(f".{path.stem}.json")
+        if args.reuse and saved.exists():
+            ev = Evaluation.load(saved)
+            print(f"{path.name}: read from {saved}", flush=True)
+        else:
+            if not loaded:
+                loaded.append(load_model(args.model, dtype="float32"))
+            model, tok = loaded[0]
+            ev = evaluate(
+                model,
+                tok,
+                load_items(path, limit=args.limit),
+                methods,
+                strategy=args.strategy,
+                steps=args.steps,
+                only_answered=True,
+                removable=args.removable,
+                model_name=model_name,
+                progress=_printer(path.name),
+            )
+            ev.save(saved)
+        seconds.append(float(ev.meta.get("seconds") or 0.0))
         summary = ev.summary()
         gxi = next((s.seconds for s in summary if s.method == "grad-x-input"), None)
         rows = []
@@ -116,8 +128,8 @@ def main(argv: list[str] | None = None) -> Path:
         n_tokens = [r.n_tokens for r in ev.results] or [0]
         about = (
             f"`{path.name}`: {ev.n_answered} of {ev.n_items} items answered by the model and evaluated; "
-            f"{min(n_tokens)}-{max(n_tokens)} tokens; {time.perf_counter() - t0:.0f} s in all, "
-            f"{ev.meta['seconds_per_item']:.2f} s per item ({len(methods)} methods: answering, explaining, scoring)"
+            f"{min(n_tokens)}-{max(n_tokens)} tokens; {ev.meta['seconds']:.0f} s in all, "
+            f"{ev.meta['seconds_per_item']:.2f} s per item ({len(ev.methods)} methods: answering, explaining, scoring)"
         )
         sections.append((path.name, rows, about))
     header = [
@@ -139,7 +151,7 @@ def main(argv: list[str] | None = None) -> Path:
     ]
     notes = [
         f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d')}. Model: {model_name}, float32. "
-        f"Total {time.perf_counter() - t_start:.0f} s.",
+        f"Total {sum(seconds):.0f} s of evaluation.",
         f"Removal: `{args.strategy}` ({'zero input embedding, as in the AttnLRP paper' if args.strategy == 'zero' else args.strategy}), "
         f"{args.steps} steps per curve (each removes {100 // args.steps} % of the removable tokens). Removable: "
         + (

@@ -48,6 +48,13 @@ def test_faithfulness_benchmark_writes_its_table(tiny_dir, answered_data, tmp_pa
         assert text.count(f"| {method} | 2 |") == 2  # one row per data set, 2 items each
     per_item = json.loads((tmp_path / "ev.qa.json").read_text())
     assert len(per_item["results"]) == 6
+    # --reuse: the tables again from the saved scores, nothing evaluated (no model is loaded)
+    again = faithfulness.main(
+        ["--model", str(tmp_path / "no-such-model"), "--data", data, "--steps", "2", "--reuse"]
+        + ["--out", str(tmp_path / "again"), "--json", str(tmp_path / "ev.json")]
+    )
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert [line for line in again.read_text().splitlines() if line.startswith("| ")] == table
 
 
 def test_lxt_compare_says_so_when_lxt_is_missing(tiny_dir, answered_data, tmp_path):
