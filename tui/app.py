@@ -120,7 +120,7 @@ class XaiApp(App[None]):
         backend: ModelBackend | None = None,
         *,
         result_path: str | None = None,
-        method: str = "attnlrp",
+        method: str | None = None,
         question: str | None = None,
         context: str | None = None,
         chat: bool = True,
@@ -154,7 +154,9 @@ class XaiApp(App[None]):
         self._asked: dict[int, tuple[str, str | None]] = {}  # job -> (question, context), for the history
         for v in views:  # a view's module is imported when it is first shown
             self.add_mode(v.id, lambda v=v: v.screen_class()())
-        self.set_reactive(XaiApp.method, method)
+        # None: the model family's default (the first of its methods), set when the model has loaded
+        self._method_asked = method is not None
+        self.set_reactive(XaiApp.method, method or "attnlrp")
         self.set_reactive(XaiApp.chat, chat and kind != "seq2seq")  # encoder-decoders take no chat template
 
     # ------------------------------------------------------------------ start-up
@@ -195,7 +197,8 @@ class XaiApp(App[None]):
     def on_model_loaded(self, message: ModelLoaded) -> None:
         if message.methods:
             self.available_methods = message.methods
-            if self.method not in message.methods:  # e.g. AttnLRP asked of a Mamba model
+            # the family's default where none was asked, or where the asked one is not offered (AttnLRP of a Mamba model)
+            if (not self._method_asked and self.attribution is None) or self.method not in message.methods:
                 self.method = message.methods[0]
                 if self._pending is not None:
                     self._pending = dataclasses.replace(self._pending, method=self.method)

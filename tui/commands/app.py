@@ -31,7 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--context", help="a passage the question is about")
     g.add_argument("--plain", action="store_true", help="plain prompt mode (no chat template)")
     g.add_argument("--image", metavar="FILE", help="an image file to explain (image classifiers: the image view)")
-    g.add_argument("--method", default="attnlrp", choices=METHODS, help="attribution method (default: attnlrp)")
+    g.add_argument(
+        "--method", choices=METHODS, help="attribution method (default: the model family's, as xai-tui explain)"
+    )
     g.add_argument(
         "--generate",
         type=int_range(1, MAX_NEW_TOKENS),
