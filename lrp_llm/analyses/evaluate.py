@@ -280,7 +280,9 @@ def prepare_item(
     n_new = max_new_tokens if item.kind == "qa" else 1
     if limit is not None:
         n_new = max(1, min(n_new, limit - len(prompt)))
-    generated = generate_greedy(model, prompt, n_new, stop_ids(model, tokenizer))
+    # a QA answer is searched for in the greedy answer: decoding stops once it is found and settled
+    settled = (lambda gen: _answer_settled(tokenizer, gen, item.answer)) if item.kind == "qa" else None
+    generated = generate_greedy(model, prompt, n_new, stop_ids(model, tokenizer), stop_when=settled)
     generated_text = tokenizer.decode(generated, skip_special_tokens=True)
     answered = False
     if item.kind == "qa":
@@ -312,10 +314,22 @@ def prepare_item(
     )
 
 
+def _answer_match(tokenizer, generated: Sequence[int], answer: str) -> tuple[re.Match | None, str]:
+    """The first whole-word (case-insensitive) match of ``answer`` in the decoded ``generated``, and that text."""
+    text = tokenizer.decode(list(generated), skip_special_tokens=True)
+    return re.search(rf"(?<!\w){re.escape(answer.strip())}(?!\w)", text, flags=re.IGNORECASE), text
+
+
+def _answer_settled(tokenizer, generated: Sequence[int], answer: str) -> bool:
+    """The answer's first match is final: a character follows it, so more tokens cannot change it (generation
+    may stop here)."""
+    match, text = _answer_match(tokenizer, generated, answer)
+    return match is not None and match.end() < len(text)
+
+
 def _answer_token_index(tokenizer, generated: Sequence[int], answer: str) -> int | None:
     """Index of the generated token where ``answer`` starts as a whole word (case-insensitive), or None."""
-    text = tokenizer.decode(list(generated), skip_special_tokens=True)
-    match = re.search(rf"(?<!\w){re.escape(answer.strip())}(?!\w)", text, flags=re.IGNORECASE)
+    match, _ = _answer_match(tokenizer, generated, answer)
     if match is None:
         return None
     for j in range(len(generated)):

@@ -231,8 +231,10 @@ def generate_greedy(
     *,
     on_token: Callable[[int], None] | None = None,
     should_cancel: ShouldCancel | None = None,
+    stop_when: Callable[[list[int]], bool] | None = None,
 ) -> list[int]:
-    """Greedy decoding with the KV cache; the stop token, when reached, is included.
+    """Greedy decoding with the KV cache; the stop token, when reached, is included. ``stop_when(tokens)``:
+    decoding also stops after a token for which it is true (the tokens so far).
 
     ``prompt_ids``: the decoder's prompt, or for an encoder-decoder the encoder's input
     (the encoder runs once; decoding starts from :func:`decoder_start_id`).
@@ -265,7 +267,7 @@ def generate_greedy(
             out_ids.append(nxt)
             if on_token is not None:
                 on_token(nxt)
-            if stop and nxt in stop:
+            if (stop and nxt in stop) or (stop_when is not None and stop_when(out_ids)):
                 break
             step = torch.tensor([[nxt]], device=device)
             # a model that returns no cache (RecurrentGemma keeps its state in its modules and starts

@@ -404,3 +404,28 @@ def test_mamba_curves_match_the_naive_loop_and_methods_are_checked(tok, strategy
         check_methods(mamba, ["attnlrp"])
     ev = evaluate(mamba, tok, [EvalItem(id="n", text="one two three", answer="four")], ["mambalrp", "random"], steps=2)
     assert [s.method for s in ev.summary()] == ["mambalrp", "random"]
+
+
+def test_qa_answer_search_stops_once_the_answer_is_settled(model, tok, monkeypatch):
+    """Decoding stops when the answer's first whole-word match is followed by a character; the prepared
+    item is the one a full-length answer gives."""
+    from lrp_llm.analyses import evaluate as ev
+
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "paris is in france\nwhat country"}], add_generation_prompt=True, tokenize=True
+    )["input_ids"]
+    special = set(tok.all_special_ids)
+    words = [tok.decode([t]) for t in generate_greedy(model, prompt, 8) if t not in special]
+    for said in dict.fromkeys(words[:3]):  # the model's first words, each as the expected answer
+        item = EvalItem(id="s", context="paris is in france", question="what country", answer=said)
+        early = prepare_item(model, tok, item, max_new_tokens=8)
+        with monkeypatch.context() as m:
+            m.setattr(ev, "_answer_settled", lambda *a: False)
+            full = prepare_item(model, tok, item, max_new_tokens=8)
+        assert early.answered and full.answered
+        assert (early.input_ids, early.position, early.candidates) == (full.input_ids, full.position, full.candidates)
+        assert len(early.model_answer) <= len(full.model_answer)
+    # settled: a character follows the match; at the very end it may still grow into a longer word
+    ids = tok("france is", add_special_tokens=False)["input_ids"]
+    assert ev._answer_settled(tok, ids, "france")
+    assert not ev._answer_settled(tok, ids[:1], "france") and not ev._answer_settled(tok, ids, "paris")
