@@ -702,18 +702,12 @@ def _distributed_main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--limit", type=int)
     b.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: the checkpoint's")
     args = p.parse_args(argv)
-    import torch.distributed as dist
-
+    from lrp_llm.analyses.distributed import process_group
     from lrp_llm.checkpoints.loading import load_model
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    cuda = torch.cuda.is_available()
-    if world > 1:
-        dist.init_process_group("nccl" if cuda else "gloo")
-    try:
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    with process_group() as group:
+        rank, world = group.rank, group.world
+        cuda = torch.cuda.is_available()
         model, tokenizer = load_model(args.model, device="cuda" if cuda else "cpu", dtype=args.dtype)
         result = build(
             model,
@@ -730,18 +724,15 @@ def _distributed_main(argv: Sequence[str] | None = None) -> int:
             world=world,
         )
         if world > 1:
-            dist.barrier()
+            group.barrier()
             if rank == 0:
                 shards = [shard_path(args.db, r, world) for r in range(world)]
                 merge_shards(args.db, shards)
                 for s in shards:
                     s.unlink()
-            dist.barrier()
+            group.barrier()
         if rank == 0:
             print(f"indexed {result.windows} windows into {args.db}")
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
     return 0
 
 

@@ -62,13 +62,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lrp_llm.errors import Cancelled, InputError, ShouldCancel, check_cancel
 from lrp_llm.methods import methods_for, parse_method
 from lrp_llm.results.base import REQUIRED, Fields, JsonResult, run_meta
+
+if TYPE_CHECKING:
+    from lrp_llm.analyses.distributed import Group
 
 STRATEGIES: tuple[str, ...] = ("zero", "neutral", "delete")
 # which tokens a perturbation may remove: the content (what the user wrote, the answer so far) or all but special
@@ -1079,6 +1082,7 @@ def evaluate(
     model_name: str | None = None,
     progress: StageProgress | None = None,
     should_cancel: ShouldCancel | None = None,
+    shard: Group | None = None,
 ) -> Evaluation:
     """Explain every item with every method and score each explanation's perturbation curves.
 
@@ -1087,7 +1091,16 @@ def evaluate(
     ``only_answered`` the items the model does not answer are left out. ``removable``: the tokens the
     perturbations may remove (:func:`prepare_item`). All methods' removal sets of one item are scored
     together (:func:`perturbation_curves_many`).
+
+    ``shard``: this process's part of a sharded run (:mod:`lrp_llm.analyses.distributed`): the items
+    ``i % world == rank``, each computed as one process would (the random baseline seeded with the
+    item's index among all evaluated items; with ``only_answered`` the ranks share their answered
+    flags through ``shard.all_gather``); ``meta["shard"]`` records the part for
+    :func:`merge_evaluations`.
     """
+    rank, world = (shard.rank, shard.world) if shard is not None else (0, 1)
+    if world < 1 or not 0 <= rank < world:
+        raise InputError(f"shard {rank} of {world} does not exist")
     if strategy not in STRATEGIES:
         raise InputError(f"unknown removal strategy '{strategy}'; choose one of: {', '.join(STRATEGIES)}")
     if removable not in REMOVABLE:
@@ -1102,20 +1115,29 @@ def evaluate(
             raise Cancelled()
 
     t_start = time.perf_counter()
-    prepared: list[PreparedItem] = []
-    for i, item in enumerate(items):
+    mine = range(rank, len(items), world)  # this shard's items (all of them in one process)
+    prepared: dict[int, PreparedItem] = {}
+    for k, i in enumerate(mine):
         cancel_check()
-        prepared.append(prepare_item(model, tokenizer, item, max_new_tokens=max_new_tokens, removable=removable))
+        prepared[i] = prepare_item(model, tokenizer, items[i], max_new_tokens=max_new_tokens, removable=removable)
         if progress is not None:
-            progress("answering", i + 1, len(items))
-    n_answered = sum(p.answered for p in prepared)
-    chosen = [p for p in prepared if p.answered or not only_answered]
+            progress("answering", k + 1, len(mine))
+    n_answered = sum(p.answered for p in prepared.values())
+    answered = {i: p.answered for i, p in prepared.items()}
+    if only_answered and world > 1:
+        assert shard is not None
+        answered = {i: flag for part in shard.all_gather(answered) for i, flag in part.items()}
+    # an item's index among the evaluated items of the whole run: the seed of its random baseline
+    evaluated = [i for i in range(len(items)) if not only_answered or answered[i]]
+    global_index = {i: k for k, i in enumerate(evaluated)}
+    chosen = [(i, prepared[i]) for i in mine if i in global_index]
     results: list[ItemResult] = []
     total = len(chosen) * len(parsed)
     done = 0
     if progress is not None:
         progress("explaining", 0, total)
-    for index, prep in enumerate(chosen):
+    for i, prep in chosen:
+        index = global_index[i]
         explained: dict[str, tuple[np.ndarray, float]] = {}
         for j, (label, method, m_steps) in enumerate(parsed):
             cancel_check()
@@ -1170,14 +1192,64 @@ def evaluate(
         "seconds": round(time.perf_counter() - t_start, 3),
         "seconds_per_item": round((time.perf_counter() - t_start) / max(1, len(chosen)), 3),
     }
+    if shard is not None:
+        meta["shard"] = {"rank": rank, "world": world, "items": [i for i, _ in chosen]}
     return Evaluation(
         model=model_name or str(getattr(model, "name_or_path", "") or type(model).__name__),
         methods=[label for label, _, _ in parsed],
         strategy=strategy,
         steps=steps,
         results=results,
-        n_items=len(items),
+        n_items=len(mine),
         n_answered=n_answered,
+        meta=meta,
+    )
+
+
+def merge_evaluations(shards: Sequence[Evaluation]) -> Evaluation:
+    """The evaluation of the whole run from the parts of a sharded one (:func:`evaluate` with
+    ``shard``, one per rank, any order): the results in item order, then method order, as one process
+    gives them; ``n_items`` / ``n_answered`` summed; meta from rank 0 with the wall time of the
+    slowest part."""
+    if not shards:
+        raise InputError("no evaluation shards to merge")
+    parts = []
+    for k, ev in enumerate(shards):
+        info = ev.meta.get("shard")
+        if not isinstance(info, dict) or not {"rank", "world", "items"} <= info.keys():
+            raise InputError(f"evaluation {k} is not a shard of a sharded run (no meta 'shard')")
+        if len(ev.results) != len(info["items"]) * len(ev.methods):
+            raise InputError(f"shard {info['rank']} holds {len(ev.results)} results, not one per item and method")
+        parts.append((info, ev))
+    first = min(parts, key=lambda p: p[0]["rank"])[1]
+    world = first.meta["shard"]["world"]
+    if sorted(info["rank"] for info, _ in parts) != list(range(world)) or any(
+        info["world"] != world for info, _ in parts
+    ):
+        raise InputError(f"the shards' ranks are not 0..{world - 1} of one run of {world} processes")
+    setting = (first.model, first.methods, first.strategy, first.steps)
+    for info, ev in parts:
+        if (ev.model, ev.methods, ev.strategy, ev.steps) != setting:
+            raise InputError(f"shard {info['rank']} was run with other settings than shard 0")
+    per_item: dict[int, list[ItemResult]] = {}
+    n = len(first.methods)
+    for info, ev in parts:
+        for j, i in enumerate(info["items"]):
+            if i in per_item:
+                raise InputError(f"item {i} is in two shards")
+            per_item[i] = ev.results[j * n : (j + 1) * n]
+    seconds = max(float(ev.meta.get("seconds") or 0.0) for _, ev in parts)
+    meta = {k: v for k, v in first.meta.items() if k != "shard"}
+    meta["seconds"] = round(seconds, 3)
+    meta["seconds_per_item"] = round(seconds / max(1, len(per_item)), 3)
+    return Evaluation(
+        model=first.model,
+        methods=list(first.methods),
+        strategy=first.strategy,
+        steps=first.steps,
+        results=[r for i in sorted(per_item) for r in per_item[i]],
+        n_items=sum(ev.n_items for _, ev in parts),
+        n_answered=sum(ev.n_answered for _, ev in parts),
         meta=meta,
     )
 
@@ -1200,6 +1272,7 @@ __all__ = [
     "localisation",
     "localisation_scores",
     "mean_ci",
+    "merge_evaluations",
     "parse_item",
     "perturbation_curves",
     "perturbation_curves_many",

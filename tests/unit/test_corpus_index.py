@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from lrp_llm.errors import Cancelled, InputError
 from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.methods import get_method
 from tests.support.models import WORDS, cancel_after, model_state, tiny_causal_lm, tiny_tokenizer
+from tests.support.torchrun import torchrun
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -186,30 +186,14 @@ def test_shards_built_in_process_merge_to_the_single_store(model64, corpus, tmp_
     assert _dump(merged) == _dump(single)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_torchrun_with_two_cpu_processes_gives_the_single_process_store(tiny_dir, corpus, tmp_path):
     from lrp_llm.checkpoints.loading import load_model
 
     args = ["build", "--model", str(tiny_dir), "--corpus", str(corpus), "--layer", "1", "--kind", "neuron"]
     args += ["--top-n", str(TOP_N), "--window", str(WINDOW)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
     sharded = tmp_path / "sharded.sqlite"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2"]
-    launcher += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
-    cmd = [*launcher, "-m", "lrp_llm.analyses.corpus_index", *args, "--db", str(sharded)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()  # the launcher takes its workers down with it
-            proc.communicate()
-    assert proc.returncode == 0, out[-2000:]
+    code, out = torchrun("lrp_llm.analyses.corpus_index", [*args, "--db", str(sharded)])
+    assert code == 0, out[-2000:]
     assert not list(tmp_path.glob("sharded.sqlite.shard*"))  # the merge removed the shards
     model, tok = load_model(tiny_dir)  # as the workers load it
     # one thread here as in the workers (the module's fixture; float32: the same kernels give the same bits)

@@ -30,7 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "95% confidence interval, the insertion / deletion areas of the explained probability, ERASER "
         "comprehensiveness / sufficiency (top 1-50% of tokens) and the time per explanation. Data: one JSON object per line, QA items "
         '{"context": ..., "question": ..., "answer": ...} or next-token items {"text": ..., "answer": " ..."}; '
-        "optional 'id' and 'evidence' (the span of the context that holds the answer). Ctrl-C stops cleanly.",
+        "optional 'id' and 'evidence' (the span of the context that holds the answer). Ctrl-C stops cleanly. Sharded over processes / GPUs: "
+        "`torchrun --nproc-per-node N -m tui.cli evaluate ...` (item i on process i % N, gloo on CPU, nccl "
+        "on GPU: each process on its own GPU with --device cuda); process 0 merges the parts into the result "
+        "one process gives, and alone prints the table and writes --json / --html.",
     )
     add_model_args(p)
     g = p.add_argument_group("evaluation")
@@ -78,6 +81,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lrp_llm.analyses.distributed import launched_world, process_group
+
+    rank, world = launched_world()
+    if world > 1:
+        if getattr(args, "device_map", None):
+            from lrp_llm.errors import InputError
+
+            raise InputError(
+                "--device-map spreads one model over the GPUs; a torchrun launch runs one model per process"
+            )
+        args.quiet = args.quiet or rank > 0  # one progress bar: process 0's
+    with process_group() as group:
+        return _run(args, group)
+
+
+def _run(args: argparse.Namespace, group) -> int:
     from ..render import terminal
 
     outputs = OutputFiles.from_args(args)
@@ -127,7 +146,15 @@ def run(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             model_name=args.model or BUNDLED_MODEL_NAME,
             progress=progress,
+            shard=group if group.world > 1 else None,
         )
+    if group.world > 1:  # every part (the Evaluation of its items, unrounded) to process 0
+        from lrp_llm.analyses.evaluate import merge_evaluations
+
+        parts = group.all_gather(evaluation)
+        if not group.root:
+            return 0
+        evaluation = merge_evaluations(parts)
     evaluation.meta["data"] = str(args.data)
     render_evaluation(out, evaluation)
     outputs.write(evaluation, evaluation_report)
