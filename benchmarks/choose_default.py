@@ -76,6 +76,17 @@ def choose(by_set: dict[str, dict[str, object]], candidates: list[str]) -> tuple
     return pick, f"no candidate eligible; smallest shortfall {shortfall(pick, by_set):.2f}: {pick}"
 
 
+def ranking(by_set: dict[str, dict[str, object]], candidates: list[str]) -> list[str]:
+    """The candidates in the order the rule picks them: the choice, then the choice among the rest, ...
+    (a family that does not offer the first takes the first it offers)."""
+    left, order = list(candidates), []
+    while left:
+        pick, _ = choose(by_set, left)
+        order.append(pick)
+        left.remove(pick)
+    return order
+
+
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description="choose the default method on one half of the items, report the other")
     ap.add_argument(
@@ -143,6 +154,8 @@ def main(argv: list[str] | None = None) -> Path:
         "those whose ABPC + 95 % CI half-width reaches every other method's ABPC on every data set; of those the "
         "highest QA evidence top-1; then the highest summed ABPC. Applied to the selection half only.",
         f"**Chosen: `{pick}`.** {why}.",
+        "Ranking by the same rule (a family that does not offer the first takes the first it offers; "
+        "`lrp_llm.archs.CAUSAL_LM_PREFERENCE`): " + " > ".join(f"`{m}`" for m in ranking(select, candidates)) + ".",
         "On the report half: " + "; ".join(goals) + ".",
         "LRP rule sets below random on the report half: " + (", ".join(below_random) if below_random else "none") + ".",
         "shortfall = the largest amount by which another method's ABPC exceeds this one's ABPC + half-width (<= 0: "

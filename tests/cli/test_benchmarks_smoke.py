@@ -171,3 +171,6 @@ def test_choose_default_rule():
     by_set["next_token"]["saliency"] = _summary("saliency", 5.0, 1.0)
     pick, why = choose(by_set, ["attnlrp", "cp-lrp"])
     assert pick == "cp-lrp" and "no candidate eligible" in why
+    from benchmarks.choose_default import ranking
+
+    assert ranking(by_set, ["attnlrp", "cp-lrp"]) == ["cp-lrp", "attnlrp"]
