@@ -293,21 +293,30 @@ class ModelBackend(_Backend):
             return method
         return offered[0]
 
+    def _component_sites(self, attribution: Attribution, target: int, site: str) -> list[str]:
+        """The sites a listed component stands for: itself, or a Mamba-2 SSM head's channels."""
+        from lrp_llm.analyses.components import component_sites
+
+        return component_sites(self.model, attribution.targets[target].components, site)
+
     def conditional(self, attribution: Attribution, target: int, site: str):
         """The conditional heatmap (:func:`lrp_llm.analyses.components.conditional_relevance`) of answer
-        token ``target`` through the component ``site``, with the attribution's method."""
+        token ``target`` through the component ``site`` (a Mamba-2 SSM head: its channels together), with the
+        attribution's method."""
         from lrp_llm.analyses.components import conditional_relevance
 
         with self.lock:
             self._check_loaded()
             t = attribution.targets[target]
+            selection = self._component_sites(attribution, target, site)
             return conditional_relevance(
-                self.model, attribution.input_ids[: t.position + 1], t.position, [site], method=attribution.method
+                self.model, attribution.input_ids[: t.position + 1], t.position, [selection], method=attribution.method
             )
 
     def ablate(self, attribution: Attribution, target: int, site: str, op: str = "zero") -> dict[str, Any]:
         """Answer token ``target`` predicted again with the component ``site`` ablated (``op``: "zero" or
-        "mean", :mod:`patching.interventions`, at every position): the old and new logit and probability of
+        "mean", :mod:`patching.interventions`, at every position; a Mamba-2 SSM head: all its channels; a routed
+        expert: zero only, through its routing weight, :mod:`patching.experts`): the old and new logit and probability of
         that token, and the new top token with its probability."""
         import torch
 
@@ -323,10 +332,11 @@ class ModelBackend(_Backend):
             token_id = int(attribution.input_ids[t.position])
             device = next(self.model.parameters()).device
             ids = torch.tensor([attribution.input_ids[: t.position]], device=device)
-            edit = zero(site) if op == "zero" else mean_ablate(site)
+            sites = self._component_sites(attribution, target, site)
+            edits = [zero(s) if op == "zero" else mean_ablate(s) for s in sites]
             with torch.no_grad():
                 before = self.model(ids).logits[0, -1].double()
-                with intervene(self.model, edit):
+                with intervene(self.model, *edits):
                     after = self.model(ids).logits[0, -1].double()
             p_before, p_after = before.softmax(-1), after.softmax(-1)
             top = int(after.argmax())

@@ -207,6 +207,17 @@ class _SelectionTaps(Taps):
             self.out[k] = (rel[j].cpu(), float(selected[j]))
 
 
+def component_sites(model: nn.Module, components, name: str) -> list[str]:
+    """The site names a listed component stands for (one selection): ``[name]``, or for a Mamba-2 SSM head
+    (``layer.{i}.mixer.ssm_head.{h}``, ranked in ``components``, a ComponentRelevance) its channels."""
+    from lrp_llm.results.components import SSM_HEAD, ssm_head_channels
+
+    if not SSM_HEAD.match(name):
+        return [name]
+    n_heads = 0 if components is None or components.ssm_heads is None else components.ssm_heads.shape[1]
+    return ssm_head_channels(name, site_map_for_components(model).n_channels, n_heads)
+
+
 def conditional_relevance(
     model: nn.Module,
     input_ids: Sequence[int],

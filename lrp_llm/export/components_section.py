@@ -21,7 +21,13 @@ from lrp_llm.results.attribution import Attribution
 
 TOP = 10  # components listed per kind
 # the kinds listed (ComponentRelevance.top_components) and their headings
-KINDS = (("head", "Attention heads"), ("neuron", "MLP neurons"), ("channel", "Mamba channels"))
+KINDS = (
+    ("head", "Attention heads"),
+    ("neuron", "MLP neurons"),
+    ("channel", "Mamba channels"),
+    ("ssm-head", "SSM heads"),
+    ("expert", "Experts"),
+)
 CSS = ".cmpn-lists{display:flex;flex-wrap:wrap;gap:1.5em}.cmpn-lists table{min-width:16em}"
 
 

@@ -10,6 +10,7 @@ says what is conserved.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -18,8 +19,26 @@ import numpy as np
 from lrp_llm.errors import InputError
 from lrp_llm.results.base import Fields, float_array
 
-# the kinds top_components ranks; "part" ranks attention, MLP and mixer outputs together
-RANKED_KINDS = ("attn", "mlp", "mixer", "part", "head", "neuron", "channel", "expert")
+# the kinds top_components ranks; "part" ranks attention, MLP and mixer outputs together; "ssm-head": Mamba-2's
+# channels summed per SSM head (named ``layer.{i}.mixer.ssm_head.{h}``, not a site: see ssm_head_channels)
+RANKED_KINDS = ("attn", "mlp", "mixer", "part", "head", "neuron", "channel", "ssm-head", "expert")
+SSM_HEAD = re.compile(r"^layer\.(\d+)\.mixer\.ssm_head\.(\d+)$")
+
+
+def ssm_head_channels(name: str, n_channels: int, n_heads: int) -> list[str]:
+    """The channel sites of the SSM head ``name`` (``layer.{i}.mixer.ssm_head.{h}``) of a Mamba-2 mixer with
+    ``n_channels`` channels in ``n_heads`` heads side by side (head ``h``: channels ``h * w .. (h + 1) * w - 1``,
+    ``w = n_channels // n_heads``); any other name: ``[name]``. An out-of-range head is a one-line error."""
+    m = SSM_HEAD.match(name)
+    if m is None:
+        return [name]
+    layer, head = int(m.group(1)), int(m.group(2))
+    if n_heads < 1 or n_channels % n_heads:
+        raise InputError(f"'{name}': {n_channels} channels do not split into {n_heads} SSM heads")
+    if not 0 <= head < n_heads:
+        raise InputError(f"'{name}': SSM head {head} is out of range 0..{n_heads - 1}")
+    w = n_channels // n_heads
+    return [f"layer.{layer}.mixer.channel.{c}" for c in range(head * w, (head + 1) * w)]
 
 
 class RankedComponent(NamedTuple):
@@ -244,4 +263,4 @@ _TOTALS = ("neuron_total", "channel_total", "shared_expert")
 _INDEXED = ("index", "value", "total")
 
 
-__all__ = ["RANKED_KINDS", "ComponentRelevance", "RankedComponent"]
+__all__ = ["RANKED_KINDS", "ComponentRelevance", "RankedComponent", "ssm_head_channels"]

@@ -49,7 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     m = p.add_argument_group("method")
     m.add_argument("--method", help="a gradient x input method (default: the model family's: attnlrp; mambalrp)")
-    m.add_argument("--select", metavar="SITE", help="conditional heatmap of this component, e.g. layer.1.attn.head.2")
+    m.add_argument(
+        "--select",
+        metavar="SITE",
+        help="conditional heatmap of this component, e.g. layer.1.attn.head.2, layer.0.mlp.expert.3, "
+        "layer.0.mixer.ssm_head.1",
+    )
     m.add_argument("--top", type=int_range(1, MAX_LISTED), default=5, help="components listed per kind (default 5)")
     add_output_args(p, json_help="write the explanation with its components (and the selection) as JSON")
 
@@ -97,11 +102,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--token {args.token} is past the answer ({n} tokens: 0 to {n - 1})")
     conditional = None
     if args.select is not None:
-        from lrp_llm.analyses.components import conditional_relevance
+        from lrp_llm.analyses.components import component_sites, conditional_relevance
 
         t = attribution.targets[args.token]
         ids = attribution.input_ids[: t.position + 1]
-        result = conditional_relevance(model, ids, t.position, [args.select], method=attribution.method)
+        selection = component_sites(model, t.components, args.select)  # a Mamba-2 SSM head: its channels
+        result = conditional_relevance(model, ids, t.position, [selection], method=attribution.method)
         conditional = result.heatmaps[0].relevance
     view = ComponentsView(attribution, args.token, args.select, conditional)
     render_component_view(out, view, top=args.top)

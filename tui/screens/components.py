@@ -47,15 +47,77 @@ if TYPE_CHECKING:
 
 GROUP = "components"
 TOP = 8  # components listed per kind
-KINDS = (("head", "heads"), ("neuron", "neurons"), ("channel", "channels"))
+KINDS = (
+    ("head", "heads"),
+    ("neuron", "neurons"),
+    ("channel", "channels"),
+    ("ssm-head", "SSM heads"),
+    ("expert", "experts"),
+)
 NO_INDEX = "no corpus index for this model (build one with `xai-tui components index`)"
 EMPTY = "No explanation yet: ask a question in the Ask & explain view (F2)."
+SNIPPETS = 5  # corpus contexts shown per component
+# the parts a block can have, with the short names the trace's row labels give them (hybrids: blocks differ)
+PARTS = (("attn", "attn"), ("mixer", "mix"), ("mlp", "mlp"), ("experts", "moe"))
 
 
-def snippets_text(model: Any, site: str | None) -> str:
-    """What the snippets pane shows for ``site``: the component's top corpus contexts once a corpus
-    index of the model exists (the corpus index plugs in here); until then, how to build one."""
-    return NO_INDEX
+def block_parts(c: Any) -> list[list[str]]:
+    """Per block of ``c`` (a ComponentRelevance) the parts it has: attn, mixer, mlp, experts (a MoE block's MLP)."""
+    out = []
+    for i in range(c.n_layers):
+        moe = c.experts is not None and bool(np.isfinite(c.experts[i]).any())
+        have = {"attn": c.attn[i] is not None, "mixer": c.mixer[i] is not None}
+        have |= {"mlp": c.mlp[i] is not None and not moe, "experts": moe}
+        out.append([p for p, _ in PARTS if have[p]])
+    return out
+
+
+def row_labels(c: Any) -> list[str]:
+    """The trace grid's row names: ``emb``, then ``L{i}``, with each block's parts where the blocks differ."""
+    parts = block_parts(c)
+    short = dict(PARTS)
+    if len({tuple(p) for p in parts}) <= 1:
+        return ["emb", *(f"L{i}" for i in range(c.n_layers))]
+    return ["emb", *(f"L{i} {'+'.join(short[p] for p in ps)}" for i, ps in enumerate(parts))]
+
+
+def index_stores(model: Any) -> list[Path]:
+    """The corpus-index stores of ``model`` in the cache (:func:`lrp_llm.analyses.corpus_index.default_db_path`,
+    any corpus), newest first."""
+    from lrp_llm.analyses.corpus_index import default_db_path, model_fingerprint
+
+    if model is None:
+        return []
+    folder = default_db_path(model_fingerprint(model), "x").parent
+    found = folder.glob(f"{model_fingerprint(model)[:16]}-*.sqlite") if folder.is_dir() else []
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def snippets_text(stores: list[Path], site: str | None) -> Text:
+    """What the snippets pane shows for ``site``: its top corpus contexts by relevance, from the first of the
+    model's ``stores`` that indexes its layer and kind (the firing token marked); else how to build one."""
+    from lrp_llm.analyses.corpus_index import indexed, top_contexts
+    from lrp_llm.archs.sites import Site
+
+    if not stores:
+        return literal(NO_INDEX)
+    if site is None:
+        return literal("choose a head, neuron or channel (Enter) to see the corpus contexts it is most relevant in")
+    try:
+        s = Site.parse(site)
+    except Exception:  # an SSM head, an expert: not indexed
+        s = None
+    if s is not None:
+        for db in stores:
+            if any(e["layer"] == s.layer and e["kind"] == s.kind for e in indexed(db)):
+                text = Text()
+                for j, snip in enumerate(top_contexts(db, site, "relevance", SNIPPETS)):
+                    text.append(("\n" if j else "") + f"{snip.value:+.3f} ", style="green" if snip.value > 0 else "red")
+                    text.append(visible("".join(snip.before)))
+                    text.append(visible(snip.token), style="bold reverse")
+                    text.append(visible("".join(snip.after)))
+                return text if text.plain else literal(f"{site}: no contexts indexed yet")
+    return literal(f"{site} is not in the model's corpus index (`xai-tui components index` builds its layer and kind)")
 
 
 class ComponentsScreen(ViewScreen):
@@ -103,6 +165,7 @@ class ComponentsScreen(ViewScreen):
         self.ranked: list[tuple[str, float]] = []
         """The listed components (site, relevance) of the selected token, in list order."""
         self._busy: int | None = None
+        self._stores: tuple[int, list[Path]] | None = None  # (id of the model, its corpus-index stores)
 
     def compose_body(self) -> ComposeResult:
         yield AnswerTokens(id="cpt-answer", placeholder=EMPTY)
@@ -259,6 +322,9 @@ class ComponentsScreen(ViewScreen):
             self.xai.show_error("no component chosen; wait for the components, then highlight one in the list")
             return
         t = self._target(a)
+        if op != "zero" and ".mlp.expert." in site:
+            self.xai.show_error(f"{site}: a routed expert can only be zeroed (its routing weight); press a")
+            return
         if (t, site, op) in self._ablations:
             self.selected = site
             self._show_target()
@@ -325,7 +391,7 @@ class ComponentsScreen(ViewScreen):
         )
         from lrp_llm.export.components_section import layer_labels
 
-        rows = ["emb", *(f"L{i}" for i in range(c.n_layers))]
+        rows = row_labels(c)
         cursor = grid.cursor if grid.cursor is not None and grid.values.shape == c.trace.shape else None
         grid.set_matrix(c.trace, rows, [str(x) for x in a.tokens[: tr.position]], cursor=cursor or (c.n_layers, 0))
         grid.border_subtitle = f"max |R| {grid.scale:.3g}"
@@ -347,9 +413,14 @@ class ComponentsScreen(ViewScreen):
         )
         prompt.border_subtitle = f"max |R| {prompt.scale:.3g}"
         self._show_effect(t)
-        self.query_one("#cpt-snippets", Static).update(
-            literal(snippets_text(getattr(self.xai.backend, "model", None), self.selected))
-        )
+        self.query_one("#cpt-snippets", Static).update(snippets_text(self._index_stores(), self.selected))
+
+    def _index_stores(self) -> list[Path]:
+        """The corpus-index stores of the loaded model (looked up once per model)."""
+        model = getattr(self.xai.backend, "model", None)
+        if self._stores is None or self._stores[0] != id(model):
+            self._stores = (id(model), index_stores(model))
+        return self._stores[1]
 
     @staticmethod
     def _row(site: str, value: float) -> Text:
@@ -393,9 +464,19 @@ class ComponentsScreen(ViewScreen):
         if r < tr.components.trace.shape[0] and col < tr.position:
             value = float(tr.components.trace[r, col])
             name = getattr(self, "_layer_labels", [""] * (r + 1))[r]
-            self.query_one("#cpt-trace").border_subtitle = literal(
-                f"{name} · {compact(a.tokens[col])} (position {col}): {value:+.4f}"
+            c = tr.components
+            parts = (
+                ""
+                if r == 0
+                else " (" + ", ".join(f"{p} {self._part_value(c, r - 1, p):+.3f}" for p in block_parts(c)[r - 1]) + ")"
             )
+            self.query_one("#cpt-trace").border_subtitle = literal(
+                f"{name}{parts} · {compact(a.tokens[col])} (position {col}): {value:+.4f}"
+            )
+
+    @staticmethod
+    def _part_value(c: Any, layer: int, part: str) -> float:
+        return float(c.mlp[layer] if part == "experts" else getattr(c, part)[layer])
 
     @on(AnswerTokens.CursorMoved, "#cpt-answer")
     def _cursor_moved(self, event: AnswerTokens.CursorMoved) -> None:
