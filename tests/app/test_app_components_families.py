@@ -214,3 +214,39 @@ async def test_hybrid_trace_names_each_blocks_parts(hybrid):
         await pilot.press("down", "down")  # the MLP block
         await wait_for(pilot, lambda: "layer 2 (mlp " in str(grid.border_subtitle), 10, "the MLP block's parts")
         assert str(grid.border_subtitle).startswith(f"layer 2 (mlp {c.mlp[2]:+.3f}) · ")
+
+
+@pytest.mark.anyio
+async def test_snippets_pane_lists_the_chosen_heads_corpus_contexts_from_the_models_index(tmp_path, monkeypatch):
+    from lrp_llm.analyses import corpus_index as ci
+    from lrp_llm.text import visible
+    from tests.support.tui_support import tui_backend
+
+    backend = tui_backend()
+    # a tiny index of layer 0's heads in the cache the app looks in (the default store path of this model)
+    monkeypatch.setenv("XAI_TUI_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(
+        "Normandy is a region in France.\n\nThe river flows [bold]north[/bold] through the old city.\n\n"
+        "Paris is the capital of France.\tRome is the capital of Italy.\n",
+        encoding="utf-8",
+    )
+    built = ci.build(backend.model, backend.tokenizer, [corpus], 0, "head", top_n=3, window=12)
+    app = XaiApp(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await ask_and_open(app, pilot)
+        screen = app.screen
+        pane = screen.query_one("#cpt-snippets")
+        assert "choose a head, neuron or channel" in str(pane.render())  # an index exists: a hint to choose
+        heads = [s for s, _ in screen.ranked if ".attn.head." in s]
+        indexed = next(s for s in heads if s.startswith("layer.0."))
+        await choose(app, pilot, indexed)
+        want = ci.top_contexts(built.db, indexed, "relevance", 5)
+        assert want, "the index has contexts for the head"
+        shown = str(pane.render())
+        for line, snip in zip(shown.splitlines(), want, strict=True):
+            # the value, then the context as data: markup-like text literal, the tab visible
+            assert line == f"{snip.value:+.3f} " + visible("".join(snip.before) + snip.token + "".join(snip.after))
+        other = next(s for s in heads if s.startswith("layer.1."))
+        await choose(app, pilot, other)
+        assert f"{other} is not in the model's corpus index" in str(pane.render())
