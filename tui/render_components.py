@@ -68,12 +68,15 @@ def render_component_view(console: Console, view, *, top: int = 5) -> None:
         peak.append(f" {float(row[k]):+.3f}" if len(row) else "")
         table.add_row(name, f"{total:+.4f}", *("—" if v is None else f"{v:+.4f}" for v in parts), peak)
     console.print(table)
-    ranked = Table(show_edge=False, header_style="bold", title=f"top {top} components")
     shown = [(heading, c.top_components(kind, top)) for kind, heading in KINDS if c.top_components(kind, 1)]
-    for heading, _ in shown:
-        ranked.add_column(heading)
-    if shown:
-        ranked.add_row(*(_ranked(items, 4) for _, items in shown))
+    # side by side while they fit (a site name and its value take about 32 cells; names are never cut)
+    per = max(1, min(3, console.width // 33))
+    for j in range(0, len(shown), per):
+        group = shown[j : j + per]
+        ranked = Table(show_edge=False, header_style="bold", title=f"top {top} components" if j == 0 else None)
+        for heading, _ in group:
+            ranked.add_column(heading, no_wrap=True)
+        ranked.add_row(*(_ranked(items, 4) for _, items in group))
         console.print(ranked)
     if view.selected is not None and view.conditional is not None:
         line = Text("conditional heatmap of ", style="bold")

@@ -209,10 +209,13 @@ NEMOTRON_H_FAMILY = _register(
         mlp="mixer",
         neurons="mixer.down_proj",
         mixer="mixer",
+        channels="mixer.out_proj",
+        experts="mixer.experts",
+        shared_expert="mixer.shared_experts",
         final_norm="norm_f",
         layer_parts=by_layer_type(
             {
-                **{t: ("mixer",) for t in MAMBA},
+                **{t: ("mixer", "channels") for t in MAMBA},
                 **{t: ("attention", "heads") for t in ATTENTION},
                 "mlp": ("mlp", "neurons"),
                 "moe": ("mlp",),

@@ -195,12 +195,15 @@ async def test_hybrid_trace_names_each_blocks_parts(hybrid):
         assert [x is not None for x in c.attn] == [False, True, False, False]
         assert [x is not None for x in c.mlp] == [False, False, True, True]
         grid = screen.query_one("#cpt-trace", HeatGrid)
-        assert grid.row_labels == ["emb", "L0 mix", "L1 attn", "L2 mlp", "L3 mlp"]
+        assert grid.row_labels == ["emb", "L0 mix", "L1 attn", "L2 mlp", "L3 moe"]
         np.testing.assert_allclose(grid.values, c.trace, rtol=1e-5, atol=1e-6)
-        want = c.top_components("head", 8) + c.top_components("neuron", 8)
+        kinds = ("head", "neuron", "channel", "ssm-head", "expert")
+        want = [x for kind in kinds for x in c.top_components(kind, 8)]
         assert [s for s, _ in screen.ranked] == [s for s, _ in want]
-        assert {s.split(".")[1] for s, _ in screen.ranked if ".attn.head." in s} == {"1"}
-        assert {s.split(".")[1] for s, _ in screen.ranked if ".neuron." in s} == {"2"}
+        # each kind listed from the blocks that have it
+        for part, layer in ((".attn.head.", "1"), (".neuron.", "2"), (".channel.", "0"), (".ssm_head.", "0")):
+            assert {s.split(".")[1] for s, _ in screen.ranked if part in s} == {layer}, part
+        assert {s.split(".")[1] for s, _ in screen.ranked if ".expert" in s} == {"3"}
         grid.focus()
         assert grid.cursor == (4, 0)  # the last block's row
         await pilot.press("up", "up", "up")  # to the mixer block's row
@@ -214,6 +217,27 @@ async def test_hybrid_trace_names_each_blocks_parts(hybrid):
         await pilot.press("down", "down")  # the MLP block
         await wait_for(pilot, lambda: "layer 2 (mlp " in str(grid.border_subtitle), 10, "the MLP block's parts")
         assert str(grid.border_subtitle).startswith(f"layer 2 (mlp {c.mlp[2]:+.3f}) · ")
+        await pilot.press("down")  # the MoE block: its output is the experts'
+        await wait_for(pilot, lambda: "layer 3 (experts " in str(grid.border_subtitle), 10, "the MoE block's parts")
+        assert str(grid.border_subtitle).startswith(f"layer 3 (experts {c.mlp[3]:+.3f}) · ")
+        # the MoE block's top expert: its heatmap and its zero ablation are the library's
+        from patching.ablation import ablate_components
+
+        site = c.top_components("expert", 1)[0].site
+        await choose(app, pilot, site)
+        t = reference.targets[0]
+        heat = conditional_relevance(
+            backend.model, reference.input_ids[: t.position + 1], t.position, [site], method=reference.method
+        )
+        np.testing.assert_allclose(
+            screen.query_one("#cpt-prompt", TokenFlow).values, heat.heatmaps[0].relevance, rtol=1e-5, atol=1e-6
+        )
+        await pilot.press("a")
+        await settle(app, pilot)
+        token = reference.input_ids[t.position]
+        lib = ablate_components(backend.model, reference.input_ids[: t.position], site, answer=token, new_tokens=1)
+        text = str(screen.query_one("#cpt-effect").render())
+        assert f"logit {lib.logit_before:+.2f} → {lib.logit_after:+.2f}" in text, text
 
 
 @pytest.mark.anyio

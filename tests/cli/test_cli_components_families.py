@@ -72,7 +72,9 @@ def test_hybrid_layer_table_shows_each_blocks_parts(tmp_path_factory, capsys):
     assert rows["layer 1"][1:4] == [f"{c.attn[1]:+.4f}", "—", "—"]
     assert rows["layer 2"][1:4] == ["—", f"{c.mlp[2]:+.4f}", "—"]
     assert rows["layer 3"][1:4] == ["—", f"{c.mlp[3]:+.4f}", "—"]  # the MoE block's output
-    assert "layer.1.attn.head." in printed and "layer.2.mlp.neuron." in printed
+    for listed in ("layer.1.attn.head.", "layer.2.mlp.neuron.", "layer.0.mixer.channel.", "layer.0.mixer.ssm_head."):
+        assert listed in printed, listed
+    assert "layer.3.mlp.expert." in printed or "layer.3.mlp.shared_expert" in printed
 
 
 def test_an_unknown_ssm_head_is_one_line(tmp_path_factory, capsys):

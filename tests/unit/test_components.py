@@ -398,6 +398,18 @@ def test_hybrid_components_exist_only_in_the_blocks_that_have_them():
     assert _rel_err(c.layer_totals, logit) < 1e-4
     for site, _ in c.top_components("part", 10):
         sites.check(site)  # every ranked name is a site of the model
+    # the Mamba-2 block's channels (and SSM heads) and the MoE block's experts are components too
+    assert sites.layers_with("channel") == [0] and sites.layers_with("expert") == [1]
+    assert {"expert", "shared_expert"} <= set(sites.kinds)
+    assert c.channel_total[0] == pytest.approx(c.mixer[0], rel=1e-10) and c.channel_total[1:] == [None] * 3
+    assert c.ssm_heads.shape == (4, 8) and abs(c.ssm_heads[0].sum() - c.mixer[0]) <= 1e-10 * abs(c.mixer[0])
+    assert np.isnan(c.ssm_heads[1:]).all()
+    assert np.isnan(c.experts[[0, 2, 3]]).all() and not np.isnan(c.experts[1]).any()
+    moe = float(c.experts[1].sum()) + c.shared_expert[1]  # the routed experts and the shared one partition it
+    assert abs(moe - c.mlp[1]) <= 1e-10 * max(abs(c.mlp[1]), 1.0)
+    assert [x is None for x in c.shared_expert] == [True, False, True, True]
+    for site, _ in c.top_components("expert", 10) + c.top_components("channel", 10):
+        sites.check(site)
 
 
 def test_large_taps_share_fewer_targets_per_backward_pass(llama, monkeypatch):

@@ -52,11 +52,16 @@ def test_sites_exist_only_where_the_block_has_the_part(lfm2, nemotron):
 
     sm = SiteMap(nemotron)
     layers = nemotron.model.layers
-    assert [sm.describe_layer(i) for i in range(3)] == ["resid, mixer", "resid, attn, head", "resid, mlp, neuron"]
+    assert [sm.describe_layer(i) for i in range(3)] == [
+        "resid, mixer, channel",
+        "resid, attn, head",
+        "resid, mlp, neuron",
+    ]
     # one attribute ("mixer") holds a different kind of module in each block: the config says which
     assert sm.module(0, "mixer") is layers[0].mixer and sm.module(1, "attn") is layers[1].mixer
     assert sm.locate("layer.1.attn.head.2").module is layers[1].mixer.o_proj
     assert sm.locate("layer.2.mlp.neuron.3").module is layers[2].mixer.down_proj
+    assert sm.locate("layer.0.mixer.channel.3").module is layers[0].mixer.out_proj  # the Mamba-2 block's channels
 
 
 @pytest.mark.parametrize(

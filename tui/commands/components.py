@@ -1,7 +1,7 @@
 """``xai-tui components``: which layers, heads and neurons carried one answer token (headless).
 
 The same numbers as the app's Components view (F8): the relevance trace summed per layer, the top
-heads / neurons / Mamba channels and, with ``--select SITE``, that component's conditional heatmap
+heads / neurons / Mamba channels / SSM heads / experts and, with ``--select SITE``, that component's conditional heatmap
 (:func:`lrp_llm.analyses.components.conditional_relevance`); ``--json`` / ``--html`` as the view's export.
 """
 

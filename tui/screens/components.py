@@ -4,12 +4,14 @@ The answer shown in the Ask view is explained once more with component relevance
 (``reexplain(..., components=True)``, the family's default method when the shown one has no
 components), in a worker with progress that Esc cancels; once per answer. For the selected
 answer token (←/→, shared with the other views) it shows the relevance trace (residual stream
-per layer and position) as a grid, and the top heads, MLP neurons and Mamba channels ranked by
+per layer and position) as a grid (a hybrid's rows name each block's parts: attn, mix, mlp, moe),
+and the top heads, MLP neurons, Mamba channels, Mamba-2 SSM heads and experts ranked by
 |relevance|. Enter on one computes its conditional heatmap (the input relevance that flows
-through it, :func:`lrp_llm.analyses.components.conditional_relevance`) and recolours the input
-with it; ``a`` zero-ablates it, ``m`` mean-ablates it (:mod:`patching.interventions`) and shows the
-token's new logit and probability next to the old ones. The snippets pane lists the component's top
-corpus contexts once a corpus index exists for the model.
+through it, :func:`lrp_llm.analyses.components.conditional_relevance`; an SSM head: its channels)
+and recolours the input with it; ``a`` zero-ablates it, ``m`` mean-ablates it (:mod:`patching.interventions`;
+a routed expert can only be zeroed, :mod:`patching.experts`) and shows the token's new logit and
+probability next to the old ones. The snippets pane lists the chosen component's top corpus contexts
+when the model's corpus index (in the cache, any corpus) holds its layer and kind.
 """
 
 from __future__ import annotations
