@@ -274,3 +274,42 @@ async def test_snippets_pane_lists_the_chosen_heads_corpus_contexts_from_the_mod
         other = next(s for s in heads if s.startswith("layer.1."))
         await choose(app, pilot, other)
         assert f"{other} is not in the model's corpus index" in str(pane.render())
+
+
+@pytest.mark.anyio
+async def test_the_synthetic_recall_mamba_checkpoint_lists_its_channels():
+    """Loaded as a user loads it (the family's method, MambaLRP, chosen once loaded): channels only."""
+    from pathlib import Path
+
+    from tui.backend import LoadOptions, ModelBackend
+
+    path = Path(__file__).parents[2] / "models" / "synthetic" / "recall-mamba"
+    app = XaiApp(ModelBackend(LoadOptions(path=str(path))), chat=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.model_state == "ready", what="the checkpoint loaded")
+        app.screen.query_one("#question").insert_text_at_cursor("k1 v2 k3 v4 k1")
+        await pilot.click("#question")
+        await pilot.press("enter")
+        await explained(app, pilot)
+        assert app.method == "mambalrp" and app.status[1] == "info", app.status
+        await pilot.press("f8")
+        await wait_for(pilot, lambda: app.screen.explained is not None, what="components")
+        await settle(app, pilot)
+        screen = app.screen
+        a = screen.explained
+        c = a.targets[0].components
+        lib = (
+            explain(
+                app.backend.model,
+                app.backend.tokenizer,
+                prompt_ids=a.input_ids[: a.prompt_length],
+                answer_ids=a.input_ids[a.prompt_length :],
+                method="mambalrp",
+                components=True,
+            )
+            .targets[0]
+            .components
+        )
+        np.testing.assert_allclose(c.trace, lib.trace, rtol=1e-5, atol=1e-6)
+        assert [s for s, _ in screen.ranked] == [s for s, _ in lib.top_components("channel", 8)]
+        assert screen.query_one("#cpt-trace", HeatGrid).row_labels == ["emb", "L0", "L1"]

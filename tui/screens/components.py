@@ -90,8 +90,9 @@ def index_stores(model: Any) -> list[Path]:
 
     if model is None:
         return []
-    folder = default_db_path(model_fingerprint(model), "x").parent
-    found = folder.glob(f"{model_fingerprint(model)[:16]}-*.sqlite") if folder.is_dir() else []
+    fingerprint = model_fingerprint(model)
+    folder = default_db_path(fingerprint, "").parent
+    found = folder.glob(f"{fingerprint[:16]}-*.sqlite") if folder.is_dir() else []
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
