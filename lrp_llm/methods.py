@@ -132,7 +132,9 @@ def parse_method(spec: str, kind: str = "causal-lm") -> tuple[str, int | None]:
 
 
 def default_method(model: nn.Module) -> str:
-    """The family's default method ("attnlrp" for transformers, "mambalrp" for Mamba)."""
+    """The family's default method: for causal LMs chosen by measurement (``lrp_llm.archs.CAUSAL_LM_PREFERENCE``,
+    docs/faithful-default.md: "attnlrp-qk-held" for the Llama family, "cp-lrp" for other decoders), "mambalrp"
+    for Mamba, "cp-lrp" for encoders, "attnlrp" for image classifiers and encoder-decoders."""
     from lrp_llm.archs import get_arch
 
     return get_arch(model).default_method

@@ -181,6 +181,7 @@ class XaiApp(App[None]):
         if self.backend is None:
             return
         if self.backend.loaded:
+            self._take_methods(self.backend.methods())
             self.model_state = "ready"
             self._run_pending()
             return
@@ -195,18 +196,23 @@ class XaiApp(App[None]):
         self.post_message(ModelLoaded(backend.name, summary, backend.methods()))
 
     def on_model_loaded(self, message: ModelLoaded) -> None:
-        if message.methods:
-            self.available_methods = message.methods
-            # the family's default where none was asked, or where the asked one is not offered (AttnLRP of a Mamba model)
-            if (not self._method_asked and self.attribution is None) or self.method not in message.methods:
-                self.method = message.methods[0]
-                if self._pending is not None:
-                    self._pending = dataclasses.replace(self._pending, method=self.method)
+        self._take_methods(message.methods)
         self.model_state = "ready"
         self.progress = None
         next_step = "choose an image file" if self.model_kind == "image-classification" else "ask a question"
         self.status = (f"{message.name} loaded ({message.summary}); {next_step}", "info")
         self._run_pending()
+
+    def _take_methods(self, methods: tuple[str, ...]) -> None:
+        """The loaded model's methods (its family's default first): the method becomes the default where
+        none was asked (and nothing is shown yet), or where the asked one is not offered (AttnLRP of a Mamba model)."""
+        if not methods:
+            return
+        self.available_methods = methods
+        if (not self._method_asked and self.attribution is None) or self.method not in methods:
+            self.method = methods[0]
+            if self._pending is not None:
+                self._pending = dataclasses.replace(self._pending, method=self.method)
 
     def _run_pending(self) -> None:
         if self._pending is not None:

@@ -18,6 +18,18 @@ from lrp_llm.archs.description import BlockPaths, TransformerParts
 from lrp_llm.errors import InputError, UnsupportedModelError
 from lrp_llm.mechanism.patch import ModelPatch
 
+# The default method of a causal LM, chosen by measurement (docs/faithful-default.md): the LRP rule sets
+# in the order the choice rule of benchmarks/choose_default.py ranks them on the selection half of our
+# data; a family gets the first one it offers. Families with their own default set ``default_method``.
+CAUSAL_LM_PREFERENCE: tuple[str, ...] = (
+    "attnlrp-qk-held",
+    "attnlrp-qk-late",
+    "cp-lrp",
+    "attnlrp-eps",
+    "attnlrp-sink",
+    "attnlrp",
+)
+
 
 @dataclass(frozen=True)
 class ArchSpec:
@@ -27,7 +39,8 @@ class ArchSpec:
     kind: str
     # the rule sets explanations offer (lrp_rules(model, rules) installs them)
     rules: tuple[str, ...] = ("attnlrp", "cp-lrp")
-    default_method: str = "attnlrp"
+    # None: a causal LM's is the first of CAUSAL_LM_PREFERENCE the family offers, another kind's "attnlrp"
+    default_method: str = None  # type: ignore[assignment]
     # where the shared installers (lrp_llm.archs.blocks) put the rules
     parts: TransformerParts | None = None
     # install(patch, model, rules): a family's own installer, only where the shared one does not fit
@@ -47,6 +60,12 @@ class ArchSpec:
     # types transformers builds both ways (BART: ``BartForConditionalGeneration`` and, the
     # decoder alone, ``BartForCausalLM``) register their decoder-alone spec with this one attached
     encoder_decoder: ArchSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.default_method is None:
+            offered = self.rules + self.rule_variants
+            ranked = [m for m in CAUSAL_LM_PREFERENCE if m in offered] if self.kind == "causal-lm" else []
+            object.__setattr__(self, "default_method", ranked[0] if ranked else "attnlrp")
 
     def apply(self, patch: ModelPatch, model: nn.Module, rules: str) -> None:
         """Install the rule set ``rules`` on ``model``, recorded in ``patch``."""

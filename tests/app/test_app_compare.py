@@ -13,6 +13,9 @@ from tests.support.tui_support import CONTEXT, QUESTION, explained, settle, tui_
 from tui.app import XaiApp
 from tui.widgets.tokenflow import TokenFlow
 
+# the references below are AttnLRP explanations; the default method has its own test (test_tui_app.py)
+PINNED = "attnlrp"
+
 SIZE = (100, 30)
 METHODS = ("attnlrp", "cp-lrp", "integrated-gradients")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,7 +69,7 @@ def scores_text(app: XaiApp) -> str:
 async def test_compare_view_shows_the_library_numbers(backend, references):
     from lrp_llm.analyses.evaluate import perturbation_curves
 
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await ask_and_compare(app, pilot)
         screen = app.screen
@@ -112,7 +115,7 @@ async def test_compare_view_shows_the_library_numbers(backend, references):
 
 @pytest.mark.anyio
 async def test_methods_are_cached_per_answer_and_toggled(backend, references):
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     calls: list[str] = []
     original = backend.reexplain
 
@@ -128,16 +131,17 @@ async def test_methods_are_cached_per_answer_and_toggled(backend, references):
             # the Ask view's own AttnLRP answer is reused; the other two computed once
             assert calls == ["cp-lrp", "integrated-gradients"]
             saliency = app.available_methods.index("saliency") + 1
+            cp = str(app.available_methods.index("cp-lrp") + 1)  # each method's number key
             await pilot.press(str(saliency))  # a fourth: refused with a message
             assert app.status[1] == "error" and "at most 3" in app.status[0]
-            await pilot.press("2")  # remove CP-LRP
+            await pilot.press(cp)  # remove CP-LRP
             assert screen.selected == ["attnlrp", "integrated-gradients"]
             assert not screen.query_one("#cmp-p2").display
-            await pilot.press(str(saliency), "2")
+            await pilot.press(str(saliency), cp)
             await wait_for(pilot, lambda: not screen.missing(), what="saliency computed")
             await settle(app, pilot)
             assert screen.selected == ["attnlrp", "integrated-gradients", "saliency"]
-            await pilot.press("2")  # back: CP-LRP comes from the cache
+            await pilot.press(cp)  # back: CP-LRP comes from the cache
             assert calls == ["cp-lrp", "integrated-gradients", "saliency"]
             await pilot.press("f2", "f6")
             await settle(app, pilot)
@@ -148,7 +152,7 @@ async def test_methods_are_cached_per_answer_and_toggled(backend, references):
 
 @pytest.mark.anyio
 async def test_a_method_chosen_while_computing_is_computed_next(backend):
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     calls: list[str] = []
     release = threading.Event()
     original = backend.reexplain
@@ -170,7 +174,8 @@ async def test_a_method_chosen_while_computing_is_computed_next(backend):
             screen = app.screen
             assert screen.busy()
             saliency = app.available_methods.index("saliency") + 1
-            await pilot.press("2", str(saliency))  # while CP-LRP is computed: queued, nothing cancelled
+            cp = str(app.available_methods.index("cp-lrp") + 1)
+            await pilot.press(cp, str(saliency))  # while CP-LRP is computed: queued, nothing cancelled
             assert screen.selected == ["attnlrp", "integrated-gradients", "saliency"]
             assert calls == ["cp-lrp"]
             release.set()
@@ -185,7 +190,7 @@ async def test_a_method_chosen_while_computing_is_computed_next(backend):
 
 @pytest.mark.anyio
 async def test_escape_cancels_the_comparison(backend):
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     started = threading.Event()
     saw_cancel = threading.Event()
     original = backend.reexplain
@@ -231,7 +236,7 @@ async def test_escape_cancels_the_comparison(backend):
 async def test_export_json_and_html(tmp_path, backend, references):
     from lrp_llm.results.comparison import MethodComparison
 
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await ask_and_compare(app, pilot)
         await pilot.press("right", "f")
@@ -293,11 +298,13 @@ def compared(*keys: str):
 
 
 def test_compare_view_snapshot(snap_compare, backend):
-    assert snap_compare(XaiApp(backend), terminal_size=SIZE, run_before=compared("right", "f"))
+    assert snap_compare(XaiApp(backend, method=PINNED), terminal_size=SIZE, run_before=compared("right", "f"))
 
 
 def test_compare_view_snapshot_80x24(snap_compare, backend):
-    assert snap_compare(XaiApp(backend), terminal_size=(80, 24), run_before=compared("right", "right", "f"))
+    assert snap_compare(
+        XaiApp(backend, method=PINNED), terminal_size=(80, 24), run_before=compared("right", "right", "f")
+    )
 
 
 def test_open_names_a_saved_comparison_in_one_line(tmp_path):

@@ -14,6 +14,9 @@ from tui.app import XaiApp
 from tui.widgets.heatgrid import HeatGrid
 from tui.widgets.tokenflow import TokenFlow
 
+# the references below are AttnLRP explanations; the default method has its own test (test_tui_app.py)
+PINNED = "attnlrp"
+
 SIZE = (100, 30)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,7 +61,7 @@ def head_site(screen) -> tuple[int, str]:
 
 @pytest.mark.anyio
 async def test_the_view_shows_the_library_numbers(backend, reference):
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await ask_and_open(app, pilot)
         screen = app.screen
@@ -87,7 +90,7 @@ async def test_the_view_shows_the_library_numbers(backend, reference):
 
 @pytest.mark.anyio
 async def test_choosing_a_head_shows_its_conditional_heatmap_and_ablation_its_effect(backend, reference):
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await ask_and_open(app, pilot)
         screen = app.screen
@@ -136,7 +139,7 @@ async def test_choosing_a_head_shows_its_conditional_heatmap_and_ablation_its_ef
 
 @pytest.mark.anyio
 async def test_escape_cancels_and_the_view_computes_again(backend, reference):
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     saw_cancel = threading.Event()
     original = backend.reexplain
 
@@ -190,7 +193,7 @@ async def test_escape_cancels_and_the_view_computes_again(backend, reference):
 async def test_export_html_and_json(tmp_path, backend, reference):
     from lrp_llm.results.attribution import Attribution
 
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await ask_and_open(app, pilot)
         index, site = head_site(app.screen)
@@ -230,8 +233,12 @@ def opened(*keys: str, after: tuple[str, ...] = (), target: int = 0):
 
 
 def test_components_view_snapshot(snap_compare, backend):
-    assert snap_compare(XaiApp(backend), terminal_size=SIZE, run_before=opened("right", after=("enter", "a"), target=1))
+    assert snap_compare(
+        XaiApp(backend, method=PINNED), terminal_size=SIZE, run_before=opened("right", after=("enter", "a"), target=1)
+    )
 
 
 def test_components_view_snapshot_80x24(snap_compare, backend):
-    assert snap_compare(XaiApp(backend), terminal_size=(80, 24), run_before=opened(after=("down", "enter")))
+    assert snap_compare(
+        XaiApp(backend, method=PINNED), terminal_size=(80, 24), run_before=opened(after=("down", "enter"))
+    )

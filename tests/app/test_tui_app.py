@@ -14,6 +14,9 @@ from tui.rows import relevance_row
 from tui.widgets.sources import SourcesList
 from tui.widgets.tokenflow import AnswerTokens, TokenFlow
 
+# the references below are AttnLRP explanations; the default method has its own test (test_tui_app.py)
+PINNED = "attnlrp"
+
 SIZE = (100, 30)
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("one_thread")]
 
@@ -54,7 +57,7 @@ async def ask(app: XaiApp, pilot, question: str = QUESTION, context: str = CONTE
 
 
 async def test_ask_streams_answer_and_shows_the_library_relevance(backend, reference):
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     streamed: list[int] = []
     async with app.run_test(size=SIZE) as pilot:
         app.watch(app, "stream_answer", lambda tokens: streamed.append(len(tokens)), init=False)
@@ -86,7 +89,7 @@ async def test_ask_streams_answer_and_shows_the_library_relevance(backend, refer
 
 
 async def test_mouse_over_the_answer_selects_a_token(backend, reference):
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await ask(app, pilot)
         answer = app.screen.query_one("#answer", AnswerTokens)
@@ -105,7 +108,7 @@ async def test_mouse_over_the_answer_selects_a_token(backend, reference):
 async def test_method_switch_recomputes_in_a_worker(backend, reference):
     from lrp_llm.engines.explain import explain
 
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await ask(app, pilot)
         await pilot.press("right")
@@ -131,7 +134,7 @@ async def test_method_switch_recomputes_in_a_worker(backend, reference):
 
 
 async def test_word_level_merges_subwords_and_keeps_the_total(backend, reference):
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await ask(app, pilot)
         await pilot.press("right", "ctrl+g")
@@ -147,7 +150,7 @@ async def test_word_level_merges_subwords_and_keeps_the_total(backend, reference
 
 
 async def test_jump_walks_through_the_top_sources(backend, reference):
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=(80, 24)) as pilot:
         await ask(app, pilot)
         order = np.argsort(-reference.targets[0].relevance, kind="stable")
@@ -167,7 +170,7 @@ async def test_jump_walks_through_the_top_sources(backend, reference):
 
 
 async def test_empty_question_shows_an_error_and_the_app_stays_usable(backend):
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.click("#question")
         await pilot.press("enter")
@@ -220,7 +223,7 @@ class BlockingBackend(ModelBackend):
 
 async def test_escape_cancels_the_running_job():
     backend = BlockingBackend()
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         app.ask(AskRequest("hello"))
         for _ in range(200):
@@ -268,7 +271,7 @@ async def test_bad_json_shows_a_message(tmp_path):
 async def test_export_writes_html_and_json(tmp_path, backend, reference, fmt):
     from lrp_llm.results.attribution import Attribution
 
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await ask(app, pilot)
         await pilot.press("ctrl+s")
@@ -300,7 +303,7 @@ async def test_long_range_view_bins_the_selected_token(backend, reference):
     from lrp_llm.analyses.longrange import relevance_by_distance, share_beyond
     from tui.widgets.histogram import DistanceHistogram
 
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await ask(app, pilot)
         await pilot.press("right", "right")
@@ -333,7 +336,7 @@ async def test_help_lists_every_binding_with_an_id_and_a_description(backend):
 
     from tui.screens.help import HelpScreen, own_bindings
 
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
@@ -347,7 +350,7 @@ async def test_help_lists_every_binding_with_an_id_and_a_description(backend):
 
 
 async def test_command_palette_offers_the_actions_of_the_view(backend):
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await ask(app, pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
@@ -363,7 +366,7 @@ async def test_command_palette_offers_the_actions_of_the_view(backend):
 
 
 async def test_small_terminal_and_resize(backend):
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=(80, 24)) as pilot:
         await ask(app, pilot)
         prompt = app.screen.query_one("#prompt", TokenFlow)
@@ -400,7 +403,7 @@ async def test_similarity_view_shows_the_bilrp_matrix_and_partners(backend, enco
     from tui.widgets.heatgrid import HeatGrid
 
     expected = SimilarityExplainer(encoder.model, encoder.tokenizer).explain(SENTENCE_A, SENTENCE_B)
-    app = XaiApp(backend, encoder=encoder)
+    app = XaiApp(backend, method=PINNED, encoder=encoder)
     async with app.run_test(size=SIZE) as pilot:
         await compare(app, pilot)
         assert app.current_mode == "similarity"
@@ -431,7 +434,7 @@ async def test_patching_view_runs_a_sweep_next_to_relp(backend, tmp_path):
 
     clean, corrupted, answer, wrong = "The capital of France is", "The capital of Italy is", " Paris", " Italy"
     expected = run_patching(backend.model, backend.tokenizer, clean, corrupted, answer, wrong, sites=("resid",))
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("f5")
@@ -470,7 +473,7 @@ async def test_patching_view_runs_a_sweep_next_to_relp(backend, tmp_path):
 
 
 async def test_patching_errors_are_shown(backend):
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("f5")
@@ -505,7 +508,7 @@ async def test_question_from_the_command_line_is_asked_once_loaded(reference):
     loaded = tui_backend()
     model, tokenizer = loaded.model, loaded.tokenizer
     backend = LateBackend(model, tokenizer)  # not loaded yet: the question waits for the model
-    app = XaiApp(backend, question=QUESTION, context=CONTEXT, max_new_tokens=3)
+    app = XaiApp(backend, method=PINNED, question=QUESTION, context=CONTEXT, max_new_tokens=3)
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(100):
             await settle(app, pilot)
@@ -537,7 +540,7 @@ async def test_the_first_heatmap_shows_before_the_last_token_is_explained(refere
         return hold
 
     backend._partials = holding
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         app.screen.query_one("#context").insert_text_at_cursor(CONTEXT)
         app.screen.query_one("#question").insert_text_at_cursor(QUESTION)
@@ -571,7 +574,7 @@ async def test_the_colour_scale_leaves_template_tokens_out_until_toggled(backend
     from lrp_llm.export.levels import display_scale
     from tui.widgets.legend import Legend
 
-    app = XaiApp(backend)
+    app = XaiApp(backend, method=PINNED)
     async with app.run_test(size=SIZE) as pilot:
         await ask(app, pilot)
         template = set(app.attribution.meta["template_positions"])
@@ -593,3 +596,20 @@ async def test_the_colour_scale_leaves_template_tokens_out_until_toggled(backend
         await pilot.press("ctrl+e")
         assert app.scale_all and prompt.scale == pytest.approx(display_scale(values), rel=1e-6)
         assert "left out" not in app.screen.query_one(Legend).unit
+
+
+async def test_without_a_method_the_app_takes_the_family_default():
+    """No --method: the loaded model's family default (chosen by measurement), also for a backend loaded
+    before the app starts; an asked method stays."""
+    from lrp_llm.methods import default_method
+
+    backend = tui_backend()
+    app = XaiApp(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.model_state == "ready")
+        assert app.method == default_method(backend.model) == "attnlrp-qk-held"
+        assert app.available_methods[0] == app.method
+    asked = XaiApp(backend, method="cp-lrp")
+    async with asked.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: asked.model_state == "ready")
+        assert asked.method == "cp-lrp"

@@ -11,6 +11,9 @@ import pytest
 from tests.support.tui_support import CONTEXT, QUESTION, settle, tui_backend, wait_for
 from tui.app import XaiApp
 
+# the references below are AttnLRP explanations; the default method has its own test (test_tui_app.py)
+PINNED = "attnlrp"
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIZE = (100, 30)
@@ -52,29 +55,35 @@ def asked(*keys: str, target: int = 0):
 
 
 def test_ask_view(snap_compare, backend):
-    assert snap_compare(XaiApp(backend), terminal_size=SIZE, run_before=asked("right", "right", target=2))
+    assert snap_compare(
+        XaiApp(backend, method=PINNED), terminal_size=SIZE, run_before=asked("right", "right", target=2)
+    )
 
 
 def test_ask_view_words(snap_compare, backend):
-    assert snap_compare(XaiApp(backend), terminal_size=SIZE, run_before=asked("right", "ctrl+g", "j", target=1))
+    assert snap_compare(
+        XaiApp(backend, method=PINNED), terminal_size=SIZE, run_before=asked("right", "ctrl+g", "j", target=1)
+    )
 
 
 def test_ask_view_80x24(snap_compare, backend):
-    assert snap_compare(XaiApp(backend), terminal_size=(80, 24), run_before=asked("right", target=1))
+    assert snap_compare(XaiApp(backend, method=PINNED), terminal_size=(80, 24), run_before=asked("right", target=1))
 
 
 def test_long_range_view(snap_compare, backend):
     assert snap_compare(
-        XaiApp(backend), terminal_size=SIZE, run_before=asked("right", "f3", "minus", "minus", "j", target=1)
+        XaiApp(backend, method=PINNED),
+        terminal_size=SIZE,
+        run_before=asked("right", "f3", "minus", "minus", "j", target=1),
     )
 
 
 def test_help_screen(snap_compare, backend):
-    assert snap_compare(XaiApp(backend), terminal_size=SIZE, press=["f1"])
+    assert snap_compare(XaiApp(backend, method=PINNED), terminal_size=SIZE, press=["f1"])
 
 
 def test_empty_question_error(snap_compare, backend):
-    assert snap_compare(XaiApp(backend), terminal_size=SIZE, press=["enter"])
+    assert snap_compare(XaiApp(backend, method=PINNED), terminal_size=SIZE, press=["enter"])
 
 
 def test_similarity_view(snap_compare, backend):
@@ -91,7 +100,7 @@ def test_similarity_view(snap_compare, backend):
         await pilot.press("j", "j")
         await pilot.pause()
 
-    assert snap_compare(XaiApp(backend, encoder=tui_encoder()), terminal_size=SIZE, run_before=run)
+    assert snap_compare(XaiApp(backend, method=PINNED, encoder=tui_encoder()), terminal_size=SIZE, run_before=run)
 
 
 def test_patching_view(snap_compare, backend):
@@ -108,4 +117,4 @@ def test_patching_view(snap_compare, backend):
         await pilot.press("left")
         await pilot.pause()
 
-    assert snap_compare(XaiApp(backend), terminal_size=SIZE, run_before=run)
+    assert snap_compare(XaiApp(backend, method=PINNED), terminal_size=SIZE, run_before=run)

@@ -171,7 +171,9 @@ def test_conditional_heatmaps_partition_and_conserve(llama):
 def test_conditional_heatmap_is_the_masked_backward_written_by_hand(llama):
     """Under AttnLRP (not conserving) the partition still holds; one head's map against plain autograd."""
     ids, p = random_ids(14), 13
-    c = conditional_relevance(llama, ids, p, ["layer.2.attn.head.3", [f"layer.2.attn.head.{h}" for h in range(4)]])
+    c = conditional_relevance(
+        llama, ids, p, ["layer.2.attn.head.3", [f"layer.2.attn.head.{h}" for h in range(4)]], method="attnlrp"
+    )
     o_proj = llama.model.layers[2].self_attn.o_proj
     kept = {}
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from lrp_llm.archs import family_methods
+from lrp_llm.archs import CAUSAL_LM_PREFERENCE, family_methods
 from lrp_llm.archs.attention_variants import VARIANTS
 from lrp_llm.errors import InputError
 from lrp_llm.methods import METHOD_TABLE, get_method, label, method_names, methods_for, parse_method
@@ -56,7 +56,10 @@ def test_parse_method_steps_and_aliases():
 
 
 def test_what_each_family_offers():
-    assert methods_for(tiny_causal_lm("llama")) == ("attnlrp", "cp-lrp", *PLAIN, *VARIANTS)
+    llama = methods_for(tiny_causal_lm("llama"))
+    # the default (chosen by measurement, docs/faithful-default.md) first, then the others in the table's order
+    assert llama[0] == CAUSAL_LM_PREFERENCE[0]
+    assert llama[1:] == tuple(m for m in ("attnlrp", "cp-lrp", *PLAIN, *VARIANTS) if m != llama[0])
     assert methods_for(tiny_mamba("mamba")) == (
         "mambalrp", "grad-x-input", "saliency", "integrated-gradients", "hidden-attention", "random"
     )  # fmt: skip
@@ -64,6 +67,25 @@ def test_what_each_family_offers():
     assert methods_for(tiny_vit()) == ("attnlrp", "cp-lrp", *PLAIN)
     assert methods_for(tiny_encoder()) == ("bilrp", "grad-x-input-products", "embedding-dot")
     assert methods_for(torch.nn.Linear(2, 2)) == PLAIN  # unregistered: the plain-gradient ones
+
+
+def test_causal_lm_defaults_follow_the_measured_preference():
+    """Every causal-LM family without a default of its own takes the first rule set of the measured preference
+    it offers; the default is always one the family offers."""
+    from lrp_llm.archs import ArchSpec, arch_for_model_type, supported_model_types
+
+    for model_type in supported_model_types():
+        spec = arch_for_model_type(model_type)
+        assert spec.default_method in spec.rules + spec.rule_variants + spec.extra_methods, model_type
+        if spec.kind == "causal-lm" and spec.default_method not in ("mambalrp",):
+            offered = [m for m in CAUSAL_LM_PREFERENCE if m in spec.rules + spec.rule_variants]
+            assert spec.default_method == offered[0], model_type
+    only_attnlrp = ArchSpec("x", ("x",), "causal-lm", rules=("attnlrp",), install=lambda *a: None)
+    assert only_attnlrp.default_method == "attnlrp"
+    assert ArchSpec("y", ("y",), "seq2seq", install=lambda *a: None).default_method == "attnlrp"
+    assert ArchSpec("z", ("z",), "causal-lm", default_method="mambalrp", install=lambda *a: None).default_method == (
+        "mambalrp"
+    )
 
 
 def test_family_only_methods_are_the_registry_extras():
