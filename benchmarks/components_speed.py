@@ -21,16 +21,11 @@ import time
 import torch
 
 from benchmarks.common import load_note, machine, write_table
+from benchmarks.first_heatmap import CONTEXT, QUESTION  # the same QA prompt as the first-heatmap benchmark
 from lrp_llm import load_model
 from lrp_llm.engines.explain import explain
 from lrp_llm.engines.generation import build_prompt_ids, generate_greedy
 from lrp_llm.mechanism.components import ComponentSpec
-
-CONTEXT = (
-    "The Normans (Norman: Nourmands; French: Normands; Latin: Normanni) were the people who in the 10th and 11th "
-    "centuries gave their name to Normandy, a region in France."
-)
-QUESTION = "In what country is Normandy located? Answer in one sentence."
 
 
 def main() -> None:
