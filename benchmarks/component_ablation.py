@@ -6,7 +6,8 @@
    by activation magnitude and at random (mean of 5 draws); zero-ablate the top k (k = 1, 2, 4, 8)
    and measure recall accuracy and the mean p(value) (:mod:`synthetic_tasks.recall_ablation`).
 2. SmolLM2-135M-Instruct (``lrp_llm.load_model()``) on factual-recall prompts it answers: rank all
-   MLP neurons of all 30 layers together (46,080) by (a) AttnLRP relevance of the answer logit,
+   MLP neurons of all 30 layers together (46,080) by (a) relevance of the answer logit under each LRP
+   rule set (``attnlrp-qk-held``, the Llama family's default; CP-LRP; AttnLRP as published),
    (b) activation magnitude (|a| summed over positions), (c) gradient x activation, (d) RelP
    attribution patching of zero ablation (the predicted change of the answer logit, most negative
    first; plain attribution patching, AtP, gives minus gradient x activation, so (c) is also AtP's
@@ -36,7 +37,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "component_ablation.md"
 ROWS = RESULTS.with_suffix(".json")
 RECALL_KS = (1, 2, 4, 8)
 SMOL_KS = (1, 4, 16, 64)
-SMOL_RANKINGS = ("relevance", "activation", "grad-x-activation", "relp", "random")
+# relevance under each LRP rule set (the default first), then the other rankings
+SMOL_RELEVANCE = ("attnlrp-qk-held", "cp-lrp", "attnlrp")
+SMOL_RANKINGS = (*SMOL_RELEVANCE, "activation", "grad-x-activation", "relp", "random")
 
 # (prompt, expected answer); only those whose greedy first token is the answer's first token are used
 FACTS = [
@@ -152,12 +155,12 @@ def smollm_part(max_prompts: int = 20) -> list[dict]:
         p_before = float(torch.softmax(logits, -1)[answer])
         seq = [*ids_list, answer]
         scores = {}
-        for ranking, method in (("relevance", "attnlrp"), ("grad-x-activation", "grad-x-input")):
+        for ranking, method in (*((m, m) for m in SMOL_RELEVANCE), ("grad-x-activation", "grad-x-input")):
             c = causal_lm.relevance(model, seq, [len(seq) - 1], method=method, components=spec)["components"][0]
             scores[ranking] = np.asarray(c.neurons, dtype=np.float64)
         scores["activation"] = _activation_magnitude(model, ids)
         scores["relp"] = -zero_ablation_estimate(model, ids_list, answer, "neuron", rules="relp").numpy()
-        n_layers, width = scores["relevance"].shape
+        n_layers, width = scores["activation"].shape
         names = component_names(n_layers, width, "neuron") if names is None else names
         orders = {r: [np.argsort(-s.ravel(), kind="stable")] for r, s in scores.items()}
         orders["random"] = [rng.permutation(n_layers * width) for _ in range(3)]
@@ -231,7 +234,8 @@ def write_table(rows: list[dict]) -> None:
             "",
             f"{r['n']} prompts the model answers (greedy first token = the expected answer; "
             f"{len(r['skipped'])} written ones before them skipped). All 46,080 MLP neurons (30 layers x 1536) "
-            "ranked together, per prompt: relevance = AttnLRP relevance of the answer logit; activation = |a| "
+            "ranked together, per prompt: attnlrp-qk-held / cp-lrp / attnlrp = relevance of the answer logit under "
+            "that rule set (`components=True`); activation = |a| "
             "summed over positions; gradient x activation (= plain attribution patching's ranking of zero "
             "ablation); RelP = attribution patching of zero ablation with the gradient under the RelP rules "
             "(`patching.ablation.zero_ablation_estimate`); random = mean of 3 draws. Mean drop of p(answer) "
