@@ -271,6 +271,19 @@ async def test_snippets_pane_lists_the_chosen_heads_corpus_contexts_from_the_mod
         for line, snip in zip(shown.splitlines(), want, strict=True):
             # the value, then the context as data: markup-like text literal, the tab visible
             assert line == f"{snip.value:+.3f} " + visible("".join(snip.before) + snip.token + "".join(snip.after))
+        assert "by relevance" in str(pane.border_title)
+        # s: the same head's contexts where it is most active, then back
+        await pilot.press("s")
+        await wait_for(pilot, lambda: "by activation" in str(pane.border_title), what="snippets by activation")
+        by_activation = ci.top_contexts(built.db, indexed, "activation", 5)
+        shown = str(pane.render()).splitlines()
+        assert shown == [
+            f"{snip.value:+.3f} " + visible("".join(snip.before) + snip.token + "".join(snip.after))
+            for snip in by_activation
+        ]
+        await pilot.press("s")
+        await wait_for(pilot, lambda: "by relevance" in str(pane.border_title), what="snippets by relevance again")
+        assert str(pane.render()).splitlines()[0].startswith(f"{want[0].value:+.3f} ")
         other = next(s for s in heads if s.startswith("layer.1."))
         await choose(app, pilot, other)
         assert f"{other} is not in the model's corpus index" in str(pane.render())

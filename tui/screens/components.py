@@ -11,7 +11,8 @@ through it, :func:`lrp_llm.analyses.components.conditional_relevance`; an SSM he
 and recolours the input with it; ``a`` zero-ablates it, ``m`` mean-ablates it (:mod:`patching.interventions`;
 a routed expert can only be zeroed, :mod:`patching.experts`) and shows the token's new logit and
 probability next to the old ones. The snippets pane lists the chosen component's top corpus contexts
-when the model's corpus index (in the cache, any corpus) holds its layer and kind.
+when the model's corpus index (in the cache, any corpus) holds its layer and kind: those where it is most
+relevant for the next-token prediction, or (``s`` switches) where it is most active.
 """
 
 from __future__ import annotations
@@ -96,16 +97,18 @@ def index_stores(model: Any) -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def snippets_text(stores: list[Path], site: str | None) -> Text:
-    """What the snippets pane shows for ``site``: its top corpus contexts by relevance, from the first of the
-    model's ``stores`` that indexes its layer and kind (the firing token marked); else how to build one."""
+def snippets_text(stores: list[Path], site: str | None, by: str = "relevance") -> Text:
+    """What the snippets pane shows for ``site``: its top corpus contexts by ``by`` ("relevance" or
+    "activation"), from the first of the model's ``stores`` that indexes its layer and kind (the firing token
+    marked); else how to build one."""
     from lrp_llm.analyses.corpus_index import indexed, top_contexts
     from lrp_llm.archs.sites import Site
 
     if not stores:
         return literal(NO_INDEX)
     if site is None:
-        return literal("choose a head, neuron or channel (Enter) to see the corpus contexts it is most relevant in")
+        most = "relevant" if by == "relevance" else "active"
+        return literal(f"choose a head, neuron or channel (Enter) to see the corpus contexts it is most {most} in")
     try:
         s = Site.parse(site)
     except Exception:  # an SSM head, an expert: not indexed
@@ -114,7 +117,7 @@ def snippets_text(stores: list[Path], site: str | None) -> Text:
         for db in stores:
             if any(e["layer"] == s.layer and e["kind"] == s.kind for e in indexed(db)):
                 text = Text()
-                for j, snip in enumerate(top_contexts(db, site, "relevance", SNIPPETS)):
+                for j, snip in enumerate(top_contexts(db, site, by, SNIPPETS)):
                     text.append(("\n" if j else "") + f"{snip.value:+.3f} ", style="green" if snip.value > 0 else "red")
                     text.append(visible("".join(snip.before)))
                     text.append(visible(snip.token), style="bold reverse")
@@ -131,6 +134,7 @@ class ComponentsScreen(ViewScreen):
         Binding("a", "ablate('zero')", "Ablate", id="components.ablate"),
         Binding("m", "ablate('mean')", "Mean-ablate", id="components.mean_ablate"),
         Binding("c", "compute", "Compute", id="components.compute", show=False),
+        Binding("s", "snippets_by", "Snippets by", id="components.snippets_by"),
     ]
 
     @dataclass
@@ -169,6 +173,8 @@ class ComponentsScreen(ViewScreen):
         """The listed components (site, relevance) of the selected token, in list order."""
         self._busy: int | None = None
         self._stores: tuple[int, list[Path]] | None = None  # (id of the model, its corpus-index stores)
+        self.snippets_by = "relevance"
+        """What ranks the corpus snippets: "relevance" (default) or "activation" (``s`` switches)."""
 
     def compose_body(self) -> ComposeResult:
         yield AnswerTokens(id="cpt-answer", placeholder=EMPTY)
@@ -185,7 +191,7 @@ class ComponentsScreen(ViewScreen):
         self.query_one("#cpt-trace").border_title = "Relevance trace · layer × position"
         self.query_one("#cpt-list").border_title = "Top components · Enter: heatmap"
         self.query_one("#cpt-effect").border_title = "Ablation · a zero, m mean"
-        self.query_one("#cpt-snippets").border_title = "Corpus snippets"
+        self._title_snippets()
         self.watch(self.xai, "attribution", self._attribution_changed)
         self.watch(self.xai, "target", self._show_target, init=False)
 
@@ -416,7 +422,23 @@ class ComponentsScreen(ViewScreen):
         )
         prompt.border_subtitle = f"max |R| {prompt.scale:.3g}"
         self._show_effect(t)
-        self.query_one("#cpt-snippets", Static).update(snippets_text(self._index_stores(), self.selected))
+        self._show_snippets()
+
+    def action_snippets_by(self) -> None:
+        """Rank the corpus snippets by the other score (relevance <-> activation)."""
+        self.snippets_by = "activation" if self.snippets_by == "relevance" else "relevance"
+        self._title_snippets()
+        self._show_snippets()
+
+    def _title_snippets(self) -> None:
+        other = "activation" if self.snippets_by == "relevance" else "relevance"
+        pane = self.query_one("#cpt-snippets")
+        pane.border_title = f"Corpus snippets · by {self.snippets_by}"
+        pane.border_subtitle = f"s: by {other}"
+
+    def _show_snippets(self) -> None:
+        pane = self.query_one("#cpt-snippets", Static)
+        pane.update(snippets_text(self._index_stores(), self.selected, self.snippets_by))
 
     def _index_stores(self) -> list[Path]:
         """The corpus-index stores of the loaded model (looked up once per model)."""
