@@ -76,7 +76,9 @@ def install_expert_edits(
             shape["bs"] = (x.shape[0], x.shape[1]) if x.dim() == 3 else (1, x.shape[0])
             return None
 
-        handle = sm.module(layer, "mlp").register_forward_pre_hook(block_shape, with_kwargs=True)
+        # the MoE block's input, or where the block has no "mlp" site (Granite-4 hybrid) the whole block's
+        shaped = sm.module(layer, "mlp") if sm.has(layer, "mlp") else sm.layers[layer]
+        handle = shaped.register_forward_pre_hook(block_shape, with_kwargs=True)
         patch.on_exit(handle.remove)
         routed = [e for e in edits if e.site.kind == "expert" and e.site.layer == layer]
         if routed:

@@ -221,11 +221,12 @@ class SiteMap:
             self.n_experts = counts.pop()
 
     def _expert_kinds(self, i: int, kinds: frozenset[str]) -> frozenset[str]:
-        """The MoE kinds block ``i`` has: where its MLP is a MoE block whose experts path resolves to a fused
-        experts module (dense layers of a MoE model have none), and its shared expert where that resolves too."""
+        """The MoE kinds block ``i`` has: where its experts path resolves to a fused experts module (dense layers
+        of a MoE model have none), and its shared expert where that resolves too. The block need not have an
+        "mlp" site: Granite-4 hybrid adds its experts' and its shared MLP's outputs itself (no one module's output)."""
         from lrp_llm.archs.experts import is_fused_experts
 
-        if "mlp" not in kinds or self.blocks.experts is None:
+        if self.blocks.experts is None:
             return frozenset()
         if not is_fused_experts(resolve(self.layers[i], self.blocks.experts)):
             return frozenset()
