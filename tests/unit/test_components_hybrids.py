@@ -261,3 +261,38 @@ def test_components_leave_the_forward_and_the_model_unchanged(models, name):
     with torch.no_grad():
         after = model(torch.tensor([ids]), use_cache=False).logits
     assert model_state(model) == state and torch.equal(after, before)
+
+
+# ------------------------------------------------------------------ patching Granite-4 hybrid's experts
+def test_patching_a_granite_hybrid_expert_removes_exactly_its_weighted_contribution(models):
+    # the block has no "mlp" site: the routed edit reads (batch, pos) from the block's input; two rows, so that a
+    # wrong token -> (row, position) mapping would hit other tokens
+    from patching import intervene, zero
+
+    model, layer, e, positions = models["granitemoehybrid-experts"], 0, 2, [2, 5, -1]
+    ids = torch.tensor([random_ids(10), random_ids(10, seed=2)])
+    moe = model.model.layers[layer].block_sparse_moe
+    seen = {}
+    handles = [
+        moe.register_forward_hook(lambda m, a, o: seen.__setitem__("out", o.detach().clone())),
+        moe.experts.register_forward_pre_hook(lambda m, a: seen.__setitem__("args", a)),
+    ]
+    try:
+        with torch.no_grad():
+            model(ids, use_cache=False)
+            plain, (x, index, weights) = seen["out"].reshape(-1, x_width := model.config.hidden_size), seen["args"]
+            with intervene(model, zero(f"layer.{layer}.mlp.expert.{e}", positions=positions)):
+                model(ids, use_cache=False)
+            patched = seen["out"].reshape(-1, x_width)
+    finally:
+        for h in handles:
+            h.remove()
+    own = type(moe.experts).forward.__wrapped__  # transformers' eager loop for expert e alone
+    want = plain.clone()
+    for t in (2, 5, 9, 12, 15, 19):  # positions 2, 5, 9 of both rows (10 tokens a row)
+        for k in range(index.shape[1]):
+            if int(index[t, k]) == e:
+                one = own(moe.experts, x[t : t + 1], torch.tensor([[e]]), torch.ones(1, 1, dtype=x.dtype))
+                want[t] -= weights[t, k] * one[0]
+    assert (want != plain).any()  # the expert was routed at one of the positions: the check can fail
+    torch.testing.assert_close(patched, want, atol=1e-12, rtol=0)
