@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from lrp_llm.archs.experts import is_fused_experts
 from lrp_llm.errors import InputError
 from lrp_llm.mechanism.patch import ModelPatch
 
@@ -60,6 +61,12 @@ def install_expert_edits(
             raise InputError(
                 f"site '{edit.site.name}': a routed expert's contribution can be zeroed or scaled (its routing "
                 f"weight), not '{edit.op}'"
+            )
+    for edit in edits:
+        if edit.site.kind == "expert" and not is_fused_experts(sm.module(edit.site.layer, "expert")):
+            raise InputError(
+                f"site '{edit.site.name}': this model's router scores scale the experts' input (Llama-4), not their "
+                "output: a routed expert cannot be zeroed or scaled through its routing weight here"
             )
     for c in capture:
         if c.kind == "expert":

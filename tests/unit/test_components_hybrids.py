@@ -296,3 +296,88 @@ def test_patching_a_granite_hybrid_expert_removes_exactly_its_weighted_contribut
                 want[t] -= weights[t, k] * one[0]
     assert (want != plain).any()  # the expert was routed at one of the positions: the check can fail
     torch.testing.assert_close(patched, want, atol=1e-12, rtol=0)
+
+
+# ------------------------------------------------------------------ Llama-4: the router's scores scale the experts' input
+@pytest.fixture(scope="module")
+def llama4():
+    torch.manual_seed(0)
+    # tiny_any: a dense first layer, routed experts (4, top-1) and a shared expert in the second
+    return without_biases_and_position_embeddings(tiny_model("llama4_text", dtype=torch.float64))
+
+
+def _hand_llama4(model, ids, p, rules):
+    """Per MoE block, under ``rules``: {expert: its output . g} and the shared expert's output . g, where g is the
+    gradient at the block's output (tokens, hidden) and the outputs come from transformers' own modules run here
+    on the block's input: routed_in = x * the router's score of each expert, transformers' experts forward."""
+    sm = SiteMap(model)
+    kept = {}
+    handles = [
+        sm.layers[i].feed_forward.register_forward_hook(lambda m, a, o, i=i: kept.__setitem__(i, (a[0], o[0])))
+        for i in sm.layers_with("expert")
+    ]
+    try:
+        with lrp_rules(model, rules) if rules != "grad-x-input" else torch.enable_grad():
+            e = model.get_input_embeddings()(torch.tensor([ids])).detach().requires_grad_(True)
+            logit = model(inputs_embeds=e, use_cache=False).logits[0, p - 1, ids[p]]
+            grads = torch.autograd.grad(logit, [kept[i][1] for i in sorted(kept)])
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    with torch.no_grad():
+        for i, g in zip(sorted(kept), grads):
+            block, (x, whole) = sm.layers[i].feed_forward, kept[i]
+            x = x.reshape(-1, x.shape[-1])
+            scores, _ = block.router(x)  # (tokens, experts)
+            n = scores.shape[1]
+            routed_in = x.repeat(n, 1) * scores.transpose(0, 1).reshape(-1, 1)
+            y = type(block.experts).forward(block.experts, routed_in).view(n, -1, x.shape[-1])
+            experts = (y * g).sum((1, 2))
+            shared = float((block.shared_expert(x) * g).sum())
+            out[i] = (experts.numpy(), shared, float((whole * g).sum()))
+    return out
+
+
+@pytest.mark.parametrize("rules", ["cp-lrp", "attnlrp", "grad-x-input"])
+def test_llama4_experts_equal_their_outputs_times_the_blocks_gradient_and_partition_it(llama4, rules):
+    sm = SiteMap(llama4)
+    assert sm.layers_with("expert") == sm.layers_with("shared_expert") == [1] and "mlp" not in sm.kinds
+    ids = random_ids(SEQ)
+    c = relevance(llama4, ids, [P], method=rules, components=True)["components"][0]
+    hand = _hand_llama4(llama4, ids, P, rules)
+    experts, shared, whole = hand[1]
+    scale = max(abs(v) for v in c.layer_totals if v == v) or 1.0
+    assert np.abs(c.experts[1] - experts).max() <= F64 * scale and np.isnan(c.experts[0]).all()
+    assert (experts == 0).any() and (experts != 0).any()  # top-1 of 4: experts no token chose carry nothing
+    assert abs(c.shared_expert[1] - shared) <= F64 * scale and c.shared_expert[0] is None
+    # the experts and the shared expert partition what the block adds
+    assert abs(c.experts[1].sum() + c.shared_expert[1] - whole) <= F64 * max(abs(whole), scale)
+
+
+def test_llama4_conditional_heatmaps_over_its_experts_add_up_and_the_model_is_unchanged(llama4):
+    ids = random_ids(SEQ)
+    with torch.no_grad():
+        before = llama4(torch.tensor([ids]), use_cache=False).logits
+    state = model_state(llama4)
+    parts = [f"layer.1.mlp.expert.{e}" for e in range(4)] + ["layer.1.mlp.shared_expert"]
+    c = conditional_relevance(llama4, ids, P, [*parts, parts], method="cp-lrp")
+    total = sum(h.relevance for h in c.heatmaps[:-1])
+    scale = max(np.abs(c.heatmaps[-1].relevance).max(), np.abs(c.relevance).max())
+    assert np.abs(total - c.heatmaps[-1].relevance).max() <= F64 * scale
+    whole = _hand_llama4(llama4, ids, P, "cp-lrp")[1][2]
+    assert abs(c.heatmaps[-1].selected - whole) <= F64 * max(abs(whole), 1.0)
+    relevance(llama4, ids, [P], method="grad-x-input", components=True)
+    with torch.no_grad():
+        after = llama4(torch.tensor([ids]), use_cache=False).logits
+    assert model_state(llama4) == state and torch.equal(after, before)
+
+
+def test_llama4_routed_expert_edits_are_refused_in_one_line(llama4):
+    from lrp_llm.errors import InputError
+    from patching import intervene, zero
+
+    with pytest.raises(InputError, match=r"^site 'layer.1.mlp.expert.0': this model's router scores scale") as err:
+        with intervene(llama4, zero("layer.1.mlp.expert.0")):
+            pass
+    assert "\n" not in str(err.value)
