@@ -381,3 +381,17 @@ def test_llama4_routed_expert_edits_are_refused_in_one_line(llama4):
         with intervene(llama4, zero("layer.1.mlp.expert.0")):
             pass
     assert "\n" not in str(err.value)
+
+
+def test_the_components_views_moe_row_reads_the_experts_where_there_is_no_mlp_site(models, llama4):
+    # the app's trace row label: a block with experts shows its MoE part's total; with no "mlp" site it is the
+    # experts' and the shared expert's sum (a partition, checked against hands above)
+    from tui.screens.components import ComponentsScreen, block_parts
+
+    for model, layer in ((models["granitemoehybrid-experts"], 0), (llama4, 1), (models["jamba"], 1)):
+        c = relevance(model, random_ids(SEQ), [P], method="cp-lrp", components=True)["components"][0]
+        assert "experts" in block_parts(c)[layer] and "mlp" not in block_parts(c)[layer]
+        shared = c.shared_expert[layer] if c.shared_expert is not None else 0.0
+        want = c.mlp[layer] if c.mlp[layer] is not None else float(c.experts[layer].sum()) + shared
+        assert ComponentsScreen._part_value(c, layer, "experts") == pytest.approx(want, rel=F64)
+        assert abs(float(c.experts[layer].sum()) + shared - want) <= F64 * max(abs(want), 1.0)
