@@ -22,9 +22,10 @@ Zamba2 MLP adapters    the up half of each adapter's output gets the same x 1/2 
 CP-LRP here is CP-LRP on the attention blocks plus MambaLRP on the mixers: both make the
 explained function linear in the propagated path, so on a bias-free model the relevance
 sums to the logit exactly. Patching sites follow each block's parts (``BlockPaths.layer_parts``
-from the config's layer types): a "mixer" site where a block has a Mamba mixer, "attn" and heads
-where it has attention, "mlp" and neurons where it has an MLP, each at its block's own path
-(Zamba2: the mixer only, see its entry). Mixture-of-experts layers (Jamba, Nemotron-H ``moe``, Granite-4 hybrid with
+from the config's layer types): a "mixer" site and its channels (at ``out_proj``'s input; Mamba-2: also
+SSM heads in component relevance) where a block has a Mamba mixer, "attn" and heads where it has
+attention, "mlp" and neurons where it has an MLP, each at its block's own path (Zamba2: the mixer only,
+see its entry), and the routed experts (and a shared expert) where a block has them. Mixture-of-experts layers (Jamba, Nemotron-H ``moe``, Granite-4 hybrid with
 experts) get the MoE rules (:mod:`lrp_llm.archs.experts`: router scores x expert outputs under
 the uniform rule for AttnLRP, the scores held constant under CP-LRP, so CP-LRP + MambaLRP still
 conserve exactly).

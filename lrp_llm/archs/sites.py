@@ -12,7 +12,8 @@ site                            what                                            
 ``layer.{i}.mixer.channel.{c}`` channel ``c`` at the input of the mixer's        (batch, pos)
                                 ``out_proj`` (Mamba, Mamba-2)
 ``layer.{i}.mlp.expert.{e}``    routed expert ``e``'s weighted contribution      (tokens routed to e,
-                                ``w * E_e(x)`` (mixture-of-experts blocks)       d_model)
+                                ``w * E_e(x)`` (mixture-of-experts blocks;       d_model)
+                                Llama-4: ``E_e(w * x)``, every token)
 ``layer.{i}.mlp.shared_expert`` the shared expert's output (MoE blocks with one) (tokens, d_model)
 ==============================  ===============================================  ====================
 
