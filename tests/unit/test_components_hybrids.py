@@ -373,12 +373,36 @@ def test_llama4_conditional_heatmaps_over_its_experts_add_up_and_the_model_is_un
     assert model_state(llama4) == state and torch.equal(after, before)
 
 
-def test_llama4_routed_expert_edits_are_refused_in_one_line(llama4):
+def test_llama4_zeroing_an_expert_removes_exactly_its_output_and_scaling_is_refused(llama4):
     from lrp_llm.errors import InputError
-    from patching import intervene, zero
+    from patching import intervene, scale, zero
 
+    block, e, positions = llama4.model.layers[1].feed_forward, 2, [2, 5, -1]
+    ids = torch.tensor([random_ids(10), random_ids(10, seed=2)])  # two rows: the token -> (row, position) map
+    seen = {}
+    handle = block.register_forward_hook(lambda m, a, o: seen.__setitem__("io", (a[0].detach(), o[0].detach())))
+    try:
+        with torch.no_grad():
+            llama4(ids, use_cache=False)
+            x, plain = seen["io"]
+            with intervene(llama4, zero(f"layer.1.mlp.expert.{e}", positions=positions)):
+                llama4(ids, use_cache=False)
+            patched = seen["io"][1]
+            # by hand: expert e's output (transformers' experts forward on the router-scaled input) at positions
+            # 2, 5, 9 of both rows taken away
+            x = x.reshape(-1, x.shape[-1])
+            scores, _ = block.router(x)
+            routed_in = x.repeat(4, 1) * scores.transpose(0, 1).reshape(-1, 1)
+            y = type(block.experts).forward(block.experts, routed_in).view(4, -1, x.shape[-1])
+    finally:
+        handle.remove()
+    want = plain.clone()
+    tokens = [2, 5, 9, 12, 15, 19]
+    want[tokens] -= y[e, tokens]
+    assert y[e, tokens].abs().max() > 0  # expert e was chosen at one of them: the check can fail
+    torch.testing.assert_close(patched, want, atol=1e-12, rtol=0)
     with pytest.raises(InputError, match=r"^site 'layer.1.mlp.expert.0': this model's router scores scale") as err:
-        with intervene(llama4, zero("layer.1.mlp.expert.0")):
+        with intervene(llama4, scale("layer.1.mlp.expert.0", 0.5)):
             pass
     assert "\n" not in str(err.value)
 
@@ -395,3 +419,31 @@ def test_the_components_views_moe_row_reads_the_experts_where_there_is_no_mlp_si
         want = c.mlp[layer] if c.mlp[layer] is not None else float(c.experts[layer].sum()) + shared
         assert ComponentsScreen._part_value(c, layer, "experts") == pytest.approx(want, rel=F64)
         assert abs(float(c.experts[layer].sum()) + shared - want) <= F64 * max(abs(want), 1.0)
+
+
+def test_llama4_shared_expert_edits_read_the_position_from_the_block(llama4):
+    # its shared expert runs on the flattened tokens (tokens, width) and the block has no "mlp" site: the edit reads
+    # (batch, pos) from the block's input; row 1, position 3 is token 13
+    from patching import intervene, zero
+
+    ids, shared = (
+        torch.tensor([random_ids(10), random_ids(10, seed=2)]),
+        llama4.model.layers[1].feed_forward.shared_expert,
+    )
+    with torch.no_grad():
+        plain = llama4(ids, use_cache=False).logits
+        with intervene(llama4, zero("layer.1.mlp.shared_expert", positions=[3], batch=[1])):
+            ablated = llama4(ids, use_cache=False).logits
+
+        def by_hand(m, a, o):
+            o = o.clone()
+            o[13] = 0
+            return o
+
+        handle = shared.register_forward_hook(by_hand)
+        try:
+            want = llama4(ids, use_cache=False).logits
+        finally:
+            handle.remove()
+    torch.testing.assert_close(ablated, want, atol=0, rtol=0)
+    assert (ablated - plain).abs().max() > 1e-6
