@@ -8,6 +8,10 @@ arguments (``hidden_states``, ``top_k_index``, ``top_k_weights``). ``zero`` sets
 chosen positions and leaves the other experts' (no renormalisation). Other operations would
 need the contribution's value and are refused with a one-line error.
 
+Llama-4's router scores scale the experts' input instead: there ``zero`` sets the expert's score to 0
+at the chosen positions (its input is 0 there and, without a bias, so is its output); ``scale`` would
+not scale its output (the expert is not linear) and is refused.
+
 A shared expert is a module whose output the MoE block adds (Qwen2-MoE: through a sigmoid
 gate, which scales it); some blocks run it on the flattened tokens (tokens, width). Its edits
 and captures read the (batch, pos) of the MoE block's input, so every operation works on it
@@ -21,6 +25,8 @@ from typing import Any
 
 import torch
 
+from lrp_llm.archs.description import resolve
+from lrp_llm.archs.experts import is_fused_experts
 from lrp_llm.errors import InputError
 from lrp_llm.mechanism.patch import ModelPatch
 
@@ -44,6 +50,31 @@ def _token_factors(edits: Sequence[Any], index: torch.Tensor, weights: torch.Ten
     return weights * factor
 
 
+def _input_scaled(sm: SiteMap, layer: int) -> bool:
+    """Whether block ``layer``'s router scores scale its experts' input (Llama-4), not their output."""
+    return not is_fused_experts(sm.module(layer, "expert"))
+
+
+def _router(sm: SiteMap, layer: int) -> torch.nn.Module:
+    """The router beside the experts of block ``layer`` (Llama-4: ``feed_forward.router``)."""
+    block = resolve(sm.layers[layer], sm.blocks.experts.rpartition(".")[0])
+    return block.router
+
+
+def _zero_scores(edits: Sequence[Any], output: tuple, shape: dict[str, tuple[int, int]]) -> tuple:
+    """A Llama-4 router's output (scores (tokens, experts), logits) with each edit's expert's score 0 at its rows
+    and positions: that expert's input is 0 there and, without a bias, so is its output (its contribution)."""
+    scores, *rest = output
+    b, s = shape.get("bs", (1, scores.shape[0]))
+    keep = torch.ones_like(scores)
+    for edit in edits:
+        rows = normalise_positions(edit.batch, b, what="batch row")
+        pos = normalise_positions(edit.positions, s)
+        tokens = torch.tensor([r * s + p for r in rows for p in pos], device=scores.device, dtype=torch.long)
+        keep[tokens, int(edit.site.index)] = 0
+    return (scores * keep, *rest)
+
+
 def install_expert_edits(
     patch: ModelPatch,
     sm: SiteMap,
@@ -61,6 +92,12 @@ def install_expert_edits(
                 f"site '{edit.site.name}': a routed expert's contribution can be zeroed or scaled (its routing "
                 f"weight), not '{edit.op}'"
             )
+    for edit in edits:
+        if edit.site.kind == "expert" and edit.op != "zero" and _input_scaled(sm, edit.site.layer):
+            raise InputError(
+                f"site '{edit.site.name}': this model's router scores scale the experts' input (Llama-4), not their "
+                "output: a routed expert can be zeroed here (its score), not scaled"
+            )
     for c in capture:
         if c.kind == "expert":
             raise InputError(
@@ -76,7 +113,9 @@ def install_expert_edits(
             shape["bs"] = (x.shape[0], x.shape[1]) if x.dim() == 3 else (1, x.shape[0])
             return None
 
-        handle = sm.module(layer, "mlp").register_forward_pre_hook(block_shape, with_kwargs=True)
+        # the MoE block's input, or where the block has no "mlp" site (Granite-4 hybrid) the whole block's
+        shaped = sm.module(layer, "mlp") if sm.has(layer, "mlp") else sm.layers[layer]
+        handle = shaped.register_forward_pre_hook(block_shape, with_kwargs=True)
         patch.on_exit(handle.remove)
         routed = [e for e in edits if e.site.kind == "expert" and e.site.layer == layer]
         if routed:
@@ -89,7 +128,12 @@ def install_expert_edits(
                 new = _token_factors(routed, index, weights, shape.get("bs", (1, hidden.shape[0])))
                 return (hidden, index, new), {k: v for k, v in kwargs.items() if k not in names}
 
-            handle = sm.module(layer, "expert").register_forward_pre_hook(route, with_kwargs=True)
+            if _input_scaled(sm, layer):  # Llama-4: the expert's score (its input's scale) set to 0 at the tokens
+                handle = _router(sm, layer).register_forward_hook(
+                    lambda _m, _a, out, routed=routed, shape=shape: _zero_scores(routed, out, shape)
+                )
+            else:
+                handle = sm.module(layer, "expert").register_forward_pre_hook(route, with_kwargs=True)
             patch.on_exit(handle.remove)
         shared = [e for e in edits if e.site.kind == "shared_expert" and e.site.layer == layer]
         names = [c.name for c in capture if c.kind == "shared_expert" and c.layer == layer]

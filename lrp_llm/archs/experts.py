@@ -61,6 +61,19 @@ def is_fused_experts(module: nn.Module) -> bool:
     )
 
 
+def is_input_scaled_experts(module: nn.Module) -> bool:
+    """Whether ``module`` is the experts module of a Llama-4 style MoE block (the router's scores scale the
+    experts' input): 3-D ``gate_up_proj`` [E, hidden, 2 * d] and ``down_proj`` [E, d, hidden], every expert run on
+    every token, without the fused layout's flags."""
+    gate_up, down = getattr(module, "gate_up_proj", None), getattr(module, "down_proj", None)
+    return (
+        isinstance(gate_up, torch.Tensor)
+        and isinstance(down, torch.Tensor)
+        and gate_up.dim() == down.dim() == 3
+        and not is_fused_experts(module)
+    )
+
+
 def experts_modules(model: nn.Module) -> list[nn.Module]:
     """The fused experts modules of ``model``, in module order."""
     return [m for m in model.modules() if is_fused_experts(m)]
@@ -246,6 +259,35 @@ def _routed(module: nn.Module) -> bool:
     return bool(getattr(module.__dict__.get(attr), "lrp_routed", False))
 
 
+def input_scaled_experts(
+    experts: nn.Module, routed_in: torch.Tensor, gate_rule: str, observe: Observe | None
+) -> torch.Tensor:
+    """A Llama-4 style experts module on its input ``routed_in`` (E, tokens, hidden), each expert's rows its
+    tokens scaled by its router score (0 where not selected) -> (E, tokens, hidden), ``down(act(g) * u)`` per
+    expert under ``gate_rule``. Expert ``e``'s output is its contribution to the block's output (summed over the
+    experts by the block): ``observe(e, output)`` takes its place where given. An expert has no bias, so its
+    output is 0 on the tokens not routed to it."""
+    gate, up = torch.bmm(routed_in, experts.gate_up_proj).chunk(2, dim=-1)
+    out = torch.bmm(gated_product(experts.act_fn, gate, up, gate_rule), experts.down_proj)
+    if observe is None:
+        return out
+    return torch.stack([observe(e, out[e]) for e in range(out.shape[0])])
+
+
+def _plain_input_scaled_forward(module: nn.Module):
+    # the experts module's own call (transformers' block: ``experts(routed_in)`` on (E * tokens, hidden)) with
+    # plain gradients, each expert's output passed through the observer
+    def make(_original):
+        def forward(hidden_states: torch.Tensor) -> torch.Tensor:
+            routed_in = hidden_states.view(module.gate_up_proj.shape[0], -1, hidden_states.shape[-1])
+            out = input_scaled_experts(module, routed_in, "plain", _OBSERVERS.get(module))
+            return out.reshape(-1, out.shape[-1])
+
+        return forward
+
+    return make
+
+
 @contextmanager
 def observed_contributions(
     modules: Sequence[nn.Module], observe: Callable[[nn.Module, int, torch.Tensor], torch.Tensor]
@@ -257,7 +299,12 @@ def observed_contributions(
     with ExitStack() as stack:
         try:
             for module in modules:
-                if not _routed(module):
+                if is_input_scaled_experts(module):
+                    # without the rules transformers' block calls the experts module; with them
+                    # (input_scaled_forward) the block runs the experts itself and reads the observer
+                    patch = stack.enter_context(ModelPatch(module))
+                    patch.override_forward(module, _plain_input_scaled_forward(module))
+                elif not _routed(module):
                     patch = stack.enter_context(ModelPatch(module))
                     patch.override_forward(module, routed_forward(module, None, _check_layout(module)))
                 _OBSERVERS[module] = lambda k, c, module=module: observe(module, k, c)
@@ -315,7 +362,8 @@ def input_scaled_forward(block: nn.Module, rules: str):
     ``routed_in = x * w`` (w: the router's sigmoid scores, 0 for unselected experts) is a product
     of two input-dependent factors: uniform rule (x 1/2 to each) under AttnLRP, ``w`` held
     constant under CP-LRP and RelP. Each expert ``down(act(g) * u)`` on ``routed_in`` gets the
-    gated MLP's rules; the sum over experts and the shared expert are linear.
+    gated MLP's rules; the sum over experts and the shared expert are linear. Each expert's output (its
+    contribution, :func:`input_scaled_experts`) passes through the observer :func:`observed_contributions` set.
     """
     gate_rule, router_rule = GATE_RULE[rules], ROUTER_RULE[rules]
     experts = block.experts
@@ -331,10 +379,9 @@ def input_scaled_forward(block: nn.Module, rules: str):
             n_experts = scores.shape[1]
             routed_in = x_side.repeat(n_experts, 1) * scores.transpose(0, 1).reshape(-1, 1)
             routed_in = routed_in.view(n_experts, -1, hidden.shape[-1])
-            gate, up = torch.bmm(routed_in, experts.gate_up_proj).chunk(2, dim=-1)
-            routed_out = torch.bmm(gated_product(experts.act_fn, gate, up, gate_rule), experts.down_proj)
+            routed_out = input_scaled_experts(experts, routed_in, gate_rule, _OBSERVERS.get(experts))
             out = block.shared_expert(hidden)
-            out.add_(routed_out.reshape(n_experts, -1, routed_out.shape[-1]).sum(dim=0))
+            out.add_(routed_out.sum(dim=0))
             return out, logits
 
         return forward

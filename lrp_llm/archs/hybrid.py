@@ -22,9 +22,10 @@ Zamba2 MLP adapters    the up half of each adapter's output gets the same x 1/2 
 CP-LRP here is CP-LRP on the attention blocks plus MambaLRP on the mixers: both make the
 explained function linear in the propagated path, so on a bias-free model the relevance
 sums to the logit exactly. Patching sites follow each block's parts (``BlockPaths.layer_parts``
-from the config's layer types): a "mixer" site where a block has a Mamba mixer, "attn" and heads
-where it has attention, "mlp" and neurons where it has an MLP, each at its block's own path
-(Zamba2: the mixer only, see its entry). Mixture-of-experts layers (Jamba, Nemotron-H ``moe``, Granite-4 hybrid with
+from the config's layer types): a "mixer" site and its channels (at ``out_proj``'s input; Mamba-2: also
+SSM heads in component relevance) where a block has a Mamba mixer, "attn" and heads where it has
+attention, "mlp" and neurons where it has an MLP, each at its block's own path (Zamba2: the mixer only,
+see its entry), and the routed experts (and a shared expert) where a block has them. Mixture-of-experts layers (Jamba, Nemotron-H ``moe``, Granite-4 hybrid with
 experts) get the MoE rules (:mod:`lrp_llm.archs.experts`: router scores x expert outputs under
 the uniform rule for AttnLRP, the scores held constant under CP-LRP, so CP-LRP + MambaLRP still
 conserve exactly).
@@ -125,7 +126,8 @@ def _layers(config: Any) -> int:
 
 
 # Bamba, Granite-4 hybrid: a block mixes tokens by a Mamba-2 mixer or by attention, then runs its MLP
-# Where Bamba, Falcon-H1 and Jamba keep their parts (a block's mixer is ``mamba``, its MLP ``feed_forward``)
+# Where Bamba, Falcon-H1 and Jamba keep their parts (a block's mixer is ``mamba``, its MLP ``feed_forward``;
+# the mixer's channels at the input of its bias-free ``out_proj``, as Nemotron-H's)
 _MAMBA_ATTENTION_MLP = BlockPaths(
     layers="layers",
     attention="self_attn",
@@ -133,18 +135,20 @@ _MAMBA_ATTENTION_MLP = BlockPaths(
     mlp="feed_forward",
     neurons="feed_forward.down_proj",
     mixer="mamba",
+    channels="mamba.out_proj",
     final_norm="final_layernorm",
 )
 _mixer_or_attention_then_mlp = by_layer_type(
     {
-        **{t: ("mixer", "mlp", "neurons") for t in MAMBA},
+        **{t: ("mixer", "channels", "mlp", "neurons") for t in MAMBA},
         **{t: ("attention", "heads", "mlp", "neurons") for t in ATTENTION},
     }
 )
 
 
 def _granite_parts(config: Any) -> list[frozenset[str]]:
-    # with experts the block's MLP output is experts + ``shared_mlp``: the shared MLP alone is no "mlp" site
+    # with experts the block adds the routed experts' output and ``shared_mlp``'s: no one module's output is their
+    # sum, so there is no "mlp" site; the routed experts and the shared MLP (its shared expert) are expert sites
     parts = _mixer_or_attention_then_mlp(config)
     if getattr(config, "num_local_experts", 0):
         parts = [p - {"mlp", "neurons"} for p in parts]
@@ -245,6 +249,11 @@ GRANITE_HYBRID_FAMILY = _register(
         mlp="shared_mlp",
         neurons="shared_mlp.output_linear",
         mixer="mamba",
+        channels="mamba.out_proj",
+        # with experts (num_local_experts > 0): the routed experts and the shared MLP, always run on the same
+        # normed input and added to their output, which is what a shared expert is (absent in dense checkpoints)
+        experts="block_sparse_moe.experts",
+        shared_expert="shared_mlp",
         final_norm="norm",
         layer_parts=_granite_parts,
     ),
@@ -275,12 +284,14 @@ JAMBA_FAMILY = _register(
         moe=MoEParts(),
     ),
     lambda config: sum(k == "mamba" for k in config.layers_block_type),
-    # a Mamba-1 mixer or attention, then a gated MLP or experts (an "mlp" site; no neuron sites)
+    # a Mamba-1 mixer (channels: d_inner, no SSM heads) or attention, then a gated MLP or, every
+    # ``expert_layer_period``-th block, routed experts (an "mlp" site whose experts are sites; no neuron sites)
     replace(
         _MAMBA_ATTENTION_MLP,
         neurons=None,
+        experts="feed_forward.experts",
         layer_parts=by_layer_type(
-            {"linear_attention": ("mixer", "mlp"), "full_attention": ("attention", "heads", "mlp")}
+            {"linear_attention": ("mixer", "channels", "mlp"), "full_attention": ("attention", "heads", "mlp")}
         ),
     ),
     relp=True,
@@ -306,9 +317,15 @@ ZAMBA2_FAMILY = _register(
     BlockPaths(
         layers="layers",
         mixer="mamba",
+        channels="mamba.out_proj",
         final_norm="final_layernorm",
         # its config calls a Mamba block "linear_attention" (older configs: "mamba")
-        layer_parts=by_layer_type({**{t: ("mixer",) for t in MAMBA}, "hybrid": {"mixer": "mamba_decoder.mamba"}}),
+        layer_parts=by_layer_type(
+            {
+                **{t: ("mixer", "channels") for t in MAMBA},
+                "hybrid": {"mixer": "mamba_decoder.mamba", "channels": "mamba_decoder.mamba.out_proj"},
+            }
+        ),
     ),
     extra=_zamba2_adapters,
     relp=True,

@@ -13,6 +13,7 @@ component sites (``layer.{i}.mlp.expert.{e}``, ``layer.{i}.mlp.shared_expert``:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from lrp_llm.archs import ArchSpec, refuse, register
@@ -63,11 +64,13 @@ def _moe_family(
     base: str = "",
     shared: str = "shared_experts",
     shared_gate: str | None = None,
+    blocks: BlockPaths | None = None,
     **parts: Any,
 ) -> ArchSpec:
     """Register a MoE family: Llama-layout attention and gated MLPs unless ``parts`` says otherwise;
     ``base``: the prefix of the block list from ``model.base_model``; ``shared``: the shared expert's
-    name inside the MoE block (where a member has one), ``shared_gate`` the projection whose sigmoid scales it."""
+    name inside the MoE block (where a member has one), ``shared_gate`` the projection whose sigmoid scales it;
+    ``blocks``: the block paths where they are not the ones these name."""
     fields: dict[str, Any] = dict(
         attention=_LLAMA_ATTENTION, mlps=(_GATED,), norm=_RMS, expected=_attention_per_block, moe=MoEParts()
     )
@@ -79,7 +82,7 @@ def _moe_family(
             kind="causal-lm",
             patching_rules=("relp",),
             parts=TransformerParts(**fields),
-            blocks=_blocks(mlp, steps, base, shared, shared_gate),
+            blocks=blocks or _blocks(mlp, steps, base, shared, shared_gate),
         )
     )
 
@@ -137,7 +140,17 @@ GRANITE_MOE_FAMILY = _moe_family(
 LLAMA4_FAMILY = _moe_family(
     "llama4",
     ("llama4_text",),
-    # its MoE block returns (tokens, hidden), reshaped by the layer: no "mlp" patching site
+    # its MoE block returns (tokens, hidden), reshaped by the layer: no "mlp" patching site. Its experts are
+    # component sites: every expert runs on every token, its input scaled by its router score (0 where not
+    # selected, and an expert has no bias: its output is 0 there), so expert e's contribution is its output, and
+    # the experts' outputs and the shared expert's add up to the block's (lrp_llm.archs.experts.input_scaled_experts).
+    # The block adds the experts' sum to the shared expert's output in place: taps hand it a copy.
+    blocks=replace(
+        _blocks(None, base="model."),
+        experts="feed_forward.experts",
+        shared_expert="feed_forward.shared_expert",
+        outputs_changed_in_place=True,
+    ),
     mlp=None,
     # its NoPE layers ask the cache for its length (query temperature by absolute position): the
     # stepper's stand-ins answer it

@@ -12,7 +12,8 @@ site                            what                                            
 ``layer.{i}.mixer.channel.{c}`` channel ``c`` at the input of the mixer's        (batch, pos)
                                 ``out_proj`` (Mamba, Mamba-2)
 ``layer.{i}.mlp.expert.{e}``    routed expert ``e``'s weighted contribution      (tokens routed to e,
-                                ``w * E_e(x)`` (mixture-of-experts blocks)       d_model)
+                                ``w * E_e(x)`` (mixture-of-experts blocks;       d_model)
+                                Llama-4: ``E_e(w * x)``, every token)
 ``layer.{i}.mlp.shared_expert`` the shared expert's output (MoE blocks with one) (tokens, d_model)
 ==============================  ===============================================  ====================
 
@@ -164,6 +165,9 @@ class SiteMap:
         self.model = model
         self.family = spec.family
         self.blocks = blocks
+        # Llama-4: the router's scores scale the experts' input (lrp_llm.archs.experts.input_scaled_experts)
+        moe = getattr(spec.parts, "moe", None)
+        self._input_scaled = bool(getattr(moe, "scores_scale_input", False))
         self.layers = layers
         self.n_layers = len(layers)
         cfg = model.config.get_text_config()  # the text model of a multimodal wrapper
@@ -221,13 +225,15 @@ class SiteMap:
             self.n_experts = counts.pop()
 
     def _expert_kinds(self, i: int, kinds: frozenset[str]) -> frozenset[str]:
-        """The MoE kinds block ``i`` has: where its MLP is a MoE block whose experts path resolves to a fused
-        experts module (dense layers of a MoE model have none), and its shared expert where that resolves too."""
-        from lrp_llm.archs.experts import is_fused_experts
+        """The MoE kinds block ``i`` has: where its experts path resolves to a fused experts module (dense layers
+        of a MoE model have none), and its shared expert where that resolves too. The block need not have an
+        "mlp" site: Granite-4 hybrid adds its experts' and its shared MLP's outputs itself (no one module's output)."""
+        from lrp_llm.archs.experts import is_fused_experts, is_input_scaled_experts
 
-        if "mlp" not in kinds or self.blocks.experts is None:
+        if self.blocks.experts is None:
             return frozenset()
-        if not is_fused_experts(resolve(self.layers[i], self.blocks.experts)):
+        experts = resolve(self.layers[i], self.blocks.experts)
+        if not (is_fused_experts(experts) or (self._input_scaled and is_input_scaled_experts(experts))):
             return frozenset()
         shared = self.blocks.shared_expert
         if shared is not None and isinstance(resolve(self.layers[i], shared), nn.Module):

@@ -37,7 +37,7 @@ def _run(capsys, path, *extra) -> str:
     return capsys.readouterr().out
 
 
-@pytest.mark.parametrize("model_type", ["mamba2", "mixtral"])
+@pytest.mark.parametrize("model_type", ["mamba2", "mixtral", "granitemoehybrid"])
 def test_ssm_heads_and_experts_are_listed_and_selectable(tmp_path_factory, tmp_path, capsys, model_type):
     from lrp_llm.analyses.components import component_sites, conditional_relevance
 

@@ -36,9 +36,11 @@ def test_zamba2s_mixer_sites_are_each_blocks_own_mixer():
     sm = SiteMap(model)
     kinds = [type(layer).__name__ for layer in sm.layers]
     assert kinds == ["Zamba2MambaDecoderLayer", "Zamba2HybridLayer"]
-    assert sm.kinds == ("resid", "mixer")  # no site on the shared attention block (one module at every depth)
+    # no site on the shared attention block (one module at every depth); each mixer's channels at its own out_proj
+    assert sm.kinds == ("resid", "mixer", "channel")
     assert sm.module(0, "mixer") is sm.layers[0].mamba
     assert sm.module(1, "mixer") is sm.layers[1].mamba_decoder.mamba
+    assert sm.module(1, "channel") is sm.layers[1].mamba_decoder.mamba.out_proj
 
 
 @pytest.mark.parametrize("model_type", ["kimi_linear", "bailing_hybrid"])

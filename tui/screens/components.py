@@ -501,7 +501,13 @@ class ComponentsScreen(ViewScreen):
 
     @staticmethod
     def _part_value(c: Any, layer: int, part: str) -> float:
-        return float(c.mlp[layer] if part == "experts" else getattr(c, part)[layer])
+        if part != "experts":
+            return float(getattr(c, part)[layer])
+        if c.mlp[layer] is not None:
+            return float(c.mlp[layer])
+        # no "mlp" site (Granite-4 hybrid, Llama-4): the routed experts and the shared expert partition the MoE part
+        shared = None if c.shared_expert is None else c.shared_expert[layer]
+        return float(np.nansum(c.experts[layer])) + (shared or 0.0)
 
     @on(AnswerTokens.CursorMoved, "#cpt-answer")
     def _cursor_moved(self, event: AnswerTokens.CursorMoved) -> None:
