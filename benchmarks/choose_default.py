@@ -76,6 +76,20 @@ def choose(by_set: dict[str, dict[str, object]], candidates: list[str]) -> tuple
     return pick, f"no candidate eligible; smallest shortfall {shortfall(pick, by_set):.2f}: {pick}"
 
 
+def paired_difference(ev, half: int, a: str, b: str) -> tuple[float, float, int]:
+    """Mean and 95 % CI half-width of ABPC(a) - ABPC(b) over the items of one half, item by item (both methods
+    scored on the same items, so the items' own spread cancels), and the number of items."""
+    from lrp_llm.analyses.evaluate import mean_ci
+
+    by: dict[str, dict[str, float]] = {a: {}, b: {}}
+    for r in split(ev, half).results:
+        if r.method in by:
+            by[r.method][r.item_id] = r.curves.abpc
+    items = [i for i in by[a] if i in by[b]]
+    mean, ci = mean_ci([by[a][i] - by[b][i] for i in items])
+    return mean, ci, len(items)
+
+
 def ranking(by_set: dict[str, dict[str, object]], candidates: list[str]) -> list[str]:
     """The candidates in the order the rule picks them: the choice, then the choice among the rest, ...
     (a family that does not offer the first takes the first it offers)."""
@@ -129,7 +143,7 @@ def main(argv: list[str] | None = None) -> Path:
     goals = [
         f"QA evidence top-1 >= 0.95: {qa.top1:.2f} ({'met' if qa.top1 is not None and qa.top1 >= 0.95 else 'NOT met'})",
     ]
-    for name in ("qa", "next_token"):
+    for name in SETS:
         if name in report:
             s = report[name][pick]
             reach = s.abpc + s.abpc_ci
@@ -138,6 +152,13 @@ def main(argv: list[str] | None = None) -> Path:
                 f"{name}: ABPC {s.abpc:.2f} ± {s.abpc_ci:.2f} reaches every other method's: "
                 + ("met" if not beaten else f"NOT met ({', '.join(beaten)} above)")
             )
+    # the same comparison item by item: the chosen method minus the best other method on each set
+    paired = []
+    for name, table in report.items():
+        best = max((k for k in table if k != pick), key=lambda k: table[k].abpc)
+        mean, ci, n = paired_difference(evaluations[name], 1, pick, best)
+        verdict = "below" if mean + ci < 0 else ("above" if mean - ci > 0 else "not distinguishable")
+        paired.append(f"{name}: {pick} - {best} = {mean:+.2f} ± {ci:.2f} (n = {n}, {verdict})")
     below_random = []
     for name, table in report.items():
         if "random" in table:
@@ -157,6 +178,9 @@ def main(argv: list[str] | None = None) -> Path:
         "Ranking by the same rule (a family that does not offer the first takes the first it offers; "
         "`lrp_llm.archs.CAUSAL_LM_PREFERENCE`): " + " > ".join(f"`{m}`" for m in ranking(select, candidates)) + ".",
         "On the report half: " + "; ".join(goals) + ".",
+        "Paired per item on the report half (ABPC difference to the best other method, mean ± 95 % CI): "
+        + "; ".join(paired)
+        + ".",
         "LRP rule sets below random on the report half: " + (", ".join(below_random) if below_random else "none") + ".",
         "shortfall = the largest amount by which another method's ABPC exceeds this one's ABPC + half-width (<= 0: "
         "within its interval of every other method on every set).",

@@ -140,6 +140,17 @@ def test_choose_default_reads_the_per_item_scores(tiny_dir, answered_data, tmp_p
     text = path.read_text()
     assert "**Chosen: `attnlrp`.**" in text or "**Chosen: `cp-lrp`.**" in text
     assert "qa: 1 + 1" in text  # the two QA items: one in each half
+    assert "Paired per item on the report half" in text
+    # the paired difference, item by item on the report half, against the per-item scores written by hand
+    from lrp_llm.analyses.evaluate import Evaluation
+
+    ev = Evaluation.load(tmp_path / "ev.nt.json")
+    order = list(dict.fromkeys(r.item_id for r in ev.results))
+    report = set(order[1::2])
+    score = {(r.method, r.item_id): r.curves.abpc for r in ev.results if r.item_id in report}
+    want = [score[("cp-lrp", i)] - score[("random", i)] for i in order[1::2]]
+    mean, _, n = choose_default.paired_difference(ev, 1, "cp-lrp", "random")
+    assert n == len(want) and mean == pytest.approx(sum(want) / len(want), rel=1e-12)
 
 
 def _summary(method, abpc, ci, top1=None):
