@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> Path:
     )
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--limit", type=int, help="items per data file (default: all)")
+    ap.add_argument(
+        "--max-tokens",
+        type=int,
+        help="leave out items whose text (context and question, or text) is longer than this many tokens; the "
+        "cost of scoring an item grows with the square of its length",
+    )
     ap.add_argument("--steps", type=int, default=10, help="perturbation steps per curve")
     ap.add_argument("--strategy", default="zero", choices=["zero", "neutral", "delete"])
     ap.add_argument("--threads", type=int, help="torch threads (1 is steadier on a busy machine)")
@@ -88,10 +94,13 @@ def main(argv: list[str] | None = None) -> Path:
             if not loaded:
                 loaded.append(load_model(args.model, dtype="float32"))
             model, tok = loaded[0]
+            items = load_items(path, limit=args.limit)
+            if args.max_tokens is not None:
+                items = [it for it in items if _text_tokens(tok, it) <= args.max_tokens]
             ev = evaluate(
                 model,
                 tok,
-                load_items(path, limit=args.limit),
+                items,
                 methods,
                 strategy=args.strategy,
                 steps=args.steps,
@@ -198,6 +207,12 @@ def main(argv: list[str] | None = None) -> Path:
 
 def _num(x: float | None, digits: int) -> str:
     return "–" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def _text_tokens(tokenizer, item) -> int:
+    """Tokens of an item's own text (a QA item's context and question, a next-token item's text)."""
+    text = item.text if item.kind != "qa" else f"{item.context or ''}\n{item.question}"
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _printer(name: str):
