@@ -289,13 +289,17 @@ def install(patch: ModelPatch, model: nn.Module, rules: str) -> None:
 
 
 # Each block is a DeltaNet ("linear_attention": the "mixer" site) or attention ("full_attention"),
-# then an MLP or experts (an "mlp" site; no neuron sites: the experts are not one MLP)
+# then an MLP or experts (an "mlp" site; no neuron sites: the experts are not one MLP). Qwen3-Next / Qwen3.5-MoE:
+# the routed experts and the shared expert behind its sigmoid gate are expert sites (absent in dense members)
 DELTA_OR_ATTENTION_BLOCKS = BlockPaths(
     layers="layers",
     attention="self_attn",
     heads="self_attn.o_proj",
     mixer="linear_attn",
     mlp="mlp",
+    experts="mlp.experts",
+    shared_expert="mlp.shared_expert",
+    shared_gate="mlp.shared_expert_gate",
     final_norm="norm",
     layer_parts=by_layer_type({"linear_attention": ("mixer", "mlp"), "full_attention": ("attention", "heads", "mlp")}),
 )
@@ -382,12 +386,15 @@ def _kimi_installer(parts: TransformerParts):
 
 # Each block's token mixer is at ``self_attn``, whichever it is: Kimi delta attention ("linear_attention": the
 # "mixer" site) or MLA ("full_attention": the "attn" site, its value heads at ``o_proj``'s input the head sites);
-# then an MLP or experts (an "mlp" site; no neuron sites: the experts are not one MLP)
+# then an MLP or experts (an "mlp" site; no neuron sites: the experts are not one MLP); the routed experts and the
+# ungated shared experts are expert sites (absent in the dense first blocks)
 KIMI_BLOCKS = BlockPaths(
     layers="layers",
     attention="self_attn",
     heads="self_attn.o_proj",
     mlp="mlp",
+    experts="mlp.experts",
+    shared_expert="mlp.shared_experts",
     final_norm="norm",
     layer_parts=by_layer_type(
         {"linear_attention": {"mixer": "self_attn", "mlp": "mlp"}, "full_attention": ("attention", "heads", "mlp")}

@@ -89,6 +89,10 @@ MINIMAX_M3_FAMILY = register(
             attention="self_attn",
             heads="self_attn.o_proj",
             mlp="mlp",
+            # the routed experts (their sum scaled by the block's routed_scaling_factor: linear, after the taps, so a
+            # tap's gradient carries it) and the ungated shared experts; the dense blocks have none
+            experts="mlp.experts",
+            shared_expert="mlp.shared_experts",
             final_norm="norm",
             steps_from_keys_values=False,
         ),

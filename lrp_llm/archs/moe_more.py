@@ -46,8 +46,9 @@ LFM2_MOE_FAMILY = register(
         family="lfm2_moe",
         model_types=("lfm2_moe",),
         parts=replace(LFM2_FAMILY.parts, expected=_lfm2_moe_counts, moe=MoEParts()),
-        # the routed experts have no single neuron axis
-        blocks=replace(LFM2_FAMILY.blocks, neurons=None),
+        # the routed experts have no single neuron axis; they are expert sites (no shared expert; the dense first
+        # blocks have none)
+        blocks=replace(LFM2_FAMILY.blocks, neurons=None, experts="feed_forward.experts"),
     )
 )
 

@@ -47,7 +47,11 @@ def test_zamba2s_mixer_sites_are_each_blocks_own_mixer():
 def test_kimi_blocks_hold_a_mixer_or_attention_at_the_same_path(model_type):
     model = tiny_for(model_type)[0]
     sm = SiteMap(model)
-    assert [sm.describe_layer(i) for i in range(sm.n_layers)] == ["resid, mlp, mixer", "resid, attn, mlp, head"]
+    # block 1's MLP is a MoE block: its routed experts and shared experts are (component) sites too
+    assert [sm.describe_layer(i) for i in range(sm.n_layers)] == [
+        "resid, mlp, mixer",
+        "resid, attn, mlp, head, expert, shared_expert",
+    ]
     assert sm.module(0, "mixer") is sm.layers[0].self_attn and hasattr(sm.layers[0].self_attn, "forget_gate")
     assert sm.module(1, "attn") is sm.layers[1].self_attn and hasattr(sm.layers[1].self_attn, "kv_a_proj_with_mqa")
     with pytest.raises(Exception, match="block 0 .* has resid, mlp, mixer; attn sites are in layers 1"):
