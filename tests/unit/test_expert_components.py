@@ -19,6 +19,7 @@ from lrp_llm.mechanism.components import ComponentRecorder, ComponentSpec
 from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.results.components import ComponentRelevance
 from tests.support.conformance import without_biases_and_position_embeddings
+from tests.support.expert_hand import hand_expert_relevance
 from tests.support.models import model_state, random_ids
 from tests.support.tiny_any import tiny_model
 
@@ -76,59 +77,6 @@ def test_site_maps_offer_experts_where_the_blocks_have_them(models):
 
 
 # ------------------------------------------------------------------ against hands
-def _hand_expert_relevance(model, ids, p, rules):
-    """Per MoE layer: {expert: sum over its tokens of w * E(x) . g} with E from transformers' own eager expert loop
-    (one expert, weight 1), w and the routing from the experts module's arguments, g the gradient at its output;
-    and the shared expert's contribution (sigmoid(gate) * shared, or shared) . g at the MoE block's output."""
-    sm = SiteMap(model)
-    found = {}
-
-    def keep(i, name):
-        def hook(module, args, kwargs, output):
-            out = output[0] if isinstance(output, tuple) else output
-            out.retain_grad()
-            found[i, name] = (args, kwargs, out)
-
-        return hook
-
-    handles = []
-    for i in sm.layers_with("expert"):
-        handles.append(sm.module(i, "expert").register_forward_hook(keep(i, "experts"), with_kwargs=True))
-        handles.append(sm.module(i, "mlp").register_forward_hook(keep(i, "mlp"), with_kwargs=True))
-        if sm.has(i, "shared_expert"):
-            handles.append(sm.module(i, "shared_expert").register_forward_hook(keep(i, "shared"), with_kwargs=True))
-            if sm.shared_gate(i) is not None:
-                handles.append(sm.shared_gate(i).register_forward_hook(keep(i, "gate"), with_kwargs=True))
-    try:
-        with lrp_rules(model, rules):
-            e = model.get_input_embeddings()(torch.tensor([ids])).detach().requires_grad_(True)
-            logit = model(inputs_embeds=e, use_cache=False).logits[0, p - 1, ids[p]]
-            logit.backward()
-    finally:
-        for h in handles:
-            h.remove()
-        model.zero_grad(set_to_none=True)
-    out = {}
-    for i in sm.layers_with("expert"):
-        experts = sm.module(i, "expert")
-        own = type(experts).forward.__wrapped__  # transformers' eager loop, not the library's forward
-        (x, index, weights), _, y = found[i, "experts"]
-        per = {}
-        with torch.no_grad():
-            for t in range(x.shape[0]):
-                for k in range(index.shape[1]):
-                    ex = int(index[t, k])
-                    one = own(experts, x[t : t + 1], torch.tensor([[ex]]), torch.ones(1, 1, dtype=x.dtype))
-                    per[ex] = per.get(ex, 0.0) + float(weights[t, k] * (one[0] @ y.grad[t]))
-        shared = None
-        if (i, "shared") in found:
-            mlp_grad = found[i, "mlp"][2].grad.reshape(-1, x.shape[-1])
-            s_out = found[i, "shared"][2].detach().reshape(-1, x.shape[-1])
-            if (i, "gate") in found:
-                s_out = torch.sigmoid(found[i, "gate"][2].detach().reshape(-1, 1)) * s_out
-            shared = float((s_out * mlp_grad).sum())
-        out[i] = (per, shared)
-    return out
 
 
 @pytest.mark.parametrize("rules", ["cp-lrp", "attnlrp"])
@@ -136,7 +84,7 @@ def _hand_expert_relevance(model, ids, p, rules):
 def test_each_expert_equals_weight_times_output_times_gradient(models, model_type, rules):
     model, ids, p = models[model_type], random_ids(12), 11
     c = relevance(model, ids, [p], method=rules, components=True)["components"][0]
-    hand = _hand_expert_relevance(model, ids, p, rules)
+    hand = hand_expert_relevance(model, ids, p, rules)
     scale = max(abs(v) for v in c.mlp if v is not None)
     for i in range(c.n_layers):
         if i not in hand:
