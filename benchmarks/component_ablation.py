@@ -7,7 +7,8 @@
    and measure recall accuracy and the mean p(value) (:mod:`synthetic_tasks.recall_ablation`).
 2. SmolLM2-135M-Instruct (``lrp_llm.load_model()``) on factual-recall prompts it answers: rank all
    MLP neurons of all 30 layers together (46,080) by (a) relevance of the answer logit under each LRP
-   rule set (``attnlrp-qk-held``, the Llama family's default; CP-LRP; AttnLRP as published),
+   rule set (``attnlrp-qk-late``, the Llama family's default; ``attnlrp-qk-held``; CP-LRP; AttnLRP as
+   published),
    (b) activation magnitude (|a| summed over positions), (c) gradient x activation, (d) RelP
    attribution patching of zero ablation (the predicted change of the answer logit, most negative
    first; plain attribution patching, AtP, gives minus gradient x activation, so (c) is also AtP's
@@ -38,7 +39,7 @@ ROWS = RESULTS.with_suffix(".json")
 RECALL_KS = (1, 2, 4, 8)
 SMOL_KS = (1, 4, 16, 64)
 # relevance under each LRP rule set (the default first), then the other rankings
-SMOL_RELEVANCE = ("attnlrp-qk-held", "cp-lrp", "attnlrp")
+SMOL_RELEVANCE = ("attnlrp-qk-late", "attnlrp-qk-held", "cp-lrp", "attnlrp")
 SMOL_RANKINGS = (*SMOL_RELEVANCE, "activation", "grad-x-activation", "relp", "random")
 
 # (prompt, expected answer); only those whose greedy first token is the answer's first token are used
@@ -234,7 +235,7 @@ def write_table(rows: list[dict]) -> None:
             "",
             f"{r['n']} prompts the model answers (greedy first token = the expected answer; "
             f"{len(r['skipped'])} written ones before them skipped). All 46,080 MLP neurons (30 layers x 1536) "
-            "ranked together, per prompt: attnlrp-qk-held / cp-lrp / attnlrp = relevance of the answer logit under "
+            "ranked together, per prompt: attnlrp-qk-late / attnlrp-qk-held / cp-lrp / attnlrp = relevance of the answer logit under "
             "that rule set (`components=True`); activation = |a| "
             "summed over positions; gradient x activation (= plain attribution patching's ranking of zero "
             "ablation); RelP = attribution patching of zero ablation with the gradient under the RelP rules "

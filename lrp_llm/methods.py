@@ -133,7 +133,7 @@ def parse_method(spec: str, kind: str = "causal-lm") -> tuple[str, int | None]:
 
 def default_method(model: nn.Module) -> str:
     """The family's default method: for causal LMs chosen by measurement (``lrp_llm.archs.CAUSAL_LM_PREFERENCE``,
-    docs/faithful-default.md: "attnlrp-qk-held" for the Llama family, "cp-lrp" for other decoders), "mambalrp"
+    docs/faithful-default.md: "attnlrp-qk-late" for the Llama family, "cp-lrp" for other decoders), "mambalrp"
     for Mamba, "cp-lrp" for encoders, "attnlrp" for image classifiers and encoder-decoders."""
     from lrp_llm.archs import get_arch
 

@@ -22,8 +22,8 @@ from lrp_llm.mechanism.patch import ModelPatch
 # in the order the choice rule of benchmarks/choose_default.py ranks them on the selection half of our
 # data; a family gets the first one it offers. Families with their own default set ``default_method``.
 CAUSAL_LM_PREFERENCE: tuple[str, ...] = (
-    "attnlrp-qk-held",
     "attnlrp-qk-late",
+    "attnlrp-qk-held",
     "cp-lrp",
     "attnlrp-eps",
     "attnlrp-sink",

@@ -607,7 +607,7 @@ async def test_without_a_method_the_app_takes_the_family_default():
     app = XaiApp(backend)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.model_state == "ready")
-        assert app.method == default_method(backend.model) == "attnlrp-qk-held"
+        assert app.method == default_method(backend.model) == "attnlrp-qk-late"
         assert app.available_methods[0] == app.method
     asked = XaiApp(backend, method="cp-lrp")
     async with asked.run_test(size=SIZE) as pilot:

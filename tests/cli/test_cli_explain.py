@@ -31,7 +31,7 @@ def test_explain_writes_the_json_contract_and_html(tiny_dir, tmp_path, capsys):
     )
     assert code == 0
     d = json.loads(out.read_text())
-    assert d["method"] == "attnlrp-qk-held" and d["model"] == str(tiny_dir)  # the Llama family's default
+    assert d["method"] == "attnlrp-qk-late" and d["model"] == str(tiny_dir)  # the Llama family's default
     assert len(d["tokens"]) == len(d["input_ids"]) > d["prompt_length"]
     assert d["tokens"][0] == "<|user|>"
     assert isinstance(d["seconds"], float)

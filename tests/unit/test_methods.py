@@ -69,6 +69,19 @@ def test_what_each_family_offers():
     assert methods_for(torch.nn.Linear(2, 2)) == PLAIN  # unregistered: the plain-gradient ones
 
 
+def test_the_preference_is_the_ranking_the_measurement_wrote():
+    """CAUSAL_LM_PREFERENCE is the ranking ``python -m benchmarks.choose_default`` wrote from the measured per-item
+    scores (benchmarks/results/default_choice.md): a new measurement that ranks otherwise fails here until the
+    preference (and the README) follow it."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "benchmarks" / "results" / "default_choice.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("- Ranking by the same rule"))
+    ranking = tuple(re.findall(r"`([a-z0-9-]+)`(?= >|\.$)", line))
+    assert ranking == CAUSAL_LM_PREFERENCE
+
+
 def test_causal_lm_defaults_follow_the_measured_preference():
     """Every causal-LM family without a default of its own takes the first rule set of the measured preference
     it offers; the default is always one the family offers."""

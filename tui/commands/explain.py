@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--method",
         choices=METHODS,
         help="attribution method (default: the model family's, chosen by measurement (README, Faithfulness): "
-        "attnlrp-qk-held for Llama-family decoders, QA evidence top-1 0.95 and ABPC 7.54 on held-out items; "
+        "attnlrp-qk-late for Llama-family decoders, QA evidence top-1 0.95 and ABPC 7.27 on held-out items; "
         "cp-lrp for other decoders; mambalrp for Mamba; image classifiers: theirs)",
     )
     m.add_argument("--steps", type=int_range(1, MAX_STEPS), default=32, help="integrated-gradients steps (default 32)")
