@@ -230,23 +230,25 @@ def write_table(rows: list[dict]) -> None:
     smol = [r for r in rows if r["part"] == "smollm"]
     if smol:
         r = smol[0]
+        ranked = [x for x in SMOL_RANKINGS if x in r["mean_p_drop"]]  # a row written before a ranking was added
         lines += [
             "## SmolLM2-135M-Instruct: factual recall",
             "",
             f"{r['n']} prompts the model answers (greedy first token = the expected answer; "
             f"{len(r['skipped'])} written ones before them skipped). All 46,080 MLP neurons (30 layers x 1536) "
-            "ranked together, per prompt: attnlrp-qk-late / attnlrp-qk-held / cp-lrp / attnlrp = relevance of the answer logit under "
-            "that rule set (`components=True`); activation = |a| "
+            "ranked together, per prompt: "
+            + " / ".join(x for x in ranked if x in SMOL_RELEVANCE)
+            + " = relevance of the answer logit under that rule set (`components=True`); activation = |a| "
             "summed over positions; gradient x activation (= plain attribution patching's ranking of zero "
             "ablation); RelP = attribution patching of zero ablation with the gradient under the RelP rules "
             "(`patching.ablation.zero_ablation_estimate`); random = mean of 3 draws. Mean drop of p(answer) "
             "(share of prompts whose greedy answer changes) after ablating the top k.",
             "",
-            "| k | " + " | ".join(SMOL_RANKINGS) + " |",
-            "|---:|" + "---:|" * len(SMOL_RANKINGS),
+            "| k | " + " | ".join(ranked) + " |",
+            "|---:|" + "---:|" * len(ranked),
         ]
         for j, k in enumerate(r["ks"]):
-            cells = " | ".join(f"{r['mean_p_drop'][x][j]:.3f} ({r['answer_changed'][x][j]:.0%})" for x in SMOL_RANKINGS)
+            cells = " | ".join(f"{r['mean_p_drop'][x][j]:.3f} ({r['answer_changed'][x][j]:.0%})" for x in ranked)
             lines.append(f"| {k} | {cells} |")
         lines += ["", "Prompts: " + "; ".join(f"{p!r} -> {a!r}" for p, a in r["prompts"]), ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
