@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from lrp_llm.archs.description import resolve
-from lrp_llm.archs.experts import is_fused_experts
+from lrp_llm.archs.experts import is_input_scaled_experts
 from lrp_llm.errors import InputError
 from lrp_llm.mechanism.patch import ModelPatch
 
@@ -52,7 +52,7 @@ def _token_factors(edits: Sequence[Any], index: torch.Tensor, weights: torch.Ten
 
 def _input_scaled(sm: SiteMap, layer: int) -> bool:
     """Whether block ``layer``'s router scores scale its experts' input (Llama-4), not their output."""
-    return not is_fused_experts(sm.module(layer, "expert"))
+    return is_input_scaled_experts(sm.module(layer, "expert"))
 
 
 def _router(sm: SiteMap, layer: int) -> torch.nn.Module:

@@ -123,6 +123,17 @@ class ComponentRelevance:
     def n_layers(self) -> int:
         return self.trace.shape[0] - 1
 
+    def moe_total(self, layer: int) -> float | None:
+        """The relevance of block ``layer``'s MoE part: its "mlp" total where the block has that site, else (the
+        block adds its experts' and shared expert's outputs itself: Granite-4 hybrid, Llama-4) the sum of its
+        experts and its shared expert, which partition it; None without experts."""
+        if self.mlp[layer] is not None:
+            return float(self.mlp[layer])
+        if self.experts is None or not np.isfinite(self.experts[layer]).any():
+            return None
+        shared = None if self.shared_expert is None else self.shared_expert[layer]
+        return float(np.nansum(self.experts[layer])) + (shared or 0.0)
+
     @property
     def layer_totals(self) -> np.ndarray:
         """(n_layers + 1,): the trace summed over positions (embedding, then each block output)."""

@@ -501,13 +501,7 @@ class ComponentsScreen(ViewScreen):
 
     @staticmethod
     def _part_value(c: Any, layer: int, part: str) -> float:
-        if part != "experts":
-            return float(getattr(c, part)[layer])
-        if c.mlp[layer] is not None:
-            return float(c.mlp[layer])
-        # no "mlp" site (Granite-4 hybrid, Llama-4): the routed experts and the shared expert partition the MoE part
-        shared = None if c.shared_expert is None else c.shared_expert[layer]
-        return float(np.nansum(c.experts[layer])) + (shared or 0.0)
+        return float(c.moe_total(layer) if part == "experts" else getattr(c, part)[layer])
 
     @on(AnswerTokens.CursorMoved, "#cpt-answer")
     def _cursor_moved(self, event: AnswerTokens.CursorMoved) -> None:
