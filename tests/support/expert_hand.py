@@ -1,4 +1,5 @@
-"""The relevance of each MoE expert and shared expert written by hand, for the component tests of every MoE family."""
+"""For the component tests of every MoE family: the relevance of each expert and shared expert written by hand,
+and the check that an error inside the taps leaves the model as it was."""
 
 from __future__ import annotations
 
@@ -61,3 +62,23 @@ def hand_expert_relevance(model, ids, p, rules):
             shared = float((s_out * mlp_grad).sum())
         out[i] = (per, shared)
     return out
+
+
+def check_restored_after_an_error(model) -> None:
+    """An error inside the component taps leaves ``model`` as it was: its state, no expert observers, and the
+    experts modules' own forwards back (the taps install the plain routed forward while they are in place)."""
+    import pytest
+
+    from lrp_llm.archs import experts as experts_lib
+    from lrp_llm.archs.experts import experts_modules
+    from lrp_llm.mechanism.components import ComponentRecorder, ComponentSpec
+    from tests.support.models import model_state
+
+    before = model_state(model)
+    recorder = ComponentRecorder(ComponentSpec(), 1, 8, torch.float64)
+    with pytest.raises(RuntimeError, match="inside"):
+        with recorder.installed(model):
+            assert all("forward" in m.__dict__ for m in experts_modules(model))  # the plain routed forward
+            raise RuntimeError("inside")
+    assert model_state(model) == before and len(experts_lib._OBSERVERS) == 0
+    assert all("forward" not in m.__dict__ for m in experts_modules(model))

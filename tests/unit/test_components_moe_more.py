@@ -23,7 +23,7 @@ from lrp_llm.mechanism.components import ComponentRecorder, ComponentSpec
 from lrp_llm.mechanism.context import lrp_rules
 from lrp_llm.results.components import ComponentRelevance
 from tests.support.conformance import without_biases_and_position_embeddings
-from tests.support.expert_hand import hand_expert_relevance
+from tests.support.expert_hand import check_restored_after_an_error, hand_expert_relevance
 from tests.support.models import model_state, random_ids
 from tests.support.tiny_any import tiny_model
 
@@ -187,15 +187,7 @@ def test_taps_on_experts_leave_the_forward_and_the_model_unchanged(models, model
 
 
 def test_observers_and_forwards_restored_after_an_error(models):
-    model = models["qwen3_next"]
-    before = model_state(model)
-    recorder = ComponentRecorder(ComponentSpec(), 1, 8, torch.float64)
-    with pytest.raises(RuntimeError, match="inside"):
-        with recorder.installed(model):
-            assert all("forward" in m.__dict__ for m in experts_modules(model))  # the plain routed forward
-            raise RuntimeError("inside")
-    assert model_state(model) == before and len(experts_lib._OBSERVERS) == 0
-    assert all("forward" not in m.__dict__ for m in experts_modules(model))
+    check_restored_after_an_error(models["qwen3_next"])
 
 
 # ------------------------------------------------------------------ result
