@@ -350,6 +350,8 @@ def test_real_command_in_tmux(tmp_path):
         pane.wait_until("Most relevant patches", 60)
         shown = pane.wait_until("class red", 180)
         assert "▀" * 32 in shown  # the 32 x 32 image, one column per pixel
+        # the ranked patches may be drawn a frame after the class: wait for them instead of reading one frame
+        shown = pane.wait_until("row 1, col 2", 30)
         assert "row 1, col 2" in shown and "● " in shown and "Image F2" in shown
         pane.keys("v")
         pane.wait_until("Image · image", 10)
